@@ -1,0 +1,62 @@
+# Every target wires one stage of the kit; `make demo` runs them all on synthetic data.
+# CONFIG picks the competition config, e.g. `make train CONFIG=configs/chest-xray.toml`.
+CONFIG ?= configs/competition.toml
+PYTHON ?= python3
+VENV := .venv
+KIT := $(VENV)/bin/kit --config $(CONFIG)
+SYNTH_DIR ?= data/synth
+SYNTH_ARGS ?= --n-train 5000 --n-test 1700 --size 128
+MESSAGE ?= kit submission
+HOST ?= 127.0.0.1
+PORT ?= 8080
+STAMP := $(VENV)/.installed
+
+.PHONY: setup synth folds train calibrate blend submit demo test dashboard bench clean
+
+setup: $(STAMP)
+
+# uv installs the several-GB torch stack in seconds where pip takes minutes.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check uv
+	$(PYTHON) -m uv venv --quiet --allow-existing -p $(PYTHON) $(VENV)
+	$(PYTHON) -m uv pip install --quiet -p $(VENV)/bin/python -e '.[test]'
+	touch $(STAMP)
+
+synth: $(STAMP)
+	$(KIT) synth $(SYNTH_DIR) $(SYNTH_ARGS) --preview
+
+folds: $(STAMP)
+	$(KIT) folds
+
+train: $(STAMP)
+	$(KIT) train --variant all --fold all
+
+calibrate: $(STAMP)
+	$(KIT) calibrate --variant all
+
+blend: $(STAMP)
+	$(KIT) blend
+
+submit: $(STAMP)
+	$(KIT) submit --message "$(MESSAGE)"
+
+dashboard: $(STAMP)
+	$(KIT) dashboard --host $(HOST) --port $(PORT)
+
+demo: $(STAMP)
+	$(KIT) synth $(SYNTH_DIR) $(SYNTH_ARGS) --preview
+	$(KIT) folds
+	$(KIT) train --variant all --fold all
+	$(KIT) calibrate --variant all
+	$(KIT) blend --name demo
+	$(KIT) score submissions/demo.csv --solution $(SYNTH_DIR)/solution.csv --compare-argmax
+	$(KIT) submit submissions/demo.csv --message "kit demo" --dry-run
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest -q
+
+bench: $(STAMP)
+	$(VENV)/bin/python -m benchmarks
+
+clean:
+	rm -rf .cache runs oof/*.npz oof/*.json oof/*.db oof/*.png folds/*.csv submissions/*.csv submissions/*.json $(SYNTH_DIR)

@@ -1,0 +1,139 @@
+"""The OOF file contract (DESIGN §5): `oof/<variant>.npz` + `oof/<variant>.json`.
+
+Every stage after training reads only these files, so they are checked here once: shapes,
+finite logits, ids matching folds.csv, class lists agreeing between files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from kit.errors import KitError
+from kit.files import atomic_write, write_json
+
+
+@dataclass(frozen=True)
+class OOF:
+    """One variant's out-of-fold and test logits."""
+
+    classes: np.ndarray  # (C,) str
+    ids: np.ndarray  # (n,) str
+    fold: np.ndarray  # (n,) int
+    logits: np.ndarray  # (n, C) float32, each row from the fold model that never saw it
+    test_ids: np.ndarray  # (m,) str
+    test_logits: np.ndarray  # (K, m, C) float32, one slice per fold model
+    train_prior: np.ndarray  # (C,) class distribution the model was trained under
+
+    @property
+    def n_folds(self) -> int:
+        return int(self.test_logits.shape[0])
+
+    def validate(self, source: str | Path) -> "OOF":
+        """Raise KitError naming `source` when a field breaks the contract."""
+        n, c = len(self.ids), len(self.classes)
+        checks = [
+            (self.logits.shape == (n, c), f"logits has shape {self.logits.shape}, expected ({n}, {c})"),
+            (self.fold.shape == (n,), f"fold has shape {self.fold.shape}, expected ({n},)"),
+            (
+                self.test_logits.ndim == 3 and self.test_logits.shape[1:] == (len(self.test_ids), c),
+                f"test_logits has shape {self.test_logits.shape}, expected (K, {len(self.test_ids)}, {c})",
+            ),
+            (self.train_prior.shape == (c,), f"train_prior has shape {self.train_prior.shape}, expected ({c},)"),
+            (len(set(self.ids.tolist())) == n, "ids contains duplicates"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise KitError(f"{source}: {message}")
+        for name, arr in (("logits", self.logits), ("test_logits", self.test_logits), ("train_prior", self.train_prior)):
+            bad = ~np.isfinite(arr)
+            if bad.any():
+                where = np.argwhere(bad)[0]
+                raise KitError(
+                    f"{source}: {name} has {int(bad.sum())} NaN or infinite values (first at index {tuple(int(i) for i in where)}); "
+                    "retrain that variant or fold"
+                )
+        if (self.train_prior <= 0).any():
+            raise KitError(f"{source}: train_prior must be positive for every class")
+        return self
+
+
+def save_oof(path: str | Path, oof: OOF, meta: dict[str, Any] | None = None) -> None:
+    """Write the npz (and the json beside it when `meta` is given), each atomically."""
+    path = Path(path)
+    oof.validate(path)
+    arrays = {
+        "classes": np.asarray(oof.classes, dtype=str),
+        "ids": np.asarray(oof.ids, dtype=str),
+        "fold": np.asarray(oof.fold, dtype=np.int64),
+        "logits": np.asarray(oof.logits, dtype=np.float32),
+        "test_ids": np.asarray(oof.test_ids, dtype=str),
+        "test_logits": np.asarray(oof.test_logits, dtype=np.float32),
+        "train_prior": np.asarray(oof.train_prior, dtype=np.float64),
+    }
+    atomic_write(path, lambda f: np.savez(f, **arrays))
+    if meta is not None:
+        write_json(path.with_suffix(".json"), meta)
+
+
+def load_oof(path: str | Path) -> OOF:
+    path = Path(path)
+    if not path.is_file():
+        raise KitError(f"{path}: OOF file not found; run `kit train` for that variant first")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in OOF.__dataclass_fields__ if k not in z.files]
+            if missing:
+                raise KitError(f"{path}: missing arrays {missing}; the file does not follow DESIGN §5")
+            oof = OOF(**{k: z[k] for k in OOF.__dataclass_fields__})
+    except (OSError, ValueError) as exc:
+        raise KitError(f"{path}: cannot read OOF file ({exc})") from None
+    return oof.validate(path)
+
+
+def check_against_folds(oof: OOF, folds_csv: str | Path, source: str | Path) -> None:
+    """The OOF ids and folds must be exactly those of folds.csv."""
+    folds = read_folds(folds_csv)
+    expected = dict(zip(folds["id"], folds["fold"]))
+    got_ids = set(oof.ids.tolist())
+    missing = [i for i in expected if i not in got_ids]
+    extra = [i for i in oof.ids.tolist() if i not in expected]
+    if missing or extra:
+        raise KitError(
+            f"{source}: OOF ids do not match {folds_csv} ({len(missing)} missing, e.g. {missing[:3]}; "
+            f"{len(extra)} unknown, e.g. {extra[:3]}); retrain after `kit folds` or restore the old folds.csv"
+        )
+    wrong = [i for i, f in zip(oof.ids.tolist(), oof.fold.tolist()) if expected[i] != f]
+    if wrong:
+        raise KitError(
+            f"{source}: {len(wrong)} ids sit in another fold than in {folds_csv} (e.g. {wrong[:3]}); "
+            "the folds changed after training: retrain or restore the old folds.csv"
+        )
+
+
+def check_same_classes(oofs: dict[str, OOF]) -> None:
+    """All files of one ensemble must share class names, order, ids and test ids."""
+    names = list(oofs)
+    ref_name, ref = names[0], oofs[names[0]]
+    for name in names[1:]:
+        other = oofs[name]
+        if other.classes.tolist() != ref.classes.tolist():
+            raise KitError(f"{name}: classes differ from {ref_name} ({other.classes.tolist()} vs {ref.classes.tolist()})")
+        if other.ids.tolist() != ref.ids.tolist():
+            raise KitError(f"{name}: train ids differ from {ref_name} (order or content); retrain on the same folds.csv")
+        if other.test_ids.tolist() != ref.test_ids.tolist():
+            raise KitError(f"{name}: test ids differ from {ref_name}")
+
+
+def read_folds(path: str | Path) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise KitError(f"{path}: folds file not found; run `kit folds` first")
+    df = pd.read_csv(path, dtype={"id": str})
+    if list(df.columns[:2]) != ["id", "fold"]:
+        raise KitError(f"{path}: expected columns id,fold; got {list(df.columns)}")
+    return df
