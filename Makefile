@@ -17,7 +17,7 @@ setup: $(STAMP)
 
 # uv installs the several-GB torch stack in seconds where pip takes minutes.
 $(STAMP): pyproject.toml
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check uv
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --root-user-action=ignore uv
 	$(PYTHON) -m uv venv --quiet --allow-existing -p $(PYTHON) $(VENV)
 	$(PYTHON) -m uv pip install --quiet -p $(VENV)/bin/python -e '.[test]'
 	touch $(STAMP)
