@@ -56,6 +56,62 @@ def _not_built(stage: str) -> None:
 
 # --- blend, submissions, kaggle (issue 5) -----------------------------------------------------
 # SECTION: blend
+def _split_names(values: list[str] | None) -> list[str] | None:
+    """`--variants a,b` and `--variants a --variants b` both mean [a, b]."""
+    names = [n.strip() for v in values or [] for n in v.split(",") if n.strip()]
+    return names or None
+
+
+@app.command()
+def blend(
+    variants: Annotated[Optional[list[str]], typer.Option("--variants", help="Variants to blend (comma list or repeated); default: the config's.")] = None,
+    name: Annotated[str, typer.Option("--name", help="Submission name: submissions/<name>.csv")] = "blend",
+) -> None:
+    """Blend the variants' calibrated OOF log-probabilities, decide, write the submission."""
+    from kit.blend import blend as run_blend
+
+    run_blend(_cfg(), _split_names(variants), name, console=console)
+
+
+@app.command()
+def score(
+    submission: Annotated[Path, typer.Argument(help="Submission CSV to score.")],
+    solution: Annotated[Optional[Path], typer.Option("--solution", help="Solution CSV (default: data.dir/data.solution_csv).")] = None,
+    compare_argmax: Annotated[bool, typer.Option("--compare-argmax", help="Also score each variant's argmax on its mean test logits.")] = False,
+) -> None:
+    """Score a submission against a solution CSV, beside the trivial baseline."""
+    from kit.submission import score_file
+
+    cfg = _cfg()
+    if solution is None:
+        if not cfg.data.solution_csv:
+            raise KitError(f"{cfg.source_file}: data.solution_csv is not set; pass --solution CSV")
+        solution = cfg.data.dir / cfg.data.solution_csv
+    score_file(submission, solution, cfg, compare_argmax=compare_argmax, console=console)
+
+
+@app.command()
+def submit(
+    file: Annotated[Optional[Path], typer.Argument(help="Submission CSV (default: the newest in submissions/).")] = None,
+    message: Annotated[str, typer.Option("--message", "-m", help="Submission description.")] = "",
+    competition: Annotated[Optional[str], typer.Option("--competition", help="Competition slug (default: kaggle.competition).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and show what would be sent; send nothing.")] = False,
+) -> None:
+    """Validate a submission against the sample and send it to Kaggle."""
+    from kit.kaggle_client import submit as run_submit
+
+    run_submit(_cfg(), file, message, competition, dry_run, console=console)
+
+
+@app.command()
+def download(
+    competition: Annotated[Optional[str], typer.Option("--competition", help="Competition slug (default: kaggle.competition).")] = None,
+) -> None:
+    """Download and unpack the competition's files into data/<slug>/."""
+    from kit.kaggle_client import download as run_download
+
+    run_download(_cfg(), competition, console=console)
+
 
 
 def main() -> None:
