@@ -122,3 +122,38 @@ def reliability_png(
     ax.legend(fontsize=8, loc="upper left")
     ax.set_title(title or "reliability", fontsize=9)
     return save_figure(fig, path)
+
+
+# --- training curves (part C) -----------------------------------------------------------------
+
+
+def training_curves_png(history, path: str | Path, title: str = "") -> Path:
+    """Per-epoch train/val loss, competition score (with the trivial baseline), macro-F1 and AUC.
+
+    `history` is a DataFrame (or list of dicts) with columns epoch, train_loss, val_loss, val_score,
+    trivial_baseline, val_macro_f1, val_auc; the best epoch (column `best`) is marked.
+    """
+    import pandas as pd
+
+    h = pd.DataFrame(history)
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+    epochs = h["epoch"].to_numpy()
+    axes[0].plot(epochs, h["train_loss"], marker="o", label="train")
+    axes[0].plot(epochs, h["val_loss"], marker="s", label="val")
+    axes[0].set_title("loss")
+    axes[1].plot(epochs, h["val_score"], marker="o", label="val score (decision rule)")
+    axes[1].plot(epochs, h["trivial_baseline"], linestyle="--", color="gray", label="trivial baseline")
+    axes[1].set_title("competition score")
+    axes[2].plot(epochs, h["val_macro_f1"], marker="o", label="val")
+    axes[2].set_title("macro-F1")
+    axes[3].plot(epochs, h["val_auc"], marker="o", label="val")
+    axes[3].set_title("macro AUC")
+    if "best" in h and h["best"].any():
+        best_epoch = epochs[np.flatnonzero(h["best"].to_numpy())[-1]]
+        for ax in axes:
+            ax.axvline(best_epoch, color="green", linewidth=0.8, linestyle=":")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=7)
+    fig.suptitle(title or "training curves", fontsize=10)
+    return save_figure(fig, path)
