@@ -1,0 +1,194 @@
+"""Submission files: the sample's exact format, validation before writing, local scoring by hand."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kit.config import CompetitionConfig, DataConfig, FoldsConfig, PathsConfig
+from kit.errors import KitError
+from kit.oof import OOF, save_oof
+from kit.submission import check_submission_file, score_file, validate_submission, write_submission
+
+CLASSES = ["A", "B", "C"]
+
+
+def make_layout(
+    root: Path,
+    train_labels: list[str],
+    test_ids: list[str],
+    classes: list[str] = CLASSES,
+    sample: str = "one-hot",
+    sample_value: str = "0",
+    variants: list[str] | None = None,
+) -> CompetitionConfig:
+    """A tiny Kaggle-layout competition (empty image files: the source only stats them) and its config."""
+    data = root / "data"
+    (data / "train").mkdir(parents=True)
+    (data / "test").mkdir(parents=True)
+    train_ids = [f"tr{i:03d}" for i in range(len(train_labels))]
+    if sample == "one-hot":
+        train = pd.DataFrame({"id": train_ids, **{c: [int(lab == c) for lab in train_labels] for c in classes}})
+        sample_df = pd.DataFrame({"id": test_ids, **{c: [sample_value] * len(test_ids) for c in classes}})
+    else:
+        train = pd.DataFrame({"id": train_ids, "label": train_labels})
+        sample_df = pd.DataFrame({"id": test_ids, "label": [classes[0]] * len(test_ids)})
+    train.to_csv(data / "train.csv", index=False)
+    sample_df.to_csv(data / "sample_submission.csv", index=False)
+    for i in train_ids:
+        (data / "train" / f"{i}.png").touch()
+    for i in test_ids:
+        (data / "test" / f"{i}.png").touch()
+    return CompetitionConfig(
+        task="multi-class",
+        variants=variants or [],
+        data=DataConfig(dir=data, label_column="label" if sample == "label" else None, patient_column=None),
+        folds=FoldsConfig(n_folds=5, path=root / "folds.csv"),
+        paths=PathsConfig(oof=root / "oof", submissions=root / "submissions", cache=root / "cache", models=root / "models", runs=root / "runs"),
+    )
+
+
+def one_hot(labels: list[str], classes: list[str] = CLASSES) -> np.ndarray:
+    return np.eye(len(classes), dtype=np.uint8)[[classes.index(x) for x in labels]]
+
+
+TEST_IDS = ["t5", "t1", "t3", "t2", "t4"]  # the sample's order, not sorted
+
+
+def test_one_hot_submission_has_the_samples_exact_format(tmp_path):
+    cfg = make_layout(tmp_path, ["A", "B", "B", "C"], TEST_IDS)
+    # predictions come in another id order than the sample's
+    ids = np.array(["t1", "t2", "t3", "t4", "t5"])
+    pred = one_hot(["A", "B", "A", "B", "C"])
+    out = write_submission(pred, ids, CLASSES, cfg, "sub", {"variants": ["v"], "nested_cv_score": -1.0, "trivial_baseline": -4.0})
+    sample_text = (cfg.data.dir / "sample_submission.csv").read_text().splitlines()
+    text = out.read_text().splitlines()
+    assert text[0] == sample_text[0]  # same header, same column order
+    assert [line.split(",")[0] for line in text[1:]] == TEST_IDS  # the sample's id order
+    assert text[1:] == ["t5,0,0,1", "t1,1,0,0", "t3,1,0,0", "t2,0,1,0", "t4,0,1,0"]  # ints like the sample
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["variants"] == ["v"] and meta["nested_cv_score"] == -1.0 and meta["trivial_baseline"] == -4.0
+    assert meta["synthetic"] is False and "created" in meta
+
+
+def test_float_valued_sample_is_mirrored(tmp_path):
+    cfg = make_layout(tmp_path, ["A", "B", "C"], ["x", "y"], sample_value="0.0")
+    out = write_submission(one_hot(["C", "A"]), np.array(["x", "y"]), CLASSES, cfg, "f", {})
+    assert out.read_text().splitlines()[1:] == ["x,0.0,0.0,1.0", "y,1.0,0.0,0.0"]
+
+
+def test_label_column_submission(tmp_path):
+    cfg = make_layout(tmp_path, ["A", "B", "C", "A"], TEST_IDS, sample="label")
+    pred = one_hot(["A", "B", "A", "B", "C"])
+    out = write_submission(pred, np.array(["t1", "t2", "t3", "t4", "t5"]), CLASSES, cfg, "lab", {})
+    assert out.read_text().splitlines() == ["id,label", "t5,C", "t1,A", "t3,A", "t2,B", "t4,B"]
+
+
+def test_without_sample_writes_id_and_class_columns(tmp_path):
+    cfg = CompetitionConfig(
+        task="multi-label",
+        data=DataConfig(source="medmnist", dir=tmp_path / "none"),
+        paths=PathsConfig(submissions=tmp_path / "subs"),
+    )
+    pred = np.array([[1, 0, 1], [0, 0, 0]], dtype=np.uint8)  # multi-label: several or no positives are fine
+    out = write_submission(pred, np.array(["a", "b"]), CLASSES, cfg, "ml", {})
+    assert out.read_text().splitlines() == ["id,A,B,C", "a,1,0,1", "b,0,0,0"]
+    check_submission_file(out, cfg, CLASSES)
+
+
+@pytest.mark.parametrize(
+    "mutate, expected",
+    [
+        (lambda df: df.assign(id=df["id"].replace("t3", "zz")), "row 4 has id 'zz' where the sample submission has 't3'"),
+        (lambda df: df.iloc[[1, 0, 2, 3, 4]].reset_index(drop=True), "ids must be the sample's, in its order"),
+        (lambda df: df.drop(columns=["C"]), "columns differ from the sample submission (missing ['C']"),
+        (lambda df: df[["id", "B", "A", "C"]], "columns differ"),
+        (lambda df: df.assign(B=["0", "1", "0", "0", "0"]), "row 3 (id t1) has 2 positive classes"),
+        (lambda df: df.assign(A=["0", None, "1", "0", "0"]), "row 3 (id t1), column 'A' is missing a value"),
+        (lambda df: df.iloc[:4], "4 rows, the sample submission has 5"),
+        (lambda df: df.assign(A=["0", "2", "1", "0", "0"]), "expected 0 or 1"),
+    ],
+)
+def test_validation_errors_are_one_clear_line(mutate, expected):
+    sample = pd.DataFrame({"id": TEST_IDS, "A": ["0"] * 5, "B": ["0"] * 5, "C": ["0"] * 5})
+    good = pd.DataFrame({"id": TEST_IDS, "A": ["0", "1", "1", "0", "0"], "B": ["0", "0", "0", "1", "1"], "C": ["1", "0", "0", "0", "0"]})
+    validate_submission(good, sample, "multi-class", CLASSES)  # the unmutated frame passes
+    with pytest.raises(KitError) as err:
+        validate_submission(mutate(good), sample, "multi-class", CLASSES)
+    message = str(err.value)
+    assert expected in message and "\n" not in message
+
+
+def test_invalid_prediction_writes_nothing(tmp_path):
+    cfg = make_layout(tmp_path, ["A", "B", "C"], TEST_IDS)
+    ids = np.array(["t1", "t2", "t3", "t4", "t5"])
+    two_positives = one_hot(["A", "B", "A", "B", "C"])
+    two_positives[2, 1] = 1
+    with pytest.raises(KitError, match="2 positive classes"):
+        write_submission(two_positives, ids, CLASSES, cfg, "bad", {})
+    with pytest.raises(KitError, match="ids have no prediction"):
+        write_submission(one_hot(["A", "B", "A", "B"]), ids[:4], CLASSES, cfg, "bad", {})
+    assert not (cfg.paths.submissions / "bad.csv").exists()
+    assert not (cfg.paths.submissions / "bad.json").exists()
+
+
+def _write_solution(path: Path, ids: list[str], labels: list[str]) -> Path:
+    pd.DataFrame({"id": ids, **{c: [int(x == c) for x in labels] for c in CLASSES}}).to_csv(path, index=False)
+    return path
+
+
+def test_score_file_by_hand(tmp_path, capsys):
+    # train majority is B (the solution's majority is A): the baseline must use the training labels
+    cfg = make_layout(tmp_path, ["B", "B", "B", "A", "C"], ["t1", "t2", "t3", "t4", "t5"])
+    solution = _write_solution(tmp_path / "solution.csv", ["t1", "t2", "t3", "t4", "t5"], ["A", "A", "A", "B", "C"])
+    # submission: A, B, A, B, A, written in a shuffled row order
+    sub = tmp_path / "sub.csv"
+    pd.DataFrame({"id": ["t5", "t4", "t3", "t2", "t1"], "A": [1, 0, 1, 0, 1], "B": [0, 1, 0, 1, 0], "C": [0, 0, 0, 0, 0]}).to_csv(sub, index=False)
+    result = score_file(sub, solution, cfg)
+    # A: TP 2, FP 1, FN 1 over N=3 -> -4/3; B: TP 1, FP 1 -> 0; C: FN 1 -> -5
+    assert result["score"] == pytest.approx((-4 / 3 + 0 - 5) / 3)
+    # B everywhere: A -15/3, B (1 - 4)/1, C -5
+    assert result["trivial_baseline"] == pytest.approx((-5 - 3 - 5) / 3)
+    assert result["per_class"]["C"] == pytest.approx(-5.0)
+    out = capsys.readouterr().out
+    assert "trivial baseline" in out and "-2.1111" in out and "-4.3333" in out
+
+    # the same predictions as a label-column file score the same
+    sub_label = tmp_path / "sub_label.csv"
+    pd.DataFrame({"id": ["t1", "t2", "t3", "t4", "t5"], "label": ["A", "B", "A", "B", "A"]}).to_csv(sub_label, index=False)
+    assert score_file(sub_label, solution, cfg)["score"] == pytest.approx(result["score"])
+
+
+def test_score_file_rejects_mismatched_ids(tmp_path):
+    cfg = make_layout(tmp_path, ["A", "B", "C"], ["t1", "t2"])
+    solution = _write_solution(tmp_path / "solution.csv", ["t1", "t2"], ["A", "B"])
+    sub = tmp_path / "sub.csv"
+    pd.DataFrame({"id": ["t1", "t9"], "A": [1, 1], "B": [0, 0], "C": [0, 0]}).to_csv(sub, index=False)
+    with pytest.raises(KitError, match="ids differ from the solution"):
+        score_file(sub, solution, cfg)
+
+
+def test_score_compare_argmax(tmp_path):
+    ids = ["t1", "t2", "t3", "t4", "t5"]
+    cfg = make_layout(tmp_path, ["B", "B", "B", "A", "C"], ids, variants=["v1", "missing_variant"])
+    solution = _write_solution(tmp_path / "solution.csv", ids, ["A", "A", "A", "B", "C"])
+    # two fold models whose mean logits have argmax A, B, A, B, A (test ids stored in another order)
+    order = [4, 3, 2, 1, 0]
+    mean = np.array([[2, 0, 0], [0, 2, 0], [2, 0, 0], [0, 2, 0], [2, 0, 0]], dtype=np.float32)[order]
+    test_logits = np.stack([mean + 1.0, mean - 1.0])
+    save_oof(
+        cfg.paths.oof / "v1.npz",
+        OOF(np.array(CLASSES), np.array(["tr0"]), np.array([0]), np.zeros((1, 3), np.float32),
+            np.array(ids)[order], test_logits, np.full(3, 1 / 3)),
+    )
+    sub = tmp_path / "sub.csv"
+    pd.DataFrame({"id": ids, "A": [1, 1, 1, 0, 0], "B": [0, 0, 0, 1, 0], "C": [0, 0, 0, 0, 1]}).to_csv(sub, index=False)
+    result = score_file(sub, solution, cfg, compare_argmax=True)
+    assert result["score"] == pytest.approx(1.0)  # perfect
+    assert set(result["argmax"]) == {"v1"}
+    assert result["argmax"]["v1"] == pytest.approx((-4 / 3 + 0 - 5) / 3)
+    assert result["best_argmax"] == {"variant": "v1", "score": pytest.approx((-4 / 3 + 0 - 5) / 3)}
