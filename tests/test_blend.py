@@ -1,0 +1,133 @@
+"""Blender: greedy weights on calibrated log-probabilities, honest nested-CV scores, the stage's files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kit.blend import blend, caruana_weights, class_prior, fold_score, make_scorer, mix, nested_blend
+from kit.config import MetricConfig
+from kit.errors import KitError
+from kit.oof import OOF, load_oof, save_oof
+from kit.submission import check_submission_file
+from tests.test_submission import make_layout
+
+WEIGHTS = MetricConfig()
+PRIOR = np.array([0.55, 0.25, 0.15, 0.05])
+
+
+def complementary(n: int = 1000, seed: int = 0):
+    """Labels, folds and two variants' calibrated logits: v1 sees classes 0-1, v2 sees classes 2-3."""
+    rng = np.random.default_rng(seed)
+    y = rng.choice(len(PRIOR), size=n, p=PRIOR)
+    fold = np.empty(n, dtype=np.int64)
+    for c in range(len(PRIOR)):  # stratified folds
+        rows = rng.permutation(np.flatnonzero(y == c))
+        fold[rows] = np.arange(len(rows)) % 5
+    labels = np.eye(len(PRIOR), dtype=np.uint8)[y]
+    zs = []
+    for seen in ((0, 1), (2, 3)):
+        signal = 2.5 * labels * np.isin(np.arange(len(PRIOR)), seen)
+        logits = np.log(PRIOR) + signal + rng.normal(0, 1.0, labels.shape)
+        zs.append((logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)).astype(np.float32))
+    return labels, fold, zs
+
+
+def test_blend_beats_its_best_member_in_nested_cv():
+    labels, fold, zs = complementary()
+    singles = [fold_score(z, labels, fold, WEIGHTS, "multi-class") for z in zs]
+    nested, per_fold = nested_blend(zs, labels, fold, WEIGHTS, "multi-class", steps=15)
+    assert nested >= max(singles) + 0.05, (nested, singles)
+    for w in per_fold.values():  # every fold's search uses both members
+        assert w.sum() == pytest.approx(1.0) and (w > 0).all()
+
+
+def test_greedy_selection_never_below_best_single_on_its_rows():
+    rng = np.random.default_rng(3)
+    labels, _, _ = complementary(400, seed=3)
+    zs = [np.log(PRIOR).astype(np.float32) + rng.normal(0, s, labels.shape).astype(np.float32) + labels * g
+          for s, g in ((1.0, 1.0), (2.0, 2.0), (0.5, 0.2))]
+    score = make_scorer(labels, class_prior(labels), WEIGHTS, "multi-class")
+    w, best = caruana_weights(zs, score, steps=10)
+    assert best >= max(score(z) for z in zs) - 1e-12
+    assert score(mix(zs, w)) == pytest.approx(best)
+
+
+def test_nested_weights_never_see_the_held_out_fold():
+    labels, fold, zs = complementary(600, seed=1)
+    _, reference = nested_blend(zs, labels, fold, WEIGHTS, "multi-class", steps=8)
+    rng = np.random.default_rng(0)
+    for k in range(5):
+        scrambled = labels.copy()
+        held = np.flatnonzero(fold == k)
+        scrambled[held] = scrambled[rng.permutation(held)][:, ::-1]  # destroy the held-out labels
+        _, weights = nested_blend(zs, scrambled, fold, WEIGHTS, "multi-class", steps=8)
+        np.testing.assert_array_equal(weights[k], reference[k])
+
+
+def test_multi_label_scorer_uses_cost_threshold():
+    labels = np.array([[1, 0], [0, 1], [0, 0]], dtype=np.uint8)
+    z = np.log(np.array([[0.2, 0.1], [0.1, 0.3], [0.1, 0.1]]) / (1 - np.array([[0.2, 0.1], [0.1, 0.3], [0.1, 0.1]])))
+    # threshold b/(a+b+w) = 1/7 ≈ 0.143: predicts [1,0], [0,1], [0,0] -> perfect
+    assert make_scorer(labels, labels.mean(axis=0), WEIGHTS, "multi-label")(z) == pytest.approx(1.0)
+
+
+# --- the stage --------------------------------------------------------------------------------
+
+
+def _stage_setup(tmp_path, n=300, m=40):
+    labels, fold, zs = complementary(n, seed=2)
+    classes = ["No Finding", "Effusion", "Mass", "Hernia"]
+    names = np.array(classes)[labels.argmax(axis=1)].tolist()
+    test_ids = [f"te{i:03d}" for i in range(m)]
+    cfg = make_layout(tmp_path, names, test_ids, classes=classes, variants=["v1", "v2"])
+    ids = np.array([f"tr{i:03d}" for i in range(n)])
+    pd.DataFrame({"id": ids, "fold": fold}).to_csv(cfg.folds.path, index=False)
+    rng = np.random.default_rng(5)
+    for name, z in zip(("v1", "v2"), zs):
+        test_logits = rng.normal(0, 1, (5, m, 4)).astype(np.float32) + np.log(PRIOR).astype(np.float32)
+        # a sampler-trained model: its logits carry a flat training prior
+        train_prior = np.full(4, 0.25)
+        logits = z - np.log(PRIOR).astype(np.float32) + np.log(train_prior).astype(np.float32)
+        save_oof(cfg.paths.oof / f"{name}.npz", OOF(np.array(classes), ids, fold, logits, np.array(test_ids), test_logits, train_prior))
+    return cfg, labels
+
+
+def test_blend_stage_writes_submission_oof_and_pictures(tmp_path, capsys):
+    cfg, labels = _stage_setup(tmp_path)
+    out = blend(cfg, None, "t")
+    assert out == cfg.paths.submissions / "t.csv"
+    frame = check_submission_file(out, cfg)
+    assert len(frame) == 40
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["variants"] == ["v1", "v2"]
+    assert sum(meta["weights"].values()) == pytest.approx(1.0)
+    assert meta["nested_cv_score"] > meta["trivial_baseline"]
+    assert meta["nested_cv_score"] >= max(meta["single_variant_nested_cv"].values())
+    blended = load_oof(cfg.paths.oof / "blend_t.npz")
+    assert blended.logits.shape == (300, 4) and blended.test_logits.shape == (5, 40, 4)
+    printed = capsys.readouterr().out
+    for suffix in ("confusion", "per_class", "reliability"):
+        png = cfg.paths.submissions / f"t_{suffix}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"t_{suffix}.png" in printed
+    assert "trivial baseline" in printed and "nested-CV" in printed
+
+
+def test_blend_refuses_mismatched_inputs(tmp_path):
+    cfg, _ = _stage_setup(tmp_path)
+    v2 = load_oof(cfg.paths.oof / "v2.npz")
+    renamed = OOF(np.array(["a", "b", "c", "d"]), v2.ids, v2.fold, v2.logits, v2.test_ids, v2.test_logits, v2.train_prior)
+    save_oof(cfg.paths.oof / "v2.npz", renamed)
+    with pytest.raises(KitError, match="classes differ"):
+        blend(cfg, ["v1", "v2"], "x")
+    moved = OOF(v2.classes, v2.ids, (v2.fold + 1) % 5, v2.logits, v2.test_ids, v2.test_logits, v2.train_prior)
+    save_oof(cfg.paths.oof / "v2.npz", moved)
+    with pytest.raises(KitError, match="sit in another fold"):
+        blend(cfg, ["v1", "v2"], "x")
+    with pytest.raises(KitError, match="not found"):
+        blend(cfg, ["v1", "nope"], "x")
+    assert not (cfg.paths.submissions / "x.csv").exists()
