@@ -52,6 +52,28 @@ def _not_built(stage: str) -> None:
 
 # --- decision layer (issue 4) -----------------------------------------------------------------
 # SECTION: calibrate
+@app.command()
+def calibrate(
+    oof: Annotated[Optional[list[Path]], typer.Option("--oof", help="OOF npz file(s) to calibrate (repeatable).")] = None,
+    variant: Annotated[Optional[list[str]], typer.Option("--variant", help="Variant name(s) (repeatable); default: every configured variant with an OOF file.")] = None,
+) -> None:
+    """Choose each target's decision rule by nested CV (table vs trivial baseline) and save it beside the OOF."""
+    from kit.calibrate import calibrate as run_calibrate, find_oof_paths
+
+    cfg = _cfg()
+    run_calibrate(cfg, find_oof_paths(cfg, oof, variant), console=console)
+
+
+@app.command()
+def dashboard(
+    host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8080,
+) -> None:
+    """Serve optuna-dashboard on the calibration studies (calibrate.storage) and print its URL."""
+    from kit.calibrate import dashboard as run_dashboard
+
+    run_dashboard(_cfg(), host, port, console=console)
+
 
 
 # --- blend, submissions, kaggle (issue 5) -----------------------------------------------------
