@@ -44,10 +44,57 @@ def _not_built(stage: str) -> None:
 
 # --- data (issue 2) ---------------------------------------------------------------------------
 # SECTION: data
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Argument(help="Folder to write the synthetic dataset into.")],
+    n_train: Annotated[int, typer.Option(help="Training images.")] = 5000,
+    n_test: Annotated[int, typer.Option(help="Test images.")] = 1700,
+    size: Annotated[Optional[int], typer.Option(help="Image side in pixels (default 128; 28 for multi-label).")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same dataset.")] = 42,
+    task: Annotated[str, typer.Option(help="multi-class (Kaggle layout) or multi-label (ChestMNIST npz).")] = "multi-class",
+    min_per_class: Annotated[int, typer.Option(help="Smallest class size (>= number of folds).")] = 5,
+    preview: Annotated[bool, typer.Option("--preview", help="Also write OUT/preview.png with examples per class.")] = False,
+) -> None:
+    """Write the synthetic chest X-ray benchmark (DESIGN §4); needs no config."""
+    from kit.data.synth import generate, preview as write_preview
+
+    size = size or (28 if task == "multi-label" else 128)
+    summary = generate(out, n_train=n_train, n_test=n_test, size=size, seed=seed, task=task, min_per_class=min_per_class)
+    console.print(f"wrote {out} ({summary['n_train']} train, {summary['n_test']} test, {size}px) in {summary['seconds']:.1f}s")
+    if preview:
+        console.print(f"preview: {write_preview(out, out / 'preview.png')}")
+
+
+@app.command()
+def folds() -> None:
+    """Write folds.csv: stratified by class, grouped by patient, same seed same folds."""
+    from kit.data.folds import make_folds
+
+    make_folds(_cfg())
+
 
 
 # --- training (issue 3) -----------------------------------------------------------------------
 # SECTION: train
+@app.command()
+def train(
+    variant: Annotated[str, typer.Option(help="Variant name (configs/models/<name>.toml) or 'all' (the config's variants).")] = "all",
+    fold: Annotated[str, typer.Option(help="Fold index K or 'all'; each (variant, fold) is an independent job.")] = "all",
+    resume: Annotated[bool, typer.Option("--resume", help="Continue interrupted folds from their last checkpoint; skip finished ones.")] = False,
+) -> None:
+    """Train variants × folds; write runs/<variant>/fold<k>/ and, once all folds exist, oof/<variant>.npz."""
+    from kit.config import resolve_variants
+    from kit.train import train as train_stage
+
+    cfg = _cfg()
+    if fold == "all":
+        folds_wanted = None
+    elif fold.isdigit():
+        folds_wanted = [int(fold)]
+    else:
+        raise KitError(f"--fold {fold!r}: give a fold number 0..{cfg.folds.n_folds - 1} or 'all'")
+    train_stage(cfg, resolve_variants([variant], cfg), folds_wanted, resume)
+
 
 
 # --- decision layer (issue 4) -----------------------------------------------------------------

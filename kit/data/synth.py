@@ -1,0 +1,451 @@
+"""The synthetic chest X-ray benchmark (DESIGN §4): the competition's layout, classes and balance.
+
+Real data needs a Kaggle account and the network; this generator lets every command run out of
+the box. Each image is a grayscale chest-like picture (body, lung fields, heart, spine, ribs,
+noise) drawn with whole-array numpy operations; each class adds one distinct finding whose
+strength is random per image, so the task is learnable but not solved perfectly (faint
+findings stay hard). A patient's images share one anatomy, so folds must be grouped.
+
+Multi-class (default) writes the Kaggle layout: train.csv (id, patient_id, one-hot columns),
+train/ and test/ PNGs, sample_submission.csv, solution.csv (test labels, outside train/) and
+the SYNTHETIC marker. Multi-label writes chestmnist.npz in the MedMNIST format.
+Everything is written into a temp folder that is renamed at the end, so an interrupted run
+never leaves a dataset that looks complete.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from kit.data.sources import CHESTMNIST_CLASSES
+from kit.errors import KitError
+from kit.files import write_json
+from kit.progress import make_progress
+
+# DESIGN §4 class counts for 51,043 images, in the order train.csv lists the columns.
+DESIGN_COUNTS: dict[str, int] = {
+    "No Finding": 34097,
+    "Effusion": 3356,
+    "Atelectasis": 2600,
+    "Infiltration": 2300,
+    "Cardiomegaly": 1500,
+    "Nodule": 1300,
+    "Pneumothorax": 1100,
+    "Mass": 1000,
+    "Consolidation": 800,
+    "Pleural Thickening": 700,
+    "Emphysema": 500,
+    "Edema": 450,
+    "Fibrosis": 400,
+    "Pneumonia": 350,
+    "Tortuous Aorta": 250,
+    "Calcification of the Aorta": 180,
+    "Subcutaneous Emphysema": 70,
+    "Hernia": 45,
+    "Pneumoperitoneum": 40,
+    "Pneumomediastinum": 5,
+}
+CLASSES = list(DESIGN_COUNTS)
+# ChestMNIST label -> the finding drawn for it; prevalences in the 2-15% range of ChestX-ray14.
+CHESTMNIST_FINDINGS = dict(zip(CHESTMNIST_CLASSES, [
+    "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
+    "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural Thickening", "Hernia",
+]))
+CHESTMNIST_PREVALENCE = np.array([0.10, 0.03, 0.12, 0.15, 0.05, 0.06, 0.02, 0.05, 0.04, 0.02, 0.03, 0.02, 0.03, 0.02])
+MEDMNIST_SPLITS = (78468, 11219, 22433)
+IMAGES_PER_PATIENT = ((1, 0.78), (2, 0.15), (3, 0.07))  # mean 1.29
+_PNG_LEVEL = 1
+
+
+def scale_counts(n: int, counts: dict[str, int] | None = None, min_per_class: int = 5) -> dict[str, int]:
+    """Counts proportional to `counts` summing to exactly `n` (largest remainder), each >= min_per_class.
+
+    The floor matters: the real data's smallest class has 5 images and the kit uses 5 folds,
+    so every class must be able to appear in every fold.
+    """
+    counts = counts or DESIGN_COUNTS
+    names = list(counts)
+    if n < min_per_class * len(names):
+        raise KitError(f"--n-train/--n-test {n} is too small: {len(names)} classes x --min-per-class {min_per_class} need {min_per_class * len(names)}")
+    raw = np.array([counts[c] for c in names], dtype=np.float64)
+    quota = raw * n / raw.sum()
+    out = np.floor(quota).astype(np.int64)
+    order = np.argsort(-(quota - out), kind="stable")
+    out[order[: n - out.sum()]] += 1
+    # raise small classes to the floor, taking the images from the largest classes
+    for k in np.flatnonzero(out < min_per_class):
+        need = min_per_class - out[k]
+        out[k] = min_per_class
+        while need:
+            j = int(np.argmax(out))
+            take = min(need, out[j] - min_per_class)
+            out[j] -= take
+            need -= take
+    assert out.sum() == n
+    return dict(zip(names, out.tolist()))
+
+
+# --- drawing ------------------------------------------------------------------------------------
+
+
+def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    c = (np.arange(size, dtype=np.float32) + 0.5) / size * 2 - 1
+    return np.meshgrid(c, c, indexing="ij")  # y (down), x
+
+
+def _soft(d: np.ndarray, edge: float) -> np.ndarray:
+    """1 inside (d < 1), 0 outside, with a soft edge: d is an ellipse radius."""
+    return np.clip((1 - d) / edge, 0, 1)
+
+
+def _ellipse(y, x, cy, cx, ry, rx):
+    return np.sqrt(((y - cy) / ry) ** 2 + ((x - cx) / rx) ** 2)
+
+
+def _blob(y, x, cy, cx, r):
+    return np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / (2 * r * r))
+
+
+def _coarse_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
+    small = rng.standard_normal((cells, cells)).astype(np.float32)
+    return np.asarray(Image.fromarray(small, mode="F").resize((size, size), Image.Resampling.BILINEAR))
+
+
+def patient_anatomy(rng: np.random.Generator) -> dict[str, float]:
+    """Per-patient shape and exposure: shared by a patient's images (why folds are grouped)."""
+    return {
+        "body_rx": rng.uniform(0.78, 0.92), "lung_dx": rng.uniform(0.33, 0.42), "lung_rx": rng.uniform(0.25, 0.31),
+        "lung_ry": rng.uniform(0.48, 0.58), "lung_cy": rng.uniform(-0.12, -0.02), "heart_rx": rng.uniform(0.22, 0.27),
+        "heart_cx": rng.uniform(0.06, 0.14), "rib_freq": rng.uniform(5.0, 6.5), "gain": rng.uniform(0.85, 1.15),
+        "bias": rng.uniform(-0.05, 0.05), "lung_dark": rng.uniform(0.22, 0.3),
+    }
+
+
+def draw_chest(size: int, findings: list[str], rng: np.random.Generator, anatomy: dict[str, float]) -> np.ndarray:
+    """One (size, size) uint8 chest-like image with the given findings (class names) drawn in."""
+    y, x = _grid(size)
+    a = dict(anatomy)
+    shift_y, shift_x = rng.normal(0, 0.03, 2)
+    y = y - shift_y
+    x = x - shift_x
+    s = {f: rng.uniform(0.15, 1.0) for f in findings}  # strength: faint findings stay hard
+    side = {f: rng.choice((-1.0, 1.0)) for f in findings}
+    lung_dark = a["lung_dark"]
+    if "Emphysema" in s:  # hyperinflated, darker lungs, flat diaphragm
+        a["lung_ry"] += 0.12 * s["Emphysema"]
+        lung_dark += 0.12 * s["Emphysema"]
+        a["rib_freq"] *= 1 - 0.15 * s["Emphysema"]
+    if "Cardiomegaly" in s:
+        a["heart_rx"] *= 1 + 0.5 * s["Cardiomegaly"]
+
+    body = _soft(_ellipse(y, x, 0.1, 0.0, 1.05, a["body_rx"]), 0.08)
+    img = 0.12 + 0.38 * body
+    img += 0.1 * np.exp(-(x / 0.09) ** 2) * body  # spine / mediastinum
+    lungs = np.zeros_like(y)
+    lung_r = {}
+    for sgn in (-1.0, 1.0):
+        r = _ellipse(y, x, a["lung_cy"], sgn * a["lung_dx"], a["lung_ry"], a["lung_rx"])
+        lung_r[sgn] = r
+        lungs = np.maximum(lungs, _soft(r, 0.15))
+    heart_r = _ellipse(y, x, 0.3, a["heart_cx"], 0.22, a["heart_rx"])
+    heart = _soft(heart_r, 0.2)
+    ribs = np.clip(np.sin(2 * np.pi * (a["rib_freq"] * 0.5 * (y + 0.35 * x * x))), 0, 1) ** 3
+    if "Pneumothorax" in s:  # collapsed rim at the apex-lateral edge: dark, no lung markings
+        sgn, st = side["Pneumothorax"], s["Pneumothorax"]
+        r = lung_r[sgn]
+        rim = np.clip((r - (1 - 0.45 * st)) / 0.04, 0, 1) * (r < 1.02) * (y < a["lung_cy"] + 0.15) * (sgn * x > a["lung_dx"] - 0.1)
+        ribs = ribs * (1 - 0.8 * rim)
+        img -= 0.14 * (0.4 + st) * rim
+        img += 0.12 * st * np.exp(-(((r - (1 - 0.45 * st)) / 0.02) ** 2)) * (rim > 0)
+    img -= lung_dark * lungs * (1 - 0.7 * heart)
+    img += 0.07 * ribs * lungs
+    img += 0.22 * heart
+    diaphragm_y = a["lung_cy"] + a["lung_ry"] * 0.85 - 0.12 * (x * x)
+    below = 1 / (1 + np.exp(-(y - diaphragm_y) / 0.02))
+    img += 0.1 * below * body
+
+    for f, st in s.items():
+        sgn = side[f]
+        cx, cy = sgn * a["lung_dx"], a["lung_cy"]
+        lung_side = _soft(lung_r[sgn], 0.15)
+        if f == "Effusion":  # fluid level at a lung base with a meniscus rising laterally
+            level = cy + a["lung_ry"] * (0.55 - 0.4 * st) - 0.12 * np.abs(x - cx) * (sgn * (x - cx) > 0)
+            img += 0.32 * (0.4 + 0.6 * st) * lung_side / (1 + np.exp(-(y - level) / 0.015))
+        elif f == "Atelectasis":  # plate-like linear density in the mid-lower lung
+            y0 = cy + rng.uniform(0.05, 0.3)
+            slope = rng.uniform(-0.3, 0.3)
+            img += 0.3 * st * np.exp(-(((y - y0 - slope * (x - cx)) / 0.03) ** 2)) * lung_side
+        elif f == "Infiltration":  # several small patchy spots in both lungs
+            for _ in range(int(rng.integers(5, 10))):
+                k = rng.choice((-1.0, 1.0))
+                img += 0.18 * st * _blob(y, x, cy + rng.uniform(-0.35, 0.35), k * a["lung_dx"] + rng.uniform(-0.15, 0.15), rng.uniform(0.03, 0.06)) * lungs
+        elif f == "Nodule":
+            img += 0.4 * st * _blob(y, x, cy + rng.uniform(-0.35, 0.3), cx + rng.uniform(-0.12, 0.12), rng.uniform(0.025, 0.04))
+        elif f == "Mass":  # bigger, lobulated
+            my, mx = cy + rng.uniform(-0.3, 0.2), cx + rng.uniform(-0.1, 0.1)
+            for _ in range(3):
+                img += 0.16 * st * _blob(y, x, my + rng.normal(0, 0.04), mx + rng.normal(0, 0.04), rng.uniform(0.07, 0.11))
+        elif f == "Consolidation":  # large homogeneous density in a lower zone
+            g = _blob(y, x, cy + rng.uniform(0.1, 0.3), cx + rng.uniform(-0.08, 0.08), rng.uniform(0.14, 0.2))
+            img += 0.3 * st * np.minimum(1, 2 * g) * lung_side
+        elif f == "Pleural Thickening":  # bright band along the lateral lung borders
+            for k in (-1.0, 1.0):
+                r = lung_r[k]
+                img += 0.25 * st * np.exp(-(((r - 0.93) / 0.05) ** 2)) * (k * x > a["lung_dx"])
+        elif f == "Edema":  # bilateral perihilar haze ("bat wings")
+            for k in (-1.0, 1.0):
+                img += 0.24 * st * _blob(y, x, cy + 0.1, k * (a["lung_dx"] - 0.12), 0.15) * lungs
+        elif f == "Fibrosis":  # reticular pattern in the lower zones
+            net = np.maximum(np.sin(40 * x + 3 * y), np.sin(40 * y - 2 * x)) ** 8
+            img += 0.22 * st * net * lungs * (y > cy)
+        elif f == "Pneumonia":  # patchy, textured opacity in an upper/mid zone
+            g = _blob(y, x, cy - rng.uniform(0.05, 0.25), cx + rng.uniform(-0.08, 0.08), 0.15)
+            tex = np.clip(_coarse_noise(rng, size, 12) + 0.5, 0, 1.5)
+            img += 0.28 * st * g * tex * lung_side
+        elif f == "Tortuous Aorta":  # wavy bright aortic contour at the upper mediastinum
+            xc = -0.12 - 0.1 * st * np.sin(4 * (y + 0.3))
+            img += 0.22 * (0.4 + 0.6 * st) * np.exp(-(((x - xc) / 0.04) ** 2)) * (y > -0.6) * (y < 0.15)
+        elif f == "Calcification of the Aorta":  # thin very bright arc at the aortic knob
+            r = _ellipse(y, x, -0.35, -0.14, 0.07, 0.07)
+            img += 0.55 * st * np.exp(-(((r - 1) / 0.15) ** 2)) * (y < -0.33)
+        elif f == "Subcutaneous Emphysema":  # dark gas streaks in the lateral soft tissue
+            for _ in range(int(rng.integers(6, 12))):
+                k = rng.choice((-1.0, 1.0))
+                img -= 0.22 * st * _blob(y, x, rng.uniform(-0.6, 0.6), k * rng.uniform(0.68, 0.8) * a["body_rx"], 0.025) * body
+        elif f == "Hernia":  # retrocardiac gas bubble with a fluid level
+            r = _ellipse(y, x, 0.38, 0.0, 0.09, 0.1)
+            img -= 0.3 * (0.3 + 0.7 * st) * _soft(r, 0.3) * (y < 0.4)
+        elif f == "Pneumoperitoneum":  # dark crescent of free gas under a hemidiaphragm
+            crescent = np.exp(-(((y - diaphragm_y - 0.05) / (0.015 + 0.02 * st)) ** 2)) * (np.abs(x - cx) < a["lung_rx"])
+            img -= 0.3 * (0.3 + 0.7 * st) * crescent
+        elif f == "Pneumomediastinum":  # dark streaks along the mediastinal borders
+            for k in (-1.0, 1.0):
+                img -= 0.25 * (0.3 + 0.7 * st) * np.exp(-(((x - k * 0.13) / 0.012) ** 2)) * (y > -0.55) * (y < 0.2)
+    img += 0.02 * _coarse_noise(rng, size, 6)
+    img += rng.normal(0, 0.02, img.shape).astype(np.float32)
+    img = img * a["gain"] + a["bias"] + 0.08
+    return np.clip(img * 255, 0, 255).astype(np.uint8)
+
+
+# --- generation --------------------------------------------------------------------------------
+
+
+def _patients(n: int, rng: np.random.Generator, prefix: str) -> np.ndarray:
+    """Patient id per image: ~1.3 images per patient, a patient's images of any classes."""
+    sizes, probs = zip(*IMAGES_PER_PATIENT)
+    per = rng.choice(sizes, size=n, p=probs)
+    owner = np.repeat(np.arange(n), per)[:n]
+    rng.shuffle(owner)
+    return np.array([f"{prefix}{k:06d}" for k in owner])
+
+
+def _image_job(args: tuple) -> np.ndarray | None:
+    """Draw images [start, stop) of one split; write PNGs when `folder` is given, else return them."""
+    seed, split_code, start, stop, size, findings, patients, folder, ids = args
+    out = None if folder else np.zeros((stop - start, size, size), dtype=np.uint8)
+    for k in range(stop - start):
+        i = start + k
+        anatomy = patient_anatomy(np.random.default_rng([seed, 7, split_code, int(patients[k])]))
+        img = draw_chest(size, findings[k], np.random.default_rng([seed, split_code, i]), anatomy)
+        if folder:
+            Image.fromarray(img, mode="L").save(os.path.join(folder, f"{ids[k]}.png"), compress_level=_PNG_LEVEL)
+        else:
+            out[k] = img
+    return out
+
+
+def _draw_all(jobs: list[tuple], description: str, n: int, processes: int) -> list:
+    results = []
+    with make_progress() as progress:
+        task = progress.add_task(description, total=n)
+        if processes <= 1 or n < 400:
+            for job in jobs:
+                results.append(_image_job(job))
+                progress.advance(task, job[3] - job[2])
+        else:
+            with multiprocessing.get_context("fork").Pool(processes) as pool:
+                for job, res in zip(jobs, pool.imap(_image_job, jobs)):
+                    results.append(res)
+                    progress.advance(task, job[3] - job[2])
+    return results
+
+
+def _jobs(seed, split_code, size, findings, patient_index, folder, ids, chunk=100):
+    n = len(findings)
+    return [
+        (seed, split_code, s, min(s + chunk, n), size, findings[s : s + chunk], patient_index[s : s + chunk], folder, ids[s : s + chunk])
+        for s in range(0, n, chunk)
+    ]
+
+
+def _labels_for_counts(counts: dict[str, int], rng: np.random.Generator) -> np.ndarray:
+    idx = np.repeat(np.arange(len(counts)), list(counts.values()))
+    rng.shuffle(idx)
+    return idx
+
+
+def _prepare_out(out: Path) -> Path:
+    """A fresh temp folder beside `out`; refuses to replace a folder that `kit synth` did not make."""
+    if out.exists() and any(out.iterdir()) and not (out / "SYNTHETIC").exists():
+        raise KitError(f"{out}: folder exists and was not made by `kit synth` (no SYNTHETIC marker); choose another OUT")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    return tmp
+
+
+def _swap_in(tmp: Path, out: Path) -> None:
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def generate(
+    out: Path,
+    n_train: int = 5000,
+    n_test: int = 1700,
+    size: int = 128,
+    seed: int = 42,
+    task: str = "multi-class",
+    min_per_class: int = 5,
+    n_val: int | None = None,
+    processes: int | None = None,
+) -> dict:
+    """Write the synthetic benchmark into `out`; return a summary (counts, paths, seconds)."""
+    out = Path(out)
+    if size < 8:
+        raise KitError(f"--size {size} is too small; use at least 8")
+    processes = processes or min(2, os.cpu_count() or 1)
+    start = time.perf_counter()
+    tmp = _prepare_out(out)
+    try:
+        if task == "multi-class":
+            summary = _generate_kaggle(tmp, n_train, n_test, size, seed, min_per_class, processes)
+        elif task == "multi-label":
+            summary = _generate_chestmnist(tmp, n_train, n_test, size, seed, n_val, processes)
+        else:
+            raise KitError(f"--task {task!r}: use 'multi-class' or 'multi-label'")
+        summary.update(size=size, seed=seed, task=task)
+        write_json(tmp / "synth.json", summary)
+        (tmp / "SYNTHETIC").write_text(f"made by `kit synth` (seed {seed}); not competition data\n")
+        _swap_in(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    summary.update(out=str(out), seconds=round(time.perf_counter() - start, 2))
+    return summary
+
+
+def _generate_kaggle(tmp: Path, n_train: int, n_test: int, size: int, seed: int, min_per_class: int, processes: int) -> dict:
+    rng = np.random.default_rng(seed)
+    train_counts = scale_counts(n_train, min_per_class=min_per_class)
+    # the test floor is lower (at least 1) so that a small test set keeps the train proportions
+    test_counts = scale_counts(n_test, min_per_class=min(min_per_class, max(1, n_test // (4 * len(CLASSES)))))
+    frames = {}
+    for split_code, (name, counts, prefix, id_prefix) in enumerate(
+        (("train", train_counts, "p", "img_"), ("test", test_counts, "q", "test_"))
+    ):
+        label_idx = _labels_for_counts(counts, rng)
+        n = len(label_idx)
+        ids = np.array([f"{id_prefix}{i + 1:06d}" for i in range(n)])
+        patients = _patients(n, rng, prefix)
+        patient_index = np.array([int(p[1:]) for p in patients])
+        findings = [[] if k == 0 else [CLASSES[k]] for k in label_idx]
+        folder = tmp / name
+        folder.mkdir()
+        _draw_all(_jobs(seed, split_code, size, findings, patient_index, str(folder), ids), f"synth {name} {size}px", n, processes)
+        onehot = np.eye(len(CLASSES), dtype=np.uint8)[label_idx]
+        frame = pd.DataFrame(onehot, columns=CLASSES)
+        frame.insert(0, "id", ids)
+        if name == "train":
+            frame.insert(1, "patient_id", patients)
+        frames[name] = frame
+    sample = pd.DataFrame(0, index=range(len(frames["test"])), columns=CLASSES)
+    sample["No Finding"] = 1
+    sample.insert(0, "id", frames["test"]["id"].to_numpy())
+    # CSVs last: a folder without them is never mistaken for a complete dataset
+    frames["test"].to_csv(tmp / "solution.csv", index=False)
+    sample.to_csv(tmp / "sample_submission.csv", index=False)
+    frames["train"].to_csv(tmp / "train.csv", index=False)
+    return {"classes": CLASSES, "train_counts": train_counts, "test_counts": test_counts, "n_train": n_train, "n_test": n_test}
+
+
+def _generate_chestmnist(tmp: Path, n_train: int, n_test: int, size: int, seed: int, n_val: int | None, processes: int) -> dict:
+    rng = np.random.default_rng(seed)
+    n_val = n_val if n_val is not None else max(1, round(n_train * MEDMNIST_SPLITS[1] / MEDMNIST_SPLITS[0]))
+    arrays: dict[str, np.ndarray] = {}
+    counts = {}
+    for split_code, (name, n) in enumerate((("train", n_train), ("val", n_val), ("test", n_test))):
+        labels = (rng.random((n, len(CHESTMNIST_CLASSES))) < CHESTMNIST_PREVALENCE).astype(np.uint8)
+        for k in range(len(CHESTMNIST_CLASSES)):  # every label present at least twice per split
+            if labels[:, k].sum() < 2 and n >= 2:
+                labels[rng.choice(n, 2, replace=False), k] = 1
+        findings = [[CHESTMNIST_FINDINGS[c] for c, on in zip(CHESTMNIST_CLASSES, row) if on] for row in labels]
+        patient_index = np.arange(n) + 10 * split_code * max(n_train, n_val, n_test)
+        chunks = _draw_all(_jobs(seed, 10 + split_code, size, findings, patient_index, None, np.arange(n)), f"synth {name} {size}px", n, processes)
+        arrays[f"{name}_images"] = np.concatenate(chunks) if chunks else np.zeros((0, size, size), np.uint8)
+        arrays[f"{name}_labels"] = labels
+        counts[name] = dict(zip(CHESTMNIST_CLASSES, labels.sum(axis=0).tolist()))
+    arrays["synthetic"] = np.array(True)
+    np.savez(tmp / "chestmnist.npz", **arrays)
+    return {"classes": CHESTMNIST_CLASSES, "counts": counts, "n_train": n_train, "n_val": n_val, "n_test": n_test}
+
+
+# --- preview -----------------------------------------------------------------------------------
+
+
+def preview(source: Path, png_path: Path, per_class: int = 4) -> Path:
+    """PNG grid: `per_class` example images per class (one row per class, class names as titles)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    source = Path(source)
+    rows: list[tuple[str, list[np.ndarray]]] = []
+    if (source / "train.csv").is_file():
+        frame = pd.read_csv(source / "train.csv", dtype={"id": str})
+        classes = [c for c in frame.columns if c not in ("id", "patient_id")]
+        for c in classes:
+            ids = frame.loc[frame[c] == 1, "id"].head(per_class)
+            rows.append((c, [np.asarray(Image.open(source / "train" / f"{i}.png").convert("L")) for i in ids]))
+    elif (source / "chestmnist.npz").is_file():
+        with np.load(source / "chestmnist.npz") as npz:
+            images, labels = npz["train_images"], npz["train_labels"]
+        for k, c in enumerate(CHESTMNIST_CLASSES):
+            idx = np.flatnonzero(labels[:, k])[:per_class]
+            rows.append((c, [images[i] for i in idx]))
+        none = np.flatnonzero(labels.sum(axis=1) == 0)[:per_class]
+        rows.insert(0, ("no label", [images[i] for i in none]))
+    else:
+        raise KitError(f"{source}: neither train.csv nor chestmnist.npz found; nothing to preview")
+    fig, axes = plt.subplots(len(rows), per_class, figsize=(1.6 * per_class, 1.7 * len(rows)), squeeze=False)
+    for r, (name, imgs) in enumerate(rows):
+        for c in range(per_class):
+            ax = axes[r][c]
+            ax.axis("off")
+            if c < len(imgs):
+                ax.imshow(imgs[c], cmap="gray", vmin=0, vmax=255)
+            if c == 0:
+                ax.set_title(name, fontsize=8, loc="left")
+    fig.tight_layout()
+    png_path = Path(png_path)
+    png_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = png_path.with_name(f".{png_path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, png_path)
+    return png_path
