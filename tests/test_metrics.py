@@ -1,0 +1,126 @@
+"""The competition metric: hand cases, DESIGN §1's trivial score, and agreement with sklearn's confusion matrices."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import confusion_matrix, f1_score, multilabel_confusion_matrix, roc_auc_score
+
+from kit.config import MetricConfig
+from kit.metrics import (
+    accuracy,
+    competition_score,
+    confusion_counts,
+    confusion_from_indices,
+    macro_auc,
+    macro_f1,
+    per_class_auc,
+    per_class_scores,
+    scores_from_confusion,
+    trivial_baseline,
+)
+
+W = MetricConfig()  # a=1, b=1, w=5: the competition's weights
+DESIGN_COUNTS = [34097, 3356, 2600, 2300, 1500, 1300, 1100, 1000, 800, 700, 500, 450, 400, 350, 250, 180, 70, 45, 40, 5]
+
+
+def one_hot(idx, c: int) -> np.ndarray:
+    return np.eye(c, dtype=np.uint8)[np.asarray(idx)]
+
+
+def test_hand_case_three_classes():
+    # true: 0 0 0 1 1 2 ; pred: 0 0 1 1 0 0
+    y = one_hot([0, 0, 0, 1, 1, 2], 3)
+    p = one_hot([0, 0, 1, 1, 0, 0], 3)
+    # class 0: TP=2 FP=2 FN=1 N=3 -> (2-2-5)/3 ; class 1: TP=1 FP=1 FN=1 N=2 -> (1-1-5)/2 ; class 2: TP=0 FP=0 FN=1 -> -5
+    expected = np.array([-5 / 3, -5 / 2, -5.0])
+    np.testing.assert_allclose(per_class_scores(y, p, W), expected)
+    assert competition_score(y, p, W) == pytest.approx(expected.mean())
+    weighted = MetricConfig(a=2.0, b=0.5, w=1.0)
+    expected_w = np.array([(4 - 1 - 1) / 3, (2 - 0.5 - 1) / 2, -1.0])
+    np.testing.assert_allclose(per_class_scores(y, p, weighted), expected_w)
+
+
+def test_perfect_predictions_score_one():
+    y = one_hot(np.arange(40) % 7, 7)
+    assert competition_score(y, y, W) == 1.0
+    assert macro_f1(y, y) == 1.0
+    assert accuracy(y, y) == 1.0
+
+
+def test_all_no_finding_on_design_counts_is_minus_4_72():
+    y = one_hot(np.repeat(np.arange(20), DESIGN_COUNTS), 20)
+    assert len(y) == 51043
+    expected = ((34097 - (51043 - 34097)) / 34097 - 19 * 5) / 20
+    assert trivial_baseline(y, W) == pytest.approx(expected)
+    assert trivial_baseline(y, W) == pytest.approx(-4.72, abs=0.01)
+    # the same number by hand through competition_score
+    assert competition_score(y, one_hot(np.zeros(len(y), int), 20), W) == pytest.approx(expected)
+
+
+def test_absent_class_is_nan_and_not_averaged():
+    y = one_hot([0, 0, 1, 1], 3)  # class 2 has no true image
+    p = one_hot([0, 2, 1, 1], 3)
+    scores = per_class_scores(y, p, W)
+    assert np.isnan(scores[2])
+    assert competition_score(y, p, W) == pytest.approx(np.mean([(1 - 0 - 5) / 2, 1.0]))
+
+
+def test_trivial_baseline_majority_argument_and_multilabel():
+    y = one_hot([0, 0, 0, 1, 2], 3)
+    assert trivial_baseline(y, W) == pytest.approx(np.mean([1.0 - 2 / 3, -5, -5]))
+    # majority from the training data (class 1) may differ from y_true's
+    assert trivial_baseline(y, W, majority=1) == pytest.approx(np.mean([-5, (1 - 4) / 1, -5]))
+    ml = np.array([[1, 0, 1], [0, 0, 1], [1, 1, 1]], dtype=np.uint8)
+    assert trivial_baseline(ml, W, task="multi-label") == pytest.approx(-5.0)  # all negative: every class −w
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_multiclass_equals_sklearn_confusion_matrix(seed):
+    rng = np.random.default_rng(seed)
+    c, n = 6, 300
+    t, p = rng.integers(0, c, n), rng.integers(0, c, n)
+    t[:c] = np.arange(c)  # every class present
+    weights = MetricConfig(a=float(rng.uniform(0.5, 2)), b=float(rng.uniform(0, 2)), w=float(rng.uniform(0, 6)))
+    cm = confusion_matrix(t, p, labels=range(c))
+    tp = np.diag(cm)
+    fp, fn = cm.sum(0) - tp, cm.sum(1) - tp
+    expected = (weights.a * tp - weights.b * fp - weights.w * fn) / cm.sum(1)
+    np.testing.assert_allclose(per_class_scores(one_hot(t, c), one_hot(p, c), weights), expected)
+    np.testing.assert_array_equal(confusion_from_indices(t, p, c), cm)
+    np.testing.assert_allclose(scores_from_confusion(cm, weights), expected)
+    assert competition_score(one_hot(t, c), one_hot(p, c), weights) == pytest.approx(expected.mean())
+    assert accuracy(one_hot(t, c), one_hot(p, c)) == pytest.approx(np.mean(t == p))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_multilabel_equals_sklearn_multilabel_confusion_matrix(seed):
+    rng = np.random.default_rng(100 + seed)
+    y = (rng.random((200, 7)) < 0.3).astype(np.uint8)
+    p = (rng.random((200, 7)) < 0.4).astype(bool)  # bool input works too
+    y[0] = 1
+    mcm = multilabel_confusion_matrix(y, p)  # (C, 2, 2): [[tn, fp], [fn, tp]]
+    tp, fp, fn = mcm[:, 1, 1], mcm[:, 0, 1], mcm[:, 1, 0]
+    got = confusion_counts(y, p)
+    for a, b in zip(got, (tp, fp, fn)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(per_class_scores(y, p, W), (tp - fp - 5 * fn) / (tp + fn))
+    assert macro_f1(y, p) == pytest.approx(f1_score(y, p, average="macro"))
+    assert accuracy(y, p, task="multi-label") == pytest.approx(np.mean(y == p))
+
+
+def test_auc_matches_sklearn_and_skips_single_valued_classes():
+    rng = np.random.default_rng(3)
+    y = (rng.random((120, 4)) < 0.4).astype(np.uint8)
+    y[:, 3] = 0  # no positive: AUC undefined
+    s = rng.random((120, 4)) + 0.5 * y
+    auc = per_class_auc(y, s)
+    for c in range(3):
+        assert auc[c] == pytest.approx(roc_auc_score(y[:, c], s[:, c]))
+    assert np.isnan(auc[3])
+    assert macro_auc(y, s) == pytest.approx(np.mean(auc[:3]))
+
+
+def test_shape_mismatch_is_an_error():
+    with pytest.raises(ValueError):
+        competition_score(np.zeros((3, 2)), np.zeros((3, 3)), W)
