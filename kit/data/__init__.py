@@ -1,6 +1,7 @@
 """Data: sources (Kaggle layout, MedMNIST npz), the synthetic benchmark, the image cache and folds."""
 
 from kit.data.cache import CachedImages, cached_images
+from kit.data.folds import load_fold_assignment, make_folds
 from kit.data.sources import CHESTMNIST_CLASSES, DataSource, Split, open_source, test_labels
 
-__all__ = ["CHESTMNIST_CLASSES", "CachedImages", "DataSource", "Split", "cached_images", "open_source", "test_labels"]
+__all__ = ["CHESTMNIST_CLASSES", "CachedImages", "DataSource", "Split", "cached_images", "load_fold_assignment", "make_folds", "open_source", "test_labels"]
