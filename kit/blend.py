@@ -11,6 +11,8 @@ The decision layer (`kit.calibrate.calibrate_logits`) then runs again on the ble
 
 from __future__ import annotations
 
+import contextlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +24,7 @@ from rich.table import Table
 from scipy.special import log_softmax
 
 from kit.config import CompetitionConfig, MetricConfig, resolve_variants
-from kit.decide import Decision, closed_form_decision, fit_temperature, rule_predictor
+from kit.decide import Decision, closed_form_decision, fit_temperature, fit_thresholds, rule_predictor
 from kit.errors import KitError
 from kit.metrics import competition_score, confusion_from_indices, scores_from_confusion
 from kit.oof import OOF, check_against_folds, check_same_classes, load_oof, save_oof
@@ -188,11 +190,91 @@ def load_member(cfg: CompetitionConfig, name: str, oof: OOF, labels: np.ndarray)
     )
 
 
-def _calibrate_blend(z: np.ndarray, labels: np.ndarray, fold: np.ndarray, prior: np.ndarray, cfg: CompetitionConfig, name: str):
-    """The decision layer on the blend (part B's core); its prior correction is the identity here."""
+def _calibrate_blend(z, labels, fold, prior, cfg: CompetitionConfig, name: str, classes: list[str], console: Console):
+    """The decision layer on the blend (part B's core). The members are already calibrated, so the
+    blend's training prior is the label distribution itself and the prior correction is the identity;
+    the temperature is refitted (a weighted sum of log-probabilities is not calibrated by itself)."""
     from kit.calibrate import calibrate_logits
 
-    return calibrate_logits(z, labels, fold, prior, cfg, name)
+    with _quiet_optuna():
+        return calibrate_logits(z, labels, fold, prior, cfg, name, classes, console)
+
+
+def identity_decision(task: str, classes: list[str], prior: np.ndarray, weights: MetricConfig) -> Decision:
+    """The closed-form rule on already calibrated log-probabilities: temperature 1, no prior shift."""
+    return closed_form_decision(task, classes, prior, prior, weights, temperature=1.0)
+
+
+def refit_rule(rule: str, z_fit: np.ndarray, y_fit: np.ndarray, classes: list[str], cfg: CompetitionConfig, study_name: str) -> Decision:
+    """Fit one rule of the decision layer on some rows of the blend (the nested CV of the blend's decision).
+
+    Rules are those of `kit.calibrate` plus "identity" (the Bayes rule at temperature 1).
+    """
+    task, weights = cfg.task, cfg.metric
+    prior = class_prior(y_fit)
+    base = identity_decision(task, classes, prior, weights)
+    if rule == "identity":
+        return base
+    if rule in ("argmax", "prior_argmax"):
+        return base.with_(rule=rule)
+    if rule == "threshold_0.5":
+        return base.with_(thresholds=np.full(len(classes), 0.5))
+    decision = base.with_(temperature=fit_temperature(z_fit, y_fit, prior, prior, task))
+    if rule in ("bayes", "closed_form"):
+        return decision
+    if rule == "fitted":
+        probs = np.exp(decision.log_probs(z_fit))
+        return decision.with_(thresholds=fit_thresholds(probs, y_fit, cfg.calibrate.threshold_method, weights))
+    if rule == "bayes_offsets":
+        from kit.calibrate import tune_offsets
+
+        predictor = rule_predictor(decision.log_probs(z_fit), "bayes", prior, weights)
+        y_idx, c = y_fit.argmax(axis=1), len(classes)
+
+        def score(offsets: np.ndarray) -> float:
+            return float(np.nanmean(scores_from_confusion(confusion_from_indices(y_idx, predictor(offsets), c), weights)))
+
+        with _quiet_optuna():
+            offsets, _, _ = tune_offsets(score, classes, cfg.calibrate, cfg.seed, study_name, "bayes_offsets")
+        return decision.with_(rule="bayes_offsets", offsets=offsets)
+    raise ValueError(f"unknown rule {rule!r}")
+
+
+def nested_decision_score(
+    rule: str, zs: list[np.ndarray], labels: np.ndarray, fold: np.ndarray, per_fold_weights: dict[int, np.ndarray],
+    classes: list[str], cfg: CompetitionConfig, name: str,
+) -> float:
+    """Fully nested score of the blend under `rule`: weights and the rule both fitted on K−1 folds."""
+    scores = []
+    for k, w in per_fold_weights.items():
+        held, fit = fold == k, fold != k
+        decision = refit_rule(rule, mix([z[fit] for z in zs], w), labels[fit], classes, cfg, f"{name}/nested-{k}")
+        scores.append(competition_score(labels[held], decision.predict(mix([z[held] for z in zs], w)), cfg.metric))
+    return float(np.mean(scores))
+
+
+@contextlib.contextmanager
+def _quiet_optuna():
+    import optuna
+
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(before)
+
+
+def own_decision_score(cfg: CompetitionConfig, name: str) -> tuple[str, float] | None:
+    """(rule, nested-CV score) of a variant's own decision from `kit calibrate`'s report, when there is one."""
+    path = cfg.paths.oof / f"{name}.calibration.json"
+    if not path.is_file():
+        return None
+    try:
+        report = json.loads(path.read_text())
+        return str(report["chosen"]), float(report["chosen_nested_cv"])
+    except (ValueError, KeyError, TypeError):
+        raise KitError(f"{path}: not a calibration report of `kit calibrate`; rerun `kit calibrate --variant {name}`") from None
 
 
 def blend(
@@ -203,6 +285,8 @@ def blend(
     console: Console | None = None,
 ) -> Path:
     """Stage `kit blend`: weights on OOF, nested-CV report, decision on the blend, submission + blended OOF + PNGs."""
+    from kit.data.sources import open_source
+    from kit.metrics import per_class_scores
     from kit.plots import confusion_png, per_class_png, reliability_png
     from kit.progress import make_progress
     from kit.submission import write_submission
@@ -219,45 +303,45 @@ def blend(
         check_against_folds(oof, cfg.folds.path, cfg.paths.oof / f"{n}.npz")
     ref = oofs[names[0]]
     classes = ref.classes.astype(str).tolist()
-    ids = ref.ids.astype(str)
     fold = ref.fold.astype(np.int64)
-    labels = train_labels(cfg, ids)
-    task = cfg.task
+    labels = train_labels(cfg, ref.ids.astype(str))
+    task, metric = cfg.task, cfg.metric
     prior = class_prior(labels)
 
     with make_progress(console) as progress:
-        bar = progress.add_task("blend: calibrate members, nested weight search", total=len(names) + 2)
+        bar = progress.add_task("blend: calibrate members, weights (nested and all folds)", total=len(names) + 2)
         members = []
         for n in names:
             members.append(load_member(cfg, n, oofs[n], labels))
             progress.advance(bar)
         zs = [m.oof_z for m in members]
-        nested, per_fold_weights = nested_blend(zs, labels, fold, cfg.metric, task, steps)
+        nested_identity, per_fold_weights = nested_blend(zs, labels, fold, metric, task, steps)
         progress.advance(bar)
-        weights, in_sample = caruana_weights(zs, make_scorer(labels, prior, cfg.metric, task), steps)
+        weights, in_sample = caruana_weights(zs, make_scorer(labels, prior, metric, task), steps)
         progress.advance(bar)
 
+    # the decision layer on the blend, then the fully nested score of the rule it chose
     z = mix(zs, weights)
-    decision, report = _calibrate_blend(z, labels, fold, prior, cfg, f"blend_{name}")
-    trivial = trivial_fold_score(labels, fold, cfg.metric, task)
-    singles = {m.name: fold_score(m.oof_z, labels, fold, cfg.metric, task) for m in members}
-    chosen_nested = _nested_from_report(report, decision.rule)
+    tuned, report = _calibrate_blend(z, labels, fold, prior, cfg, f"blend_{name}", classes, console)
+    nested = {"identity": nested_identity}
+    if tuned.rule not in nested:
+        with make_progress(console) as progress:
+            bar = progress.add_task(f"blend: nested CV of rule '{tuned.rule}' with per-fold weights", total=None)
+            nested[tuned.rule] = nested_decision_score(tuned.rule, zs, labels, fold, per_fold_weights, classes, cfg, f"blend_{name}")
+            progress.update(bar, total=1, completed=1)
+    chosen_rule = max(nested, key=lambda r: (nested[r], r == "identity"))  # ties: the rule with nothing fitted
+    decision = identity_decision(task, classes, prior, metric) if chosen_rule == "identity" else tuned
+    score = nested[chosen_rule]
 
-    table = Table(title=f"blend '{name}': nested-CV competition score (mean over {len(np.unique(fold))} held-out folds)")
-    table.add_column("what")
-    table.add_column("nested-CV", justify="right")
-    table.add_column("weight", justify="right")
-    table.add_row("trivial baseline (majority class everywhere)", _fmt(trivial), "")
-    for m, w in zip(members, weights):
-        table.add_row(f"{m.name} alone (calibrated, Bayes rule; {m.decision_source})", _fmt(singles[m.name]), f"{w:.3f}")
-    table.add_row("[bold]blend, Bayes rule (weights chosen on the other folds)", f"[bold]{_fmt(nested)}", "1.000")
-    if chosen_nested is not None:
-        table.add_row(f"blend, chosen decision '{decision.rule}' (from kit.calibrate)", _fmt(chosen_nested), "")
-    console.print(table)
+    trivial = trivial_fold_score(labels, fold, metric, task)
+    singles = {m.name: fold_score(m.oof_z, labels, fold, metric, task) for m in members}
+    own = {m.name: own_decision_score(cfg, m.name) for m in members}
+    _print_report(console, name, fold, trivial, members, weights, singles, own, nested, chosen_rule)
     best_single = max(singles, key=singles.get)
     console.print(
-        f"blend {_fmt(nested)} vs best single {best_single} {_fmt(singles[best_single])} vs trivial {_fmt(trivial)} "
-        f"(in-sample weight search score {_fmt(in_sample)})"
+        f"blend {_fmt(score)} vs best single variant {best_single} {_fmt(singles[best_single])} vs trivial baseline "
+        f"{_fmt(trivial)} (nested CV; the weight search's in-sample score was {_fmt(in_sample)})",
+        soft_wrap=True,
     )
 
     # test predictions: mean over fold models per member (already in test_z), same weights, same decision
@@ -268,18 +352,19 @@ def blend(
         "variants": names,
         "weights": {m.name: float(w) for m, w in zip(members, weights)},
         "weights_per_fold": {str(k): {m.name: float(x) for m, x in zip(members, w)} for k, w in per_fold_weights.items()},
+        "selection": f"greedy ensemble selection with replacement, {steps} steps, Bayes rule on calibrated log-probs",
         "member_decisions": {m.name: {"source": m.decision_source, **m.decision.to_dict()} for m in members},
+        "decision_rule": chosen_rule,
         "decision": decision.to_dict(),
-        "nested_cv_score": nested,
-        "nested_cv_score_chosen_decision": chosen_nested,
+        "nested_cv_score": score,
+        "nested_cv_by_rule": nested,
         "single_variant_nested_cv": singles,
+        "single_variant_own_decision_nested_cv": {k: (None if v is None else {"rule": v[0], "nested_cv": v[1]}) for k, v in own.items()},
+        "blend_calibration": {k: report.get(k) for k in ("chosen", "chosen_nested_cv", "nested_cv", "temperature")},
         "trivial_baseline": trivial,
-        "in_sample_score": float(competition_score(labels, oof_pred, cfg.metric)),
-        "selection": f"greedy ensemble selection with replacement, {steps} steps, Bayes rule",
+        "in_sample_score": float(competition_score(labels, oof_pred, metric)),
+        "synthetic": bool(open_source(cfg).synthetic),
     }
-    from kit.data.sources import open_source
-
-    provenance["synthetic"] = bool(open_source(cfg).synthetic)
     out = write_submission(pred, ref.test_ids.astype(str), classes, cfg, name, provenance)
 
     blended = OOF(
@@ -295,25 +380,47 @@ def blend(
     save_oof(oof_path, blended, {"blend": name, **{k: v for k, v in provenance.items() if k != "member_decisions"}})
     decision.save(cfg.paths.oof / f"blend_{name}.decision.json")
 
-    from kit.metrics import per_class_scores
-
     majority = np.zeros_like(labels)
     if task == "multi-class":
         majority[:, int(labels.sum(axis=0).argmax())] = 1
+    after_t = decision.temperature if decision.temperature != 1.0 else report.get("temperature", 1.0)
     pictures = [
         confusion_png(labels, oof_pred, classes, cfg.paths.submissions / f"{name}_confusion.png",
-                      title=f"{name}: OOF confusion, decision '{decision.rule}' (row-normalized)"),
-        per_class_png(per_class_scores(labels, oof_pred, cfg.metric), per_class_scores(labels, majority, cfg.metric), classes,
-                      cfg.paths.submissions / f"{name}_per_class.png", title=f"{name}: OOF score per class vs trivial baseline"),
-        reliability_png(_probs(z, 1.0, task), np.exp(decision.log_probs(z)), labels, task,
+                      title=f"{name}: OOF confusion, decision '{chosen_rule}' (row-normalized)"),
+        per_class_png(per_class_scores(labels, oof_pred, metric), per_class_scores(labels, majority, metric), classes,
+                      cfg.paths.submissions / f"{name}_per_class.png",
+                      title=f"{name}: OOF score per class, decision '{chosen_rule}' (in-sample) vs trivial baseline"),
+        reliability_png(_probs(z, 1.0, task), _probs(z, after_t, task), labels, task,
                         cfg.paths.submissions / f"{name}_reliability.png",
-                        title=f"{name}: reliability before / after temperature {decision.temperature:.2f}"),
+                        title=f"{name}: OOF reliability before / after temperature {after_t:.2f}"),
     ]
-    console.print(f"wrote {out} and {out.with_suffix('.json')}")
-    console.print(f"wrote {oof_path}")
+    console.print(f"wrote {out} and {out.with_suffix('.json')}", soft_wrap=True)
+    console.print(f"wrote {oof_path}", soft_wrap=True)
     for p in pictures:
-        console.print(f"wrote {p}")
+        console.print(f"wrote {p}", soft_wrap=True)
     return out
+
+
+def _print_report(console, name, fold, trivial, members, weights, singles, own, nested, chosen_rule) -> None:
+    table = Table(title=f"blend '{name}': competition score, nested CV (mean over {len(np.unique(fold))} held-out folds)")
+    table.add_column("what")
+    table.add_column("nested-CV", justify="right")
+    table.add_column("own decision (kit calibrate)", justify="right")
+    table.add_column("weight", justify="right")
+    table.add_row("trivial baseline (majority class everywhere)", _fmt(trivial), "", "", style="dim")
+    for m, w in zip(members, weights):
+        mine = own[m.name]
+        table.add_row(
+            f"{m.name} alone: calibrated ({m.decision_source}), Bayes rule", _fmt(singles[m.name]),
+            "—" if mine is None else f"{_fmt(mine[1])} ({mine[0]})", f"{w:.3f}",
+        )
+    labels = {"identity": "Bayes rule on the calibrated blend (T = 1)"}
+    for rule, value in nested.items():
+        mark = "[bold green]" if rule == chosen_rule else ""
+        what = labels.get(rule, f"decision layer rule '{rule}' refitted per fold")
+        table.add_row(f"{mark}blend: {what}", f"{mark}{_fmt(value)}", "", "")
+    console.print(table)
+    console.print("blend rows: weights and decision fitted on the other folds, scored on the held-out fold; the chosen one is green")
 
 
 def _probs(z: np.ndarray, temperature: float, task: str) -> np.ndarray:
@@ -321,19 +428,6 @@ def _probs(z: np.ndarray, temperature: float, task: str) -> np.ndarray:
     if task == "multi-label":
         return 1.0 / (1.0 + np.exp(-z))
     return np.exp(log_softmax(z, axis=1))
-
-
-def _nested_from_report(report: dict, rule: str) -> float | None:
-    """The nested-CV score of the chosen rule from calibrate_logits' report, where it says it."""
-    if not isinstance(report, dict):
-        return None
-    for key in ("chosen_nested_cv", "nested_cv_score", "nested_cv"):
-        value = report.get(key)
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, dict) and isinstance(value.get(rule), (int, float)):
-            return float(value[rule])
-    return None
 
 
 def _fmt(x: float | None) -> str:

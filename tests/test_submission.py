@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kit.config import CompetitionConfig, DataConfig, FoldsConfig, PathsConfig
+from kit.config import CalibrateConfig, CompetitionConfig, DataConfig, FoldsConfig, PathsConfig
 from kit.errors import KitError
 from kit.oof import OOF, save_oof
 from kit.submission import check_submission_file, score_file, validate_submission, write_submission
@@ -48,6 +48,7 @@ def make_layout(
         variants=variants or [],
         data=DataConfig(dir=data, label_column="label" if sample == "label" else None, patient_column=None),
         folds=FoldsConfig(n_folds=5, path=root / "folds.csv"),
+        calibrate=CalibrateConfig(trials=10, storage=f"sqlite:///{root / 'optuna.db'}"),
         paths=PathsConfig(oof=root / "oof", submissions=root / "submissions", cache=root / "cache", models=root / "models", runs=root / "runs"),
     )
 
