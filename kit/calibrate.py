@@ -68,6 +68,7 @@ class RuleResult:
     in_sample: float
     per_fold: list[float] = field(default_factory=list)
     decision: Decision | None = None  # refitted on all folds (None for the trivial baseline)
+    fitted_per_fold: list[dict] = field(default_factory=list)  # what each outer fold's fit chose (T, offsets, thresholds)
 
 
 def class_prior(labels: np.ndarray) -> np.ndarray:
@@ -96,7 +97,8 @@ def _quiet_optuna():
 
 def make_sampler(settings: CalibrateConfig, seed: int, param_names: list[str]) -> optuna.samplers.BaseSampler:
     if settings.sampler == "cmaes":
-        return optuna.samplers.CmaEsSampler(seed=seed, x0={p: 0.0 for p in param_names}, warn_independent_sampling=False)
+        # the search box is symmetric, so CMA-ES starts from its centre: zero offsets, the closed-form rule
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     return optuna.samplers.TPESampler(seed=seed)
 
 
@@ -131,7 +133,8 @@ def tune_offsets(
     """
     names = offset_param_names(classes)
     r = settings.offset_range
-    study = optuna.create_study(direction="maximize", sampler=make_sampler(settings, seed, names), study_name=study_name)
+    with _quiet_optuna():
+        study = optuna.create_study(direction="maximize", sampler=make_sampler(settings, seed, names), study_name=study_name)
     study.enqueue_trial({p: 0.0 for p in names})
 
     def objective(trial: optuna.Trial) -> float:
@@ -349,23 +352,24 @@ def calibrate_logits(
             return trivial_baseline(labels[rows_eval], weights, task, majority)
 
         every = np.ones(len(fold), dtype=bool)
+        trivial_folds = [trivial(fold != k, fold == k) for k in folds]
         trivial_row = RuleResult(
             "trivial", "trivial baseline" + (" (majority class everywhere)" if multi_class else " (all negative)"),
-            nested_cv=float(np.mean([trivial(fold != k, fold == k) for k in folds])),
-            in_sample=trivial(every, every),
+            nested_cv=float(np.mean(trivial_folds)), in_sample=trivial(every, every), per_fold=trivial_folds,
         )
         results: list[RuleResult] = []
         for key, label in rules.items():
-            per_fold = []
+            per_fold, fitted = [], []
             for k in folds:
                 fit_rows, held = fold != k, fold == k
                 decision = fitter.fit(key, fit_rows, held, f"outer-{k}")
                 per_fold.append(competition_score(labels[held], decision.predict(logits[held]), weights))
+                fitted.append({"fold": k, **_fitted_parameters(decision)})
                 progress.advance(bar)
             final = fitter.fit(key, every, None, "all")
             progress.advance(bar)
             in_sample = competition_score(labels, final.predict(logits), weights)
-            results.append(RuleResult(key, label, float(np.mean(per_fold)), float(in_sample), per_fold, final))
+            results.append(RuleResult(key, label, float(np.mean(per_fold)), float(in_sample), per_fold, final, fitted))
 
     chosen = choose(results, multi_class)
     nested = {r.key: r.nested_cv for r in results}
@@ -376,7 +380,8 @@ def calibrate_logits(
         "trials": cfg.calibrate.trials if tuned else 0,
         "sampler": cfg.calibrate.sampler if tuned else None,
         "rows": [
-            {"rule": r.key, "label": r.label, "nested_cv": r.nested_cv, "in_sample": r.in_sample, "per_fold": r.per_fold}
+            {"rule": r.key, "label": r.label, "nested_cv": r.nested_cv, "in_sample": r.in_sample, "per_fold": r.per_fold,
+             "fitted_per_fold": r.fitted_per_fold}
             for r in [trivial_row, *results]
         ],
         "nested_cv": nested,
@@ -399,6 +404,11 @@ def calibrate_logits(
             store_study(study, storage, {**attrs, **extra})
     print_table(console, name, trivial_row, results, chosen, len(folds))
     return chosen.decision, report
+
+
+def _fitted_parameters(decision: Decision) -> dict:
+    d = decision.to_dict()
+    return {k: d[k] for k in ("temperature", "target_prior", "offsets", "thresholds")}
 
 
 def choose(results: list[RuleResult], multi_class: bool) -> RuleResult:
