@@ -70,8 +70,9 @@ class _NpzImages:
         img = self.array()[index]
         if img.ndim == 3 and img.shape[-1] == 1:
             img = img[..., 0]
-        elif img.ndim == 3 and img.shape[-1] == 3:  # ITU-R 601-2 luma, as PIL's convert("L")
-            img = (img[..., 0] * 299 + img[..., 1] * 587 + img[..., 2] * 114 + 500) // 1000
+        elif img.ndim == 3 and img.shape[-1] == 3:  # ITU-R 601-2 luma, in PIL's convert("L") fixed point
+            rgb = img.astype(np.uint32)
+            img = (rgb[..., 0] * 19595 + rgb[..., 1] * 38470 + rgb[..., 2] * 7471 + 0x8000) >> 16
         return np.ascontiguousarray(img, dtype=np.uint8)
 
 
@@ -155,6 +156,9 @@ def test_labels(cfg: CompetitionConfig) -> pd.DataFrame | None:
     if not path.is_file():
         return None
     return _read_csv(path, cfg.data.id_column, cfg)
+
+
+test_labels.__test__ = False  # a data function, not a pytest test
 
 
 # --- Kaggle layout -----------------------------------------------------------------------------

@@ -133,7 +133,9 @@ def draw_chest(size: int, findings: list[str], rng: np.random.Generator, anatomy
     """One (size, size) uint8 chest-like image with the given findings (class names) drawn in."""
     y, x = _grid(size)
     a = dict(anatomy)
-    shift_y, shift_x = rng.normal(0, 0.03, 2)
+    # two streams: the same image with and without a finding differs by the finding only
+    rng, noise_rng = rng.spawn(2)
+    shift_y, shift_x = noise_rng.normal(0, 0.03, 2)
     y = y - shift_y
     x = x - shift_x
     s = {f: rng.uniform(0.15, 1.0) for f in findings}  # strength: faint findings stay hard
@@ -229,8 +231,8 @@ def draw_chest(size: int, findings: list[str], rng: np.random.Generator, anatomy
         elif f == "Pneumomediastinum":  # dark streaks along the mediastinal borders
             for k in (-1.0, 1.0):
                 img -= 0.25 * (0.3 + 0.7 * st) * np.exp(-(((x - k * 0.13) / 0.012) ** 2)) * (y > -0.55) * (y < 0.2)
-    img += 0.02 * _coarse_noise(rng, size, 6)
-    img += rng.normal(0, 0.02, img.shape).astype(np.float32)
+    img += 0.02 * _coarse_noise(noise_rng, size, 6)
+    img += noise_rng.normal(0, 0.02, img.shape).astype(np.float32)
     img = img * a["gain"] + a["bias"] + 0.08
     return np.clip(img * 255, 0, 255).astype(np.uint8)
 
