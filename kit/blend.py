@@ -323,12 +323,12 @@ def blend(
     # the decision layer on the blend, then the fully nested score of the rule it chose
     z = mix(zs, weights)
     tuned, report = _calibrate_blend(z, labels, fold, prior, cfg, f"blend_{name}", classes, console)
+    tuned_rule = str(report["chosen"])  # kit.calibrate's rule key (multi-label decisions all say "thresholds")
     nested = {"identity": nested_identity}
-    if tuned.rule not in nested:
-        with make_progress(console) as progress:
-            bar = progress.add_task(f"blend: nested CV of rule '{tuned.rule}' with per-fold weights", total=None)
-            nested[tuned.rule] = nested_decision_score(tuned.rule, zs, labels, fold, per_fold_weights, classes, cfg, f"blend_{name}")
-            progress.update(bar, total=1, completed=1)
+    with make_progress(console) as progress:
+        bar = progress.add_task(f"blend: nested CV of rule '{tuned_rule}' with per-fold weights", total=None)
+        nested[tuned_rule] = nested_decision_score(tuned_rule, zs, labels, fold, per_fold_weights, classes, cfg, f"blend_{name}")
+        progress.update(bar, total=1, completed=1)
     chosen_rule = max(nested, key=lambda r: (nested[r], r == "identity"))  # ties: the rule with nothing fitted
     decision = identity_decision(task, classes, prior, metric) if chosen_rule == "identity" else tuned
     score = nested[chosen_rule]
@@ -336,10 +336,12 @@ def blend(
     trivial = trivial_fold_score(labels, fold, metric, task)
     singles = {m.name: fold_score(m.oof_z, labels, fold, metric, task) for m in members}
     own = {m.name: own_decision_score(cfg, m.name) for m in members}
-    _print_report(console, name, fold, trivial, members, weights, singles, own, nested, chosen_rule)
-    best_single = max(singles, key=singles.get)
+    _print_report(console, name, task, fold, trivial, members, weights, singles, own, nested, chosen_rule)
+    # a single variant at its best: the closed-form rule here, or its own decision from `kit calibrate`
+    single_best = {n: max(v, own[n][1]) if own[n] is not None else v for n, v in singles.items()}
+    best_single = max(single_best, key=single_best.get)
     console.print(
-        f"blend {_fmt(score)} vs best single variant {best_single} {_fmt(singles[best_single])} vs trivial baseline "
+        f"blend {_fmt(score)} vs best single variant {best_single} {_fmt(single_best[best_single])} vs trivial baseline "
         f"{_fmt(trivial)} (nested CV; the weight search's in-sample score was {_fmt(in_sample)})",
         soft_wrap=True,
     )
@@ -359,6 +361,7 @@ def blend(
         "nested_cv_score": score,
         "nested_cv_by_rule": nested,
         "single_variant_nested_cv": singles,
+        "best_single_variant": {"variant": best_single, "nested_cv": single_best[best_single]},
         "single_variant_own_decision_nested_cv": {k: (None if v is None else {"rule": v[0], "nested_cv": v[1]}) for k, v in own.items()},
         "blend_calibration": {k: report.get(k) for k in ("chosen", "chosen_nested_cv", "nested_cv", "temperature")},
         "trivial_baseline": trivial,
@@ -401,20 +404,23 @@ def blend(
     return out
 
 
-def _print_report(console, name, fold, trivial, members, weights, singles, own, nested, chosen_rule) -> None:
+def _print_report(console, name, task, fold, trivial, members, weights, singles, own, nested, chosen_rule) -> None:
     table = Table(title=f"blend '{name}': competition score, nested CV (mean over {len(np.unique(fold))} held-out folds)")
     table.add_column("what")
     table.add_column("nested-CV", justify="right")
     table.add_column("own decision (kit calibrate)", justify="right")
     table.add_column("weight", justify="right")
-    table.add_row("trivial baseline (majority class everywhere)", _fmt(trivial), "", "", style="dim")
+    multi_label = task == "multi-label"
+    rule = "cost rule p >= b/(a+b+w)" if multi_label else "Bayes rule"
+    trivial_what = "all negative" if multi_label else "majority class everywhere"
+    table.add_row(f"trivial baseline ({trivial_what})", _fmt(trivial), "", "", style="dim")
     for m, w in zip(members, weights):
         mine = own[m.name]
         table.add_row(
-            f"{m.name} alone: calibrated ({m.decision_source}), Bayes rule", _fmt(singles[m.name]),
+            f"{m.name} alone: calibrated ({m.decision_source}), {rule}", _fmt(singles[m.name]),
             "—" if mine is None else f"{_fmt(mine[1])} ({mine[0]})", f"{w:.3f}",
         )
-    labels = {"identity": "Bayes rule on the calibrated blend (T = 1)"}
+    labels = {"identity": f"{rule} on the calibrated blend (T = 1)"}
     for rule, value in nested.items():
         mark = "[bold green]" if rule == chosen_rule else ""
         what = labels.get(rule, f"decision layer rule '{rule}' refitted per fold")

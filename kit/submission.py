@@ -284,14 +284,31 @@ def argmax_prediction(logits: np.ndarray, task: str) -> np.ndarray:
     return pred
 
 
+def default_solution(cfg: CompetitionConfig) -> tuple[pd.DataFrame, str]:
+    """The test labels where the source has them: data.solution_csv (Kaggle layout) or the npz's test labels."""
+    if cfg.data.source == "medmnist":
+        from kit.data.sources import test_labels
+
+        frame = test_labels(cfg)
+        if frame is None:
+            raise KitError(f"{cfg.data.dir / cfg.data.npz}: has no test_labels; pass --solution CSV")
+        frame = frame.astype({c: str for c in frame.columns})
+        return frame.rename(columns={"id": cfg.data.id_column}), f"{cfg.data.dir / cfg.data.npz} test labels"
+    if not cfg.data.solution_csv:
+        raise KitError(f"{cfg.source_file}: data.solution_csv is not set; pass --solution CSV")
+    path = cfg.data.dir / cfg.data.solution_csv
+    return read_csv_str(path), str(path)
+
+
 def score_file(
     submission_csv: str | Path,
-    solution_csv: str | Path,
+    solution_csv: str | Path | None,
     cfg: CompetitionConfig,
     compare_argmax: bool = False,
     console: Console | None = None,
 ) -> dict[str, Any]:
-    """Score a submission against a solution CSV; print it beside the trivial baseline and per class.
+    """Score a submission against a solution CSV (None: the source's own test labels); print it beside
+    the trivial baseline and per class.
 
     With `compare_argmax`, also score the argmax of each variant's mean test logits (oof/<variant>.npz),
     so that the decision layer's gain over the published way of deciding is visible.
@@ -301,7 +318,11 @@ def score_file(
     console = console or Console()
     classes, train_labels = _classes_and_train_labels(cfg)
     id_col = cfg.data.id_column
-    sol_ids, y_true = to_indicator(read_csv_str(solution_csv), classes, id_col, str(solution_csv))
+    if solution_csv is None:
+        solution_frame, solution_name = default_solution(cfg)
+    else:
+        solution_frame, solution_name = read_csv_str(solution_csv), str(solution_csv)
+    sol_ids, y_true = to_indicator(solution_frame, classes, id_col, solution_name)
     sub_ids, y_sub = to_indicator(read_csv_str(submission_csv), classes, id_col, str(submission_csv))
     y_pred = _align(sub_ids, y_sub, sol_ids, str(submission_csv))
     if cfg.task == "multi-class":
@@ -314,13 +335,14 @@ def score_file(
     per_class = per_class_scores(y_true, y_pred, cfg.metric)
     result: dict[str, Any] = {
         "submission": str(submission_csv),
+        "solution": solution_name,
         "score": float(score),
         "trivial_baseline": float(baseline),
         "per_class": {c: (None if np.isnan(s) else float(s)) for c, s in zip(classes, per_class)},
         "n": int(len(y_true)),
     }
 
-    table = Table(title=f"{Path(submission_csv).name} vs {Path(solution_csv).name} ({len(y_true)} rows)")
+    table = Table(title=f"{Path(submission_csv).name} vs {Path(solution_name).name} ({len(y_true)} rows)")
     table.add_column("class")
     table.add_column("N", justify="right")
     table.add_column("score", justify="right")
@@ -339,14 +361,18 @@ def score_file(
     summary = Table(title="Leaderboard metric on the solution")
     summary.add_column("what")
     summary.add_column("score", justify="right")
-    summary.add_row("trivial baseline (majority class everywhere)", _fmt(baseline))
+    multi_label = cfg.task == "multi-label"
+    summary.add_row("trivial baseline (" + ("all negative" if multi_label else "majority class of train everywhere") + ")", _fmt(baseline))
     if compare_argmax:
+        plain = "sigmoid > 0.5" if multi_label else "argmax"
         for variant, s in result["argmax"].items():
-            summary.add_row(f"{variant} by argmax", _fmt(s))
+            summary.add_row(f"{variant} by {plain} (mean test logits)", _fmt(s))
         if result["argmax"]:
             best = max(result["argmax"], key=result["argmax"].get)
             result["best_argmax"] = {"variant": best, "score": result["argmax"][best]}
-            summary.add_row(f"[bold]best single variant by argmax ({best})", f"[bold]{_fmt(result['argmax'][best])}")
+            summary.add_row(f"[bold]best single variant by {plain} ({best})", f"[bold]{_fmt(result['argmax'][best])}")
+        else:
+            summary.add_row(f"no oof/<variant>.npz for the variants {cfg.variants}", "—")
     summary.add_row(f"[bold]{Path(submission_csv).name}", f"[bold]{_fmt(score)}")
     console.print(summary)
     return result

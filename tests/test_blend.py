@@ -131,3 +131,58 @@ def test_blend_refuses_mismatched_inputs(tmp_path):
     with pytest.raises(KitError, match="not found"):
         blend(cfg, ["v1", "nope"], "x")
     assert not (cfg.paths.submissions / "x.csv").exists()
+
+
+def test_blend_uses_the_variants_saved_decisions(tmp_path, capsys):
+    from kit.calibrate import calibrate
+
+    cfg, _ = _stage_setup(tmp_path)
+    calibrate(cfg, [cfg.paths.oof / "v1.npz"])
+    blend(cfg, ["v1", "v2"], "d")
+    meta = json.loads((cfg.paths.submissions / "d.json").read_text())
+    assert meta["member_decisions"]["v1"]["source"] == "kit calibrate"
+    assert meta["member_decisions"]["v2"]["source"] == "fitted temperature"
+    saved = json.loads((cfg.paths.oof / "v1.decision.json").read_text())
+    assert meta["member_decisions"]["v1"]["temperature"] == pytest.approx(saved["temperature"])
+    own = meta["single_variant_own_decision_nested_cv"]
+    assert own["v2"] is None and own["v1"]["nested_cv"] == pytest.approx(
+        json.loads((cfg.paths.oof / "v1.calibration.json").read_text())["chosen_nested_cv"])
+    assert meta["nested_cv_score"] == max(meta["nested_cv_by_rule"].values())
+
+
+def test_multi_label_blend_and_score_on_a_medmnist_npz(tmp_path):
+    from kit.config import CalibrateConfig, CompetitionConfig, DataConfig, FoldsConfig, PathsConfig
+    from kit.data.folds import make_folds
+    from kit.data.sources import open_source, test_labels
+    from kit.data.synth import generate
+    from kit.submission import score_file
+
+    generate(tmp_path / "data", n_train=240, n_test=60, size=28, seed=1, task="multi-label", processes=1)
+    cfg = CompetitionConfig(
+        task="multi-label", variants=["a", "b"],
+        data=DataConfig(source="medmnist", dir=tmp_path / "data", patient_column=None),
+        folds=FoldsConfig(n_folds=3, path=tmp_path / "folds.csv"),
+        calibrate=CalibrateConfig(storage=f"sqlite:///{tmp_path / 'optuna.db'}"),
+        paths=PathsConfig(oof=tmp_path / "oof", submissions=tmp_path / "subs"),
+    )
+    make_folds(cfg)
+    source = open_source(cfg)
+    folds = pd.read_csv(cfg.folds.path, dtype={"id": str}).set_index("id").loc[source.train.ids, "fold"].to_numpy()
+    y, c = source.train.labels, len(source.classes)
+    y_test = test_labels(cfg)[source.classes].to_numpy()
+    q = np.clip(y.mean(axis=0), 0.01, 0.99)
+    rng = np.random.default_rng(0)
+    for name, seen in (("a", np.arange(0, c, 2)), ("b", np.arange(1, c, 2))):
+        strength = np.where(np.isin(np.arange(c), seen), 3.0, 0.3)
+        base = np.log(q / (1 - q))
+        logits = (base + rng.normal(0, 1, y.shape) + y * strength).astype(np.float32)
+        test = np.stack([base + rng.normal(0, 1, y_test.shape) + y_test * strength for _ in range(3)]).astype(np.float32)
+        save_oof(cfg.paths.oof / f"{name}.npz", OOF(np.array(source.classes), source.train.ids, folds, logits, source.test.ids, test, q))
+    out = blend(cfg, None, "ml")
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["decision"]["task"] == "multi-label" and meta["synthetic"] is True
+    assert meta["nested_cv_score"] > max(meta["single_variant_nested_cv"].values()) > meta["trivial_baseline"]
+    assert out.read_text().splitlines()[0] == ",".join(["id", *source.classes])
+    result = score_file(out, None, cfg, compare_argmax=True)  # solution: the npz's test labels
+    assert result["score"] > result["trivial_baseline"] == pytest.approx(-cfg.metric.w)
+    assert set(result["argmax"]) == {"a", "b"}
