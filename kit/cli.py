@@ -145,18 +145,13 @@ def blend(
 @app.command()
 def score(
     submission: Annotated[Path, typer.Argument(help="Submission CSV to score.")],
-    solution: Annotated[Optional[Path], typer.Option("--solution", help="Solution CSV (default: data.dir/data.solution_csv).")] = None,
+    solution: Annotated[Optional[Path], typer.Option("--solution", help="Solution CSV (default: data.dir/data.solution_csv, or the npz's test labels).")] = None,
     compare_argmax: Annotated[bool, typer.Option("--compare-argmax", help="Also score each variant's argmax on its mean test logits.")] = False,
 ) -> None:
     """Score a submission against a solution CSV, beside the trivial baseline."""
     from kit.submission import score_file
 
-    cfg = _cfg()
-    if solution is None:
-        if not cfg.data.solution_csv:
-            raise KitError(f"{cfg.source_file}: data.solution_csv is not set; pass --solution CSV")
-        solution = cfg.data.dir / cfg.data.solution_csv
-    score_file(submission, solution, cfg, compare_argmax=compare_argmax, console=console)
+    score_file(submission, solution, _cfg(), compare_argmax=compare_argmax, console=console)
 
 
 @app.command()
