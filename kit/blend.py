@@ -72,11 +72,16 @@ def make_scorer(labels: np.ndarray, prior: np.ndarray, weights: MetricConfig, ta
         t_logit = float(np.log(threshold) - np.log1p(-threshold))
         return lambda z: competition_score(labels, (z >= t_logit).astype(np.uint8), weights)
     true_idx = labels.argmax(axis=1)
-    zeros = np.zeros(labels.shape[1])
     c = labels.shape[1]
+    pi = np.clip(np.asarray(prior, dtype=np.float64), _TINY, None)
+    scale = ((weights.a + weights.b + weights.w) / pi).astype(np.float32)
+    bias = (-weights.b / pi).astype(np.float32)
 
     def score(z: np.ndarray) -> float:
-        pred = rule_predictor(log_softmax(z, axis=1), "bayes", prior, weights)(zeros)
+        # argmax_k ((a+b+w)·p_k − b)/π_k with p = softmax(z), in float32 (the search's inner loop)
+        p = np.exp(z - z.max(axis=1, keepdims=True), dtype=np.float32)
+        p /= p.sum(axis=1, keepdims=True)
+        pred = np.argmax(p * scale + bias, axis=1)
         per_class = scores_from_confusion(confusion_from_indices(true_idx, pred, c), weights)
         return float(np.nanmean(per_class))
 
