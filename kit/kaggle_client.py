@@ -166,9 +166,11 @@ def download(cfg: CompetitionConfig, competition: str | None = None, console: Co
     for archive in archives:
         _safe_extract(archive, target)
         archive.unlink()
-    console.print(f"downloaded '{slug}' into {target}")
+    console.print(f"downloaded '{slug}' into {target}", markup=False, soft_wrap=True)
     console.print(
-        f"next: set [data] dir = \"{target}\" in your competition config (see configs/chest-xray.toml), then `kit folds`"
+        f"next: point data.dir at {target} in your competition config (configs/chest-xray.toml for this competition), "
+        f"then run `kit --config <that file> folds`",
+        markup=False, soft_wrap=True,
     )
     return target
 

@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import threading
+import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -34,6 +35,7 @@ class FakeKaggle(BaseHTTPRequestHandler):
 
     requests: list[dict] = []
     reject_auth = False
+    archive = b""
 
     def log_message(self, *args):  # keep pytest output clean
         pass
@@ -61,6 +63,19 @@ class FakeKaggle(BaseHTTPRequestHandler):
             return self._reply(200, {})
         if method == "POST" and self.path == f"{API}/CreateSubmission":
             return self._reply(200, {"message": "Successfully submitted to fake competition", "ref": 4242})
+        if method == "POST" and self.path == f"{API}/DownloadDataFiles":
+            self.send_response(302)
+            self.send_header("Location", f"http://localhost:{PORT}/files/fake-comp.zip")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return None
+        if method == "GET" and self.path == "/files/fake-comp.zip":
+            self.send_response(200)
+            self.send_header("Content-Type", "application/zip")
+            self.send_header("Content-Length", str(len(type(self).archive)))
+            self.end_headers()
+            self.wfile.write(type(self).archive)
+            return None
         return self._reply(404, {"code": 404, "message": f"no route {method} {self.path}"})
 
     def do_POST(self):
@@ -184,3 +199,20 @@ def test_rejected_credentials_never_echo_the_key(tmp_path, fake_kaggle):
     assert len(lines) == 1 and "rejected (HTTP 401" in lines[0] and "KAGGLE_KEY" in lines[0]
     assert SECRET not in result.stdout + result.stderr
     assert len(fake_kaggle.requests) == 1  # stopped at the first refused call
+
+
+def test_download_unpacks_into_data_slug(tmp_path, fake_kaggle):
+    config, _ = _setup(tmp_path)
+    buf = tmp_path / "archive.zip"
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("train.csv", "id,A,B,C\nx,1,0,0\n")
+        zf.writestr("train/x.png", b"\x89PNG fake")
+    fake_kaggle.archive = buf.read_bytes()
+    result = _kit(tmp_path, config, "download", "--competition", "fake-comp")
+    assert result.returncode == 0, result.stderr
+    target = tmp_path / "data" / "fake-comp"
+    assert (target / "train.csv").read_text() == "id,A,B,C\nx,1,0,0\n"
+    assert (target / "train" / "x.png").read_bytes() == b"\x89PNG fake"
+    assert not list(target.glob("*.zip"))  # the archive is removed once unpacked
+    assert json.loads(fake_kaggle.requests[0]["body"]) == {"competitionName": "fake-comp"}
+    assert "kit folds" in result.stdout
