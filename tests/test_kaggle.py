@@ -215,4 +215,4 @@ def test_download_unpacks_into_data_slug(tmp_path, fake_kaggle):
     assert (target / "train" / "x.png").read_bytes() == b"\x89PNG fake"
     assert not list(target.glob("*.zip"))  # the archive is removed once unpacked
     assert json.loads(fake_kaggle.requests[0]["body"]) == {"competitionName": "fake-comp"}
-    assert "kit folds" in result.stdout
+    assert "data/fake-comp" in result.stdout and "folds" in result.stdout
