@@ -266,17 +266,20 @@ def _image_job(args: tuple) -> np.ndarray | None:
 
 def _draw_all(jobs: list[tuple], description: str, n: int, processes: int) -> list:
     results = []
-    with make_progress() as progress:
-        task = progress.add_task(description, total=n)
-        if processes <= 1 or n < 400:
+    if processes <= 1 or n < 400:
+        with make_progress() as progress:
+            task = progress.add_task(description, total=n)
             for job in jobs:
                 results.append(_image_job(job))
                 progress.advance(task, job[3] - job[2])
-        else:
-            with multiprocessing.get_context("fork").Pool(processes) as pool:
-                for job, res in zip(jobs, pool.imap(_image_job, jobs)):
-                    results.append(res)
-                    progress.advance(task, job[3] - job[2])
+        return results
+    # the pool is forked before the progress bar starts its refresh thread
+    with multiprocessing.get_context("fork").Pool(processes) as pool:
+        with make_progress() as progress:
+            task = progress.add_task(description, total=n)
+            for job, res in zip(jobs, pool.imap(_image_job, jobs)):
+                results.append(res)
+                progress.advance(task, job[3] - job[2])
     return results
 
 
