@@ -102,26 +102,33 @@ def to_indicator(frame: pd.DataFrame, classes: list[str], id_column: str, source
 # --- validation -------------------------------------------------------------------------------
 
 
-def validate_submission(df: pd.DataFrame, sample_df: pd.DataFrame, task: str, classes: list[str] | None = None, source: str = "submission") -> None:
+def validate_submission(
+    df: pd.DataFrame,
+    sample_df: pd.DataFrame,
+    task: str,
+    classes: list[str] | None = None,
+    source: str = "submission",
+    reference: str = "the sample submission",
+) -> None:
     """Raise KitError unless `df` has the sample's columns and ids (same order), no missing values,
     values the sample's format allows, and one positive per row for multi-class."""
     if list(df.columns) != list(sample_df.columns):
         missing = [c for c in sample_df.columns if c not in df.columns]
         extra = [c for c in df.columns if c not in sample_df.columns]
         raise KitError(
-            f"{source}: columns differ from the sample submission (missing {missing[:5]}, unexpected {extra[:5]}, "
+            f"{source}: columns differ from {reference} (missing {missing[:5]}, unexpected {extra[:5]}, "
             "or a different order); write it with `kit blend` or fix the header"
         )
     id_column = sample_df.columns[0]
     if len(df) != len(sample_df):
-        raise KitError(f"{source}: {len(df)} rows, the sample submission has {len(sample_df)}; one row per test id is needed")
+        raise KitError(f"{source}: {len(df)} rows, expected {len(sample_df)} (one per test id, as in {reference})")
     got, want = df[id_column].astype(str).to_numpy(), sample_df[id_column].astype(str).to_numpy()
     wrong = np.flatnonzero(got != want)
     if wrong.size:
         row = int(wrong[0])
         raise KitError(
-            f"{source}: row {row + 2} has id {got[row]!r} where the sample submission has {want[row]!r} "
-            f"({wrong.size} rows differ); ids must be the sample's, in its order"
+            f"{source}: row {row + 2} has id {got[row]!r} where {reference} has {want[row]!r} "
+            f"({wrong.size} rows differ); ids must be those of {reference}, in its order"
         )
     if df.isna().any().any():
         row = int(np.flatnonzero(df.isna().any(axis=1).to_numpy())[0])
@@ -199,7 +206,8 @@ def write_submission(
     spath = sample_path(cfg)
     sample = read_csv_str(spath) if spath is not None else template_frame(test_ids, classes, cfg.data.id_column)
     frame = build_submission(pred, test_ids, classes, sample, cfg.data.id_column)
-    validate_submission(frame, sample, cfg.task, classes, source=f"submission {name}")
+    reference = "the sample submission" if spath is not None else "the test ids of the data source"
+    validate_submission(frame, sample, cfg.task, classes, source=f"submission {name}", reference=reference)
     out = cfg.paths.submissions / f"{name}.csv"
     text = frame.to_csv(index=False, lineterminator="\n")
     atomic_write(out, lambda f: f.write(text.encode()))
@@ -228,14 +236,16 @@ def check_submission_file(path: Path, cfg: CompetitionConfig, classes: list[str]
     """Validate a written submission file against the competition's sample (used again by `kit submit`)."""
     frame = read_csv_str(path)
     spath = sample_path(cfg)
-    if spath is None:
-        if classes is None:
-            classes = [c for c in frame.columns if c != cfg.data.id_column]
-        ids = frame[cfg.data.id_column].astype(str) if cfg.data.id_column in frame.columns else pd.Series([], dtype=str)
-        sample = template_frame(ids.to_numpy(), classes, cfg.data.id_column)
+    if spath is None:  # no sample (MedMNIST): the source's test ids and classes make the template
+        from kit.data.sources import open_source
+
+        source = open_source(cfg)
+        classes = list(source.classes) if classes is None else classes
+        sample = template_frame(np.asarray(source.test.ids, dtype=str), classes, cfg.data.id_column)
     else:
         sample = read_csv_str(spath)
-    validate_submission(frame, sample, cfg.task, classes, source=str(path))
+    reference = "the sample submission" if spath is not None else "the test ids of the data source"
+    validate_submission(frame, sample, cfg.task, classes, source=str(path), reference=reference)
     return frame
 
 

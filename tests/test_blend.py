@@ -183,6 +183,11 @@ def test_multi_label_blend_and_score_on_a_medmnist_npz(tmp_path):
     assert meta["decision"]["task"] == "multi-label" and meta["synthetic"] is True
     assert meta["nested_cv_score"] > max(meta["single_variant_nested_cv"].values()) > meta["trivial_baseline"]
     assert out.read_text().splitlines()[0] == ",".join(["id", *source.classes])
+    check_submission_file(out, cfg)  # no sample: checked against the npz's test ids and classes
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join(out.read_text().splitlines()[:-1]) + "\n")  # one test id short
+    with pytest.raises(KitError, match=r"59 rows, expected 60 \(one per test id, as in the test ids of the data source\)"):
+        check_submission_file(bad, cfg)
     result = score_file(out, None, cfg, compare_argmax=True)  # solution: the npz's test labels
     assert result["score"] > result["trivial_baseline"] == pytest.approx(-cfg.metric.w)
     assert set(result["argmax"]) == {"a", "b"}

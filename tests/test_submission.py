@@ -98,19 +98,18 @@ def test_without_sample_writes_id_and_class_columns(tmp_path):
     pred = np.array([[1, 0, 1], [0, 0, 0]], dtype=np.uint8)  # multi-label: several or no positives are fine
     out = write_submission(pred, np.array(["a", "b"]), CLASSES, cfg, "ml", {})
     assert out.read_text().splitlines() == ["id,A,B,C", "a,1,0,1", "b,0,0,0"]
-    check_submission_file(out, cfg, CLASSES)
 
 
 @pytest.mark.parametrize(
     "mutate, expected",
     [
         (lambda df: df.assign(id=df["id"].replace("t3", "zz")), "row 4 has id 'zz' where the sample submission has 't3'"),
-        (lambda df: df.iloc[[1, 0, 2, 3, 4]].reset_index(drop=True), "ids must be the sample's, in its order"),
+        (lambda df: df.iloc[[1, 0, 2, 3, 4]].reset_index(drop=True), "ids must be those of the sample submission, in its order"),
         (lambda df: df.drop(columns=["C"]), "columns differ from the sample submission (missing ['C']"),
         (lambda df: df[["id", "B", "A", "C"]], "columns differ"),
         (lambda df: df.assign(B=["0", "1", "0", "0", "0"]), "row 3 (id t1) has 2 positive classes"),
         (lambda df: df.assign(A=["0", None, "1", "0", "0"]), "row 3 (id t1), column 'A' is missing a value"),
-        (lambda df: df.iloc[:4], "4 rows, the sample submission has 5"),
+        (lambda df: df.iloc[:4], "4 rows, expected 5 (one per test id, as in the sample submission)"),
         (lambda df: df.assign(A=["0", "2", "1", "0", "0"]), "expected 0 or 1"),
     ],
 )
