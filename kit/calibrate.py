@@ -19,6 +19,7 @@ a re-run replaces those studies, so the storage always shows the latest run.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,18 +152,18 @@ def tune_offsets(
     return np.array([best.params[p] for p in names]), float(best.value), study
 
 
-def store_study(study: optuna.Study, storage: str, user_attrs: dict) -> None:
-    """Copy an in-memory study into `storage`, replacing a study of the same name (re-runs reproduce)."""
+def store_study(study_name: str, trials: list, storage: str, user_attrs: dict) -> None:
+    """Write an in-memory study's trials into `storage`, replacing a study of the same name (re-runs reproduce)."""
     with _quiet_optuna():
         with contextlib.suppress(KeyError):
-            optuna.delete_study(study_name=study.study_name, storage=storage)
-        stored = optuna.create_study(storage=storage, study_name=study.study_name, direction="maximize", load_if_exists=True)
+            optuna.delete_study(study_name=study_name, storage=storage)
+        stored = optuna.create_study(storage=storage, study_name=study_name, direction="maximize", load_if_exists=True)
         for key, value in user_attrs.items():
             stored.set_user_attr(key, value)
         try:
-            _bulk_insert_trials(stored, study.trials)
+            _bulk_insert_trials(stored, trials)
         except Exception:  # noqa: BLE001 - schema or backend we do not know: the slow public path (same result)
-            stored.add_trials(study.trials)
+            stored.add_trials(trials)
 
 
 def _bulk_insert_trials(stored: optuna.Study, trials: list[optuna.trial.FrozenTrial]) -> None:
@@ -243,41 +244,122 @@ def _score_indices(y_idx: np.ndarray, c: int, weights: MetricConfig) -> Callable
 
 
 class _MultiClassFitter:
-    """Fits each multi-class rule on a subset of the OOF; `fit(rule, rows, ...)` returns a Decision."""
+    """Fits each multi-class rule on a subset of the OOF; `fit(rule, rows, ...)` returns a Decision.
+
+    The Optuna searches (one per outer fold and one on all folds) run first, in `tune_all`, so they
+    can run in parallel processes; `fit("bayes_offsets", ...)` then only reads their result.
+    """
 
     def __init__(self, logits, labels, train_prior, classes, cfg: CompetitionConfig, name: str, on_trial):
         self.logits, self.labels, self.train_prior = logits, labels, np.asarray(train_prior, dtype=np.float64)
         self.classes, self.cfg, self.name, self.on_trial = classes, cfg, name, on_trial
         self.y_idx = labels.argmax(axis=1)
         self.c = len(classes)
-        self.studies: list[tuple[optuna.Study, dict]] = []
+        self.studies: list[tuple[str, list, dict]] = []  # (study name, trials, study user attributes)
+        self._temperature: dict[str, float] = {}
+        self._offsets: dict[str, np.ndarray] = {}
+
+    def _bayes(self, rows: np.ndarray, tag: str) -> Decision:
+        labels = self.labels[rows]
+        target = class_prior(labels)
+        if tag not in self._temperature:  # the same fit serves the Bayes rule and its tuned variant
+            self._temperature[tag] = fit_temperature(self.logits[rows], labels, self.train_prior, target, "multi-class")
+        return closed_form_decision("multi-class", self.classes, self.train_prior, target, self.cfg.metric, self._temperature[tag])
 
     def fit(self, rule: str, rows: np.ndarray, held: np.ndarray | None, tag: str) -> Decision:
-        logits, labels = self.logits[rows], self.labels[rows]
-        target = class_prior(labels)
-        weights = self.cfg.metric
-        base = closed_form_decision("multi-class", self.classes, self.train_prior, target, weights)
         if rule == "argmax":  # plain logits: no temperature, no prior change
-            return base.with_(rule="argmax", target_prior=self.train_prior.copy())
+            base = closed_form_decision("multi-class", self.classes, self.train_prior, self.train_prior, self.cfg.metric)
+            return base.with_(rule="argmax")
         if rule == "prior_argmax":
+            base = closed_form_decision("multi-class", self.classes, self.train_prior, class_prior(self.labels[rows]), self.cfg.metric)
             return base.with_(rule="prior_argmax")
-        t = fit_temperature(logits, labels, self.train_prior, target, "multi-class")
-        decision = base.with_(temperature=t)
+        decision = self._bayes(rows, tag)
         if rule == "bayes":
             return decision
-        predictor = rule_predictor(decision.log_probs(logits), "bayes", target, weights)
-        score = _score_indices(self.y_idx[rows], self.c, weights)
-        held_fn = None
-        if held is not None:
-            held_predictor = rule_predictor(decision.log_probs(self.logits[held]), "bayes", target, weights)
-            held_score = _score_indices(self.y_idx[held], self.c, weights)
-            held_fn = lambda o: held_score(held_predictor(o))  # noqa: E731
-        offsets, _, study = tune_offsets(
-            lambda o: score(predictor(o)), self.classes, self.cfg.calibrate, self.cfg.seed,
-            f"{self.name}/offsets/{tag}", "bayes_offsets", held_fn, self.on_trial,
-        )
-        self.studies.append((study, {"target": self.name, "rule": "bayes_offsets", "fit_on": tag, "temperature": t}))
-        return decision.with_(rule="bayes_offsets", offsets=offsets)
+        return decision.with_(rule="bayes_offsets", offsets=self._offsets[tag])
+
+    def tune_all(self, jobs: list[tuple[np.ndarray, np.ndarray | None, str]], workers: int) -> None:
+        """Run the offset search for each (fit rows, held rows, tag); in `workers` processes when > 1."""
+        specs = []
+        for rows, held, tag in jobs:
+            decision = self._bayes(rows, tag)
+            specs.append({
+                "fit_lp": decision.log_probs(self.logits[rows]), "fit_y": self.y_idx[rows],
+                "held_lp": None if held is None else decision.log_probs(self.logits[held]),
+                "held_y": None if held is None else self.y_idx[held],
+                "target": decision.target_prior, "weights": self.cfg.metric, "settings": self.cfg.calibrate,
+                "seed": self.cfg.seed, "classes": self.classes, "study_name": f"{self.name}/offsets/{tag}",
+            })
+        results = _run_jobs(specs, workers, self.on_trial)
+        for (rows, held, tag), (offsets, trials) in zip(jobs, results):
+            self._offsets[tag] = offsets
+            attrs = {"target": self.name, "rule": "bayes_offsets", "fit_on": tag, "temperature": self._temperature[tag]}
+            self.studies.append((f"{self.name}/offsets/{tag}", trials, attrs))
+
+
+def _offset_job(spec: dict, on_trial: Callable[[], None] | None = None) -> tuple[np.ndarray, list]:
+    """One Optuna offset search (top level, so a worker process can run it); returns offsets and trials."""
+    c = len(spec["classes"])
+    predictor = rule_predictor(spec["fit_lp"], "bayes", spec["target"], spec["weights"])
+    score = _score_indices(spec["fit_y"], c, spec["weights"])
+    held_fn = None
+    if spec["held_lp"] is not None:
+        held_predictor = rule_predictor(spec["held_lp"], "bayes", spec["target"], spec["weights"])
+        held_score = _score_indices(spec["held_y"], c, spec["weights"])
+        held_fn = lambda o: held_score(held_predictor(o))  # noqa: E731
+    if on_trial is None and _WORKER_QUEUE is not None:
+        on_trial = lambda: _WORKER_QUEUE.put(1)  # noqa: E731
+    offsets, _, study = tune_offsets(
+        lambda o: score(predictor(o)), spec["classes"], spec["settings"], spec["seed"],
+        spec["study_name"], "bayes_offsets", held_fn, on_trial,
+    )
+    return offsets, study.trials
+
+
+_WORKER_QUEUE = None
+
+
+def _init_worker(queue) -> None:
+    global _WORKER_QUEUE
+    _WORKER_QUEUE = queue
+
+
+def _run_jobs(specs: list[dict], workers: int, on_trial: Callable[[], None]) -> list[tuple[np.ndarray, list]]:
+    """Each search is seeded and independent, so serial and parallel runs give identical results."""
+    if workers <= 1 or len(specs) <= 1:
+        return [_offset_job(spec, on_trial) for spec in specs]
+    import multiprocessing
+    import queue as queue_module
+    from concurrent.futures import ProcessPoolExecutor
+
+    # fork starts at once and needs no importable __main__; the children only compute and put to the queue
+    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    progress_queue = ctx.Queue()
+    with ProcessPoolExecutor(max_workers=min(workers, len(specs)), mp_context=ctx,
+                             initializer=_init_worker, initargs=(progress_queue,)) as pool:
+        futures = [pool.submit(_offset_job, spec) for spec in specs]
+        while not all(f.done() for f in futures):
+            try:
+                progress_queue.get(timeout=0.1)
+                on_trial()
+            except queue_module.Empty:
+                pass
+        results = [f.result() for f in futures]
+    while True:
+        try:
+            progress_queue.get_nowait()
+            on_trial()
+        except queue_module.Empty:
+            break
+    return results
+
+
+def auto_workers(settings: CalibrateConfig, n_studies: int) -> int:
+    """`calibrate.workers`, or with 0: one process per core when the searches are long enough to pay
+    for starting processes (each TPE trial costs ~20 ms, whatever the data size)."""
+    if settings.workers:
+        return settings.workers
+    return min(os.cpu_count() or 1, n_studies) if settings.trials >= 100 else 1
 
 
 class _MultiLabelFitter:
@@ -286,7 +368,7 @@ class _MultiLabelFitter:
     def __init__(self, logits, labels, train_prior, classes, cfg: CompetitionConfig, name: str, on_trial):
         self.logits, self.labels, self.train_prior = logits, labels, np.asarray(train_prior, dtype=np.float64)
         self.classes, self.cfg, self.name = classes, cfg, name
-        self.studies: list[tuple[optuna.Study, dict]] = []
+        self.studies: list[tuple[str, list, dict]] = []
 
     def fit(self, rule: str, rows: np.ndarray, held: np.ndarray | None, tag: str) -> Decision:
         logits, labels = self.logits[rows], self.labels[rows]
@@ -357,6 +439,9 @@ def calibrate_logits(
             "trivial", "trivial baseline" + (" (majority class everywhere)" if multi_class else " (all negative)"),
             nested_cv=float(np.mean(trivial_folds)), in_sample=trivial(every, every), per_fold=trivial_folds,
         )
+        if tuned:
+            jobs = [(fold != k, fold == k, f"outer-{k}") for k in folds] + [(every, None, "all")]
+            fitter.tune_all(jobs, auto_workers(cfg.calibrate, len(jobs)))
         results: list[RuleResult] = []
         for key, label in rules.items():
             per_fold, fitted = [], []
@@ -392,16 +477,17 @@ def calibrate_logits(
         "chosen_in_sample": chosen.in_sample,
         "temperature": chosen.decision.temperature,
         "storage": cfg.calibrate.storage if tuned else None,
-        "studies": [s.study_name for s, _ in fitter.studies],
+        "studies": [study_name for study_name, _, _ in fitter.studies],
     }
     if fitter.studies:
         storage = prepare_storage(cfg.calibrate.storage)
-        for study, attrs in fitter.studies:
-            extra = {"nested_cv": nested, "chosen": chosen.key} if attrs["fit_on"] == "all" else {}
-            if attrs["fit_on"] != "all":
-                k = int(attrs["fit_on"].split("-")[1])
-                extra = {"outer_fold": k, "held_out_score_of_best": study.best_trial.user_attrs.get("held_out_score")}
-            store_study(study, storage, {**attrs, **extra})
+        for study_name, trials, attrs in fitter.studies:
+            if attrs["fit_on"] == "all":
+                extra = {"nested_cv": nested, "chosen": chosen.key}
+            else:
+                best = max(trials, key=lambda t: t.value)
+                extra = {"outer_fold": int(attrs["fit_on"].split("-")[1]), "held_out_score_of_best": best.user_attrs.get("held_out_score")}
+            store_study(study_name, trials, storage, {**attrs, **extra})
     print_table(console, name, trivial_row, results, chosen, len(folds))
     return chosen.decision, report
 

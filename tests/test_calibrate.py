@@ -137,6 +137,19 @@ def test_studies_in_storage_user_attrs_and_rerun_reproduces(tmp_path):
     assert set(everything.user_attrs["nested_cv"]) == {"argmax", "prior_argmax", "bayes", "bayes_offsets"}
 
 
+def test_parallel_searches_give_the_serial_result(tmp_path):
+    logits, labels, fold, q = simulated_oof(seed=7)
+    serial, r1 = calibrate_logits(logits, labels, fold, q, make_cfg(tmp_path / "s", trials=8, workers=1), "p", None, quiet_console())
+    parallel, r2 = calibrate_logits(logits, labels, fold, q, make_cfg(tmp_path / "p", trials=8, workers=2), "p", None, quiet_console())
+    assert serial.to_dict() == parallel.to_dict()
+    assert r1["rows"] == r2["rows"]
+    trials = [
+        [(t.params, t.value) for t in optuna.load_study(study_name="p/offsets/all", storage=f"sqlite:///{d / 'oof' / 'optuna.db'}").trials]
+        for d in (tmp_path / "s", tmp_path / "p")
+    ]
+    assert trials[0] == trials[1]
+
+
 def test_cmaes_sampler_runs(tmp_path):
     logits, labels, fold, q = simulated_oof(seed=3)
     decision, report = calibrate_logits(logits, labels, fold, q, make_cfg(tmp_path, trials=8, sampler="cmaes"), "c", None, quiet_console())
