@@ -72,6 +72,7 @@ class CalibrateConfig(_Strict):
     offset_range: float = Field(3.0, gt=0)
     storage: str = "sqlite:///oof/optuna.db"
     threshold_method: Literal["youden", "f1", "cost"] = "cost"
+    workers: int = Field(0, ge=0)  # processes for the offset searches; 0: one per core when trials >= 100
 
 
 class PathsConfig(_Strict):
