@@ -21,9 +21,11 @@ def confusion_counts(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray
     y_pred = _indicator(y_pred, "y_pred")
     if y_true.shape != y_pred.shape:
         raise ValueError(f"y_true has shape {y_true.shape} but y_pred has shape {y_pred.shape}")
-    tp = np.einsum("ij,ij->j", y_true, y_pred, dtype=np.int64)
-    n_true = np.einsum("ij->j", y_true, dtype=np.int64)
-    n_pred = np.einsum("ij->j", y_pred, dtype=np.int64)
+    # int32 accumulation is twice as fast as int64 here and exact below 2**31 rows
+    acc = np.int32 if y_true.shape[0] < 2**31 else np.int64
+    tp = np.einsum("ij,ij->j", y_true, y_pred, dtype=acc).astype(np.int64)
+    n_true = np.einsum("ij->j", y_true, dtype=acc).astype(np.int64)
+    n_pred = np.einsum("ij->j", y_pred, dtype=acc).astype(np.int64)
     return tp, n_pred - tp, n_true - tp
 
 
