@@ -15,6 +15,7 @@ import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -137,15 +138,31 @@ def trivial_fold_score(labels: np.ndarray, fold: np.ndarray, weights: MetricConf
     return float(np.mean(scores))
 
 
+def select_single(zs: list[np.ndarray], score: Callable[[np.ndarray], float]) -> tuple[np.ndarray, float]:
+    """All weight on the member that scores best: the fallback when greedy weights do not generalize."""
+    scores = [score(z) for z in zs]
+    weights = np.zeros(len(zs))
+    weights[int(np.argmax(scores))] = 1.0
+    return weights, float(max(scores))
+
+
 def nested_blend(
-    zs: list[np.ndarray], labels: np.ndarray, fold: np.ndarray, weights: MetricConfig, task: str, steps: int = DEFAULT_STEPS
+    zs: list[np.ndarray],
+    labels: np.ndarray,
+    fold: np.ndarray,
+    weights: MetricConfig,
+    task: str,
+    steps: int = DEFAULT_STEPS,
+    select: Callable | None = None,
 ) -> tuple[float, dict[int, np.ndarray]]:
-    """Nested CV of the weight search: for each fold k, weights from the other folds, scored on fold k."""
+    """Nested CV of a weight search (`select(zs, score)`, default greedy selection): for each fold k,
+    weights from the other folds, scored on fold k under the closed-form rule."""
+    select = select or partial(caruana_weights, steps=steps)
     scores, per_fold = [], {}
     for k in np.unique(fold).tolist():
         held, fit = fold == k, fold != k
         prior = class_prior(labels[fit])
-        w, _ = caruana_weights([z[fit] for z in zs], make_scorer(labels[fit], prior, weights, task), steps)
+        w, _ = select([z[fit] for z in zs], make_scorer(labels[fit], prior, weights, task))
         per_fold[int(k)] = w
         scores.append(make_scorer(labels[held], prior, weights, task)(mix([z[held] for z in zs], w)))
     return float(np.mean(scores)), per_fold
@@ -320,28 +337,41 @@ def blend(
             members.append(load_member(cfg, n, oofs[n], labels))
             progress.advance(bar)
         zs = [m.oof_z for m in members]
-        nested_identity, per_fold_weights = nested_blend(zs, labels, fold, metric, task, steps)
+        # greedy weights, and all weight on the best member as the fallback when greedy weights do not generalize
+        weightings = {"greedy selection": partial(caruana_weights, steps=steps), "best single member": select_single}
+        per_fold = {}
+        nested: dict[tuple[str, str], float] = {}
+        for key, select in weightings.items():
+            nested[(key, "identity")], per_fold[key] = nested_blend(zs, labels, fold, metric, task, select=select)
         progress.advance(bar)
-        weights, in_sample = caruana_weights(zs, make_scorer(labels, prior, metric, task), steps)
+        final = {key: select(zs, make_scorer(labels, prior, metric, task)) for key, select in weightings.items()}
         progress.advance(bar)
 
-    # the decision layer on the blend, then the fully nested score of the rule it chose
-    z = mix(zs, weights)
-    tuned, report = _calibrate_blend(z, labels, fold, prior, cfg, f"blend_{name}", classes, console)
+    # the decision layer on the greedy blend says which rule family to try; every (weights, rule) pair is
+    # then scored fully nested (weights and rule both fitted on the other folds) and the best one is used
+    greedy_z = mix(zs, final["greedy selection"][0])
+    _, report = _calibrate_blend(greedy_z, labels, fold, prior, cfg, f"blend_{name}", classes, console)
     tuned_rule = str(report["chosen"])  # kit.calibrate's rule key (multi-label decisions all say "thresholds")
-    nested = {"identity": nested_identity}
-    with make_progress(console) as progress:
-        bar = progress.add_task(f"blend: nested CV of rule '{tuned_rule}' with per-fold weights", total=None)
-        nested[tuned_rule] = nested_decision_score(tuned_rule, zs, labels, fold, per_fold_weights, classes, cfg, f"blend_{name}")
-        progress.update(bar, total=1, completed=1)
-    chosen_rule = max(nested, key=lambda r: (nested[r], r == "identity"))  # ties: the rule with nothing fitted
-    decision = identity_decision(task, classes, prior, metric) if chosen_rule == "identity" else tuned
-    score = nested[chosen_rule]
+    if tuned_rule != "identity":
+        with make_progress(console) as progress:
+            bar = progress.add_task(f"blend: nested CV of rule '{tuned_rule}'", total=len(weightings))
+            for key in weightings:
+                nested[(key, tuned_rule)] = nested_decision_score(
+                    tuned_rule, zs, labels, fold, per_fold[key], classes, cfg, f"blend_{name}/{key.split()[0]}"
+                )
+                progress.advance(bar)
+    simpler = {"best single member": 1, "greedy selection": 0}
+    weighting, chosen_rule = max(nested, key=lambda kr: (nested[kr], kr[1] == "identity", simpler[kr[0]]))  # ties: simpler
+    weights, in_sample = final[weighting]
+    per_fold_weights = per_fold[weighting]
+    score = nested[(weighting, chosen_rule)]
+    z = mix(zs, weights)
+    decision = refit_rule(chosen_rule, z, labels, classes, cfg, f"blend_{name}/final")
 
     trivial = trivial_fold_score(labels, fold, metric, task)
     singles = {m.name: fold_score(m.oof_z, labels, fold, metric, task) for m in members}
     own = {m.name: own_decision_score(cfg, m.name) for m in members}
-    _print_report(console, name, task, fold, trivial, members, weights, singles, own, nested, chosen_rule)
+    _print_report(console, name, task, fold, trivial, members, weights, singles, own, nested, (weighting, chosen_rule))
     # a single variant at its best: the closed-form rule here, or its own decision from `kit calibrate`
     single_best = {n: max(v, own[n][1]) if own[n] is not None else v for n, v in singles.items()}
     best_single = max(single_best, key=single_best.get)
@@ -359,16 +389,18 @@ def blend(
         "variants": names,
         "weights": {m.name: float(w) for m, w in zip(members, weights)},
         "weights_per_fold": {str(k): {m.name: float(x) for m, x in zip(members, w)} for k, w in per_fold_weights.items()},
-        "selection": f"greedy ensemble selection with replacement, {steps} steps, Bayes rule on calibrated log-probs",
+        "weighting": weighting,
+        "selection": f"greedy ensemble selection with replacement ({steps} steps) or the best single member, and the "
+        "closed-form rule or the decision layer's rule, whichever pair scores higher in nested CV",
         "member_decisions": {m.name: {"source": m.decision_source, **m.decision.to_dict()} for m in members},
         "decision_rule": chosen_rule,
+        "nested_cv_by_choice": {f"{w} + {r}": v for (w, r), v in nested.items()},
         "decision": decision.to_dict(),
         "nested_cv_score": score,
-        "nested_cv_by_rule": nested,
         "single_variant_nested_cv": singles,
         "best_single_variant": {"variant": best_single, "nested_cv": single_best[best_single]},
         "single_variant_own_decision_nested_cv": {k: (None if v is None else {"rule": v[0], "nested_cv": v[1]}) for k, v in own.items()},
-        "blend_calibration": {k: report.get(k) for k in ("chosen", "chosen_nested_cv", "nested_cv", "temperature")},
+        "decision_layer_on_greedy_blend": {k: report.get(k) for k in ("chosen", "chosen_nested_cv", "nested_cv", "temperature")},
         "trivial_baseline": trivial,
         "in_sample_score": float(competition_score(labels, oof_pred, metric)),
         "synthetic": bool(open_source(cfg).synthetic),
@@ -391,7 +423,8 @@ def blend(
     majority = np.zeros_like(labels)
     if task == "multi-class":
         majority[:, int(labels.sum(axis=0).argmax())] = 1
-    after_t = decision.temperature if decision.temperature != 1.0 else report.get("temperature", 1.0)
+    # the picture shows the NLL temperature of the final blend even when the chosen rule keeps T = 1
+    after_t = decision.temperature if decision.temperature != 1.0 else fit_temperature(z, labels, prior, prior, task)
     pictures = [
         confusion_png(labels, oof_pred, classes, cfg.paths.submissions / f"{name}_confusion.png",
                       title=f"{name}: OOF confusion, decision '{chosen_rule}' (row-normalized)"),
@@ -409,7 +442,7 @@ def blend(
     return out
 
 
-def _print_report(console, name, task, fold, trivial, members, weights, singles, own, nested, chosen_rule) -> None:
+def _print_report(console, name, task, fold, trivial, members, weights, singles, own, nested, chosen) -> None:
     table = Table(title=f"blend '{name}': competition score, nested CV (mean over {len(np.unique(fold))} held-out folds)")
     table.add_column("what")
     table.add_column("nested-CV", justify="right")
@@ -425,13 +458,15 @@ def _print_report(console, name, task, fold, trivial, members, weights, singles,
             f"{m.name} alone: calibrated ({m.decision_source}), {rule}", _fmt(singles[m.name]),
             "—" if mine is None else f"{_fmt(mine[1])} ({mine[0]})", f"{w:.3f}",
         )
-    labels = {"identity": f"{rule} on the calibrated blend (T = 1)"}
-    for rule, value in nested.items():
-        mark = "[bold green]" if rule == chosen_rule else ""
-        what = labels.get(rule, f"decision layer rule '{rule}' refitted per fold")
-        table.add_row(f"{mark}blend: {what}", f"{mark}{_fmt(value)}", "", "")
+    for (weighting, key), value in nested.items():
+        mark = "[bold green]" if (weighting, key) == chosen else ""
+        what = f"{rule} (T = 1)" if key == "identity" else f"rule '{key}' refitted per fold"
+        table.add_row(f"{mark}blend: weights by {weighting}, {what}", f"{mark}{_fmt(value)}", "", "")
     console.print(table)
-    console.print("blend rows: weights and decision fitted on the other folds, scored on the held-out fold; the chosen one is green")
+    console.print(
+        "blend rows: weights and decision fitted on the other folds, scored on the held-out fold; the chosen one "
+        "(green) is refitted on all folds for the submission", soft_wrap=True,
+    )
 
 
 def _probs(z: np.ndarray, temperature: float, task: str) -> np.ndarray:

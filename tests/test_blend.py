@@ -147,7 +147,8 @@ def test_blend_uses_the_variants_saved_decisions(tmp_path, capsys):
     own = meta["single_variant_own_decision_nested_cv"]
     assert own["v2"] is None and own["v1"]["nested_cv"] == pytest.approx(
         json.loads((cfg.paths.oof / "v1.calibration.json").read_text())["chosen_nested_cv"])
-    assert meta["nested_cv_score"] == max(meta["nested_cv_by_rule"].values())
+    assert meta["nested_cv_score"] == max(meta["nested_cv_by_choice"].values())
+    assert meta["weighting"] in ("greedy selection", "best single member")
 
 
 def test_multi_label_blend_and_score_on_a_medmnist_npz(tmp_path):
@@ -191,3 +192,14 @@ def test_multi_label_blend_and_score_on_a_medmnist_npz(tmp_path):
     result = score_file(out, None, cfg, compare_argmax=True)  # solution: the npz's test labels
     assert result["score"] > result["trivial_baseline"] == pytest.approx(-cfg.metric.w)
     assert set(result["argmax"]) == {"a", "b"}
+
+
+def test_best_single_fallback_picks_the_member_best_on_the_fitting_folds():
+    labels, fold, zs = complementary(600, seed=4)
+    noise = np.log(PRIOR).astype(np.float32) + np.random.default_rng(9).normal(0, 1, labels.shape).astype(np.float32)
+    from kit.blend import select_single
+
+    score, per_fold = nested_blend([noise, zs[0]], labels, fold, WEIGHTS, "multi-class", select=select_single)
+    for w in per_fold.values():
+        np.testing.assert_array_equal(w, [0.0, 1.0])  # the informative member, every fold
+    assert score == pytest.approx(fold_score(zs[0], labels, fold, WEIGHTS, "multi-class"))
