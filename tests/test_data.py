@@ -471,3 +471,23 @@ def test_load_fold_assignment_rejects_other_ids(tiny_competition, capsys):
     make_folds(cfg)
     with pytest.raises(KitError, match="ids do not match the training data"):
         load_fold_assignment(cfg, np.array(["img_000001", "nope"]))
+
+
+def test_multiclass_npz_with_index_labels(tmp_path):
+    """Other MedMNIST sets store one class index per row, shape (N, 1)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    y = lambda n: rng.integers(0, 4, (n, 1)).astype(np.uint8)
+    arrays = {f"{s}_images": rng.integers(0, 255, (n, 8, 8), dtype=np.uint8) for s, n in (("train", 30), ("val", 6), ("test", 9))}
+    labels = {"train_labels": y(30), "val_labels": y(6), "test_labels": y(9)}
+    labels["train_labels"][0] = 3
+    np.savez(data / "chestmnist.npz", **arrays, **labels)
+    config = write_config(tmp_path, f'source = "medmnist"\ndir = "{data}"', "multi-class", ["cnn_demo"])
+    cfg = load_competition(config)
+    source = open_source(cfg)
+    assert source.classes == ["class_0", "class_1", "class_2", "class_3"]
+    assert (source.train.labels.sum(axis=1) == 1).all()
+    assert (source.train.labels.argmax(axis=1) == np.concatenate([labels["train_labels"], labels["val_labels"]])[:, 0]).all()
+    truth = read_test_labels(cfg)
+    assert (truth[source.classes].to_numpy().argmax(axis=1) == labels["test_labels"][:, 0]).all()

@@ -146,7 +146,10 @@ def test_labels(cfg: CompetitionConfig) -> pd.DataFrame | None:
         with np.load(path) as npz:
             if "test_labels" not in npz.files:
                 return None
-            labels = np.asarray(npz["test_labels"]).astype(np.uint8)
+            labels = np.asarray(npz["test_labels"])
+        if len(classes) == 1:
+            classes = open_source(cfg).classes
+        labels = _npz_labels(labels, len(classes), cfg.task, path)
         frame = pd.DataFrame(labels, columns=classes)
         frame.insert(0, "id", [f"test_{i:05d}" for i in range(len(labels))])
         return frame
@@ -390,6 +393,8 @@ def _open_medmnist(cfg: CompetitionConfig, data_dir: Path) -> DataSource:
     with np.load(path) as npz:
         synthetic = "synthetic" in npz.files
         label_parts = [npz[f"{s}_labels"] for s in ("train", "val") if f"{s}_images" in shapes]
+    if len(classes) == 1:  # (N, 1) class indices (multi-class MedMNIST sets): as many classes as the largest index
+        classes = [f"class_{k}" for k in range(int(max(int(np.max(y, initial=0)) for y in label_parts)) + 1)]
     labels = np.concatenate([_npz_labels(y, len(classes), cfg.task, path) for y in label_parts]).astype(np.uint8)
     if cfg.task == "multi-class" and (labels.sum(axis=1) != 1).any():
         raise KitError(f"{path}: {int((labels.sum(axis=1) != 1).sum())} train rows do not have exactly one label; set task = \"multi-label\"")
