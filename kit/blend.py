@@ -1,12 +1,16 @@
 """Blend the variants: weights over calibrated log-probabilities, found on OOF, scored by nested CV.
 
 Each variant's logits first go through its own decision file's temperature and prior correction
-(`oof/<variant>.decision.json` from `kit calibrate`, or a fitted temperature when absent), so all
+(`oof/<variant>.decision.json` from `kit calibrate`, or a temperature fitted here when absent), so all
 members speak calibrated log-probabilities under the true class distribution. Weights come from
 greedy ensemble selection with replacement (Caruana et al. 2004) maximizing the competition score
-under the closed-form Bayes rule. Since the weights are tuned on the same OOF they are judged on,
-the blend's reported score is nested: weights chosen on K−1 folds, scored on the held-out fold.
-The decision layer (`kit.calibrate.calibrate_logits`) then runs again on the blend.
+under the closed-form Bayes rule; putting all weight on the best member is the fallback.
+The decision layer (`kit.calibrate.calibrate_logits`) then runs on the blend and names its rule.
+
+Weights and rules are tuned on the OOF they are judged on, so every blend score is fully nested:
+for each fold k the weights *and* the rule are fitted on the other folds and scored on fold k.
+The (weights, rule) pair with the best nested score is refitted on all folds for the submission;
+ties go to the simpler choice.
 """
 
 from __future__ import annotations
