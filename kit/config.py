@@ -135,6 +135,7 @@ class ModelConfig(_Strict):
     num_workers: int = Field(0, ge=0)
     channels_last: bool = True
     max_train_images: int | None = Field(None, ge=1)
+    cnn_width: int = Field(32, ge=4)  # chestmnist_cnn: channels of the first block (doubling per block)
 
 
 def _first_error_line(path: Path, err: ValidationError) -> str:

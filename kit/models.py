@@ -41,9 +41,6 @@ class ChestMNISTCNN(nn.Module):
                 nn.Conv2d(chans, out, 3, padding=1, bias=False),
                 nn.BatchNorm2d(out),
                 nn.ReLU(inplace=True),
-                nn.Conv2d(out, out, 3, padding=1, bias=False),
-                nn.BatchNorm2d(out),
-                nn.ReLU(inplace=True),
                 nn.MaxPool2d(2),
                 nn.Dropout2d(drop_rate / 2),
             ]
@@ -74,7 +71,7 @@ def cnn_depth(image_size: int) -> int:
 def create_model(mcfg: ModelConfig, num_classes: int) -> nn.Module:
     """Build the variant's network with `num_classes` outputs and load its weights if asked."""
     if mcfg.backbone == CNN_NAME:
-        model: nn.Module = ChestMNISTCNN(num_classes, mcfg.image_size, mcfg.in_chans, mcfg.dropout)
+        model: nn.Module = ChestMNISTCNN(num_classes, mcfg.image_size, mcfg.in_chans, mcfg.dropout, mcfg.cnn_width)
         if mcfg.pretrained and not mcfg.weights:
             raise KitError(
                 f"variant '{mcfg.name}': {CNN_NAME} has no published pretrained weights; "
