@@ -203,3 +203,31 @@ def test_best_single_fallback_picks_the_member_best_on_the_fitting_folds():
     for w in per_fold.values():
         np.testing.assert_array_equal(w, [0.0, 1.0])  # the informative member, every fold
     assert score == pytest.approx(fold_score(zs[0], labels, fold, WEIGHTS, "multi-class"))
+
+
+def _toml(cfg, path):
+    path.write_text(
+        f'task = "multi-class"\nvariants = ["v1", "v2"]\n[data]\ndir = "{cfg.data.dir}"\n'
+        f'[folds]\npath = "{cfg.folds.path}"\n[calibrate]\ntrials = 10\nstorage = "{cfg.calibrate.storage}"\n'
+        f'[paths]\noof = "{cfg.paths.oof}"\nsubmissions = "{cfg.paths.submissions}"\n'
+    )
+    return path
+
+
+def test_cli_blend_score_and_bad_input(tmp_path):
+    import subprocess
+    import sys
+
+    cfg, _ = _stage_setup(tmp_path)
+    config = _toml(cfg, tmp_path / "c.toml")
+    kit = [sys.executable, "-m", "kit", "--config", str(config)]
+    env = {**__import__("os").environ, "COLUMNS": "200"}
+    ok = subprocess.run([*kit, "blend", "--variants", "v1", "--variants", "v2", "--name", "cli"], capture_output=True, text=True, timeout=120, env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert (cfg.paths.submissions / "cli.csv").is_file() and "trivial baseline" in ok.stdout
+    bad = subprocess.run([*kit, "blend", "--variants", "v1,nope", "--name", "bad"], capture_output=True, text=True, timeout=120, env=env)
+    assert bad.returncode == 2 and "nope.npz" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in bad.stderr and not (cfg.paths.submissions / "bad.csv").exists()
+    missing = subprocess.run([*kit, "score", str(tmp_path / "none.csv"), "--solution", str(tmp_path / "none2.csv")],
+                             capture_output=True, text=True, timeout=120, env=env)
+    assert missing.returncode == 2 and "file not found" in missing.stderr and "Traceback" not in missing.stderr
