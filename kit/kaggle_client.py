@@ -59,13 +59,25 @@ def _kaggle_api():
 
             api = _EnvAwareKaggleApi()
             api.authenticate()
-    except SystemExit:
-        raise KitError(CREDENTIALS_HELP.format(what="not found")) from None
-    except Exception as exc:  # malformed kaggle.json, bad environment value, ...
+    except SystemExit:  # the package printed its help and called exit(): nothing usable was found
+        raise KitError(CREDENTIALS_HELP.format(what=_what_failed())) from None
+    except Exception as exc:  # malformed kaggle.json, bad environment value, no network to check a token, ...
+        import requests
+
+        if isinstance(exc, requests.ConnectionError):
+            raise KitError("Kaggle API: cannot reach the server to check the credentials (connection failed); check the network") from None
         raise KitError(CREDENTIALS_HELP.format(what=f"could not be read ({type(exc).__name__})")) from None
     if not _has_credentials(api):
-        raise KitError(CREDENTIALS_HELP.format(what="not found"))
+        raise KitError(CREDENTIALS_HELP.format(what=_what_failed()))
     return api
+
+
+def _what_failed() -> str:
+    """'not found', or 'not accepted' when something was given (a token that did not check out, say)."""
+    given = any(os.environ.get(k) for k in ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY"))
+    config_dir = Path(os.environ.get("KAGGLE_CONFIG_DIR") or Path.home() / ".kaggle")
+    given = given or any((config_dir / f).is_file() for f in ("kaggle.json", "access_token", "access_token.txt"))
+    return "not accepted (check that they are complete and current)" if given else "not found"
 
 
 def _has_credentials(api) -> bool:

@@ -216,3 +216,14 @@ def test_download_unpacks_into_data_slug(tmp_path, fake_kaggle):
     assert not list(target.glob("*.zip"))  # the archive is removed once unpacked
     assert json.loads(fake_kaggle.requests[0]["body"]) == {"competitionName": "fake-comp"}
     assert "data/fake-comp" in result.stdout and "folds" in result.stdout
+
+
+@pytest.mark.parametrize("content", ['{"username": "only-a-name"}', "not json"])
+def test_malformed_kaggle_json_one_line(tmp_path, content):
+    config, good = _setup(tmp_path)
+    (tmp_path / "home" / ".kaggle").mkdir(parents=True)
+    (tmp_path / "home" / ".kaggle" / "kaggle.json").write_text(content)
+    result = _kit(tmp_path, config, "submit", str(good), "--message", "x", creds=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "not accepted" in lines[0] and "kaggle.json" in lines[0]
