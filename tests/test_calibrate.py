@@ -329,3 +329,33 @@ def test_dashboard_serves_the_studies_over_http(stage):
         proc.terminate()
         out, _ = proc.communicate(timeout=10)
     assert f"http://127.0.0.1:{port}/" in out
+
+
+def test_stage_multilabel_on_a_medmnist_npz(tiny_chestmnist, tmp_path):
+    from kit.data.sources import open_source
+
+    base = tiny_chestmnist.cfg
+    cfg = base.model_copy(update={
+        "folds": base.folds.model_copy(update={"path": tmp_path / "folds.csv", "n_folds": 2}),
+        "paths": base.paths.model_copy(update={"oof": tmp_path / "oof"}),
+        "calibrate": base.calibrate.model_copy(update={"storage": f"sqlite:///{tmp_path / 'oof' / 'optuna.db'}", "threshold_method": "f1"}),
+    })
+    source = open_source(cfg)
+    labels = source.train.labels
+    for seed in range(100):  # two folds in which every label has a positive image
+        fold = np.random.default_rng(seed).permutation(np.arange(len(labels)) % 2)
+        if all(labels[fold == k].sum(axis=0).min() > 0 for k in (0, 1)):
+            break
+    pd.DataFrame({"id": source.train.ids, "fold": fold}).to_csv(cfg.folds.path, index=False)
+    rng = np.random.default_rng(0)
+    c = len(source.classes)
+    logits = (rng.normal(size=labels.shape) + 2.0 * labels - 2.0).astype(np.float32)
+    oof = OOF(np.array(source.classes), source.train.ids, fold, logits, source.test.ids,
+              rng.normal(size=(2, len(source.test.ids), c)).astype(np.float32), np.clip(labels.mean(axis=0), 0.01, None))
+    save_oof(tmp_path / "oof" / "ml.npz", oof)
+    console = quiet_console()
+    decisions = calibrate(cfg, [tmp_path / "oof" / "ml.npz"], console)
+    saved = Decision.load(tmp_path / "oof" / "ml.decision.json")
+    assert saved.rule == "thresholds" and saved.thresholds.shape == (c,)
+    assert saved.to_dict() == decisions["ml"].to_dict()
+    assert "per-class thresholds (f1)" in console.export_text()
