@@ -46,10 +46,10 @@ def sample_path(cfg: CompetitionConfig) -> Path | None:
     return path if path.is_file() else None
 
 
-def submission_format(sample: pd.DataFrame, classes: list[str], id_column: str) -> str:
-    """'one-hot' when every class is a column of the sample, 'label' when it has one label column."""
+def submission_format(sample: pd.DataFrame, classes: list[str], id_column: str, source: str = "sample submission") -> str:
+    """'one-hot' when every class is a column of the frame, 'label' when it has one label column."""
     if id_column not in sample.columns:
-        raise KitError(f"sample submission: no id column '{id_column}' (columns: {list(sample.columns)}); set data.id_column")
+        raise KitError(f"{source}: no id column '{id_column}' (columns: {list(sample.columns)[:8]}); set data.id_column")
     others = [c for c in sample.columns if c != id_column]
     if set(classes) <= set(others):
         return "one-hot"
@@ -57,7 +57,7 @@ def submission_format(sample: pd.DataFrame, classes: list[str], id_column: str) 
         return "label"
     missing = [c for c in classes if c not in others]
     raise KitError(
-        f"sample submission: columns {others} are neither the class columns (missing e.g. {missing[:3]}) "
+        f"{source}: columns {others[:8]} are neither the class columns (missing e.g. {missing[:3]}) "
         "nor one label column; check data.class_columns / data.label_column"
     )
 
@@ -72,8 +72,8 @@ def template_frame(test_ids: np.ndarray, classes: list[str], id_column: str) -> 
 
 def to_indicator(frame: pd.DataFrame, classes: list[str], id_column: str, source: str) -> tuple[np.ndarray, np.ndarray]:
     """(ids, (n, C) uint8 indicator) from a one-hot or label-column frame; KitError names the bad row."""
+    fmt = submission_format(frame, classes, id_column, source)
     ids = frame[id_column].astype(str).to_numpy()
-    fmt = submission_format(frame, classes, id_column)
     if fmt == "one-hot":
         values = frame[classes]
         if values.isna().any().any():

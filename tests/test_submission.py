@@ -192,3 +192,12 @@ def test_score_compare_argmax(tmp_path):
     assert set(result["argmax"]) == {"v1"}
     assert result["argmax"]["v1"] == pytest.approx((-4 / 3 + 0 - 5) / 3)
     assert result["best_argmax"] == {"variant": "v1", "score": pytest.approx((-4 / 3 + 0 - 5) / 3)}
+
+
+def test_score_file_names_the_file_with_a_wrong_header(tmp_path):
+    cfg = make_layout(tmp_path, ["A", "B", "C"], ["t1", "t2"])
+    solution = _write_solution(tmp_path / "solution.csv", ["t1", "t2"], ["A", "B"])
+    sub = tmp_path / "sub.csv"
+    pd.DataFrame({"image": ["t1", "t2"], "A": [1, 0], "B": [0, 1], "C": [0, 0]}).to_csv(sub, index=False)
+    with pytest.raises(KitError, match=r"sub\.csv: no id column 'id'"):
+        score_file(sub, solution, cfg)
