@@ -158,7 +158,11 @@ def test_labels(cfg: CompetitionConfig) -> pd.DataFrame | None:
     path = data_dir / cfg.data.solution_csv
     if not path.is_file():
         return None
-    return _read_csv(path, cfg.data.id_column, cfg)
+    frame = _read_csv(path, cfg.data.id_column, cfg)
+    indicator = [c for c in frame.columns if c != cfg.data.id_column and frame[c].dtype.kind in "iub"]
+    if indicator and frame[indicator].isin([0, 1]).all().all():  # one-hot columns as uint8 (n, C) indicators
+        frame[indicator] = frame[indicator].astype(np.uint8)
+    return frame
 
 
 test_labels.__test__ = False  # a data function, not a pytest test
