@@ -482,10 +482,11 @@ def calibrate_logits(
     if fitter.studies:
         storage = prepare_storage(cfg.calibrate.storage)
         for study_name, trials, attrs in fitter.studies:
-            if attrs["fit_on"] == "all":
+            best = max(trials, key=lambda t: t.value)
+            if attrs["fit_on"] == "all":  # the refitted offsets: their rule's nested-CV score is now known
+                best.set_user_attr("nested_cv_score", nested["bayes_offsets"])
                 extra = {"nested_cv": nested, "chosen": chosen.key}
             else:
-                best = max(trials, key=lambda t: t.value)
                 extra = {"outer_fold": int(attrs["fit_on"].split("-")[1]), "held_out_score_of_best": best.user_attrs.get("held_out_score")}
             store_study(study_name, trials, storage, {**attrs, **extra})
     print_table(console, name, trivial_row, results, chosen, len(folds))

@@ -135,6 +135,7 @@ def test_studies_in_storage_user_attrs_and_rerun_reproduces(tmp_path):
     assert study.user_attrs["outer_fold"] == 1
     everything = optuna.load_study(study_name="v/offsets/all", storage=storage)
     assert set(everything.user_attrs["nested_cv"]) == {"argmax", "prior_argmax", "bayes", "bayes_offsets"}
+    assert everything.best_trial.user_attrs["nested_cv_score"] == everything.user_attrs["nested_cv"]["bayes_offsets"]
 
 
 def test_parallel_searches_give_the_serial_result(tmp_path):
