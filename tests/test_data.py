@@ -201,7 +201,8 @@ def test_open_kaggle_source(tiny_competition):
     assert source.train.groups is not None and len(source.test) == 100 and source.test.labels is None
     img = source.train.read_image(0)
     assert img.shape == (32, 32) and img.dtype == np.uint8
-    assert read_test_labels(tiny_competition.cfg).shape == (100, 21)
+    truth = read_test_labels(tiny_competition.cfg)
+    assert truth.shape == (100, 21) and (truth[CLASSES].dtypes == np.uint8).all()
 
 
 @pytest.mark.parametrize(
