@@ -175,11 +175,9 @@ def nested_blend(
 # --- the stage --------------------------------------------------------------------------------
 
 
-def train_labels(cfg: CompetitionConfig, ids: np.ndarray) -> np.ndarray:
-    """The training labels in the OOF's row order; KitError when the data and the OOF ids disagree."""
-    from kit.data.sources import open_source
-
-    source = open_source(cfg)
+def train_labels(cfg: CompetitionConfig, source, ids: np.ndarray) -> np.ndarray:
+    """The training labels of `source` (a kit.data DataSource) in the OOF's row order; KitError when the
+    data and the OOF ids disagree."""
     if source.train.labels is None:
         raise KitError(f"{cfg.data.dir}: the training split has no labels; the blend needs them")
     row_of = {i: r for r, i in enumerate(np.asarray(source.train.ids, dtype=str).tolist())}
@@ -330,7 +328,13 @@ def blend(
     ref = oofs[names[0]]
     classes = ref.classes.astype(str).tolist()
     fold = ref.fold.astype(np.int64)
-    labels = train_labels(cfg, ref.ids.astype(str))
+    source = open_source(cfg)
+    if list(source.classes) != classes:
+        raise KitError(
+            f"{cfg.paths.oof / (names[0] + '.npz')}: classes differ from the data source {cfg.data.dir} "
+            f"({classes[:3]}… vs {list(source.classes)[:3]}…); retrain on the current data"
+        )
+    labels = train_labels(cfg, source, ref.ids.astype(str))
     task, metric = cfg.task, cfg.metric
     prior = class_prior(labels)
 
@@ -407,7 +411,7 @@ def blend(
         "decision_layer_on_greedy_blend": {k: report.get(k) for k in ("chosen", "chosen_nested_cv", "nested_cv", "temperature")},
         "trivial_baseline": trivial,
         "in_sample_score": float(competition_score(labels, oof_pred, metric)),
-        "synthetic": bool(open_source(cfg).synthetic),
+        "synthetic": bool(source.synthetic),
     }
     out = write_submission(pred, ref.test_ids.astype(str), classes, cfg, name, provenance)
 

@@ -130,6 +130,10 @@ def test_blend_refuses_mismatched_inputs(tmp_path):
         blend(cfg, ["v1", "v2"], "x")
     with pytest.raises(KitError, match="not found"):
         blend(cfg, ["v1", "nope"], "x")
+    for name in ("v1", "v2"):  # both renamed alike: they agree with each other but not with the data
+        save_oof(cfg.paths.oof / f"{name}.npz", renamed)
+    with pytest.raises(KitError, match="classes differ from the data source"):
+        blend(cfg, ["v1", "v2"], "x")
     assert not (cfg.paths.submissions / "x.csv").exists()
 
 
