@@ -111,6 +111,19 @@ def prepare_storage(url: str) -> str:
     return url
 
 
+def open_storage(url: str) -> str:
+    """Check that the Optuna storage opens (before any long computation); KitError naming the key if not."""
+    try:
+        with _quiet_optuna():
+            optuna.storages.RDBStorage(prepare_storage(url))
+    except Exception as exc:  # noqa: BLE001 - any driver or URL problem becomes one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise KitError(
+            f"calibrate.storage = '{url}': cannot open it ({first}); use a SQLAlchemy URL such as sqlite:///oof/optuna.db"
+        ) from None
+    return url
+
+
 def offset_param_names(classes: list[str]) -> list[str]:
     return [f"offset[{c}]" for c in classes]
 
@@ -422,6 +435,8 @@ def calibrate_logits(
         }
         fitter_cls = _MultiLabelFitter
 
+    if tuned:
+        open_storage(cfg.calibrate.storage)
     console = console or Console()
     n_trials = cfg.calibrate.trials * (len(folds) + 1) if tuned else 0
     with make_progress(console) as progress:
@@ -480,7 +495,7 @@ def calibrate_logits(
         "studies": [study_name for study_name, _, _ in fitter.studies],
     }
     if fitter.studies:
-        storage = prepare_storage(cfg.calibrate.storage)
+        storage = cfg.calibrate.storage
         for study_name, trials, attrs in fitter.studies:
             best = max(trials, key=lambda t: t.value)
             if attrs["fit_on"] == "all":  # the refitted offsets: their rule's nested-CV score is now known

@@ -184,6 +184,22 @@ def test_class_absent_from_a_held_out_fold_is_named(tmp_path):
     assert not (tmp_path / "oof").exists()  # nothing written, not even the study storage
 
 
+def test_no_trials_means_no_search_and_no_storage(tmp_path):
+    logits, labels, fold, q = simulated_oof(seed=8)
+    decision, report = calibrate_logits(logits, labels, fold, q, make_cfg(tmp_path, trials=0), "z", None, quiet_console())
+    assert "bayes_offsets" not in report["nested_cv"] and report["studies"] == []
+    assert decision.rule in ("bayes", "prior_argmax", "argmax")
+    assert not (tmp_path / "oof").exists()
+
+
+def test_unusable_storage_is_one_line_before_any_work(tmp_path):
+    logits, labels, fold, q = simulated_oof(seed=8)
+    cfg = make_cfg(tmp_path)
+    cfg = cfg.model_copy(update={"calibrate": cfg.calibrate.model_copy(update={"storage": "nosuchdb://user@host/x"})})
+    with pytest.raises(KitError, match="calibrate.storage = 'nosuchdb://user@host/x': cannot open"):
+        calibrate_logits(logits, labels, fold, q, cfg, "z", None, quiet_console())
+
+
 def test_nan_logits_are_refused(tmp_path):
     logits, labels, fold, q = simulated_oof(seed=6)
     logits[5, 2] = np.nan
