@@ -235,3 +235,12 @@ def test_cli_blend_score_and_bad_input(tmp_path):
     missing = subprocess.run([*kit, "score", str(tmp_path / "none.csv"), "--solution", str(tmp_path / "none2.csv")],
                              capture_output=True, text=True, timeout=120, env=env)
     assert missing.returncode == 2 and "file not found" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_reliability_bins_by_hand():
+    from kit.plots import reliability_bins
+
+    conf, acc, count, ece = reliability_bins(np.array([0.05, 0.95, 0.95]), np.array([0, 1, 0]), n_bins=10)
+    assert count[0] == 1 and count[9] == 2 and count[1:9].sum() == 0
+    assert acc[9] == pytest.approx(0.5) and conf[9] == pytest.approx(0.95)
+    assert ece == pytest.approx(0.05 / 3 + 2 / 3 * 0.45)
