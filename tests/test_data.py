@@ -492,3 +492,10 @@ def test_multiclass_npz_with_index_labels(tmp_path):
     assert (source.train.labels.argmax(axis=1) == np.concatenate([labels["train_labels"], labels["val_labels"]])[:, 0]).all()
     truth = read_test_labels(cfg)
     assert (truth[source.classes].to_numpy().argmax(axis=1) == labels["test_labels"][:, 0]).all()
+
+
+def test_empty_patient_ids_are_separate_groups(tiny_competition, tmp_path):
+    config = kaggle_copy(tiny_competition, tmp_path)
+    edit_csv(tmp_path / "data" / "train.csv", lambda f: f.loc.__setitem__((list(range(10)), "patient_id"), None))
+    groups = open_source(load_competition(config)).train.groups
+    assert len(set(groups[:10].tolist())) == 10 and not set(groups[:10]) & set(groups[10:])

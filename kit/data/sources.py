@@ -313,7 +313,12 @@ def _open_kaggle(cfg: CompetitionConfig, data_dir: Path) -> DataSource:
                     f"{train_path}: {int(bad.sum())} rows have {what} (first ids: {_first(train_ids[bad])}); "
                     'task is "multi-class": each row needs exactly one class'
                 )
-    groups = train[patient].astype(str).to_numpy(dtype=str) if patient else None
+    groups = None
+    if patient:  # an empty patient id is its own group, not one giant group of all empty ones
+        empty = train[patient].isna().to_numpy()
+        groups = train[patient].astype(str).to_numpy(dtype=object)
+        groups[empty] = [f"(no patient, row {k + 2})" for k in np.flatnonzero(empty)]
+        groups = groups.astype(str)
 
     test_path = data_dir / d.test_csv
     test = _read_csv(test_path, d.id_column, cfg, "test_csv")
