@@ -128,10 +128,12 @@ def open_source(cfg: CompetitionConfig) -> DataSource:
     """Open and check the configured data (no image decoding); KitError with one line on bad input."""
     data_dir = Path(cfg.data.dir)
     if not data_dir.is_dir():
-        raise KitError(
-            f"{cfg.source_file}: data.dir = '{data_dir}' does not exist; run `make synth` for the synthetic "
-            "benchmark, `kit download` for the competition, or point data.dir at the folder you placed"
+        how = (
+            f"place chestmnist.npz there, or run `kit synth {data_dir} --task multi-label` for a synthetic stand-in"
+            if cfg.data.source == "medmnist"
+            else "run `make synth` for the synthetic benchmark, `kit download` for the competition, or point data.dir at the folder you placed"
         )
+        raise KitError(f"{cfg.source_file}: data.dir = '{data_dir}' does not exist; {how}")
     if cfg.data.source == "medmnist":
         return _open_medmnist(cfg, data_dir)
     return _open_kaggle(cfg, data_dir)
