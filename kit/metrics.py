@@ -127,6 +127,5 @@ def _indicator(y: np.ndarray, name: str) -> np.ndarray:
         raise ValueError(f"{name} must be an (n, C) indicator array, got shape {y.shape}")
     if y.dtype == np.bool_:
         return y.view(np.uint8)
-    if not np.issubdtype(y.dtype, np.integer):
-        return y.astype(np.uint8)
-    return y
+    # 0/1 values: uint8 keeps einsum's int32 accumulation legal for any input dtype (int64 from pandas too)
+    return y.astype(np.uint8, copy=False)

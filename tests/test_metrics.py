@@ -124,3 +124,13 @@ def test_auc_matches_sklearn_and_skips_single_valued_classes():
 def test_shape_mismatch_is_an_error():
     with pytest.raises(ValueError):
         competition_score(np.zeros((3, 2)), np.zeros((3, 3)), W)
+
+
+def test_any_integer_dtype_gives_the_same_score():
+    """One-hot arrays read with pandas are int64; the metric must accept them unchanged."""
+    rng = np.random.default_rng(3)
+    y_true = np.eye(4, dtype=np.uint8)[rng.integers(0, 4, 200)]
+    y_pred = np.eye(4, dtype=np.uint8)[rng.integers(0, 4, 200)]
+    expected = competition_score(y_true, y_pred, W)
+    for dtype in (np.int64, np.int32, np.bool_, np.float32):
+        assert competition_score(y_true.astype(dtype), y_pred.astype(dtype), W) == expected
