@@ -141,7 +141,8 @@ def submit(
     if dry_run:
         console.print(
             f"dry run: would submit {file} ({len(frame)} rows, {summary['bytes']} bytes, validated against the sample) "
-            f"to '{slug}' with message {message!r}" + (" — synthetic data, would be refused without --dry-run" if synthetic else "")
+            f"to '{slug}' with message {message!r}" + (" — synthetic data, would be refused without --dry-run" if synthetic else ""),
+            markup=False, soft_wrap=True,
         )
         return {**summary, "dry_run": True, "synthetic": synthetic}
     if synthetic:
@@ -159,7 +160,7 @@ def submit(
     ref = getattr(response, "ref", None)
     if text == getattr(api, "COMPETITION_SUBMIT_UPLOAD_FAILED_MESSAGE", object()):
         raise KitError(f"{file}: the upload to Kaggle failed; try again later")
-    console.print(f"submitted {file} to '{slug}': {text or 'no message'}" + (f" (ref {ref})" if ref else ""))
+    console.print(f"submitted {file} to '{slug}': {text or 'no message'}" + (f" (ref {ref})" if ref else ""), markup=False, soft_wrap=True)
     return {**summary, "dry_run": False, "response": text, "ref": ref}
 
 
