@@ -26,8 +26,8 @@ CNN_NAME = "chestmnist_cnn"
 class ChestMNISTCNN(nn.Module):
     """conv-BN-ReLU-maxpool-dropout blocks whose count grows with resolution (DESIGN §3).
 
-    Two blocks at 28/64 px, three at 128, four at 224 and above; global average pooling, dropout
-    and a linear head. Small on purpose: the published ChestMNIST study found deeper is not better.
+    Two blocks at 28/64 px, three at 128, four at 224 and above; global average + max pooling,
+    dropout and a linear head. Small on purpose: the published ChestMNIST study found deeper is not better.
     """
 
     def __init__(self, num_classes: int, image_size: int, in_chans: int = 3, drop_rate: float = 0.2, width: int = 32):
@@ -46,16 +46,18 @@ class ChestMNISTCNN(nn.Module):
             ]
             chans = out
         self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
         self.head_drop = nn.Dropout(drop_rate)
-        self.fc = nn.Linear(chans, num_classes)
-        self.num_features = chans
+        self.fc = nn.Linear(2 * chans, num_classes)
+        self.num_features = 2 * chans
 
     def get_classifier(self) -> nn.Module:
         return self.fc
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool(self.features(x)).flatten(1)
+        h = self.features(x)
+        # global average and max pooling side by side: the average sees diffuse changes (a bigger
+        # heart, darker lungs), the max a small bright or dark finding anywhere in the image
+        x = torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
         return self.fc(self.head_drop(x))
 
 

@@ -17,6 +17,7 @@ import copy
 import hashlib
 import json
 import math
+import os
 import platform
 import time
 from dataclasses import dataclass, field
@@ -112,24 +113,33 @@ def loss_prior(prior: np.ndarray, mcfg: ModelConfig, pos_weight: np.ndarray | No
 
 
 class CachedDataset(Dataset):
-    """uint8 (1, H, W) tensors from the memmapped cache, augmented on uint8 with a per-image seed."""
+    """uint8 (1, H, W) tensors from the memmapped cache, augmented on uint8.
+
+    The augmentation pipeline is seeded once per epoch (`set_epoch_seed`) and per worker
+    (`worker_init`): with the seeded sampler's fixed order, every epoch's draws are reproducible.
+    """
 
     def __init__(self, images: np.ndarray, indices: np.ndarray, labels: np.ndarray, augment: str, seed: int = 0):
         self.images = images
         self.indices = np.asarray(indices, dtype=np.int64)
         self.labels = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.uint8))
         self.pipeline = build_augment(augment)
-        self.seed = seed
+        self.set_epoch_seed(seed)
 
     def set_epoch_seed(self, seed: int) -> None:
         self.seed = seed
+        if self.pipeline is not None:
+            self.pipeline.set_random_seed(seed)
+
+    def worker_init(self, worker_id: int) -> None:
+        if self.pipeline is not None:
+            self.pipeline.set_random_seed((self.seed * 1_000_003 + worker_id + 1) & 0x7FFFFFFF)
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, j: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = np.asarray(self.images[self.indices[j]])
-        image = augment_image(self.pipeline, image, (self.seed * 1_000_003 + j) & 0x7FFFFFFF)
+        image = augment_image(self.pipeline, np.asarray(self.images[self.indices[j]]))
         return torch.from_numpy(np.array(image, dtype=np.uint8, copy=True))[None], self.labels[j]
 
 
@@ -269,6 +279,7 @@ class FoldState:
 
     epoch: int = 0  # next epoch to run
     best_score: float = -math.inf
+    best_val_loss: float = math.inf  # breaks ties: early on the rule often predicts the majority class everywhere
     best_epoch: int = -1
     bad_epochs: int = 0
     finished: bool = False  # early-stopped or all epochs done
@@ -413,7 +424,7 @@ def train_fold(
         loader = DataLoader(
             dataset, batch_size=mcfg.batch_size, sampler=sampler, drop_last=drop_last,
             num_workers=mcfg.num_workers, pin_memory=device.type == "cuda",
-            persistent_workers=False,
+            persistent_workers=False, worker_init_fn=dataset.worker_init if mcfg.num_workers else None,
         )
         train_loss = _train_epoch(
             model, loader, loss_fn, optimizer, scheduler, scaler, ema, mcfg, device, console,
@@ -426,9 +437,9 @@ def train_fold(
         metrics = evaluate(val_logits[val_ok], y_val[val_ok], task, classes, train_prior, target_prior, cfg, mcfg.temperature)
         if mcfg.scheduler == "plateau":
             scheduler.step(metrics["score"])
-        improved = metrics["score"] > state.best_score
+        improved = (metrics["score"], -val_loss) > (state.best_score, -state.best_val_loss)
         if improved:
-            state.best_score, state.best_epoch, state.bad_epochs = metrics["score"], epoch, 0
+            state.best_score, state.best_val_loss, state.best_epoch, state.bad_epochs = metrics["score"], val_loss, epoch, 0
             _save_torch(best_path, {"model": eval_model.state_dict(), "val_logits": torch.from_numpy(val_logits), "epoch": epoch})
         else:
             state.bad_epochs += 1
@@ -617,11 +628,18 @@ def train(
         raise KitError(f"--fold {bad[0]}: folds are 0..{n_folds - 1} (folds.n_folds in {cfg.source_file})")
     if source.train.labels is None:
         raise KitError(f"{cfg.data.dir}: the training split has no labels")
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.cudnn.benchmark = False
     for mcfg in mcfgs:
         if source.task == "multi-label" and mcfg.loss == "ce":
             raise KitError(f"configs/models/{mcfg.name}.toml: key 'loss': \"ce\" is for multi-class; use \"bce\" for {cfg.source_file} (multi-label)")
-        for k in fold_list:
-            train_fold(cfg, mcfg, source, fold_of, k, resume=resume, console=console, stop_after_epoch=stop_after_epoch)
-        assemble_oof(cfg, mcfg, source, fold_of, console=console)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS, read at CUDA init
+    was_deterministic, was_benchmark = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    try:
+        for mcfg in mcfgs:
+            for k in fold_list:
+                train_fold(cfg, mcfg, source, fold_of, k, resume=resume, console=console, stop_after_epoch=stop_after_epoch)
+            assemble_oof(cfg, mcfg, source, fold_of, console=console)
+    finally:
+        torch.use_deterministic_algorithms(was_deterministic)
+        torch.backends.cudnn.benchmark = was_benchmark

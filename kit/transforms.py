@@ -2,7 +2,7 @@
 
 Augmenting uint8 (H, W) arrays before any float conversion keeps the loader cheap; the float
 conversion, channel repeat and normalization happen on the device (kit.train.to_model_input).
-Each sample is augmented with its own seed, so a run is reproducible whatever the worker count.
+The pipeline is seeded per epoch (and per loader worker), so a run is reproducible for a given worker count.
 """
 
 from __future__ import annotations
@@ -43,10 +43,15 @@ def build_augment(level: str) -> A.Compose | None:
     )
 
 
-def augment_image(pipeline: A.Compose | None, image: np.ndarray, seed: int) -> np.ndarray:
-    """Apply `pipeline` to one (H, W) uint8 image with its own seed (same seed -> same output)."""
+def augment_image(pipeline: A.Compose | None, image: np.ndarray, seed: int | None = None) -> np.ndarray:
+    """Apply `pipeline` to one (H, W) uint8 image; with `seed`, reseed first (same seed -> same output).
+
+    Reseeding costs about as much as the augmentation itself, so the training loader seeds the
+    pipeline once per epoch (and per worker) instead and passes no seed here.
+    """
     if pipeline is None:
         return image
-    pipeline.set_random_seed(seed)
+    if seed is not None:
+        pipeline.set_random_seed(seed)
     out = pipeline(image=np.ascontiguousarray(image))["image"]
     return out.reshape(image.shape)
