@@ -4,7 +4,8 @@ Kit: rows of the uint8 memmap cache at 256 px → the variant's albumentations o
 uint8 batch; float, /255, 3 channels and ImageNet normalization then happen on the device (here the
 CPU, and counted, so the comparison is conservative). Per-file (the published notebooks' way): PIL
 open → convert RGB → resize to 256 → the same albumentations on RGB → float normalize on the CPU.
-Source images are 512 px PNGs (real X-rays are larger still, which only favours the cache).
+Source images are 512 px PNGs (real X-rays are larger still, which only favours the cache). Both
+loaders stack batches with numpy (see kit.train.collate_uint8), so the ratio measures the data path.
 Target (issue 3): kit ≥ 5× the per-file loader at 256 px. Scale with KIT_BENCH_LOADER_N.
 """
 
@@ -24,7 +25,7 @@ from kit.config import CompetitionConfig, DataConfig, PathsConfig, load_competit
 from kit.data.cache import cached_images
 from kit.data.sources import open_source
 from kit.data.synth import generate
-from kit.train import CachedDataset, to_model_input
+from kit.train import CachedDataset, collate_uint8, to_model_input
 from kit.transforms import build_augment
 
 VARIANT = "convnext_tiny_256"
@@ -48,6 +49,11 @@ class PerFileDataset(Dataset):
             array = self.pipeline(image=array)["image"]
         array = (array.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
         return torch.from_numpy(array.transpose(2, 0, 1).copy())
+
+
+def _numpy_collate(batch: list[torch.Tensor]) -> torch.Tensor:
+    """The same cheap numpy stacking the kit uses, so the comparison measures decoding, not collation."""
+    return torch.from_numpy(np.stack([t.numpy() for t in batch]))
 
 
 def _images_per_s(loader, n_images: int, passes: int, to_input=None) -> float:
@@ -75,8 +81,10 @@ def main() -> dict:
         cache = cached_images(source.train, size, cfg.paths.cache)
         cache_build_s = time.perf_counter() - start
         kit_ds = CachedDataset(cache.images, np.arange(n), source.train.labels, mcfg.augment, seed=0)
-        kit_loader = DataLoader(kit_ds, batch_size=batch, shuffle=True, num_workers=0)
-        per_file_loader = DataLoader(PerFileDataset(list(source.train.paths), size, mcfg.augment), batch_size=batch, shuffle=True, num_workers=0)
+        kit_loader = DataLoader(kit_ds, batch_size=batch, shuffle=True, num_workers=0, collate_fn=collate_uint8)
+        per_file_loader = DataLoader(
+            PerFileDataset(list(source.train.paths), size, mcfg.augment), batch_size=batch, shuffle=True, num_workers=0, collate_fn=_numpy_collate
+        )
         _images_per_s(kit_loader, n, 1)  # warm the page cache for both, so neither pays first-read I/O
         _images_per_s(per_file_loader, min(n, 64), 1)
         kit_uint8 = _images_per_s(kit_loader, n, 3)

@@ -20,7 +20,7 @@ from kit.data.cache import cached_images
 from kit.data.sources import open_source
 from kit.data.synth import generate
 from kit.models import create_model
-from kit.train import CachedDataset, _autocast, make_loss, to_model_input
+from kit.train import CachedDataset, collate_uint8, _autocast, make_loss, to_model_input
 
 
 def _throughput(mcfg, source, cache_dir: Path, steps: int, device: torch.device) -> dict:
@@ -34,7 +34,7 @@ def _throughput(mcfg, source, cache_dir: Path, steps: int, device: torch.device)
     labels = source.train.labels
     loss_fn = make_loss(mcfg, source.task, labels, device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=mcfg.lr)
-    loader = DataLoader(CachedDataset(cache.images, np.arange(len(labels)), labels, mcfg.augment), batch_size=batch, shuffle=True, drop_last=True)
+    loader = DataLoader(CachedDataset(cache.images, np.arange(len(labels)), labels, mcfg.augment), batch_size=batch, shuffle=True, drop_last=True, collate_fn=collate_uint8)
     model.train()
     seen, start, it = 0, None, iter(loader)
     for step in range(steps + 1):
