@@ -357,6 +357,8 @@ def train_fold(
         return preds_path
     task, classes = source.task, list(source.classes)
     device = _device()
+    torch.manual_seed(job_seed(cfg.seed, mcfg.name, fold, -1))
+    model = create_model(mcfg, len(classes)).to(device)  # first: a weights problem fails before any caching
 
     train_cache = cached_images(source.train, mcfg.image_size, cfg.paths.cache, cfg.data.on_bad_image)
     test_cache = cached_images(source.test, mcfg.image_size, cfg.paths.cache, cfg.data.on_bad_image)
@@ -378,8 +380,6 @@ def train_fold(
     pos_weight = bce_pos_weight(y_train, mcfg.pos_weight_clip) if mcfg.loss == "bce" else None
     train_prior = loss_prior(sampler_prior(y_train, weights, task), mcfg, pos_weight)
 
-    torch.manual_seed(job_seed(cfg.seed, mcfg.name, fold, -1))
-    model = create_model(mcfg, len(classes)).to(device)
     if mcfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     ema = WeightEMA(model, mcfg.ema_decay) if mcfg.ema_decay > 0 else None
