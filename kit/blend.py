@@ -15,7 +15,6 @@ ties go to the simpler choice.
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from rich.table import Table
 from scipy.special import log_softmax
 
 from kit.config import CompetitionConfig, MetricConfig, resolve_variants
-from kit.decide import Decision, closed_form_decision, fit_temperature, fit_thresholds, rule_predictor
+from kit.decide import Decision, class_prior, closed_form_decision, fit_temperature, fit_thresholds, rule_predictor
 from kit.errors import KitError
 from kit.metrics import competition_score, confusion_from_indices, scores_from_confusion
 from kit.oof import OOF, check_against_folds, check_same_classes, load_oof, save_oof
@@ -60,14 +59,6 @@ def calibrated_logits(decision: Decision, logits: np.ndarray) -> np.ndarray:
     if decision.task == "multi-label":
         return lp - np.log(np.clip(-np.expm1(lp), _TINY, None))
     return lp
-
-
-def class_prior(labels: np.ndarray) -> np.ndarray:
-    """Class frequencies (the N_k estimate of the Bayes rule), never exactly zero."""
-    counts = labels.sum(axis=0).astype(np.float64)
-    if labels.ndim == 2 and (labels.sum(axis=1) == 1).all():
-        return np.clip(counts / counts.sum(), _TINY, None)
-    return np.clip(counts / len(labels), _TINY, 1 - _TINY)
 
 
 def make_scorer(labels: np.ndarray, prior: np.ndarray, weights: MetricConfig, task: str) -> Callable[[np.ndarray], float]:
@@ -175,21 +166,6 @@ def nested_blend(
 # --- the stage --------------------------------------------------------------------------------
 
 
-def train_labels(cfg: CompetitionConfig, source, ids: np.ndarray) -> np.ndarray:
-    """The training labels of `source` (a kit.data DataSource) in the OOF's row order; KitError when the
-    data and the OOF ids disagree."""
-    if source.train.labels is None:
-        raise KitError(f"{cfg.data.dir}: the training split has no labels; the blend needs them")
-    row_of = {i: r for r, i in enumerate(np.asarray(source.train.ids, dtype=str).tolist())}
-    missing = [i for i in ids.tolist() if i not in row_of]
-    if missing:
-        raise KitError(
-            f"{cfg.data.dir}: {len(missing)} OOF ids are not in the training data (e.g. {missing[:3]}); "
-            "the data changed after training: retrain"
-        )
-    return np.asarray(source.train.labels, dtype=np.uint8)[[row_of[i] for i in ids.tolist()]]
-
-
 def load_member(cfg: CompetitionConfig, name: str, oof: OOF, labels: np.ndarray) -> Member:
     """Calibrate one variant with its saved decision, or with a temperature fitted here when there is none."""
     path = cfg.paths.oof / f"{name}.decision.json"
@@ -220,8 +196,7 @@ def _calibrate_blend(z, labels, fold, prior, cfg: CompetitionConfig, name: str, 
     the temperature is refitted (a weighted sum of log-probabilities is not calibrated by itself)."""
     from kit.calibrate import calibrate_logits
 
-    with _quiet_optuna():
-        return calibrate_logits(z, labels, fold, prior, cfg, name, classes, console)
+    return calibrate_logits(z, labels, fold, prior, cfg, name, classes, console)
 
 
 def identity_decision(task: str, classes: list[str], prior: np.ndarray, weights: MetricConfig) -> Decision:
@@ -258,8 +233,7 @@ def refit_rule(rule: str, z_fit: np.ndarray, y_fit: np.ndarray, classes: list[st
         def score(offsets: np.ndarray) -> float:
             return float(np.nanmean(scores_from_confusion(confusion_from_indices(y_idx, predictor(offsets), c), weights)))
 
-        with _quiet_optuna():
-            offsets, _, _ = tune_offsets(score, classes, cfg.calibrate, cfg.seed, study_name, "bayes_offsets")
+        offsets, _, _ = tune_offsets(score, classes, cfg.calibrate, cfg.seed, study_name, "bayes_offsets")
         return decision.with_(rule="bayes_offsets", offsets=offsets)
     raise ValueError(f"unknown rule {rule!r}")
 
@@ -275,18 +249,6 @@ def nested_decision_score(
         decision = refit_rule(rule, mix([z[fit] for z in zs], w), labels[fit], classes, cfg, f"{name}/nested-{k}")
         scores.append(competition_score(labels[held], decision.predict(mix([z[held] for z in zs], w)), cfg.metric))
     return float(np.mean(scores))
-
-
-@contextlib.contextmanager
-def _quiet_optuna():
-    import optuna
-
-    before = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        yield
-    finally:
-        optuna.logging.set_verbosity(before)
 
 
 def own_decision_score(cfg: CompetitionConfig, name: str) -> tuple[str, float] | None:
@@ -334,7 +296,7 @@ def blend(
             f"{cfg.paths.oof / (names[0] + '.npz')}: classes differ from the data source {cfg.data.dir} "
             f"({classes[:3]}… vs {list(source.classes)[:3]}…); retrain on the current data"
         )
-    labels = train_labels(cfg, source, ref.ids.astype(str))
+    labels = source.train_labels_for(ref.ids, cfg.data.dir)
     task, metric = cfg.task, cfg.metric
     prior = class_prior(labels)
 

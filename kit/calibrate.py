@@ -32,6 +32,7 @@ from rich.table import Table
 from kit.config import CalibrateConfig, CompetitionConfig, MetricConfig
 from kit.decide import (
     Decision,
+    class_prior,
     closed_form_decision,
     fit_temperature,
     fit_thresholds,
@@ -46,7 +47,7 @@ from kit.metrics import (
     scores_from_confusion,
     trivial_baseline,
 )
-from kit.oof import OOF, check_against_folds, load_oof
+from kit.oof import check_against_folds, load_oof
 from kit.progress import make_progress
 
 MULTI_CLASS_RULES = {
@@ -72,11 +73,6 @@ class RuleResult:
     fitted_per_fold: list[dict] = field(default_factory=list)  # what each outer fold's fit chose (T, offsets, thresholds)
 
 
-def class_prior(labels: np.ndarray) -> np.ndarray:
-    """(C,) class frequencies of an indicator array (multi-label: positive rate per class)."""
-    return np.asarray(labels, dtype=np.float64).mean(axis=0)
-
-
 def _mean_present(values: np.ndarray) -> float:
     present = values[~np.isnan(values)]
     return float(present.mean()) if present.size else float("nan")
@@ -86,7 +82,7 @@ def _mean_present(values: np.ndarray) -> float:
 
 
 @contextlib.contextmanager
-def _quiet_optuna():
+def quiet_optuna():
     """Silence Optuna's one-line-per-trial log for the duration; the progress bar replaces it."""
     before = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -114,7 +110,7 @@ def prepare_storage(url: str) -> str:
 def open_storage(url: str) -> str:
     """Check that the Optuna storage opens (before any long computation); KitError naming the key if not."""
     try:
-        with _quiet_optuna():
+        with quiet_optuna():
             optuna.storages.RDBStorage(prepare_storage(url))
     except Exception as exc:  # noqa: BLE001 - any driver or URL problem becomes one line
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -147,7 +143,7 @@ def tune_offsets(
     """
     names = offset_param_names(classes)
     r = settings.offset_range
-    with _quiet_optuna():
+    with quiet_optuna():
         study = optuna.create_study(direction="maximize", sampler=make_sampler(settings, seed, names), study_name=study_name)
     study.enqueue_trial({p: 0.0 for p in names})
 
@@ -159,7 +155,7 @@ def tune_offsets(
         return float(score_fn(offsets))
 
     callbacks = [lambda study, trial: on_trial()] if on_trial else []
-    with _quiet_optuna():
+    with quiet_optuna():
         study.optimize(objective, n_trials=settings.trials, callbacks=callbacks)
     best = study.best_trial
     return np.array([best.params[p] for p in names]), float(best.value), study
@@ -167,7 +163,7 @@ def tune_offsets(
 
 def store_study(study_name: str, trials: list, storage: str, user_attrs: dict) -> None:
     """Write an in-memory study's trials into `storage`, replacing a study of the same name (re-runs reproduce)."""
-    with _quiet_optuna():
+    with quiet_optuna():
         with contextlib.suppress(KeyError):
             optuna.delete_study(study_name=study_name, storage=storage)
         stored = optuna.create_study(storage=storage, study_name=study_name, direction="maximize", load_if_exists=True)
@@ -556,15 +552,6 @@ def find_oof_paths(cfg: CompetitionConfig, oof: list[Path] | None = None, varian
     return found
 
 
-def _labels_for(oof: OOF, source_ids: np.ndarray, source_labels: np.ndarray, path: Path) -> np.ndarray:
-    row_of = {i: r for r, i in enumerate(np.asarray(source_ids, dtype=str).tolist())}
-    ids = oof.ids.astype(str).tolist()
-    missing = [i for i in ids if i not in row_of]
-    if missing:
-        raise KitError(f"{path}: {len(missing)} OOF ids are not in the training data (e.g. {missing[:3]}); retrain on the current data")
-    return np.asarray(source_labels, dtype=np.uint8)[[row_of[i] for i in ids]]
-
-
 def calibrate(cfg: CompetitionConfig, oof_paths: list[Path], console: Console | None = None) -> dict[str, Decision]:
     """Stage: for each OOF file, choose and save its decision (`oof/<name>.decision.json`), print the
     nested-CV table and write a per-class score PNG. Every input is checked before anything is written."""
@@ -573,8 +560,6 @@ def calibrate(cfg: CompetitionConfig, oof_paths: list[Path], console: Console | 
 
     console = console or Console()
     source = open_source(cfg)
-    if source.train.labels is None:
-        raise KitError(f"{cfg.data.dir}: the training split has no labels; calibration needs them")
     if source.task != cfg.task:
         raise KitError(f"{cfg.source_file}: task is '{cfg.task}' but the data source is '{source.task}'")
     targets = []
@@ -588,7 +573,7 @@ def calibrate(cfg: CompetitionConfig, oof_paths: list[Path], console: Console | 
                 f"{path}: classes differ from the data source {cfg.data.dir} ({classes[:3]}… vs {list(source.classes)[:3]}…); "
                 "retrain that variant on the current data"
             )
-        labels = _labels_for(oof, source.train.ids, source.train.labels, path)
+        labels = source.train_labels_for(oof.ids, path)
         _check_inputs(oof.logits, labels, oof.fold, classes, cfg.task, str(path))
         targets.append((path, oof, labels, classes))
 

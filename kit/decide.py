@@ -40,6 +40,16 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
+def class_prior(labels: np.ndarray) -> np.ndarray:
+    """(C,) class frequencies of an indicator array (multi-label: positive rate per class), never exactly
+    0 or 1: the N_k estimate of the Bayes rule and the target prior of the prior correction."""
+    labels = np.asarray(labels)
+    counts = labels.sum(axis=0).astype(np.float64)
+    if labels.ndim == 2 and (labels.sum(axis=1) == 1).all():
+        return np.clip(counts / counts.sum(), _TINY, None)
+    return np.clip(counts / len(labels), _TINY, 1 - _TINY)
+
+
 def prior_shift(train_prior: np.ndarray, target_prior: np.ndarray, task: str) -> np.ndarray:
     """(C,) term added to tempered logits so the model predicts under `target_prior` instead of `train_prior`."""
     q = np.asarray(train_prior, dtype=np.float64)

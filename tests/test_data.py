@@ -56,7 +56,7 @@ def kaggle_copy(tiny_competition, tmp_path: Path, **data_keys) -> Path:
     """A private copy of the tiny Kaggle-layout dataset (tests may break it) and its config path."""
     data = tmp_path / "data"
     shutil.copytree(tiny_competition.root / "data", data)
-    lines = [f'source = "kaggle"', f'dir = "{data}"', 'patient_column = "patient_id"', 'solution_csv = "solution.csv"']
+    lines = ['source = "kaggle"', f'dir = "{data}"', 'patient_column = "patient_id"', 'solution_csv = "solution.csv"']
     lines += [f"{k} = {v!r}".replace("'", '"') for k, v in data_keys.items()]
     return write_config(tmp_path, "\n".join(lines), "multi-class", ["cnn_demo"])
 

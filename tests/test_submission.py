@@ -12,7 +12,7 @@ import pytest
 from kit.config import CalibrateConfig, CompetitionConfig, DataConfig, FoldsConfig, PathsConfig
 from kit.errors import KitError
 from kit.oof import OOF, save_oof
-from kit.submission import check_submission_file, score_file, validate_submission, write_submission
+from kit.submission import score_file, validate_submission, write_submission
 
 CLASSES = ["A", "B", "C"]
 

@@ -124,6 +124,22 @@ class DataSource:
     synthetic: bool  # True for data made by `kit synth` (submit refuses it without --dry-run)
 
 
+    def train_labels_for(self, ids: np.ndarray, origin: str | Path) -> np.ndarray:
+        """(n, C) uint8 training labels in the order of `ids` (an OOF's rows); KitError naming `origin`
+        when an id is not in the training data or the split has no labels."""
+        if self.train.labels is None:
+            raise KitError(f"{origin}: the training split has no labels; calibration and blending need them")
+        row_of = {i: r for r, i in enumerate(np.asarray(self.train.ids, dtype=str).tolist())}
+        ids = np.asarray(ids, dtype=str).tolist()
+        missing = [i for i in ids if i not in row_of]
+        if missing:
+            raise KitError(
+                f"{origin}: {len(missing)} OOF ids are not in the training data (e.g. {missing[:3]}); "
+                "the data changed after training: retrain on the current data"
+            )
+        return np.asarray(self.train.labels, dtype=np.uint8)[[row_of[i] for i in ids]]
+
+
 def open_source(cfg: CompetitionConfig) -> DataSource:
     """Open and check the configured data (no image decoding); KitError with one line on bad input."""
     data_dir = Path(cfg.data.dir)
