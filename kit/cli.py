@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from kit.config import DEFAULT_CONFIG, CompetitionConfig, load_competition
 from kit.errors import KitError
@@ -36,10 +37,6 @@ def _root(
 
 def _cfg() -> CompetitionConfig:
     return load_competition(_state["config"])
-
-
-def _not_built(stage: str) -> None:
-    raise KitError(f"`kit {stage}` is not built yet")
 
 
 # --- data (issue 2) ---------------------------------------------------------------------------
@@ -73,7 +70,6 @@ def folds() -> None:
     make_folds(_cfg())
 
 
-
 # --- training (issue 3) -----------------------------------------------------------------------
 # SECTION: train
 @app.command()
@@ -94,7 +90,6 @@ def train(
     else:
         raise KitError(f"--fold {fold!r}: give a fold number 0..{cfg.folds.n_folds - 1} or 'all'")
     train_stage(cfg, resolve_variants([variant], cfg), folds_wanted, resume)
-
 
 
 # --- decision layer (issue 4) -----------------------------------------------------------------
@@ -120,7 +115,6 @@ def dashboard(
     from kit.calibrate import dashboard as run_dashboard
 
     run_dashboard(_cfg(), host, port, console=console)
-
 
 
 # --- blend, submissions, kaggle (issue 5) -----------------------------------------------------
@@ -156,8 +150,8 @@ def score(
 
 @app.command()
 def submit(
+    message: Annotated[str, typer.Option("--message", "-m", help="Submission description (required).")],
     file: Annotated[Optional[Path], typer.Argument(help="Submission CSV (default: the newest in submissions/).")] = None,
-    message: Annotated[str, typer.Option("--message", "-m", help="Submission description.")] = "",
     competition: Annotated[Optional[str], typer.Option("--competition", help="Competition slug (default: kaggle.competition).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and show what would be sent; send nothing.")] = False,
 ) -> None:
@@ -177,13 +171,12 @@ def download(
     run_download(_cfg(), competition, console=console)
 
 
-
 def main() -> None:
     """Entry point: KitError becomes one line on stderr and exit code 2, never a traceback."""
     try:
         app()
     except KitError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err_console.print("interrupted")
