@@ -103,9 +103,11 @@ def check_against_folds(oof: OOF, folds_csv: str | Path, source: str | Path) -> 
     missing = [i for i in expected if i not in got_ids]
     extra = [i for i in oof.ids.tolist() if i not in expected]
     if missing or extra:
+        parts = [f"{len(missing)} ids of the folds missing (e.g. {missing[:3]})"] if missing else []
+        parts += [f"{len(extra)} ids unknown to the folds (e.g. {extra[:3]})"] if extra else []
         raise KitError(
-            f"{source}: OOF ids do not match {folds_csv} ({len(missing)} missing, e.g. {missing[:3]}; "
-            f"{len(extra)} unknown, e.g. {extra[:3]}); retrain after `kit folds` or restore the old folds.csv"
+            f"{source}: OOF ids do not match {folds_csv} ({'; '.join(parts)}); "
+            "retrain after `kit folds` or restore the old folds.csv"
         )
     wrong = [i for i, f in zip(oof.ids.tolist(), oof.fold.tolist()) if expected[i] != f]
     if wrong:
