@@ -30,7 +30,7 @@ from scipy.special import log_softmax
 from kit.config import CompetitionConfig, MetricConfig, resolve_variants
 from kit.decide import Decision, class_prior, closed_form_decision, fit_temperature, fit_thresholds, rule_predictor
 from kit.errors import KitError
-from kit.metrics import competition_score, confusion_from_indices, scores_from_confusion
+from kit.metrics import competition_score, score_from_indices
 from kit.oof import OOF, check_against_folds, check_same_classes, load_oof, save_oof
 
 DEFAULT_STEPS = 25
@@ -77,9 +77,7 @@ def make_scorer(labels: np.ndarray, prior: np.ndarray, weights: MetricConfig, ta
         # argmax_k ((a+b+w)·p_k − b)/π_k with p = softmax(z), in float32 (the search's inner loop)
         p = np.exp(z - z.max(axis=1, keepdims=True), dtype=np.float32)
         p /= p.sum(axis=1, keepdims=True)
-        pred = np.argmax(p * scale + bias, axis=1)
-        per_class = scores_from_confusion(confusion_from_indices(true_idx, pred, c), weights)
-        return float(np.nanmean(per_class))
+        return score_from_indices(true_idx, np.argmax(p * scale + bias, axis=1), c, weights)
 
     return score
 
@@ -231,7 +229,7 @@ def refit_rule(rule: str, z_fit: np.ndarray, y_fit: np.ndarray, classes: list[st
         y_idx, c = y_fit.argmax(axis=1), len(classes)
 
         def score(offsets: np.ndarray) -> float:
-            return float(np.nanmean(scores_from_confusion(confusion_from_indices(y_idx, predictor(offsets), c), weights)))
+            return score_from_indices(y_idx, predictor(offsets), c, weights)
 
         offsets, _, _ = tune_offsets(score, classes, cfg.calibrate, cfg.seed, study_name, "bayes_offsets")
         return decision.with_(rule="bayes_offsets", offsets=offsets)

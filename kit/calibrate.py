@@ -40,13 +40,7 @@ from kit.decide import (
 )
 from kit.errors import KitError
 from kit.files import write_json
-from kit.metrics import (
-    competition_score,
-    confusion_from_indices,
-    per_class_scores,
-    scores_from_confusion,
-    trivial_baseline,
-)
+from kit.metrics import competition_score, per_class_scores, score_from_indices, trivial_baseline
 from kit.oof import check_against_folds, load_oof
 from kit.progress import make_progress
 
@@ -71,11 +65,6 @@ class RuleResult:
     per_fold: list[float] = field(default_factory=list)
     decision: Decision | None = None  # refitted on all folds (None for the trivial baseline)
     fitted_per_fold: list[dict] = field(default_factory=list)  # what each outer fold's fit chose (T, offsets, thresholds)
-
-
-def _mean_present(values: np.ndarray) -> float:
-    present = values[~np.isnan(values)]
-    return float(present.mean()) if present.size else float("nan")
 
 
 # --- Optuna ------------------------------------------------------------------------------------
@@ -249,7 +238,7 @@ def _check_inputs(logits: np.ndarray, labels: np.ndarray, fold: np.ndarray, clas
 
 def _score_indices(y_idx: np.ndarray, c: int, weights: MetricConfig) -> Callable[[np.ndarray], float]:
     """pred indices -> competition score over the classes present (one bincount)."""
-    return lambda pred: _mean_present(scores_from_confusion(confusion_from_indices(y_idx, pred, c), weights))
+    return lambda pred: score_from_indices(y_idx, pred, c, weights)
 
 
 class _MultiClassFitter:

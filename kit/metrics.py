@@ -49,6 +49,11 @@ def scores_from_confusion(cm: np.ndarray, weights: MetricConfig) -> np.ndarray:
     return scores_from_counts(tp, cm.sum(axis=0) - tp, cm.sum(axis=1) - tp, weights)
 
 
+def score_from_indices(true_idx: np.ndarray, pred_idx: np.ndarray, n_classes: int, weights: MetricConfig) -> float:
+    """The competition score from class indices (multi-class): one bincount, the tuning loops' hot path."""
+    return _mean_present(scores_from_confusion(confusion_from_indices(true_idx, pred_idx, n_classes), weights))
+
+
 def per_class_scores(y_true: np.ndarray, y_pred: np.ndarray, weights: MetricConfig) -> np.ndarray:
     """(C,) competition score per class; NaN where N_c == 0 (the class does not count)."""
     return scores_from_counts(*confusion_counts(y_true, y_pred), weights)

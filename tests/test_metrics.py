@@ -16,6 +16,7 @@ from kit.metrics import (
     macro_f1,
     per_class_auc,
     per_class_scores,
+    score_from_indices,
     scores_from_confusion,
     trivial_baseline,
 )
@@ -134,3 +135,10 @@ def test_any_integer_dtype_gives_the_same_score():
     expected = competition_score(y_true, y_pred, W)
     for dtype in (np.int64, np.int32, np.bool_, np.float32):
         assert competition_score(y_true.astype(dtype), y_pred.astype(dtype), W) == expected
+
+
+def test_score_from_indices_equals_the_indicator_path():
+    rng = np.random.default_rng(5)
+    true_idx, pred_idx = rng.integers(0, 6, 300), rng.integers(0, 6, 300)
+    expected = competition_score(one_hot(true_idx, 6), one_hot(pred_idx, 6), W)
+    assert score_from_indices(true_idx, pred_idx, 6, W) == pytest.approx(expected)
