@@ -53,6 +53,7 @@ demo: $(STAMP)
 	$(KIT) submit submissions/demo.csv --message "kit demo" --dry-run
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check kit tests benchmarks
 	$(VENV)/bin/python -m pytest -q
 
 bench: $(STAMP)

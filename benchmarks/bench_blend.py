@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from kit.blend import DEFAULT_STEPS, caruana_weights, class_prior, fold_score, make_scorer, nested_blend
 from kit.config import CompetitionConfig, DataConfig, MetricConfig, PathsConfig
+from kit.stages.blend import DEFAULT_STEPS, caruana_weights, class_prior, fold_score, make_scorer, nested_blend
 from kit.submission import write_submission
 
 N_TRAIN, N_TEST, N_CLASSES, N_FOLDS = 51_043, 17_015, 20, 5
@@ -51,9 +52,9 @@ def main() -> dict:
     for n_variants in (3, 5):
         labels, fold, zs = _data(n_variants)
         score = make_scorer(labels, class_prior(labels), weights, "multi-class")
-        one_eval = float(np.median([_timed(lambda: score(zs[0]))[1] for _ in range(7)]))
-        (w, in_sample), t_all = _timed(lambda: caruana_weights(zs, score))
-        (nested, _), t_nested = _timed(lambda: nested_blend(zs, labels, fold, weights, "multi-class"))
+        one_eval = float(np.median([_timed(partial(score, zs[0]))[1] for _ in range(7)]))
+        (w, in_sample), t_all = _timed(partial(caruana_weights, zs, score))
+        (nested, _), t_nested = _timed(partial(nested_blend, zs, labels, fold, weights, "multi-class"))
         singles = [fold_score(z, labels, fold, weights, "multi-class") for z in zs]
         result[f"{n_variants}_variants"] = {
             "score_eval_ms": round(one_eval * 1000, 2),

@@ -1,6 +1,6 @@
 """Data foundation speed: the synthetic generator, open_source, the image cache and folds.
 
-Targets (issue 2): 10,000 synthetic images at 128 px well under a minute on 2 cores; open_source
+Targets: 10,000 synthetic images at 128 px well under a minute on 2 cores; open_source
 without decoding an image; the cache build (decode + resize) feasible for 51k images.
 Scale with KIT_BENCH_N (default 10,000 images: 8,300 train + 1,700 test).
 """

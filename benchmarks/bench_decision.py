@@ -25,10 +25,10 @@ from rich.console import Console
 from rich.table import Table
 from scipy.special import log_softmax
 
-from kit.calibrate import _score_indices, auto_workers, calibrate_logits, class_prior, tune_offsets
 from kit.config import CompetitionConfig
-from kit.decide import rule_predictor
-from kit.metrics import competition_score, confusion_from_indices, trivial_baseline
+from kit.decision.metrics import competition_score, confusion_from_indices, trivial_baseline
+from kit.decision.rules import rule_predictor
+from kit.stages.calibrate import _score_indices, auto_workers, calibrate_logits, class_prior, tune_offsets
 
 DESIGN_COUNTS = [34097, 3356, 2600, 2300, 1500, 1300, 1100, 1000, 800, 700, 500, 450, 400, 350, 250, 180, 70, 45, 40, 5]
 
@@ -76,7 +76,7 @@ def plain_tpe_nested(logits, labels, fold, cfg: CompetitionConfig) -> tuple[floa
         fit, held = fold != k, fold == k
         predict_fit = rule_predictor(lp[fit], "argmax", class_prior(labels[fit]), cfg.metric)
         score_fit = _score_indices(y[fit], c, cfg.metric)
-        offsets, _, _ = tune_offsets(lambda o: score_fit(predict_fit(o)), classes, cfg.calibrate, cfg.seed, f"plain/{k}", "argmax_offsets")
+        offsets, _, _ = tune_offsets(lambda o, s=score_fit, p=predict_fit: s(p(o)), classes, cfg.calibrate, cfg.seed, f"plain/{k}", "argmax_offsets")
         held_pred = rule_predictor(lp[held], "argmax", class_prior(labels[held]), cfg.metric)(offsets)
         scores.append(competition_score(labels[held], np.eye(c, dtype=np.uint8)[held_pred], cfg.metric))
     predict_all = rule_predictor(lp, "argmax", class_prior(labels), cfg.metric)

@@ -5,8 +5,8 @@ uint8 batch; float, /255, 3 channels and ImageNet normalization then happen on t
 CPU, and counted, so the comparison is conservative). Per-file (the published notebooks' way): PIL
 open → convert RGB → resize to 256 → the same albumentations on RGB → float normalize on the CPU.
 Source images are 512 px PNGs (real X-rays are larger still, which only favours the cache). Both
-loaders stack batches with numpy (see kit.train.collate_uint8), so the ratio measures the data path.
-Target (issue 3): kit ≥ 5× the per-file loader at 256 px. Scale with KIT_BENCH_LOADER_N.
+loaders stack batches with numpy (see kit.training.dataset.collate_uint8), so the ratio measures the data path.
+Target: kit ≥ 5× the per-file loader at 256 px. Scale with KIT_BENCH_LOADER_N.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from kit.config import CompetitionConfig, DataConfig, PathsConfig, load_competit
 from kit.data.cache import cached_images
 from kit.data.sources import open_source
 from kit.data.synth import generate
-from kit.train import CachedDataset, collate_uint8, to_model_input
-from kit.transforms import build_augment
+from kit.training.augment import build_augment
+from kit.training.dataset import CachedDataset, collate_uint8, to_model_input
 
 VARIANT = "convnext_tiny_256"
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -75,7 +75,9 @@ def main() -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         generate(root / "data", n_train=n, n_test=20, size=512, seed=0)
-        cfg = CompetitionConfig(data=DataConfig(dir=root / "data", patient_column="patient_id"), paths=PathsConfig(cache=root / "cache"), source_file=root / "bench.toml")
+        cfg = CompetitionConfig(
+            data=DataConfig(dir=root / "data", patient_column="patient_id"), paths=PathsConfig(cache=root / "cache"), source_file=root / "bench.toml"
+        )
         source = open_source(cfg)
         start = time.perf_counter()
         cache = cached_images(source.train, size, cfg.paths.cache)

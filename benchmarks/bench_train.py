@@ -20,7 +20,9 @@ from kit.data.cache import cached_images
 from kit.data.sources import open_source
 from kit.data.synth import generate
 from kit.models import create_model
-from kit.train import CachedDataset, collate_uint8, _autocast, make_loss, to_model_input
+from kit.training.dataset import CachedDataset, collate_uint8, to_model_input
+from kit.training.device import autocast
+from kit.training.losses import make_loss
 
 
 def _throughput(mcfg, source, cache_dir: Path, steps: int, device: torch.device) -> dict:
@@ -34,7 +36,8 @@ def _throughput(mcfg, source, cache_dir: Path, steps: int, device: torch.device)
     labels = source.train.labels
     loss_fn = make_loss(mcfg, source.task, labels, device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=mcfg.lr)
-    loader = DataLoader(CachedDataset(cache.images, np.arange(len(labels)), labels, mcfg.augment), batch_size=batch, shuffle=True, drop_last=True, collate_fn=collate_uint8)
+    dataset = CachedDataset(cache.images, np.arange(len(labels)), labels, mcfg.augment)
+    loader = DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True, collate_fn=collate_uint8)
     model.train()
     seen, start, it = 0, None, iter(loader)
     for step in range(steps + 1):
@@ -46,7 +49,7 @@ def _throughput(mcfg, source, cache_dir: Path, steps: int, device: torch.device)
         if step == 1:
             start = time.perf_counter()
         x = to_model_input(x.to(device), mcfg.in_chans, mcfg.channels_last)
-        with _autocast(device, mcfg):
+        with autocast(device, mcfg):
             logits = model(x)
         loss = loss_fn(logits, y.to(device))
         optimizer.zero_grad(set_to_none=True)
@@ -67,7 +70,9 @@ def main() -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         generate(root / "data", n_train=200, n_test=20, size=256, seed=0)
-        cfg = CompetitionConfig(data=DataConfig(dir=root / "data", patient_column="patient_id"), paths=PathsConfig(cache=root / "cache"), source_file=root / "bench.toml")
+        cfg = CompetitionConfig(
+            data=DataConfig(dir=root / "data", patient_column="patient_id"), paths=PathsConfig(cache=root / "cache"), source_file=root / "bench.toml"
+        )
         source = open_source(cfg)
         for name in available_variants(repo_cfg):
             mcfg = load_model(name, repo_cfg)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -39,21 +39,20 @@ def _cfg() -> CompetitionConfig:
     return load_competition(_state["config"])
 
 
-# --- data (issue 2) ---------------------------------------------------------------------------
-# SECTION: data
 @app.command()
 def synth(
     out: Annotated[Path, typer.Argument(help="Folder to write the synthetic dataset into.")],
     n_train: Annotated[int, typer.Option(help="Training images.")] = 5000,
     n_test: Annotated[int, typer.Option(help="Test images.")] = 1700,
-    size: Annotated[Optional[int], typer.Option(help="Image side in pixels (default 128; 28 for multi-label).")] = None,
+    size: Annotated[int | None, typer.Option(help="Image side in pixels (default 128; 28 for multi-label).")] = None,
     seed: Annotated[int, typer.Option(help="Random seed: same seed, same dataset.")] = 42,
     task: Annotated[str, typer.Option(help="multi-class (Kaggle layout) or multi-label (ChestMNIST npz).")] = "multi-class",
     min_per_class: Annotated[int, typer.Option(help="Smallest class size (>= number of folds).")] = 5,
     preview: Annotated[bool, typer.Option("--preview", help="Also write OUT/preview.png with examples per class.")] = False,
 ) -> None:
     """Write the synthetic chest X-ray benchmark (DESIGN §4); needs no config."""
-    from kit.data.synth import generate, preview as write_preview
+    from kit.data.synth import generate
+    from kit.data.synth import preview as write_preview
 
     size = size or (28 if task == "multi-label" else 128)
     summary = generate(out, n_train=n_train, n_test=n_test, size=size, seed=seed, task=task, min_per_class=min_per_class)
@@ -70,8 +69,6 @@ def folds() -> None:
     make_folds(_cfg())
 
 
-# --- training (issue 3) -----------------------------------------------------------------------
-# SECTION: train
 @app.command()
 def train(
     variant: Annotated[str, typer.Option(help="Variant name (configs/models/<name>.toml) or 'all' (the config's variants).")] = "all",
@@ -80,7 +77,7 @@ def train(
 ) -> None:
     """Train variants × folds; write runs/<variant>/fold<k>/ and, once all folds exist, oof/<variant>.npz."""
     from kit.config import resolve_variants
-    from kit.train import train as train_stage
+    from kit.stages.train import train as train_stage
 
     cfg = _cfg()
     if fold == "all":
@@ -92,15 +89,14 @@ def train(
     train_stage(cfg, resolve_variants([variant], cfg), folds_wanted, resume)
 
 
-# --- decision layer (issue 4) -----------------------------------------------------------------
-# SECTION: calibrate
 @app.command()
 def calibrate(
-    oof: Annotated[Optional[list[Path]], typer.Option("--oof", help="OOF npz file(s) to calibrate (repeatable).")] = None,
-    variant: Annotated[Optional[list[str]], typer.Option("--variant", help="Variant name(s) (repeatable); default: every configured variant with an OOF file.")] = None,
+    oof: Annotated[list[Path] | None, typer.Option("--oof", help="OOF npz file(s) to calibrate (repeatable).")] = None,
+    variant: Annotated[list[str] | None, typer.Option("--variant", help="Variant name(s), repeatable; default: the configured ones with an OOF file.")] = None,
 ) -> None:
     """Choose each target's decision rule by nested CV (table vs trivial baseline) and save it beside the OOF."""
-    from kit.calibrate import calibrate as run_calibrate, find_oof_paths
+    from kit.stages.calibrate import calibrate as run_calibrate
+    from kit.stages.calibrate import find_oof_paths
 
     cfg = _cfg()
     run_calibrate(cfg, find_oof_paths(cfg, oof, variant), console=console)
@@ -112,13 +108,11 @@ def dashboard(
     port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8080,
 ) -> None:
     """Serve optuna-dashboard on the calibration studies (calibrate.storage) and print its URL."""
-    from kit.calibrate import dashboard as run_dashboard
+    from kit.stages.calibrate import dashboard as run_dashboard
 
     run_dashboard(_cfg(), host, port, console=console)
 
 
-# --- blend, submissions, kaggle (issue 5) -----------------------------------------------------
-# SECTION: blend
 def _split_names(values: list[str] | None) -> list[str] | None:
     """`--variants a,b` and `--variants a --variants b` both mean [a, b]."""
     names = [n.strip() for v in values or [] for n in v.split(",") if n.strip()]
@@ -127,11 +121,11 @@ def _split_names(values: list[str] | None) -> list[str] | None:
 
 @app.command()
 def blend(
-    variants: Annotated[Optional[list[str]], typer.Option("--variants", help="Variants to blend (comma list or repeated); default: the config's.")] = None,
+    variants: Annotated[list[str] | None, typer.Option("--variants", help="Variants to blend (comma list or repeated); default: the config's.")] = None,
     name: Annotated[str, typer.Option("--name", help="Submission name: submissions/<name>.csv")] = "blend",
 ) -> None:
     """Blend the variants' calibrated OOF log-probabilities, decide, write the submission."""
-    from kit.blend import blend as run_blend
+    from kit.stages.blend import blend as run_blend
 
     run_blend(_cfg(), _split_names(variants), name, console=console)
 
@@ -139,7 +133,7 @@ def blend(
 @app.command()
 def score(
     submission: Annotated[Path, typer.Argument(help="Submission CSV to score.")],
-    solution: Annotated[Optional[Path], typer.Option("--solution", help="Solution CSV (default: data.dir/data.solution_csv, or the npz's test labels).")] = None,
+    solution: Annotated[Path | None, typer.Option("--solution", help="Solution CSV (default: data.dir/data.solution_csv, or the npz's test labels).")] = None,
     compare_argmax: Annotated[bool, typer.Option("--compare-argmax", help="Also score each variant's argmax on its mean test logits.")] = False,
 ) -> None:
     """Score a submission against a solution CSV, beside the trivial baseline."""
@@ -151,8 +145,8 @@ def score(
 @app.command()
 def submit(
     message: Annotated[str, typer.Option("--message", "-m", help="Submission description (required).")],
-    file: Annotated[Optional[Path], typer.Argument(help="Submission CSV (default: the newest in submissions/).")] = None,
-    competition: Annotated[Optional[str], typer.Option("--competition", help="Competition slug (default: kaggle.competition).")] = None,
+    file: Annotated[Path | None, typer.Argument(help="Submission CSV (default: the newest in submissions/).")] = None,
+    competition: Annotated[str | None, typer.Option("--competition", help="Competition slug (default: kaggle.competition).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and show what would be sent; send nothing.")] = False,
 ) -> None:
     """Validate a submission against the sample and send it to Kaggle."""
@@ -163,7 +157,7 @@ def submit(
 
 @app.command()
 def download(
-    competition: Annotated[Optional[str], typer.Option("--competition", help="Competition slug (default: kaggle.competition).")] = None,
+    competition: Annotated[str | None, typer.Option("--competition", help="Competition slug (default: kaggle.competition).")] = None,
 ) -> None:
     """Download and unpack the competition's files into data/<slug>/."""
     from kit.kaggle_client import download as run_download

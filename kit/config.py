@@ -46,7 +46,7 @@ class DataConfig(_Strict):
     on_bad_image: Literal["stop", "skip"] = "stop"
 
     @model_validator(mode="after")
-    def _one_label_format(self) -> "DataConfig":
+    def _one_label_format(self) -> DataConfig:
         if self.label_column is not None and self.class_columns is not None:
             raise ValueError("give label_column or class_columns, not both")
         return self

@@ -1,7 +1,7 @@
 """PNG pictures of what a stage did (matplotlib, Agg backend: no display needed).
 
 Every function writes one PNG atomically and returns its path, which the stage prints.
-Parts of the kit append their own plotting functions here; keep each one self-contained.
+Each function is self-contained: data in, one PNG out.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def save_figure(fig, path: str | Path) -> Path:
     return path
 
 
-# --- blend / submission pictures (part D) -----------------------------------------------------
+# --- blend and submission pictures ---
 
 
 def confusion_png(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str], path: str | Path, title: str = "") -> Path:
@@ -124,7 +124,7 @@ def reliability_png(
     return save_figure(fig, path)
 
 
-# --- training curves (part C) -----------------------------------------------------------------
+# --- training curves ---
 
 
 def training_curves_png(history, path: str | Path, title: str = "") -> Path:

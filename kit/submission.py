@@ -213,7 +213,7 @@ def write_submission(
     atomic_write(out, lambda f: f.write(text.encode()))
     meta = {
         "name": name,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "task": cfg.task,
         "competition": cfg.kaggle.competition,
         "data_dir": str(cfg.data.dir),
@@ -323,7 +323,7 @@ def score_file(
     With `compare_argmax`, also score the argmax of each variant's mean test logits (oof/<variant>.npz),
     so that the decision layer's gain over the published way of deciding is visible.
     """
-    from kit.metrics import competition_score, per_class_scores, trivial_baseline
+    from kit.decision.metrics import competition_score, per_class_scores, trivial_baseline
 
     console = console or Console()
     classes, train_labels = _classes_and_train_labels(cfg)
@@ -390,8 +390,8 @@ def score_file(
 
 def argmax_scores(cfg: CompetitionConfig, classes: list[str], sol_ids: np.ndarray, y_true: np.ndarray) -> dict[str, float]:
     """Score of argmax over the mean test logits for each variant that has an OOF file."""
-    from kit.metrics import competition_score
-    from kit.oof import load_oof
+    from kit.artifacts import load_oof
+    from kit.decision.metrics import competition_score
 
     out: dict[str, float] = {}
     for variant in cfg.variants:

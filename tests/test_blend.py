@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kit.blend import blend, caruana_weights, class_prior, fold_score, make_scorer, mix, nested_blend
+from kit.artifacts import OOF, load_oof, save_oof
 from kit.config import MetricConfig
 from kit.errors import KitError
-from kit.oof import OOF, load_oof, save_oof
+from kit.stages.blend import blend, caruana_weights, class_prior, fold_score, make_scorer, mix, nested_blend
 from kit.submission import check_submission_file
 from tests.test_submission import make_layout
 
@@ -138,7 +138,7 @@ def test_blend_refuses_mismatched_inputs(tmp_path):
 
 
 def test_blend_uses_the_variants_saved_decisions(tmp_path, capsys):
-    from kit.calibrate import calibrate
+    from kit.stages.calibrate import calibrate
 
     cfg, _ = _stage_setup(tmp_path)
     calibrate(cfg, [cfg.paths.oof / "v1.npz"])
@@ -201,7 +201,7 @@ def test_multi_label_blend_and_score_on_a_medmnist_npz(tmp_path):
 def test_best_single_fallback_picks_the_member_best_on_the_fitting_folds():
     labels, fold, zs = complementary(600, seed=4)
     noise = np.log(PRIOR).astype(np.float32) + np.random.default_rng(9).normal(0, 1, labels.shape).astype(np.float32)
-    from kit.blend import select_single
+    from kit.stages.blend import select_single
 
     score, per_fold = nested_blend([noise, zs[0]], labels, fold, WEIGHTS, "multi-class", select=select_single)
     for w in per_fold.values():

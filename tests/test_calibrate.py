@@ -18,11 +18,11 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from kit.calibrate import RuleResult, calibrate, calibrate_logits, choose
+from kit.artifacts import OOF, save_oof
 from kit.config import CompetitionConfig
-from kit.decide import Decision
+from kit.decision.rules import Decision
 from kit.errors import KitError
-from kit.oof import OOF, save_oof
+from kit.stages.calibrate import RuleResult, calibrate, calibrate_logits, choose
 
 REPO = Path(__file__).resolve().parent.parent
 PRIOR = np.array([0.7, 0.2, 0.07, 0.03])

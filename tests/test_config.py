@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-
 import pytest
 
 from kit.config import available_variants, load_competition, load_model, resolve_variants
 from kit.errors import KitError
-
 from tests.conftest import REPO
 from tests.test_data import assert_one_line_error, run_kit
 

@@ -19,9 +19,7 @@ from kit.data import test_labels as read_test_labels
 from kit.data.folds import assign_folds, fold_class_counts
 from kit.data.synth import CLASSES, DESIGN_COUNTS, generate, scale_counts
 from kit.errors import KitError
-
 from tests.conftest import REPO, write_config
-
 
 # --- helpers -----------------------------------------------------------------------------------
 
@@ -114,7 +112,8 @@ def test_synth_is_reproducible_and_findings_differ_by_class(tmp_path):
     generate(tmp_path / "a", n_train=100, n_test=20, size=24, seed=3, processes=1)
     generate(tmp_path / "b", n_train=100, n_test=20, size=24, seed=3, processes=1)
     generate(tmp_path / "c", n_train=100, n_test=20, size=24, seed=4, processes=1)
-    read = lambda d, i: np.asarray(Image.open(tmp_path / d / "train" / f"img_{i:06d}.png"))
+    def read(d, i):
+        return np.asarray(Image.open(tmp_path / d / "train" / f"img_{i:06d}.png"))
     assert (tmp_path / "a" / "train.csv").read_bytes() == (tmp_path / "b" / "train.csv").read_bytes()
     assert all((read("a", i) == read("b", i)).all() for i in (1, 50, 100))
     assert (tmp_path / "a" / "train.csv").read_bytes() != (tmp_path / "c" / "train.csv").read_bytes()
@@ -479,7 +478,8 @@ def test_multiclass_npz_with_index_labels(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     rng = np.random.default_rng(0)
-    y = lambda n: rng.integers(0, 4, (n, 1)).astype(np.uint8)
+    def y(n):
+        return rng.integers(0, 4, (n, 1)).astype(np.uint8)
     arrays = {f"{s}_images": rng.integers(0, 255, (n, 8, 8), dtype=np.uint8) for s, n in (("train", 30), ("val", 6), ("test", 9))}
     labels = {"train_labels": y(30), "val_labels": y(6), "test_labels": y(9)}
     labels["train_labels"][0] = 3

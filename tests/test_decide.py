@@ -9,7 +9,8 @@ import pytest
 from scipy.special import expit, log_softmax, softmax
 
 from kit.config import MetricConfig
-from kit.decide import (
+from kit.decision.metrics import competition_score
+from kit.decision.rules import (
     Decision,
     calibrated_log_probs,
     closed_form_decision,
@@ -18,7 +19,6 @@ from kit.decide import (
     rule_predictor,
 )
 from kit.errors import KitError
-from kit.metrics import competition_score
 
 W = MetricConfig()
 

@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import confusion_matrix, f1_score, multilabel_confusion_matrix, roc_auc_score
 
 from kit.config import MetricConfig
-from kit.metrics import (
+from kit.decision.metrics import (
     accuracy,
     competition_score,
     confusion_counts,

@@ -9,7 +9,7 @@ import torch
 from kit.config import ModelConfig
 from kit.errors import KitError
 from kit.models import ChestMNISTCNN, cnn_depth, create_model, load_weights
-from kit.transforms import LEVELS, augment_image, build_augment
+from kit.training.augment import LEVELS, augment_image, build_augment
 
 
 def test_timm_builds_a_model_and_runs_forward():
@@ -64,9 +64,9 @@ def test_missing_weights_file_names_the_path(tmp_path):
 
 
 def test_unreachable_pretrained_weights_give_one_clear_message(monkeypatch):
-    import kit.models
+    import kit.models.weights
 
-    monkeypatch.setattr(kit.models, "_hub_reachable", lambda timeout=3.0: False)  # as on this offline machine
+    monkeypatch.setattr(kit.models.weights, "hub_reachable", lambda timeout=3.0: False)  # as on this offline machine
     mcfg = ModelConfig(name="resnet_x", backbone="test_resnet", pretrained=True)
     with pytest.raises(KitError) as info:
         create_model(mcfg, num_classes=3)

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from kit.artifacts import OOF, save_oof
 from kit.config import CalibrateConfig, CompetitionConfig, DataConfig, FoldsConfig, PathsConfig
 from kit.errors import KitError
-from kit.oof import OOF, save_oof
 from kit.submission import score_file, validate_submission, write_submission
 
 CLASSES = ["A", "B", "C"]

@@ -12,21 +12,16 @@ import torch
 from rich.console import Console
 from typer.testing import CliRunner
 
+from kit.artifacts import check_against_folds, load_oof
 from kit.config import ModelConfig, load_competition
 from kit.data.folds import make_folds
 from kit.data.sources import open_source
 from kit.errors import KitError
 from kit.models import create_model
-from kit.oof import check_against_folds, load_oof
-from kit.train import (
-    bce_pos_weight,
-    loss_prior,
-    make_loss,
-    sample_weights,
-    sampler_prior,
-    to_model_input,
-    train,
-)
+from kit.stages.train import train
+from kit.training.dataset import to_model_input
+from kit.training.losses import bce_pos_weight, loss_prior, make_loss
+from kit.training.samplers import sample_weights, sampler_prior
 
 # A tiny, fast recipe that still exercises EMA, staged fine-tuning, cosine warm-up, sampler and augmentation.
 TINY = dict(
@@ -160,7 +155,9 @@ def test_bce_pos_weight_shifts_the_reported_prior():
     np.testing.assert_allclose(shifted, [0.5 / (0.5 + 0.95), 0.5])  # odds × pos_weight
 
 
-@pytest.mark.parametrize("loss, task", [("ce", "multi-class"), ("focal", "multi-class"), ("focal", "multi-label"), ("bce", "multi-label"), ("bce", "multi-class")])
+@pytest.mark.parametrize(
+    "loss, task", [("ce", "multi-class"), ("focal", "multi-class"), ("focal", "multi-label"), ("bce", "multi-label"), ("bce", "multi-class")]
+)
 def test_each_loss_trains_one_step(loss, task):
     torch.manual_seed(0)
     mcfg = ModelConfig(name="t", backbone="chestmnist_cnn", pretrained=False, image_size=16, in_chans=1, cnn_width=8, loss=loss, label_smoothing=0.1)

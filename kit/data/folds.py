@@ -19,7 +19,7 @@ from kit.config import CompetitionConfig
 from kit.data.sources import open_source, warn
 from kit.errors import KitError
 from kit.files import atomic_write
-from kit.oof import read_folds
+from kit.artifacts import read_folds
 
 
 def assign_folds(labels: np.ndarray, groups: np.ndarray | None, n_folds: int, seed: int, task: str) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Augmentation pipelines on the cache's uint8 single-channel images (albumentations 2.x).
 
 Augmenting uint8 (H, W) arrays before any float conversion keeps the loader cheap; the float
-conversion, channel repeat and normalization happen on the device (kit.train.to_model_input).
+conversion, channel repeat and normalization happen on the device (kit.training.dataset.to_model_input).
 The pipeline is seeded per epoch (and per loader worker), so a run is reproducible for a given worker count.
 """
 

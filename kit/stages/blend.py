@@ -5,7 +5,7 @@ Each variant's logits first go through its own decision file's temperature and p
 members speak calibrated log-probabilities under the true class distribution. Weights come from
 greedy ensemble selection with replacement (Caruana et al. 2004) maximizing the competition score
 under the closed-form Bayes rule; putting all weight on the best member is the fallback.
-The decision layer (`kit.calibrate.calibrate_logits`) then runs on the blend and names its rule.
+The decision layer (`kit.stages.calibrate.calibrate_logits`) then runs on the blend and names its rule.
 
 Weights and rules are tuned on the OOF they are judged on, so every blend score is fully nested:
 for each fold k the weights *and* the rule are fitted on the other folds and scored on fold k.
@@ -27,11 +27,11 @@ from rich.console import Console
 from rich.table import Table
 from scipy.special import log_softmax
 
+from kit.artifacts import OOF, check_against_folds, check_same_classes, load_oof, save_oof
 from kit.config import CompetitionConfig, MetricConfig, resolve_variants
-from kit.decide import Decision, class_prior, closed_form_decision, fit_temperature, fit_thresholds, rule_predictor
+from kit.decision.metrics import competition_score, score_from_indices
+from kit.decision.rules import Decision, class_prior, closed_form_decision, fit_temperature, fit_thresholds, rule_predictor
 from kit.errors import KitError
-from kit.metrics import competition_score, score_from_indices
-from kit.oof import OOF, check_against_folds, check_same_classes, load_oof, save_oof
 
 DEFAULT_STEPS = 25
 _TINY = 1e-12
@@ -121,7 +121,7 @@ def fold_score(z: np.ndarray, labels: np.ndarray, fold: np.ndarray, weights: Met
 
 def trivial_fold_score(labels: np.ndarray, fold: np.ndarray, weights: MetricConfig, task: str) -> float:
     """The trivial baseline on the same held-out folds (majority class of the other folds everywhere)."""
-    from kit.metrics import trivial_baseline
+    from kit.decision.metrics import trivial_baseline
 
     scores = []
     for k in np.unique(fold):
@@ -192,7 +192,7 @@ def _calibrate_blend(z, labels, fold, prior, cfg: CompetitionConfig, name: str, 
     """The decision layer on the blend (part B's core). The members are already calibrated, so the
     blend's training prior is the label distribution itself and the prior correction is the identity;
     the temperature is refitted (a weighted sum of log-probabilities is not calibrated by itself)."""
-    from kit.calibrate import calibrate_logits
+    from kit.stages.calibrate import calibrate_logits
 
     return calibrate_logits(z, labels, fold, prior, cfg, name, classes, console)
 
@@ -205,7 +205,7 @@ def identity_decision(task: str, classes: list[str], prior: np.ndarray, weights:
 def refit_rule(rule: str, z_fit: np.ndarray, y_fit: np.ndarray, classes: list[str], cfg: CompetitionConfig, study_name: str) -> Decision:
     """Fit one rule of the decision layer on some rows of the blend (the nested CV of the blend's decision).
 
-    Rules are those of `kit.calibrate` plus "identity" (the Bayes rule at temperature 1).
+    Rules are those of `kit.stages.calibrate` plus "identity" (the Bayes rule at temperature 1).
     """
     task, weights = cfg.task, cfg.metric
     prior = class_prior(y_fit)
@@ -223,7 +223,7 @@ def refit_rule(rule: str, z_fit: np.ndarray, y_fit: np.ndarray, classes: list[st
         probs = np.exp(decision.log_probs(z_fit))
         return decision.with_(thresholds=fit_thresholds(probs, y_fit, cfg.calibrate.threshold_method, weights))
     if rule == "bayes_offsets":
-        from kit.calibrate import tune_offsets
+        from kit.stages.calibrate import tune_offsets
 
         predictor = rule_predictor(decision.log_probs(z_fit), "bayes", prior, weights)
         y_idx, c = y_fit.argmax(axis=1), len(classes)
@@ -270,7 +270,7 @@ def blend(
 ) -> Path:
     """Stage `kit blend`: weights on OOF, nested-CV report, decision on the blend, submission + blended OOF + PNGs."""
     from kit.data.sources import open_source
-    from kit.metrics import per_class_scores
+    from kit.decision.metrics import per_class_scores
     from kit.plots import confusion_png, per_class_png, reliability_png
     from kit.progress import make_progress
     from kit.submission import write_submission
@@ -319,7 +319,7 @@ def blend(
     # then scored fully nested (weights and rule both fitted on the other folds) and the best one is used
     greedy_z = mix(zs, final["greedy selection"][0])
     _, report = _calibrate_blend(greedy_z, labels, fold, prior, cfg, f"blend_{name}", classes, console)
-    tuned_rule = str(report["chosen"])  # kit.calibrate's rule key (multi-label decisions all say "thresholds")
+    tuned_rule = str(report["chosen"])  # kit.stages.calibrate's rule key (multi-label decisions all say "thresholds")
     if tuned_rule != "identity":
         with make_progress(console) as progress:
             bar = progress.add_task(f"blend: nested CV of rule '{tuned_rule}'", total=len(weightings))

@@ -209,7 +209,7 @@ class Decision:
             return (np.exp(self.log_probs(logits)) >= self.thresholds).astype(np.uint8)
         return np.eye(c, dtype=np.uint8)[self.predict_indices(logits)]
 
-    def with_(self, **changes) -> "Decision":
+    def with_(self, **changes) -> Decision:
         """A copy with some fields replaced (e.g. tuned offsets)."""
         return Decision(**{**self.__dict__, **changes})
 
@@ -227,7 +227,7 @@ class Decision:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Decision":
+    def from_dict(cls, d: dict) -> Decision:
         missing = [k for k in cls.__dataclass_fields__ if k not in d]
         if missing:
             raise ValueError(f"missing keys {missing}")
@@ -255,7 +255,7 @@ class Decision:
         write_json(path, self.to_dict())
 
     @classmethod
-    def load(cls, path: str | Path) -> "Decision":
+    def load(cls, path: str | Path) -> Decision:
         path = Path(path)
         if not path.is_file():
             raise KitError(f"{path}: decision file not found; run `kit calibrate` first")

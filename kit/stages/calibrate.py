@@ -29,8 +29,10 @@ import optuna
 from rich.console import Console
 from rich.table import Table
 
+from kit.artifacts import check_against_folds, load_oof
 from kit.config import CalibrateConfig, CompetitionConfig, MetricConfig
-from kit.decide import (
+from kit.decision.metrics import competition_score, per_class_scores, score_from_indices, trivial_baseline
+from kit.decision.rules import (
     Decision,
     class_prior,
     closed_form_decision,
@@ -40,8 +42,6 @@ from kit.decide import (
 )
 from kit.errors import KitError
 from kit.files import write_json
-from kit.metrics import competition_score, per_class_scores, score_from_indices, trivial_baseline
-from kit.oof import check_against_folds, load_oof
 from kit.progress import make_progress
 
 MULTI_CLASS_RULES = {
@@ -171,9 +171,8 @@ def _bulk_insert_trials(stored: optuna.Study, trials: list[optuna.trial.FrozenTr
     import datetime
     import json
 
-    from sqlalchemy import insert, select
-
     from optuna.storages._rdb import models
+    from sqlalchemy import insert, select
 
     backend = getattr(stored._storage, "_backend", stored._storage)
     if not isinstance(backend, optuna.storages.RDBStorage):
@@ -182,7 +181,7 @@ def _bulk_insert_trials(stored: optuna.Study, trials: list[optuna.trial.FrozenTr
     trial_table = models.TrialModel.__table__
 
     def utc(dt):  # RDBStorage stores naive UTC; FrozenTrial holds naive local time
-        return None if dt is None else dt.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+        return None if dt is None else dt.astimezone(datetime.UTC).replace(tzinfo=None)
 
     with backend.engine.begin() as conn:
         conn.execute(insert(trial_table), [
@@ -289,7 +288,7 @@ class _MultiClassFitter:
                 "seed": self.cfg.seed, "classes": self.classes, "study_name": f"{self.name}/offsets/{tag}",
             })
         results = _run_jobs(specs, workers, self.on_trial)
-        for (rows, held, tag), (offsets, trials) in zip(jobs, results):
+        for (_, _, tag), (offsets, trials) in zip(jobs, results):
             self._offsets[tag] = offsets
             attrs = {"target": self.name, "rule": "bayes_offsets", "fit_on": tag, "temperature": self._temperature[tag]}
             self.studies.append((f"{self.name}/offsets/{tag}", trials, attrs))

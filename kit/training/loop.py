@@ -3,7 +3,7 @@
 Per job, `runs/<variant>/fold<k>/` holds `last.pt` (full state, written every epoch),
 `best.pt` (weights and held-out logits of the best epoch), `metrics.csv`, `curves.png` and, when
 done, `preds.npz` (held-out ids and logits, test logits, train_prior). When every fold has its
-`preds.npz`, `oof/<variant>.npz` + `.json` are written (DESIGN §5).
+`preds.npz`, `kit.training.assemble` writes `oof/<variant>.npz` + `.json` (DESIGN §5).
 
 Checkpoints are chosen on the competition score under the DESIGN §2 decision rule (prior
 correction + Bayes rule), never on accuracy: argmax is what made published runs score worse
@@ -17,8 +17,6 @@ import copy
 import hashlib
 import json
 import math
-import os
-import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,178 +24,31 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from rich.console import Console
 from rich.progress import TextColumn
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, RandomSampler, WeightedRandomSampler
+from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
 
-from kit.config import CompetitionConfig, ModelConfig, load_model
+from kit.config import CompetitionConfig, ModelConfig
 from kit.data.cache import cached_images
-from kit.data.folds import load_fold_assignment
-from kit.data.sources import DataSource, open_source
-from kit.decide import closed_form_decision
+from kit.data.sources import DataSource
+from kit.decision.metrics import competition_score, macro_auc, macro_f1, trivial_baseline
+from kit.decision.rules import closed_form_decision
 from kit.errors import KitError
 from kit.files import atomic_write, write_text
-from kit.metrics import competition_score, macro_auc, macro_f1, trivial_baseline
 from kit.models import classifier_of, create_model
-from kit.oof import OOF, save_oof
 from kit.plots import training_curves_png
 from kit.progress import make_progress
-from kit.transforms import augment_image, build_augment
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-PRIOR_FLOOR = 0.5  # pseudo-count for a class absent from the training folds, so priors stay positive
-
-
-# --- seeds and priors ---------------------------------------------------------------------------
+from kit.training.dataset import CachedDataset, collate_uint8, to_model_input
+from kit.training.device import autocast, pick_device
+from kit.training.losses import bce_pos_weight, loss_prior, make_loss
+from kit.training.samplers import class_prior, sample_weights, sampler_prior
 
 
 def job_seed(seed: int, variant: str, fold: int, epoch: int) -> int:
     """A 31-bit seed per (seed, variant, fold, epoch): a resumed epoch draws exactly what it would have."""
     digest = hashlib.sha256(f"{seed}/{variant}/{fold}/{epoch}".encode()).digest()
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
-
-
-def sample_weights(labels: np.ndarray, power: float) -> np.ndarray:
-    """Per-image sampling weight ∝ (1/n_c)^power for its class (multi-label: its rarest positive class,
-    images with no positive label count as one more class)."""
-    labels = np.asarray(labels, dtype=np.float64)
-    if power == 0:
-        return np.ones(len(labels))
-    counts = np.maximum(labels.sum(axis=0), PRIOR_FLOOR)
-    per_class = counts ** (-power)
-    has_label = labels.sum(axis=1) > 0
-    weights = np.where(has_label, (labels * per_class).max(axis=1), 0.0)
-    if (~has_label).any():
-        weights[~has_label] = float((~has_label).sum()) ** (-power)
-    return weights
-
-
-def sampler_prior(labels: np.ndarray, weights: np.ndarray, task: str) -> np.ndarray:
-    """The class distribution a weighted sampler induces (for one-hot labels ∝ n_c^(1−power));
-    multi-label: each class's positive rate under the sampler. Never zero."""
-    labels = np.asarray(labels, dtype=np.float64)
-    mass = weights @ labels + PRIOR_FLOOR * weights.mean()
-    if task == "multi-label":
-        return np.clip(mass / weights.sum(), 1e-6, 1 - 1e-6)
-    return mass / mass.sum()
-
-
-def class_prior(labels: np.ndarray, task: str) -> np.ndarray:
-    """Class frequencies (multi-class) or positive rates (multi-label) of the training folds, never zero."""
-    labels = np.asarray(labels, dtype=np.float64)
-    mass = labels.sum(axis=0) + PRIOR_FLOOR
-    if task == "multi-label":
-        return np.clip(mass / (len(labels) + 2 * PRIOR_FLOOR), 1e-6, 1 - 1e-6)
-    return mass / mass.sum()
-
-
-def bce_pos_weight(labels: np.ndarray, clip: float) -> np.ndarray:
-    """neg/pos per class clipped at `clip` (the published ChestMNIST recipe)."""
-    labels = np.asarray(labels, dtype=np.float64)
-    pos = labels.sum(axis=0)
-    return np.clip((len(labels) - pos) / np.maximum(pos, 1.0), 1.0, clip)
-
-
-def loss_prior(prior: np.ndarray, mcfg: ModelConfig, pos_weight: np.ndarray | None) -> np.ndarray:
-    """BCE with pos_weight w trains the sigmoid on odds multiplied by w: fold that into the prior."""
-    if mcfg.loss != "bce" or pos_weight is None:
-        return prior
-    odds = prior / (1 - prior) * pos_weight
-    return np.clip(odds / (1 + odds), 1e-6, 1 - 1e-6)
-
-
-# --- data ---------------------------------------------------------------------------------------
-
-
-class CachedDataset(Dataset):
-    """uint8 (1, H, W) tensors from the memmapped cache, augmented on uint8.
-
-    The augmentation pipeline is seeded once per epoch (`set_epoch_seed`) and per worker
-    (`worker_init`): with the seeded sampler's fixed order, every epoch's draws are reproducible.
-    """
-
-    def __init__(self, images: np.ndarray, indices: np.ndarray, labels: np.ndarray, augment: str, seed: int = 0):
-        self.images = images
-        self.indices = np.asarray(indices, dtype=np.int64)
-        self.labels = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.uint8))
-        self.pipeline = build_augment(augment)
-        self.set_epoch_seed(seed)
-
-    def set_epoch_seed(self, seed: int) -> None:
-        self.seed = seed
-        if self.pipeline is not None:
-            self.pipeline.set_random_seed(seed)
-
-    def worker_init(self, worker_id: int) -> None:
-        if self.pipeline is not None:
-            self.pipeline.set_random_seed((self.seed * 1_000_003 + worker_id + 1) & 0x7FFFFFFF)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, j: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = augment_image(self.pipeline, np.asarray(self.images[self.indices[j]]))
-        return torch.from_numpy(np.array(image, dtype=np.uint8, copy=True))[None], self.labels[j]
-
-
-def collate_uint8(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack a batch with numpy: torch.stack's threaded copy is up to 100× slower for small uint8
-    tensors on a busy 2-core machine (measured: 134 ms vs 0.2 ms for 32 images at 256 px)."""
-    images = torch.from_numpy(np.stack([image.numpy() for image, _ in batch]))
-    labels = torch.from_numpy(np.stack([label.numpy() for _, label in batch]))
-    return images, labels
-
-
-def to_model_input(x: torch.Tensor, in_chans: int, channels_last: bool) -> torch.Tensor:
-    """uint8 (B, 1, H, W) on the device → normalized float (B, in_chans, H, W): done on the device,
-    so the loader only moves bytes. One fused multiply-add: (x/255 − mean)/std = x·scale + shift."""
-    mean = torch.tensor(IMAGENET_MEAN if in_chans == 3 else (sum(IMAGENET_MEAN) / 3,) * in_chans, device=x.device)
-    std = torch.tensor(IMAGENET_STD if in_chans == 3 else (sum(IMAGENET_STD) / 3,) * in_chans, device=x.device)
-    scale, shift = (1.0 / (255.0 * std)).view(1, -1, 1, 1), (-mean / std).view(1, -1, 1, 1)
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    x = x.expand(-1, in_chans, -1, -1).to(dtype=torch.float32, memory_format=memory_format)
-    return x.mul_(scale).add_(shift)
-
-
-# --- losses -------------------------------------------------------------------------------------
-
-
-def make_loss(mcfg: ModelConfig, task: str, train_labels: np.ndarray, device: torch.device):
-    """loss(logits, y_uint8) for the configured choice; CE and focal read y as one-hot."""
-    if mcfg.loss == "ce":
-        if task == "multi-label":
-            raise KitError(f"configs/models/{mcfg.name}.toml: key 'loss': \"ce\" is for multi-class; use \"bce\" or \"focal\"")
-
-        def ce(logits, y):
-            return F.cross_entropy(logits.float(), y.argmax(1), label_smoothing=mcfg.label_smoothing)
-
-        return ce
-    if mcfg.loss == "focal":
-        gamma = mcfg.focal_gamma
-
-        def focal(logits, y):
-            logits = logits.float()
-            if task == "multi-label":
-                yf = y.float()
-                bce = F.binary_cross_entropy_with_logits(logits, yf, reduction="none")
-                p_t = torch.exp(-bce)
-                return ((1 - p_t) ** gamma * bce).mean()
-            log_p = F.log_softmax(logits, dim=1).gather(1, y.argmax(1, keepdim=True)).squeeze(1)
-            return (-((1 - log_p.exp()) ** gamma) * log_p).mean()
-
-        return focal
-    pos_weight = torch.tensor(bce_pos_weight(train_labels, mcfg.pos_weight_clip), dtype=torch.float32, device=device)
-
-    def bce(logits, y):
-        return F.binary_cross_entropy_with_logits(logits.float(), y.float(), pos_weight=pos_weight)
-
-    return bce
-
-
-# --- EMA ----------------------------------------------------------------------------------------
 
 
 class WeightEMA:
@@ -217,8 +68,6 @@ class WeightEMA:
             ema_b.copy_(b)
 
 
-# --- prediction and evaluation ------------------------------------------------------------------
-
 
 @torch.no_grad()
 def predict_logits(
@@ -237,7 +86,7 @@ def predict_logits(
         idx = np.asarray(indices[start : start + batch_size])
         x = torch.from_numpy(np.array(images[idx], dtype=np.uint8))[:, None].to(device, non_blocking=True)
         x = to_model_input(x, mcfg.in_chans, mcfg.channels_last)
-        with _autocast(device, mcfg):
+        with autocast(device, mcfg):
             logits = model(x).float()
             if mcfg.tta_hflip:
                 logits = (logits + model(x.flip(-1)).float()) / 2
@@ -273,15 +122,6 @@ def evaluate(
     }
 
 
-def _autocast(device: torch.device, mcfg: ModelConfig):
-    if device.type == "cuda" and mcfg.amp:
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return torch.autocast(device.type, enabled=False)
-
-
-# --- one (variant, fold) job --------------------------------------------------------------------
-
 
 @dataclass
 class FoldState:
@@ -303,10 +143,6 @@ def run_dir(cfg: CompetitionConfig, variant: str, fold: int) -> Path:
 
 def config_hash(mcfg: ModelConfig) -> str:
     return hashlib.sha256(json.dumps(mcfg.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _set_backbone_trainable(model: nn.Module, trainable: bool) -> None:
@@ -356,7 +192,7 @@ def train_fold(
         console.print(f"{mcfg.name} fold {fold}: already done ({preds_path}), skipped")
         return preds_path
     task, classes = source.task, list(source.classes)
-    device = _device()
+    device = pick_device()
     torch.manual_seed(job_seed(cfg.seed, mcfg.name, fold, -1))
     model = create_model(mcfg, len(classes)).to(device)  # first: a weights problem fails before any caching
 
@@ -523,7 +359,7 @@ def _train_epoch(model, loader, loss_fn, optimizer, scheduler, scaler, ema, mcfg
         for x, y in loader:
             x = to_model_input(x.to(device, non_blocking=True), mcfg.in_chans, mcfg.channels_last)
             y = y.to(device, non_blocking=True)
-            with _autocast(device, mcfg):
+            with autocast(device, mcfg):
                 logits = model(x)
             loss = loss_fn(logits, y)
             if not torch.isfinite(loss):
@@ -554,102 +390,3 @@ def _warn_skipped(console: Console, source: DataSource, train_ok: np.ndarray, te
             console.print(f"[yellow]warning:[/] {len(bad)} unreadable {name} images skipped ({shown}): {extra} predicted from a blank image")
 
 
-# --- assembling the OOF -------------------------------------------------------------------------
-
-
-def assemble_oof(cfg: CompetitionConfig, mcfg: ModelConfig, source: DataSource, fold_of: np.ndarray, console: Console | None = None) -> Path | None:
-    """Write oof/<variant>.npz + .json from the K per-fold preds, or say which folds are missing."""
-    console = console or Console()
-    n_folds = cfg.folds.n_folds
-    paths = [run_dir(cfg, mcfg.name, k) / "preds.npz" for k in range(n_folds)]
-    missing = [k for k, p in enumerate(paths) if not p.is_file()]
-    if missing:
-        console.print(
-            f"{mcfg.name}: folds {missing} not trained yet; oof/{mcfg.name}.npz is written when all {n_folds} are there "
-            f"(`kit train --variant {mcfg.name} --fold K`)"
-        )
-        return None
-    ids = np.asarray(source.train.ids, dtype=str)
-    position = {i: r for r, i in enumerate(ids.tolist())}
-    logits = np.full((len(ids), len(source.classes)), np.nan, dtype=np.float32)
-    filled = np.zeros(len(ids), dtype=np.int64)
-    test_logits, priors, fold_metrics = [], [], []
-    for k, path in enumerate(paths):
-        with np.load(path, allow_pickle=False) as z:
-            if z["classes"].tolist() != list(source.classes) or z["test_ids"].tolist() != np.asarray(source.test.ids, dtype=str).tolist():
-                raise KitError(f"{path}: classes or test ids differ from the data source; retrain fold {k} of '{mcfg.name}'")
-            if str(z["config_hash"]) != config_hash(mcfg):
-                raise KitError(f"{path}: fold {k} was trained with another config of '{mcfg.name}'; retrain it (`kit train --variant {mcfg.name} --fold {k}`)")
-            expected = ids[fold_of == k]
-            if z["val_ids"].tolist() != expected.tolist():
-                raise KitError(f"{path}: held-out ids differ from fold {k} of {cfg.folds.path}; the folds changed, retrain fold {k}")
-            rows = np.fromiter((position[i] for i in z["val_ids"].tolist()), dtype=np.int64, count=len(expected))
-            logits[rows] = z["val_logits"]
-            filled[rows] += 1
-            test_logits.append(z["test_logits"])
-            priors.append(z["train_prior"])
-            fold_metrics.append(json.loads(str(z["metrics"])))
-    if not (filled == 1).all():
-        raise KitError(f"{cfg.folds.path}: {int((filled != 1).sum())} train ids are not in exactly one fold; run `kit folds` and retrain")
-    train_prior = np.mean(priors, axis=0)
-    oof = OOF(
-        classes=np.asarray(source.classes, dtype=str), ids=ids, fold=fold_of.astype(np.int64), logits=logits,
-        test_ids=np.asarray(source.test.ids, dtype=str), test_logits=np.stack(test_logits), train_prior=train_prior,
-    )
-    labels = source.train.labels
-    overall = evaluate(logits, labels, source.task, list(source.classes), train_prior, class_prior(labels, source.task), cfg, mcfg.temperature)
-    meta = {
-        "variant": mcfg.name, "model_config": mcfg.model_dump(mode="json"), "competition_config": cfg.model_dump(mode="json"),
-        "task": source.task, "folds": fold_metrics, "train_prior_per_fold": [p.tolist() for p in priors],
-        "oof_metrics_closed_form_rule": overall, "seconds_total": float(sum(m["seconds"] for m in fold_metrics)),
-        "torch": torch.__version__, "python": platform.python_version(), "data_fingerprint": source.train.fingerprint,
-    }
-    out = Path(cfg.paths.oof) / f"{mcfg.name}.npz"
-    save_oof(out, oof, meta)
-    console.print(
-        f"[bold]{mcfg.name}[/]: OOF score {overall['score']:.4f} under the closed-form rule "
-        f"(trivial baseline {overall['trivial_baseline']:.4f}), macro-F1 {overall['macro_f1']:.3f}, AUC {overall['auc']:.3f}; "
-        f"wrote {out} and {out.with_suffix('.json')}"
-    )
-    return out
-
-
-# --- the stage ----------------------------------------------------------------------------------
-
-
-def train(
-    cfg: CompetitionConfig,
-    variants: list[str],
-    folds: list[int] | None,
-    resume: bool,
-    *,
-    stop_after_epoch: int | None = None,
-    console: Console | None = None,
-) -> None:
-    """Stage `kit train`: every variant × fold job, then the OOF of each variant whose folds are all done."""
-    console = console or Console()
-    mcfgs = [load_model(name, cfg) for name in variants]  # fail on a bad config before any training
-    source = open_source(cfg)
-    fold_of = load_fold_assignment(cfg, source.train.ids)
-    n_folds = cfg.folds.n_folds
-    fold_list = list(range(n_folds)) if folds is None else list(folds)
-    bad = [k for k in fold_list if not 0 <= k < n_folds]
-    if bad:
-        raise KitError(f"--fold {bad[0]}: folds are 0..{n_folds - 1} (folds.n_folds in {cfg.source_file})")
-    if source.train.labels is None:
-        raise KitError(f"{cfg.data.dir}: the training split has no labels")
-    for mcfg in mcfgs:
-        if source.task == "multi-label" and mcfg.loss == "ce":
-            raise KitError(f"configs/models/{mcfg.name}.toml: key 'loss': \"ce\" is for multi-class; use \"bce\" for {cfg.source_file} (multi-label)")
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS, read at CUDA init
-    was_deterministic, was_benchmark = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.cudnn.benchmark = False
-    try:
-        for mcfg in mcfgs:
-            for k in fold_list:
-                train_fold(cfg, mcfg, source, fold_of, k, resume=resume, console=console, stop_after_epoch=stop_after_epoch)
-            assemble_oof(cfg, mcfg, source, fold_of, console=console)
-    finally:
-        torch.use_deterministic_algorithms(was_deterministic)
-        torch.backends.cudnn.benchmark = was_benchmark

@@ -33,7 +33,7 @@ class OOF:
     def n_folds(self) -> int:
         return int(self.test_logits.shape[0])
 
-    def validate(self, source: str | Path) -> "OOF":
+    def validate(self, source: str | Path) -> OOF:
         """Raise KitError naming `source` when a field breaks the contract."""
         n, c = len(self.ids), len(self.classes)
         checks = [

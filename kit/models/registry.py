@@ -1,0 +1,83 @@
+"""Model registry à la timm: `register_model(name)` for the kit's own networks, timm for every other name.
+
+`create_model(mcfg, num_classes)` is the one way a variant's network is built: a registered kit model
+(the ChestMNIST CNN) or any `timm.list_models()` name. Weights come from timm's hub
+(`pretrained = true`), a local file or URL (`weights = "..."`), or not at all (`pretrained = false`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+from torch import nn
+
+from kit.config import ModelConfig
+from kit.errors import KitError
+
+_REGISTRY: dict[str, Callable[[ModelConfig, int], nn.Module]] = {}
+
+
+def register_model(name: str):
+    """Decorator: `fn(mcfg, num_classes) -> nn.Module` becomes the backbone `name`."""
+
+    def wrap(fn):
+        _REGISTRY[name] = fn
+        return fn
+
+    return wrap
+
+
+def list_models() -> list[str]:
+    """The kit's own backbones (timm's are listed by `timm.list_models()`)."""
+    return sorted(_REGISTRY)
+
+
+def create_model(mcfg: ModelConfig, num_classes: int) -> nn.Module:
+    """Build the variant's network with `num_classes` outputs and load its weights if asked."""
+    from kit.models.weights import load_weights
+
+    if mcfg.backbone in _REGISTRY:
+        model = _REGISTRY[mcfg.backbone](mcfg, num_classes)
+        if mcfg.pretrained and not mcfg.weights:
+            raise KitError(
+                f"variant '{mcfg.name}': {mcfg.backbone} has no published pretrained weights; "
+                f"set pretrained = false (or weights = \"/path/to/file\") in configs/models/{mcfg.name}.toml"
+            )
+    else:
+        model = _timm_model(mcfg, num_classes, pretrained=mcfg.pretrained and not mcfg.weights)
+    if mcfg.weights:
+        load_weights(model, mcfg.weights, mcfg.name)
+    return model
+
+
+def classifier_of(model: nn.Module) -> nn.Module:
+    """The head (what stays trainable while the backbone is frozen)."""
+    if hasattr(model, "get_classifier"):
+        return model.get_classifier()
+    raise KitError(f"{type(model).__name__}: cannot find its classifier head for staged fine-tuning")
+
+
+def _timm_model(mcfg: ModelConfig, num_classes: int, pretrained: bool) -> nn.Module:
+    import timm
+
+    from kit.models.weights import hub_offline, hub_reachable
+
+    if not timm.is_model(mcfg.backbone):
+        raise KitError(
+            f"configs/models/{mcfg.name}.toml: key 'backbone': unknown model '{mcfg.backbone}'; "
+            f"use one of {list_models()} or a name from timm.list_models()"
+        )
+    kwargs = dict(num_classes=num_classes, drop_rate=mcfg.dropout, in_chans=mcfg.in_chans)
+    if not pretrained:
+        return timm.create_model(mcfg.backbone, pretrained=False, **kwargs)
+    offline = contextlib.nullcontext() if hub_reachable() else hub_offline()
+    try:
+        with offline:
+            return timm.create_model(mcfg.backbone, pretrained=True, **kwargs)
+    except Exception as exc:  # timm/hf raise many types (OSError, RuntimeError, HF errors)
+        raise KitError(
+            f"variant '{mcfg.name}': pretrained weights for '{mcfg.backbone}' cannot be downloaded "
+            f"({type(exc).__name__}); on an offline machine put weights = \"/path/to/file.safetensors\" "
+            f"(or .pth) in configs/models/{mcfg.name}.toml, or set pretrained = false"
+        ) from None

@@ -1,0 +1,88 @@
+"""Pretrained weights: timm's hub when reachable, else a local file or URL, else one line saying how."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from torch import nn
+
+from kit.errors import KitError
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """A fast check so an offline machine fails in seconds, not after minutes of hub retries."""
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    host = urlparse(endpoint).hostname or "huggingface.co"
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def hub_offline():
+    """Use only weights already in the local Hugging Face cache."""
+    import huggingface_hub.constants as hf_constants
+
+    old = hf_constants.HF_HUB_OFFLINE
+    hf_constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        hf_constants.HF_HUB_OFFLINE = old
+
+
+def read_state_dict(source: str, variant: str) -> dict[str, torch.Tensor]:
+    """A state dict from a local .pth/.pt/.bin/.safetensors file or an http(s) URL."""
+    if source.startswith(("http://", "https://")):
+        try:
+            state = torch.hub.load_state_dict_from_url(source, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise KitError(
+                f"variant '{variant}': cannot download weights from {source} ({type(exc).__name__}); "
+                f"download the file elsewhere and set weights = \"/path/to/file\" in configs/models/{variant}.toml"
+            ) from None
+    else:
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise KitError(
+                f"{path}: weights file not found (key 'weights' of configs/models/{variant}.toml); "
+                "fix the path or set pretrained = false"
+            )
+        try:
+            if path.suffix == ".safetensors":
+                from safetensors.torch import load_file
+
+                state = load_file(str(path), device="cpu")
+            else:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise KitError(f"{path}: cannot read weights ({type(exc).__name__}: {exc}); expected a state dict") from None
+    for key in ("state_dict", "model", "state_dict_ema", "model_ema"):
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict):
+        raise KitError(f"{source}: weights file holds a {type(state).__name__}, expected a state dict")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def load_weights(model: nn.Module, source: str, variant: str) -> list[str]:
+    """Load matching tensors; drop those whose shape differs (the head). Returns the dropped keys."""
+    state = read_state_dict(source, variant)
+    own = model.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    dropped = sorted(k for k in state if k not in usable)
+    if not usable:
+        raise KitError(
+            f"{source}: no tensor of this file fits backbone of variant '{variant}' "
+            "(wrong architecture?); check key 'backbone' and 'weights'"
+        )
+    model.load_state_dict(usable, strict=False)
+    return dropped
