@@ -13,6 +13,7 @@ from kit.data.sources import open_source
 from kit.errors import KitError
 from kit.training.assemble import assemble_oof
 from kit.training.loop import train_fold
+from kit.training.losses import check_recipe_for_task
 
 
 def train(
@@ -37,8 +38,7 @@ def train(
     if source.train.labels is None:
         raise KitError(f"{cfg.data.dir}: the training split has no labels")
     for mcfg in mcfgs:
-        if source.task == "multi-label" and mcfg.loss == "ce":
-            raise KitError(f"configs/models/{mcfg.name}.toml: key 'loss': \"ce\" is for multi-class; use \"bce\" for {cfg.source_file} (multi-label)")
+        check_recipe_for_task(mcfg, source.task, cfg.source_file)
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS, read at CUDA init
     was_deterministic, was_benchmark = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
     torch.use_deterministic_algorithms(True, warn_only=True)
