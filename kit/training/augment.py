@@ -41,7 +41,7 @@ class RandAugment(A.ImageOnlyTransform):
     def apply(self, img: np.ndarray, seed: int = 0, **params) -> np.ndarray:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return self.randaugment(torch.from_numpy(np.ascontiguousarray(img))[None])[0].numpy()
+            return self.randaugment(torch.from_numpy(np.array(img, dtype=np.uint8))[None])[0].numpy()
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
         return ("num_ops", "magnitude")

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from kit.config import REBALANCING_LOSSES, ModelConfig
 from kit.errors import KitError
-from kit.training.samplers import PRIOR_FLOOR, sampler_prior
+from kit.training.samplers import PRIOR_FLOOR, class_prior, sampler_prior
 
 SOFTMAX_ONLY = (*REBALANCING_LOSSES, "ce")
 
@@ -69,10 +69,11 @@ def ldam_margins(counts: np.ndarray, max_margin: float) -> np.ndarray:
     return margins * (max_margin / margins.max())
 
 
-def logit_offset(counts: np.ndarray, mcfg: ModelConfig) -> np.ndarray | None:
+def logit_offset(frequencies: np.ndarray, mcfg: ModelConfig) -> np.ndarray | None:
     """What the loss adds to every logit: τ·log π (logit-adjusted) or log π (balanced softmax, the same
-    up to a constant as log n_c); None for the other losses."""
-    log_prior = np.log(counts / counts.sum())
+    up to a constant as log n_c); None for the other losses. π: the training folds' class frequencies
+    (`samplers.class_prior`, the same pseudo-count as the sampler's prior, so τ = 1 gives exactly uniform)."""
+    log_prior = np.log(frequencies)
     if mcfg.loss == "logit_adjusted":
         return mcfg.logit_adjust_tau * log_prior
     if mcfg.loss == "balanced_softmax":
@@ -117,7 +118,7 @@ def make_loss(mcfg: ModelConfig, task: str, train_labels: np.ndarray, device: to
         return None if values is None else torch.tensor(values, dtype=torch.float32, device=device)
 
     weight = tensor(class_weights_at(counts, mcfg, epoch))
-    offset = tensor(logit_offset(counts, mcfg))
+    offset = tensor(logit_offset(class_prior(train_labels, task), mcfg))
     margin = tensor(mcfg.ldam_scale * ldam_margins(counts, mcfg.ldam_max_margin)) if mcfg.loss == "ldam" else None
     gamma = mcfg.focal_gamma if mcfg.loss == "focal" else 0.0
     smoothing = 0.0 if mcfg.loss == "focal" else mcfg.label_smoothing
@@ -182,7 +183,7 @@ def recipe_prior(y_train: np.ndarray, sample_weights: np.ndarray, mcfg: ModelCon
     weights = class_weights_at(counts, mcfg, epoch)
     if weights is not None:
         log_prior = log_prior + np.log(weights)
-    offset = logit_offset(counts, mcfg)
+    offset = logit_offset(class_prior(y_train, task), mcfg)
     if offset is not None:
         log_prior = log_prior - offset
     prior = np.exp(log_prior - log_prior.max())
