@@ -365,3 +365,22 @@ def test_all_options_together_train_a_timm_backbone(tiny_competition, tmp_path, 
     with np.load(cfg.paths.runs / "timm_opts" / "fold0" / "preds.npz") as z:
         assert np.isfinite(z["val_logits"]).all() and np.isfinite(z["test_logits"]).all()
         np.testing.assert_allclose(z["train_prior"], np.full(20, 0.05))  # τ-norm: nominal uniform
+
+
+def test_mixup_and_randaugment_runs_resume_to_the_same_logits(tiny_competition, tmp_path, variant_run):
+    """The mixer and RandAugment draw from per-epoch seeded streams: an interrupted run resumes to the same bytes."""
+    keys = dict(
+        name="mix", epochs=2, sampler_power=0.0, ema_decay=0.0, freeze_epochs=0, augment="none", mixup_alpha=0.4,
+        cutmix_alpha=1.0, randaugment_magnitude=9, grad_accum_steps=2,
+    )
+    runs = {}
+    for kind in ("full", "resumed"):
+        (tmp_path / kind).mkdir()
+        cfg = variant_run(tiny_competition, tmp_path / kind, **keys)
+        if kind == "resumed":
+            train(cfg, ["mix"], [0], resume=False, stop_after_epoch=1, console=Console(quiet=True))
+            assert not (cfg.paths.runs / "mix" / "fold0" / "preds.npz").exists()
+        train(cfg, ["mix"], [0], resume=kind == "resumed", console=Console(quiet=True))
+        with np.load(cfg.paths.runs / "mix" / "fold0" / "preds.npz") as z:
+            runs[kind] = (z["val_logits"], z["test_logits"])
+    assert np.array_equal(runs["full"][0], runs["resumed"][0]) and np.array_equal(runs["full"][1], runs["resumed"][1])
