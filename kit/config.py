@@ -191,6 +191,8 @@ def recipe_conflict(m: ModelConfig) -> str | None:
         return f"key 'batch_size' = {m.batch_size}: mixup/cutmix pairs each image with another of its batch; use an even batch_size"
     if m.drop_path_rate > 0 and m.backbone == "chestmnist_cnn":
         return "key 'drop_path_rate': chestmnist_cnn has no residual blocks to drop; set drop_path_rate = 0 or use a timm backbone"
+    if m.layer_decay is not None and m.backbone == "chestmnist_cnn":
+        return "key 'layer_decay': chestmnist_cnn has no layer groups for timm's layer-wise decay; remove the key or use a timm backbone"
     if m.class_weights == "none" and m.class_weights_from_epoch > 0:
         return "key 'class_weights_from_epoch': it defers class weights, but class_weights = \"none\""
     if m.class_weights_from_epoch >= m.epochs:

@@ -197,6 +197,7 @@ REFUSED = [
     (dict(loss="bce", class_weights="effective_number"), "'class_weights'"),
     (dict(mixup_alpha=0.8, batch_size=31), "'batch_size'"),
     (dict(backbone="chestmnist_cnn", drop_path_rate=0.1), "'drop_path_rate'"),
+    (dict(backbone="chestmnist_cnn", layer_decay=0.8), "'layer_decay'"),
     (dict(class_weights="effective_number", class_weights_from_epoch=12, epochs=12), "'class_weights_from_epoch'"),
 ]
 
