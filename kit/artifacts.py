@@ -6,6 +6,8 @@ finite logits, ids matching folds.csv, class lists agreeing between files.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,3 +141,51 @@ def read_folds(path: str | Path) -> pd.DataFrame:
     if list(df.columns[:2]) != ["id", "fold"]:
         raise KitError(f"{path}: expected columns id,fold; got {list(df.columns)}")
     return df
+
+
+def oof_fingerprint(oof: OOF) -> str:
+    """sha256 of what a decision is fitted on (ids, folds, logits, train_prior): a decision or report
+    carrying another fingerprint was fitted on other logits and must not be applied to these."""
+    h = hashlib.sha256()
+    for arr in (np.asarray(oof.ids, dtype=str), np.asarray(oof.fold, dtype=np.int64), np.asarray(oof.logits, dtype=np.float32),
+                np.asarray(oof.train_prior, dtype=np.float64)):
+        h.update(str(arr.shape).encode())
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()[:32]
+
+
+def read_meta(path: str | Path) -> dict | None:
+    """The JSON written beside an artifact (`oof/<v>.json`, a submission's provenance), or None when absent."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise KitError(f"{path}: not valid JSON ({type(exc).__name__}); rewrite it with the stage that made it") from None
+    if not isinstance(meta, dict):
+        raise KitError(f"{path}: expected a JSON object; rewrite it with the stage that made it")
+    return meta
+
+
+def require_metric(recorded: dict | None, current: dict, source: str | Path, rerun: str, config: str | Path | None = None) -> None:
+    """One line when a result was made for another metric than the config's: both values and what to rerun.
+    Results with no recorded metric (made by an older kit, or by hand) are accepted as they are."""
+    if recorded is None or _same_metric(recorded, current):
+        return
+    raise KitError(
+        f"{source}: made for metric {_metric_text(recorded)} but {config or 'the config'} has {_metric_text(current)}; "
+        f"rerun `{rerun}` (or restore the metric)"
+    )
+
+
+def _same_metric(a: dict, b: dict) -> bool:
+    def normal(d: dict) -> dict:
+        return {k: float(v) if isinstance(v, int | float) and not isinstance(v, bool) else v for k, v in d.items()}
+
+    return normal(a) == normal(b)
+
+
+def _metric_text(params: dict) -> str:
+    extra = ", ".join(f"{k}={v:g}" if isinstance(v, float | int) else f"{k}={v}" for k, v in params.items() if k != "name")
+    return f"{params.get('name', '?')}({extra})"

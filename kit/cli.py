@@ -94,7 +94,7 @@ def calibrate(
     oof: Annotated[list[Path] | None, typer.Option("--oof", help="OOF npz file(s) to calibrate (repeatable).")] = None,
     variant: Annotated[list[str] | None, typer.Option("--variant", help="Variant name(s), repeatable; default: the configured ones with an OOF file.")] = None,
 ) -> None:
-    """Choose each target's decision rule by nested CV (table vs trivial baseline) and save it beside the OOF."""
+    """Choose each variant's decision rule by nested CV (table vs trivial baseline) and save it beside its OOF."""
     from kit.stages.calibrate import calibrate as run_calibrate
     from kit.stages.calibrate import find_oof_paths
 
@@ -124,7 +124,7 @@ def blend(
     variants: Annotated[list[str] | None, typer.Option("--variants", help="Variants to blend (comma list or repeated); default: the config's.")] = None,
     name: Annotated[str, typer.Option("--name", help="Submission name: submissions/<name>.csv")] = "blend",
 ) -> None:
-    """Blend the variants' calibrated OOF log-probabilities, decide, write the submission."""
+    """Blend the variants (calibration, weights and rule fitted inside each outer fold), write the submission."""
     from kit.stages.blend import blend as run_blend
 
     run_blend(_cfg(), _split_names(variants), name, console=console)

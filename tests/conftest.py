@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from kit.config import CompetitionConfig, load_competition
@@ -38,7 +39,6 @@ seed = 0
 path = "{root / 'folds' / 'folds.csv'}"
 
 [calibrate]
-trials = 20
 storage = "sqlite:///{root / 'oof' / 'optuna.db'}"
 
 [paths]
@@ -80,3 +80,39 @@ dir = "{root / 'data'}"
 npz = "chestmnist.npz\""""
     path = write_config(root, data_lines, "multi-label", ["chestmnist_cnn"])
     return TinyCompetition(root, path, load_competition(path))
+
+
+def stratified_folds(y: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Fold per row, each class dealt round-robin over k folds after a shuffle."""
+    fold = np.empty(len(y), dtype=np.int64)
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        fold[idx] = np.arange(len(idx)) % k
+    return fold
+
+
+def simulated_oof(n: int = 600, k: int = 3, seed: int = 0, signal: float = 1.5, prior=(0.7, 0.2, 0.07, 0.03)):
+    """(logits, labels, fold, q): labels drawn from `prior`, logits of a model trained with an
+    inverse-frequency sampler (calibrated under the uniform prior q)."""
+    rng = np.random.default_rng(seed)
+    prior = np.asarray(prior)
+    c = len(prior)
+    counts = np.maximum(np.round(prior * n).astype(int), k)
+    y = rng.permutation(np.repeat(np.arange(c), counts))
+    z = rng.normal(size=(len(y), c))
+    z[np.arange(len(y)), y] += signal
+    q = np.full(c, 1 / c)
+    logits = signal * z + np.log(q)
+    return logits.astype(np.float32), np.eye(c, dtype=np.uint8)[y], stratified_folds(y, k, rng), q
+
+
+@pytest.fixture()
+def make_oof():
+    """The `simulated_oof` helper, for tests that need labelled logits of a known sampler-trained model."""
+    return simulated_oof
+
+
+@pytest.fixture()
+def make_folds_for():
+    """The `stratified_folds` helper."""
+    return stratified_folds

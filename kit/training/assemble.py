@@ -13,6 +13,7 @@ from rich.console import Console
 from kit.artifacts import OOF, save_oof
 from kit.config import CompetitionConfig, ModelConfig
 from kit.data.sources import DataSource
+from kit.decision.metrics import build_metric
 from kit.errors import KitError
 from kit.training.loop import config_hash, evaluate, run_dir
 from kit.training.samplers import class_prior
@@ -64,6 +65,7 @@ def assemble_oof(cfg: CompetitionConfig, mcfg: ModelConfig, source: DataSource, 
         "task": source.task, "folds": fold_metrics, "train_prior_per_fold": [p.tolist() for p in priors],
         "oof_metrics_closed_form_rule": overall, "seconds_total": float(sum(m["seconds"] for m in fold_metrics)),
         "torch": torch.__version__, "python": platform.python_version(), "data_fingerprint": source.train.fingerprint,
+        "metric": build_metric(cfg.metric).params(),  # checkpoints were chosen by it: calibrate and blend check it
     }
     out = Path(cfg.paths.oof) / f"{mcfg.name}.npz"
     save_oof(out, oof, meta)

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
 from kit.config import CompetitionConfig, ModelConfig
 from kit.data.cache import cached_images
 from kit.data.sources import DataSource
-from kit.decision.metrics import competition_score, macro_auc, macro_f1, trivial_baseline
+from kit.decision.metrics import balanced_accuracy, build_metric, macro_auc, macro_f1, trivial_baseline
 from kit.decision.rules import closed_form_decision
 from kit.errors import KitError
 from kit.files import atomic_write, write_text
@@ -105,8 +105,10 @@ def evaluate(
     cfg: CompetitionConfig,
     temperature: float,
 ) -> dict[str, float]:
-    """Competition score under the closed-form decision rule, with macro-F1, AUC and the trivial baseline."""
-    decision = closed_form_decision(task, classes, train_prior, target_prior, cfg.metric, temperature=temperature)
+    """The metric under its closed-form decision rule (what checkpoints are chosen by), with macro-F1,
+    balanced accuracy, AUC and the trivial baseline."""
+    metric = build_metric(cfg.metric)
+    decision = closed_form_decision(task, classes, train_prior, target_prior, metric, temperature=temperature)
     pred = decision.predict(logits)
     if task == "multi-label":
         probs = 1 / (1 + np.exp(-logits.astype(np.float64)))
@@ -115,9 +117,10 @@ def evaluate(
         probs = np.exp(z - z.max(axis=1, keepdims=True))
         probs /= probs.sum(axis=1, keepdims=True)
     return {
-        "score": competition_score(labels, pred, cfg.metric),
-        "trivial_baseline": trivial_baseline(labels, cfg.metric, task=task),
+        "score": metric.score(labels, pred),
+        "trivial_baseline": trivial_baseline(labels, metric, task=task),
         "macro_f1": macro_f1(labels, pred),
+        "balanced_accuracy": balanced_accuracy(labels, pred) if task == "multi-class" else float("nan"),
         "auc": macro_auc(labels, probs),
     }
 
@@ -246,7 +249,7 @@ def train_fold(
         for stale in (preds_path, last_path, best_path):
             stale.unlink(missing_ok=True)
 
-    trivial = trivial_baseline(y_val[val_ok], cfg.metric, task=task)
+    trivial = trivial_baseline(y_val[val_ok], build_metric(cfg.metric), task=task)
     console.print(
         f"[bold]{mcfg.name}[/] fold {fold}/{cfg.folds.n_folds}: {len(train_idx)} train, {len(val_idx)} held-out, "
         f"{len(source.test)} test images at {mcfg.image_size} px on {device.type}; "
