@@ -235,3 +235,36 @@ def test_stage_multilabel_on_a_medmnist_npz(tiny_chestmnist, tmp_path):
     assert saved.to_dict() == decisions["ml"].to_dict()
     assert report["fitted_per_fold"]["0"]["thresholds"]["thresholds"] is not None
     assert "per-class thresholds fitted" in console.export_text()
+
+
+def _processes_with(marker: str) -> list[int]:
+    """PIDs whose environment carries `marker` (children inherit it, whoever adopts them)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker.encode() in (entry / "environ").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc to find orphaned processes")
+def test_sigkill_during_calibrate_leaves_no_process_behind(stage):
+    """SIGKILL mid-run: no worker may outlive the command (the engine runs in the one process it started in)."""
+    import signal
+    import uuid
+
+    cfg, oof, root = stage
+    marker = f"KIT_TEST_MARKER={uuid.uuid4().hex}"
+    env = {**os.environ, marker.split("=")[0]: marker.split("=")[1]}
+    proc = subprocess.Popen([sys.executable, "-m", "kit", "--config", str(root / "competition.toml"), "calibrate", "--oof", str(root / "oof" / "v.npz")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=REPO, env=env)
+    deadline = time.time() + 60
+    while time.time() < deadline and not (root / "oof" / "optuna.db").exists() and proc.poll() is None:
+        time.sleep(0.05)  # the storage is opened once the inputs are checked: the fits are under way
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    time.sleep(0.5)
+    assert _processes_with(marker) == []
