@@ -15,8 +15,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from kit.errors import KitError
+from kit.files import read_text
 
 DEFAULT_CONFIG = Path("configs/competition.toml")
+DEFAULT_MODELS = Path("configs/models")
 Task = Literal["multi-class", "multi-label"]
 
 
@@ -158,6 +160,7 @@ class ModelConfig(_Strict):
     channels_last: bool = True
     max_train_images: int | None = Field(None, ge=1)
     cnn_width: int = Field(32, ge=4)  # chestmnist_cnn: channels of the first block (doubling per block)
+    source_file: Path | None = Field(None, exclude=True)  # the TOML it was read from (messages name it)
 
 
 def _first_error_line(path: Path, err: ValidationError) -> str:
@@ -174,7 +177,7 @@ def _read_toml(path: Path) -> dict:
     if not path.is_file():
         raise KitError(f"{path}: config file not found")
     try:
-        return tomllib.loads(path.read_text())
+        return tomllib.loads(read_text(path, "check the path"))
     except tomllib.TOMLDecodeError as exc:
         raise KitError(f"{path}: not valid TOML: {exc}") from None
 
@@ -197,9 +200,14 @@ def load_model(name: str, cfg: CompetitionConfig) -> ModelConfig:
         raise KitError(f"{path}: no such variant '{name}' (known: {known})")
     raw = _read_toml(path)
     try:
-        return ModelConfig.model_validate({"name": name, **raw})
+        return ModelConfig.model_validate({"name": name, **raw, "source_file": path})
     except ValidationError as exc:
         raise KitError(_first_error_line(path, exc)) from None
+
+
+def model_file(mcfg: ModelConfig) -> Path:
+    """The TOML a variant was read from, for messages (the default place for a config built in code)."""
+    return mcfg.source_file or DEFAULT_MODELS / f"{mcfg.name}.toml"
 
 
 def available_variants(cfg: CompetitionConfig) -> list[str]:

@@ -7,10 +7,11 @@ import os
 import torch
 from rich.console import Console
 
-from kit.config import CompetitionConfig, load_model
+from kit.config import CompetitionConfig, load_model, model_file
 from kit.data.folds import load_fold_assignment
 from kit.data.sources import open_source
 from kit.errors import KitError
+from kit.files import ensure_writable_dir
 from kit.training.assemble import assemble_oof
 from kit.training.loop import train_fold
 
@@ -38,7 +39,9 @@ def train(
         raise KitError(f"{cfg.data.dir}: the training split has no labels")
     for mcfg in mcfgs:
         if source.task == "multi-label" and mcfg.loss == "ce":
-            raise KitError(f"configs/models/{mcfg.name}.toml: key 'loss': \"ce\" is for multi-class; use \"bce\" for {cfg.source_file} (multi-label)")
+            raise KitError(f"{model_file(mcfg)}: key 'loss': \"ce\" is for multi-class; use \"bce\" for {cfg.source_file} (multi-label)")
+    for folder in (cfg.paths.runs, cfg.paths.oof, cfg.paths.cache):  # a read-only output fails now, not after training
+        ensure_writable_dir(folder)
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS, read at CUDA init
     was_deterministic, was_benchmark = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
     torch.use_deterministic_algorithms(True, warn_only=True)
