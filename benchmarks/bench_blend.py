@@ -1,83 +1,83 @@
-"""Blender speed at the competition's size: 51,043 OOF rows × 20 classes, 3 and 5 variants, 5 folds.
+"""The blend at the competition's size: 51,043 OOF rows × 20 classes, 3 members, 5 folds.
 
-Measures the greedy weight search on all folds, its nested CV (K searches on K−1 folds), and
-writing + validating a 17,015-row submission in the sample's format. Also records the nested-CV
-scores so a speed change that changes results is visible.
+Measures `kit blend`'s fitting: the nested CV of every (weighting, rule) pair (members' T and α, weights and
+rule fitted inside each outer fold), the refit of the chosen pair on all folds, and writing + validating a
+17,015-row submission in the sample's format. Baseline in the same run: one member's `kit calibrate`
+selection (so the ratio says what blending costs beyond calibrating). Members: benchmarks/simulate.py.
 """
 
 from __future__ import annotations
 
 import tempfile
 import time
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from kit.config import CompetitionConfig, DataConfig, MetricConfig, PathsConfig
-from kit.stages.blend import DEFAULT_STEPS, caruana_weights, class_prior, fold_score, make_scorer, nested_blend
+from benchmarks.simulate import complementary_members
+from kit.config import CalibrateConfig, CompetitionConfig, DataConfig, PathsConfig
+from kit.decision.candidates import FitContext, candidates_for
+from kit.decision.metrics import LinearCountMetric
+from kit.decision.nested import choose, nested_cv
+from kit.decision.select import select_decision
+from kit.ensemble.aggregate import aggregate_predict
+from kit.ensemble.pipeline import Member, fit_blends
+from kit.ensemble.weights import WEIGHTINGS
+from kit.stages.blend import BLEND_RULES, pair_key
 from kit.submission import write_submission
 
-N_TRAIN, N_TEST, N_CLASSES, N_FOLDS = 51_043, 17_015, 20, 5
-COUNTS = [34097, 3356, 2600, 2300, 1500, 1300, 1100, 1000, 800, 700, 500, 450, 400, 350, 250, 180, 70, 45, 40, 5]
-
-
-def _data(n_variants: int, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    y = rng.permutation(np.repeat(np.arange(N_CLASSES), COUNTS))
-    labels = np.eye(N_CLASSES, dtype=np.uint8)[y]
-    fold = np.empty(len(y), dtype=np.int64)
-    for c in range(N_CLASSES):
-        rows = rng.permutation(np.flatnonzero(y == c))
-        fold[rows] = np.arange(len(rows)) % N_FOLDS
-    prior = np.asarray(COUNTS) / sum(COUNTS)
-    zs = []
-    for v in range(n_variants):
-        seen = np.arange(v, N_CLASSES, n_variants)
-        logits = np.log(prior) + rng.normal(0, 1.0, labels.shape) + labels * np.where(np.isin(np.arange(N_CLASSES), seen), 2.5, 1.0)
-        zs.append((logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)).astype(np.float32))
-    return labels, fold, zs
-
-
-def _timed(fn):
-    start = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - start
+N_TEST = 17_015
 
 
 def main() -> dict:
-    weights = MetricConfig()
-    result: dict = {"rows": N_TRAIN, "classes": N_CLASSES, "folds": N_FOLDS, "steps": DEFAULT_STEPS}
-    for n_variants in (3, 5):
-        labels, fold, zs = _data(n_variants)
-        score = make_scorer(labels, class_prior(labels), weights, "multi-class")
-        one_eval = float(np.median([_timed(partial(score, zs[0]))[1] for _ in range(7)]))
-        (w, in_sample), t_all = _timed(partial(caruana_weights, zs, score))
-        (nested, _), t_nested = _timed(partial(nested_blend, zs, labels, fold, weights, "multi-class"))
-        singles = [fold_score(z, labels, fold, weights, "multi-class") for z in zs]
-        result[f"{n_variants}_variants"] = {
-            "score_eval_ms": round(one_eval * 1000, 2),
-            "weight_search_all_folds_s": round(t_all, 2),
-            "nested_cv_weight_search_s": round(t_nested, 2),
-            "nested_cv_blend": round(nested, 4),
-            "best_single_nested_cv": round(max(singles), 4),
-            "in_sample_blend": round(in_sample, 4),
-            "weights": [round(float(x), 3) for x in w],
-        }
-        print(f"{n_variants} variants: {result[f'{n_variants}_variants']}")
+    labels, fold, raw = complementary_members(3, n_test=N_TEST)
+    c = labels.shape[1]
+    metric = LinearCountMetric()
+    members = [Member(f"m{j}", logits, test, q) for j, (logits, test, q) in enumerate(raw)]
+    context = FitContext("multi-class", tuple(f"class_{i}" for i in range(c)), metric, np.ones(c) / c, CalibrateConfig())
+    rules = candidates_for("multi-class", metric, BLEND_RULES["multi-class"])
+    weightings = list(WEIGHTINGS)
 
-    classes = [f"class_{i}" for i in range(N_CLASSES)]
+    t0 = time.perf_counter()
+    single_context = FitContext("multi-class", context.classes, metric, members[0].train_prior, CalibrateConfig())
+    single = select_decision(members[0].logits, labels, fold, single_context, candidates_for("multi-class", metric))
+    calibrate_s = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    nested = nested_cv(
+        lambda rows: fit_blends(members, labels, rows, weightings, rules, context),
+        lambda fitted, held: {pair_key(w, r): metric.score(labels[held], b.predict([m.logits[held] for m in members])) for (w, r), b in fitted.items()},
+        fold,
+    )
+    keys = [pair_key(w, r.name) for w in weightings for r in rules]
+    choice = choose(nested, keys)
+    weighting, rule = choice.chosen.split(" + ")
+    final = fit_blends(members, labels, np.ones(len(labels), dtype=bool), [weighting], candidates_for("multi-class", metric, [rule]), context)
+    blend_ = final[(weighting, rule)]
+    test_pred = aggregate_predict(blend_, [m.test_logits for m in members])
+    blend_s = time.perf_counter() - t0
+
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         data.mkdir()
         ids = np.array([f"test_{i:06d}" for i in range(N_TEST)])
-        pd.DataFrame({"id": ids, **{c: 0 for c in classes}}).to_csv(data / "sample_submission.csv", index=False)
+        pd.DataFrame({"id": ids, **{name: 0 for name in context.classes}}).to_csv(data / "sample_submission.csv", index=False)
         cfg = CompetitionConfig(data=DataConfig(dir=data), paths=PathsConfig(submissions=Path(tmp) / "subs"))
-        pred = np.eye(N_CLASSES, dtype=np.uint8)[np.random.default_rng(1).integers(0, N_CLASSES, N_TEST)]
-        _, t_write = _timed(lambda: write_submission(pred, ids[::-1], classes, cfg, "bench", {}))
-        result["write_submission_17015_rows_s"] = round(t_write, 3)
-    print(f"write + validate {N_TEST} rows: {result['write_submission_17015_rows_s']} s")
+        t0 = time.perf_counter()
+        write_submission(test_pred, ids, list(context.classes), cfg, "bench", {})
+        write_s = time.perf_counter() - t0
+
+    result = {
+        "rows": int(len(labels)), "classes": int(c), "folds": int(len(np.unique(fold))), "members": len(members),
+        "blend_nested_and_refit_s": round(blend_s, 2), "one_member_calibrate_s": round(calibrate_s, 2),
+        "ratio_blend_to_one_calibrate": round(blend_s / calibrate_s, 2),
+        "write_submission_17015_rows_s": round(write_s, 3),
+        "nested_cv": {k: round(s.mean, 4) for k, s in nested.items()},
+        "chosen": choice.chosen, "best_single_member_calibrated_nested_cv": round(single.scores[single.choice.chosen].mean, 4),
+    }
+    for key, value in result.items():
+        print(f"{key}: {value}")
     return result
 
 

@@ -1,11 +1,14 @@
 """The OOF file contract (DESIGN §5): `oof/<variant>.npz` + `oof/<variant>.json`.
 
 Every stage after training reads only these files, so they are checked here once: shapes,
-finite logits, ids matching folds.csv, class lists agreeing between files.
+finite logits, ids matching folds.csv, class lists agreeing between files. A truncated or foreign
+file, or a folds.csv with a fold that is not an integer, fails here with one line naming it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +17,11 @@ import numpy as np
 import pandas as pd
 
 from kit.errors import KitError
-from kit.files import atomic_write, write_json
+from kit.files import atomic_write, read_csv, read_npz, write_json
+
+_ARRAY_KINDS = {
+    "classes": "U", "ids": "U", "fold": "iu", "logits": "f", "test_ids": "U", "test_logits": "f", "train_prior": "f",
+}
 
 
 @dataclass(frozen=True)
@@ -81,17 +88,21 @@ def save_oof(path: str | Path, oof: OOF, meta: dict[str, Any] | None = None) -> 
 
 
 def load_oof(path: str | Path) -> OOF:
+    """Read and check an OOF file; KitError naming it when it is missing, truncated or not an OOF file."""
     path = Path(path)
+    remedy = f"run `kit train --variant {path.stem}` to write it again"
     if not path.is_file():
         raise KitError(f"{path}: OOF file not found; run `kit train` for that variant first")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            missing = [k for k in OOF.__dataclass_fields__ if k not in z.files]
-            if missing:
-                raise KitError(f"{path}: missing arrays {missing}; the file does not follow DESIGN §5")
-            oof = OOF(**{k: z[k] for k in OOF.__dataclass_fields__})
-    except (OSError, ValueError) as exc:
-        raise KitError(f"{path}: cannot read OOF file ({exc})") from None
+    arrays = read_npz(path, remedy)
+    missing = [k for k in OOF.__dataclass_fields__ if k not in arrays]
+    if missing:
+        raise KitError(f"{path}: missing arrays {missing}; not an OOF file of `kit train`: {remedy}")
+    for name, kinds in _ARRAY_KINDS.items():
+        if arrays[name].dtype.kind not in kinds:
+            raise KitError(f"{path}: array '{name}' has dtype {arrays[name].dtype}; not an OOF file of `kit train`: {remedy}")
+    oof = OOF(**{k: arrays[k] for k in OOF.__dataclass_fields__})
+    if oof.fold.shape == oof.ids.shape and (oof.fold < 0).any():
+        raise KitError(f"{path}: negative fold numbers; not an OOF file of `kit train`: {remedy}")
     return oof.validate(path)
 
 
@@ -132,10 +143,71 @@ def check_same_classes(oofs: dict[str, OOF]) -> None:
 
 
 def read_folds(path: str | Path) -> pd.DataFrame:
+    """folds.csv as (id: str, fold: int64); KitError naming the file and row when it is not what `kit folds` writes."""
     path = Path(path)
     if not path.is_file():
         raise KitError(f"{path}: folds file not found; run `kit folds` first")
-    df = pd.read_csv(path, dtype={"id": str})
+    remedy = "run `kit folds` to write it again"
+    df = read_csv(path, "id", remedy)
     if list(df.columns[:2]) != ["id", "fold"]:
-        raise KitError(f"{path}: expected columns id,fold; got {list(df.columns)}")
-    return df
+        raise KitError(f"{path}: expected columns id,fold; got {list(df.columns)}; {remedy}")
+    fold = pd.to_numeric(df["fold"], errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(fold) | (fold != np.round(fold)) | (fold < 0)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        value = df["fold"].iloc[row]
+        shown = "an empty fold" if pd.isna(value) else f"fold {str(value)!r}"
+        raise KitError(f"{path}: row {row + 2} has {shown}, not a fold number 0, 1, ...; {remedy}")
+    duplicated = df["id"].duplicated().to_numpy()
+    if duplicated.any():
+        row = int(np.flatnonzero(duplicated)[0])
+        raise KitError(f"{path}: row {row + 2}: id '{df['id'].iloc[row]}' appears twice; {remedy}")
+    return df.assign(fold=fold.astype(np.int64))
+
+
+def oof_fingerprint(oof: OOF) -> str:
+    """sha256 of what a decision is fitted on (ids, folds, logits, train_prior): a decision or report
+    carrying another fingerprint was fitted on other logits and must not be applied to these."""
+    h = hashlib.sha256()
+    for arr in (np.asarray(oof.ids, dtype=str), np.asarray(oof.fold, dtype=np.int64), np.asarray(oof.logits, dtype=np.float32),
+                np.asarray(oof.train_prior, dtype=np.float64)):
+        h.update(str(arr.shape).encode())
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()[:32]
+
+
+def read_meta(path: str | Path) -> dict | None:
+    """The JSON written beside an artifact (`oof/<v>.json`, a submission's provenance), or None when absent."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise KitError(f"{path}: not valid JSON ({type(exc).__name__}); rewrite it with the stage that made it") from None
+    if not isinstance(meta, dict):
+        raise KitError(f"{path}: expected a JSON object; rewrite it with the stage that made it")
+    return meta
+
+
+def require_metric(recorded: dict | None, current: dict, source: str | Path, rerun: str, config: str | Path | None = None) -> None:
+    """One line when a result was made for another metric than the config's: both values and what to rerun.
+    Results with no recorded metric (made by an older kit, or by hand) are accepted as they are."""
+    if recorded is None or _same_metric(recorded, current):
+        return
+    raise KitError(
+        f"{source}: made for metric {_metric_text(recorded)} but {config or 'the config'} has {_metric_text(current)}; "
+        f"rerun `{rerun}` (or restore the metric)"
+    )
+
+
+def _same_metric(a: dict, b: dict) -> bool:
+    def normal(d: dict) -> dict:
+        return {k: float(v) if isinstance(v, int | float) and not isinstance(v, bool) else v for k, v in d.items()}
+
+    return normal(a) == normal(b)
+
+
+def _metric_text(params: dict) -> str:
+    extra = ", ".join(f"{k}={v:g}" if isinstance(v, float | int) else f"{k}={v}" for k, v in params.items() if k != "name")
+    return f"{params.get('name', '?')}({extra})"

@@ -94,7 +94,7 @@ def calibrate(
     oof: Annotated[list[Path] | None, typer.Option("--oof", help="OOF npz file(s) to calibrate (repeatable).")] = None,
     variant: Annotated[list[str] | None, typer.Option("--variant", help="Variant name(s), repeatable; default: the configured ones with an OOF file.")] = None,
 ) -> None:
-    """Choose each target's decision rule by nested CV (table vs trivial baseline) and save it beside the OOF."""
+    """Choose each variant's decision rule by nested CV (table vs trivial baseline) and save it beside its OOF."""
     from kit.stages.calibrate import calibrate as run_calibrate
     from kit.stages.calibrate import find_oof_paths
 
@@ -124,7 +124,7 @@ def blend(
     variants: Annotated[list[str] | None, typer.Option("--variants", help="Variants to blend (comma list or repeated); default: the config's.")] = None,
     name: Annotated[str, typer.Option("--name", help="Submission name: submissions/<name>.csv")] = "blend",
 ) -> None:
-    """Blend the variants' calibrated OOF log-probabilities, decide, write the submission."""
+    """Blend the variants (calibration, weights and rule fitted inside each outer fold), write the submission."""
     from kit.stages.blend import blend as run_blend
 
     run_blend(_cfg(), _split_names(variants), name, console=console)
@@ -166,12 +166,30 @@ def download(
 
 
 def main() -> None:
-    """Entry point: KitError becomes one line on stderr and exit code 2, never a traceback."""
+    """Entry point: bad input (KitError, or a file operation that failed) becomes one line on stderr and
+    exit code 2; Ctrl-C becomes one "interrupted" line and exit code 130; never a traceback."""
     try:
         app()
     except KitError as exc:
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        sys.exit(exc.exit_code)
+        _fail(str(exc), exc.exit_code)
+    except OSError as exc:  # a file operation the kit's own checks did not turn into a KitError
+        where = f"{exc.filename}: " if exc.filename else ""
+        _fail(f"{where}{exc.strerror or exc}; check that path (permissions, free space) and run again", 2)
     except KeyboardInterrupt:
-        err_console.print("interrupted")
-        sys.exit(130)
+        _interrupted()
+    except SystemExit as exc:
+        if exc.code == 130:  # typer turns Ctrl-C into a silent exit with code 130
+            _interrupted()
+        raise
+
+
+def _fail(message: str, code: int) -> None:
+    line = " ".join(message.split())  # one line, whatever the message holds
+    err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
+def _interrupted() -> None:
+    err_console.print("interrupted: files written so far are complete, none is half-written; `kit train --resume` continues training",
+                      highlight=False, soft_wrap=True)
+    sys.exit(130)

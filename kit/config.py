@@ -15,8 +15,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from kit.errors import KitError
+from kit.files import read_text
 
 DEFAULT_CONFIG = Path("configs/competition.toml")
+DEFAULT_MODELS = Path("configs/models")
 Task = Literal["multi-class", "multi-label"]
 
 
@@ -53,11 +55,23 @@ class DataConfig(_Strict):
 
 
 class MetricConfig(_Strict):
-    """Per class: (a·TP − b·FP − w·FN) / N_c, averaged over classes."""
+    """The leaderboard metric, by name. `linear`: per class (a·TP − b·FP − w·FN) / N_c, averaged over
+    classes (the chest X-ray competition: a = b = 1, w = 5); `macro_f1`; `balanced_accuracy`."""
 
-    a: float = 1.0
-    b: float = 1.0
-    w: float = 5.0
+    name: Literal["linear", "macro_f1", "balanced_accuracy"] = "linear"
+    a: float = Field(1.0, ge=0, allow_inf_nan=False)
+    b: float = Field(1.0, ge=0, allow_inf_nan=False)
+    w: float = Field(5.0, ge=0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _meaningful(self) -> MetricConfig:
+        if self.name != "linear":
+            given = sorted({"a", "b", "w"} & self.model_fields_set)
+            if given:
+                raise ValueError(f"weights {given} belong to the 'linear' metric, not '{self.name}'; remove them")
+        elif self.a + self.w <= 0:
+            raise ValueError("a + w must be positive, or a correct prediction would be worth no more than a miss")
+        return self
 
 
 class FoldsConfig(_Strict):
@@ -67,12 +81,16 @@ class FoldsConfig(_Strict):
 
 
 class CalibrateConfig(_Strict):
-    trials: int = Field(300, ge=0)
-    sampler: Literal["tpe", "cmaes"] = "tpe"
-    offset_range: float = Field(3.0, gt=0)
+    """The decision layer's search budget and where its Optuna studies are stored."""
+
+    candidates: list[str] | None = None  # decision rules to compare (default: all for the task)
+    offset_range: float = Field(2.0, gt=0, allow_inf_nan=False)  # per-class offsets searched in [-range, range] (log-probability units)
+    grid_points: int = Field(17, ge=3)  # grid of the coordinate ascent per class
+    sweeps: int = Field(3, ge=1)  # passes over the classes
+    shrinkage: float = Field(20.0, ge=0, allow_inf_nan=False)  # a class with N fitting images may move range * N / (N + shrinkage)
+    selection: Literal["one_se", "best"] = "one_se"  # the simplest candidate within one SE of the best, or the best
     storage: str = "sqlite:///oof/optuna.db"
-    threshold_method: Literal["youden", "f1", "cost"] = "cost"
-    workers: int = Field(0, ge=0)  # processes for the offset searches; 0: one per core when trials >= 100
+    threshold_method: Literal["metric", "youden", "f1"] = "metric"  # multi-label fitted thresholds
 
 
 class PathsConfig(_Strict):
@@ -100,6 +118,12 @@ class CompetitionConfig(_Strict):
     paths: PathsConfig = PathsConfig()
     kaggle: KaggleConfig = KaggleConfig()
     source_file: Path | None = Field(None, exclude=True)
+
+    @model_validator(mode="after")
+    def _metric_fits_task(self) -> CompetitionConfig:
+        if self.task == "multi-label" and self.metric.name == "balanced_accuracy":
+            raise ValueError("metric 'balanced_accuracy' (mean recall) is for multi-class; predicting every label would score 1")
+        return self
 
 
 class ModelConfig(_Strict):
@@ -136,6 +160,7 @@ class ModelConfig(_Strict):
     channels_last: bool = True
     max_train_images: int | None = Field(None, ge=1)
     cnn_width: int = Field(32, ge=4)  # chestmnist_cnn: channels of the first block (doubling per block)
+    source_file: Path | None = Field(None, exclude=True)  # the TOML it was read from (messages name it)
     # long-tail recipes (docs/training.md names the paper of each)
     logit_adjust_tau: float = Field(1.0, ge=0)  # loss = "logit_adjusted": CE on logit + τ·log(class frequency)
     ldam_max_margin: float = Field(0.5, gt=0)  # loss = "ldam": margin of the rarest class (∝ n_c^(−1/4))
@@ -216,7 +241,7 @@ def _read_toml(path: Path) -> dict:
     if not path.is_file():
         raise KitError(f"{path}: config file not found")
     try:
-        return tomllib.loads(path.read_text())
+        return tomllib.loads(read_text(path, "check the path"))
     except tomllib.TOMLDecodeError as exc:
         raise KitError(f"{path}: not valid TOML: {exc}") from None
 
@@ -239,9 +264,14 @@ def load_model(name: str, cfg: CompetitionConfig) -> ModelConfig:
         raise KitError(f"{path}: no such variant '{name}' (known: {known})")
     raw = _read_toml(path)
     try:
-        return ModelConfig.model_validate({"name": name, **raw})
+        return ModelConfig.model_validate({"name": name, **raw, "source_file": path})
     except ValidationError as exc:
         raise KitError(_first_error_line(path, exc)) from None
+
+
+def model_file(mcfg: ModelConfig) -> Path:
+    """The TOML a variant was read from, for messages (the default place for a config built in code)."""
+    return mcfg.source_file or DEFAULT_MODELS / f"{mcfg.name}.toml"
 
 
 def available_variants(cfg: CompetitionConfig) -> list[str]:

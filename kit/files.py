@@ -1,29 +1,92 @@
-"""Atomic file writes: readers never see half a file, and a failed write loses nothing already there."""
+"""Files at the boundary: atomic writes, and reads of files a user or a crash may have damaged.
+
+Writes go through `atomic_write` (temp file beside the target, then rename): readers never see half
+a file, and a failed write (no permission, disk full, a parent that is a file) keeps the old file,
+leaves no temp file behind and becomes one `KitError` line naming the path and what to do.
+Reads of CSV, TOML and npz files turn every way they can be broken (empty, truncated, not UTF-8,
+not an archive) into one line naming the file.
+"""
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kit.errors import KitError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_NOT_ALLOWED = {errno.EACCES, errno.EPERM, errno.EROFS}
+_NOT_A_FOLDER = {errno.ENOTDIR, errno.EEXIST}
+
+
+def write_error(path: str | Path, exc: OSError) -> KitError:
+    """One line for a failed write: the path, the reason and what to do about it."""
+    path = Path(path)
+    if exc.errno in _NO_SPACE:
+        return KitError(
+            f"{path}: no space left on the device ({exc.strerror}); free some space (or point the config at another disk) "
+            "and run again: files written before are intact"
+        )
+    if exc.errno in _NOT_ALLOWED:
+        return KitError(f"{path}: cannot write here ({exc.strerror}); make {path.parent} writable or point the config at a writable folder")
+    if exc.errno in _NOT_A_FOLDER:
+        return KitError(f"{path}: cannot write: a part of this path is a file, not a folder; move that file or choose another path in the config")
+    if exc.errno == errno.EISDIR:
+        return KitError(f"{path}: is a folder, not a file; remove it or choose another path in the config")
+    return KitError(f"{path}: cannot write ({exc.strerror or exc}); check the disk and the folder, then run again")
+
 
 def atomic_write(path: str | Path, write) -> None:
-    """Call `write(fileobj)` on a temp file beside `path`, then rename: readers never see half a file."""
+    """Call `write(fileobj)` on a temp file beside `path`, then rename: readers never see half a file.
+
+    Any OSError (permission, disk full, ...) becomes a KitError naming `path`; the old file is kept
+    and the temp file removed. A KitError or an interrupt raised by `write` passes through unchanged.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             write(f)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, path)
+    except OSError as exc:
+        _remove(tmp)
+        raise write_error(path, exc) from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        _remove(tmp)
         raise
+
+
+def ensure_writable_dir(path: str | Path) -> None:
+    """Create `path` and check a file can be made in it: fail before long work, not after it."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".kit-write-check.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise write_error(path / "(new file)", exc) from None
+
+
+def _remove(tmp: str | None) -> None:
+    if tmp is not None:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
 
 
 def _umask() -> int:
@@ -48,3 +111,65 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+def read_text(path: str | Path, remedy: str) -> str:
+    """A text file as UTF-8 (a leading BOM is dropped); KitError naming the line of a byte that is not UTF-8."""
+    path = Path(path)
+    if not path.is_file():
+        raise KitError(f"{path}: file not found; {remedy}")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise KitError(f"{path}: cannot read ({exc.strerror or exc}); {remedy}") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise KitError(
+            f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} at line {line}, column {column}); save the file as UTF-8"
+        ) from None
+
+
+def read_csv(path: str | Path, id_column: str, remedy: str) -> pd.DataFrame:
+    """A CSV with at least one row; ids are strings and only empty fields are missing values
+    ("NA" or "null" is an id, not a gap). KitError naming the file when it is empty, not UTF-8 or not CSV."""
+    import pandas as pd  # here: the config loader imports this module and should stay light
+
+    path = Path(path)
+    text = read_text(path, remedy)
+    if not text.strip():
+        raise KitError(f"{path}: file is empty; {remedy}")
+    try:
+        frame = pd.read_csv(io.StringIO(text), dtype={id_column: str}, keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
+        raise KitError(f"{path}: not a readable CSV ({' '.join(str(exc).split())}); {remedy}") from None
+    if frame.empty:
+        raise KitError(f"{path}: has a header but no rows; {remedy}")
+    if id_column in frame.columns:
+        ids = frame[id_column]
+        empty = (ids.isna() | (ids.astype(str).str.strip() == "")).to_numpy()
+        if empty.any():
+            raise KitError(f"{path}: row {int(np.flatnonzero(empty)[0]) + 2} has an empty {id_column}")
+        frame[id_column] = ids.astype(str)
+    return frame
+
+
+def read_npz(path: str | Path, remedy: str, keys: list[str] | None = None) -> dict[str, np.ndarray]:
+    """The arrays of an npz (only `keys` when given), loaded now; KitError naming the file when it is
+    missing, empty, not an npz archive, truncated or holds pickled objects."""
+    path = Path(path)
+    if not path.is_file():
+        raise KitError(f"{path}: file not found; {remedy}")
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if head != b"PK":  # every zip archive, hence every npz, starts with "PK"
+        what = "file is empty" if not head else "not an npz archive (it does not start like one)"
+        raise KitError(f"{path}: {what}; {remedy}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            names = z.files if keys is None else [k for k in keys if k in z.files]
+            return {k: z[k] for k in names}
+    except Exception as exc:  # a damaged archive raises many types: BadZipFile, EOFError, ValueError, zlib.error, ...
+        raise KitError(f"{path}: cannot read it, truncated or corrupt ({type(exc).__name__}: {' '.join(str(exc).split())}); {remedy}") from None

@@ -323,7 +323,9 @@ def score_file(
     With `compare_argmax`, also score the argmax of each variant's mean test logits (oof/<variant>.npz),
     so that the decision layer's gain over the published way of deciding is visible.
     """
-    from kit.decision.metrics import competition_score, per_class_scores, trivial_baseline
+    from kit.decision.metrics import build_metric, trivial_baseline
+
+    metric = build_metric(cfg.metric)
 
     console = console or Console()
     classes, train_labels = _classes_and_train_labels(cfg)
@@ -337,12 +339,12 @@ def score_file(
     y_pred = _align(sub_ids, y_sub, sol_ids, str(submission_csv))
     if cfg.task == "multi-class":
         baseline_pred = majority_prediction(len(y_true), train_labels, y_true)
-        baseline = competition_score(y_true, baseline_pred, cfg.metric)
+        baseline = metric.score(y_true, baseline_pred)
     else:
-        baseline = trivial_baseline(y_true, cfg.metric)
+        baseline = trivial_baseline(y_true, metric)
         baseline_pred = None
-    score = competition_score(y_true, y_pred, cfg.metric)
-    per_class = per_class_scores(y_true, y_pred, cfg.metric)
+    score = metric.score(y_true, y_pred)
+    per_class = metric.per_class(y_true, y_pred)
     result: dict[str, Any] = {
         "submission": str(submission_csv),
         "solution": solution_name,
@@ -358,7 +360,7 @@ def score_file(
     table.add_column("score", justify="right")
     if baseline_pred is not None:
         table.add_column("trivial", justify="right")
-        base_per_class = per_class_scores(y_true, baseline_pred, cfg.metric)
+        base_per_class = metric.per_class(y_true, baseline_pred)
     for k, c in enumerate(classes):
         row = [c, str(int(y_true[:, k].sum())), _fmt(per_class[k])]
         if baseline_pred is not None:
@@ -391,7 +393,9 @@ def score_file(
 def argmax_scores(cfg: CompetitionConfig, classes: list[str], sol_ids: np.ndarray, y_true: np.ndarray) -> dict[str, float]:
     """Score of argmax over the mean test logits for each variant that has an OOF file."""
     from kit.artifacts import load_oof
-    from kit.decision.metrics import competition_score
+    from kit.decision.metrics import build_metric
+
+    metric = build_metric(cfg.metric)
 
     out: dict[str, float] = {}
     for variant in cfg.variants:
@@ -402,7 +406,7 @@ def argmax_scores(cfg: CompetitionConfig, classes: list[str], sol_ids: np.ndarra
         if oof.classes.tolist() != classes:
             raise KitError(f"{path}: classes differ from the data source's; retrain it on this data")
         pred = argmax_prediction(oof.test_logits.mean(axis=0), cfg.task)
-        out[variant] = float(competition_score(y_true, _align(oof.test_ids.astype(str), pred, sol_ids, str(path)), cfg.metric))
+        out[variant] = float(metric.score(y_true, _align(oof.test_ids.astype(str), pred, sol_ids, str(path))))
     return out
 
 

@@ -6,9 +6,16 @@ modify it (copy it first). Outputs (folds, oof, submissions, cache, runs) live i
 
 from __future__ import annotations
 
+import errno
+import os
+import shutil
+import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from kit.config import CompetitionConfig, load_competition
@@ -38,7 +45,6 @@ seed = 0
 path = "{root / 'folds' / 'folds.csv'}"
 
 [calibrate]
-trials = 20
 storage = "sqlite:///{root / 'oof' / 'optuna.db'}"
 
 [paths]
@@ -80,6 +86,136 @@ dir = "{root / 'data'}"
 npz = "chestmnist.npz\""""
     path = write_config(root, data_lines, "multi-label", ["chestmnist_cnn"])
     return TinyCompetition(root, path, load_competition(path))
+
+
+def stratified_folds(y: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Fold per row, each class dealt round-robin over k folds after a shuffle."""
+    fold = np.empty(len(y), dtype=np.int64)
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        fold[idx] = np.arange(len(idx)) % k
+    return fold
+
+
+def simulated_oof(n: int = 600, k: int = 3, seed: int = 0, signal: float = 1.5, prior=(0.7, 0.2, 0.07, 0.03)):
+    """(logits, labels, fold, q): labels drawn from `prior`, logits of a model trained with an
+    inverse-frequency sampler (calibrated under the uniform prior q)."""
+    rng = np.random.default_rng(seed)
+    prior = np.asarray(prior)
+    c = len(prior)
+    counts = np.maximum(np.round(prior * n).astype(int), k)
+    y = rng.permutation(np.repeat(np.arange(c), counts))
+    z = rng.normal(size=(len(y), c))
+    z[np.arange(len(y)), y] += signal
+    q = np.full(c, 1 / c)
+    logits = signal * z + np.log(q)
+    return logits.astype(np.float32), np.eye(c, dtype=np.uint8)[y], stratified_folds(y, k, rng), q
+
+
+@pytest.fixture()
+def make_oof():
+    """The `simulated_oof` helper, for tests that need labelled logits of a known sampler-trained model."""
+    return simulated_oof
+
+
+@pytest.fixture()
+def make_folds_for():
+    """The `stratified_folds` helper."""
+    return stratified_folds
+
+
+def run_kit(args: list, capsys) -> tuple[int, str, str]:
+    """Run the CLI entry point in-process (as the console script does): exit code, stdout, stderr."""
+    from kit.cli import main
+
+    argv = sys.argv
+    sys.argv = ["kit", *map(str, args)]
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.argv = argv
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_line_error(code: int, err: str, *needles: str) -> None:
+    """Exit code 2 and exactly one line on stderr, holding every needle, no traceback."""
+    assert code == 2, err
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+def kaggle_copy(tiny_competition: TinyCompetition, tmp_path: Path, **data_keys) -> Path:
+    """A private copy of the tiny Kaggle-layout dataset (tests may break it) and its config path."""
+    data = tmp_path / "data"
+    shutil.copytree(tiny_competition.root / "data", data)
+    lines = ['source = "kaggle"', f'dir = "{data}"', 'patient_column = "patient_id"', 'solution_csv = "solution.csv"']
+    lines += [f"{k} = {v!r}".replace("'", '"') for k, v in data_keys.items()]
+    return write_config(tmp_path, "\n".join(lines), "multi-class", ["cnn_demo"])
+
+
+def edit_csv(path: Path, edit) -> None:
+    """Edit a CSV as a DataFrame; like the kit, only empty fields are missing ("NA" stays a string)."""
+    frame = pd.read_csv(path, dtype={"id": str}, keep_default_na=False, na_values=[""])
+    edited = edit(frame)
+    (frame if edited is None else edited).to_csv(path, index=False)
+
+
+def _under(folder: Path, path) -> bool:
+    return path is not None and Path(path).resolve().is_relative_to(folder.resolve())
+
+
+@pytest.fixture
+def read_only(monkeypatch):
+    """`read_only(folder)` makes a folder unwritable: chmod 555 where that stops writes; as root, where it
+    does not, new files there are refused at tempfile.mkstemp, the first call of every kit writer."""
+    changed: list[Path] = []
+
+    def apply(folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        folder.chmod(0o555)
+        changed.append(folder)
+        if os.access(folder, os.W_OK):  # root ignores permission bits
+            real = tempfile.mkstemp
+
+            def mkstemp(suffix=None, prefix=None, dir=None, text=False):
+                if _under(folder, dir):
+                    raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(dir))
+                return real(suffix=suffix, prefix=prefix, dir=dir, text=text)
+
+            monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+
+    yield apply
+    for folder in changed:
+        folder.chmod(0o755)
+
+
+@pytest.fixture
+def disk_full(monkeypatch):
+    """`disk_full(folder)`: every file the kit writes under `folder` fails with the kernel's own ENOSPC
+    (its temp file is opened on /dev/full), without filling a disk."""
+    if not Path("/dev/full").exists():
+        pytest.skip("needs /dev/full")
+
+    def apply(folder: Path) -> None:
+        real = tempfile.mkstemp
+
+        def mkstemp(suffix=None, prefix=None, dir=None, text=False):
+            fd, name = real(suffix=suffix, prefix=prefix, dir=dir, text=text)
+            if _under(folder, dir):
+                os.close(fd)
+                fd = os.open("/dev/full", os.O_WRONLY)
+            return fd, name
+
+        monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+
+    return apply
 
 
 # A tiny, fast recipe that still exercises EMA, staged fine-tuning, cosine warm-up, sampler and augmentation.

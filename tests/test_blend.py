@@ -1,4 +1,5 @@
-"""Blender: greedy weights on calibrated log-probabilities, honest nested-CV scores, the stage's files."""
+"""Blend: member calibration, weights and rule fitted inside each outer fold (no leak), test-time aggregation,
+and the stage's files."""
 
 from __future__ import annotations
 
@@ -7,15 +8,22 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.special import log_softmax
 
 from kit.artifacts import OOF, load_oof, save_oof
-from kit.config import MetricConfig
+from kit.config import CalibrateConfig
+from kit.decision.candidates import FitContext, candidates_for
+from kit.decision.metrics import LinearCountMetric
+from kit.decision.nested import nested_cv
+from kit.ensemble.aggregate import AGGREGATIONS, TEST_AGGREGATION, aggregate_predict
+from kit.ensemble.pipeline import Member, fit_blends, mixture_scorer
+from kit.ensemble.weights import equal, greedy, mix, single_best
 from kit.errors import KitError
-from kit.stages.blend import blend, caruana_weights, class_prior, fold_score, make_scorer, mix, nested_blend
+from kit.stages.blend import blend
 from kit.submission import check_submission_file
 from tests.test_submission import make_layout
 
-WEIGHTS = MetricConfig()
+WEIGHTS = LinearCountMetric()
 PRIOR = np.array([0.55, 0.25, 0.15, 0.05])
 
 
@@ -36,12 +44,34 @@ def complementary(n: int = 1000, seed: int = 0):
     return labels, fold, zs
 
 
+def _members(zs, train_prior=PRIOR, k=5, m=10):
+    return [Member(f"v{i}", z, np.zeros((k, m, z.shape[1]), np.float32), np.asarray(train_prior)) for i, z in enumerate(zs)]
+
+
+def _context(classes=("a", "b", "c", "d")):
+    return FitContext("multi-class", tuple(classes), WEIGHTS, PRIOR, CalibrateConfig())
+
+
+def _nested_pipeline(zs, labels, fold, weightings, rules):
+    members, ctx = _members(zs), _context()
+    fitted_per_fold = {}
+
+    def fit_rows(rows):
+        return fit_blends(members, labels, rows, weightings, candidates_for("multi-class", WEIGHTS, rules), ctx)
+
+    def evaluate(fitted, held):
+        return {f"{w} + {r}": WEIGHTS.score(labels[held], b.predict([m.logits[held] for m in members])) for (w, r), b in fitted.items()}
+
+    scores = nested_cv(fit_rows, evaluate, fold, on_fold=lambda k, f: fitted_per_fold.__setitem__(k, f))
+    return scores, fitted_per_fold
+
+
 def test_blend_beats_its_best_member_in_nested_cv():
     labels, fold, zs = complementary()
-    singles = [fold_score(z, labels, fold, WEIGHTS, "multi-class") for z in zs]
-    nested, per_fold = nested_blend(zs, labels, fold, WEIGHTS, "multi-class", steps=15)
-    assert nested >= max(singles) + 0.05, (nested, singles)
-    for w in per_fold.values():  # every fold's search uses both members
+    scores, per_fold = _nested_pipeline(zs, labels, fold, ["single_best", "greedy"], ["bayes"])
+    assert scores["greedy + bayes"].mean >= scores["single_best + bayes"].mean + 0.05
+    for fitted in per_fold.values():  # every fold's greedy weights use both members
+        w = fitted[("greedy", "bayes")].weights
         assert w.sum() == pytest.approx(1.0) and (w > 0).all()
 
 
@@ -50,29 +80,70 @@ def test_greedy_selection_never_below_best_single_on_its_rows():
     labels, _, _ = complementary(400, seed=3)
     zs = [np.log(PRIOR).astype(np.float32) + rng.normal(0, s, labels.shape).astype(np.float32) + labels * g
           for s, g in ((1.0, 1.0), (2.0, 2.0), (0.5, 0.2))]
-    score = make_scorer(labels, class_prior(labels), WEIGHTS, "multi-class")
-    w, best = caruana_weights(zs, score, steps=10)
-    assert best >= max(score(z) for z in zs) - 1e-12
-    assert score(mix(zs, w)) == pytest.approx(best)
+    score = mixture_scorer(labels, _context())
+    w = greedy(zs, score, steps=10)
+    assert score(mix(zs, w)) >= max(score(z) for z in zs) - 1e-12
+    assert single_best(zs, score).tolist() == np.eye(3)[int(np.argmax([score(z) for z in zs]))].tolist()
+    assert equal(zs, score) == pytest.approx(np.full(3, 1 / 3))
 
 
-def test_nested_weights_never_see_the_held_out_fold():
+def test_nested_blend_never_sees_the_held_out_fold():
     labels, fold, zs = complementary(600, seed=1)
-    _, reference = nested_blend(zs, labels, fold, WEIGHTS, "multi-class", steps=8)
+    _, reference = _nested_pipeline(zs, labels, fold, ["greedy"], ["bayes", "offsets"])
     rng = np.random.default_rng(0)
-    for k in range(5):
+    for k in (0, 3):
         scrambled = labels.copy()
         held = np.flatnonzero(fold == k)
         scrambled[held] = scrambled[rng.permutation(held)][:, ::-1]  # destroy the held-out labels
-        _, weights = nested_blend(zs, scrambled, fold, WEIGHTS, "multi-class", steps=8)
-        np.testing.assert_array_equal(weights[k], reference[k])
+        _, fitted = _nested_pipeline(zs, scrambled, fold, ["greedy"], ["bayes", "offsets"])
+        for key, b in fitted[k].items():
+            np.testing.assert_array_equal(b.weights, reference[k][key].weights)
+            assert b.decision.to_dict() == reference[k][key].decision.to_dict()
+            assert [c.temperature for c in b.calibrations] == [c.temperature for c in reference[k][key].calibrations]
 
 
-def test_multi_label_scorer_uses_cost_threshold():
-    labels = np.array([[1, 0], [0, 1], [0, 0]], dtype=np.uint8)
-    z = np.log(np.array([[0.2, 0.1], [0.1, 0.3], [0.1, 0.1]]) / (1 - np.array([[0.2, 0.1], [0.1, 0.3], [0.1, 0.1]])))
-    # threshold b/(a+b+w) = 1/7 ≈ 0.143: predicts [1,0], [0,1], [0,0] -> perfect
-    assert make_scorer(labels, labels.mean(axis=0), WEIGHTS, "multi-label")(z) == pytest.approx(1.0)
+def test_member_calibration_undoes_each_members_own_sampler():
+    """The same member, once as is and once as if trained under a flat sampler prior q: after each one's own
+    (T, α) the corrected member is as well calibrated as the plain one, and the blend decides the same."""
+    labels, fold, zs = complementary(1500, seed=6)
+    q = np.full(4, 0.25)
+    shifted = [z - np.log(PRIOR).astype(np.float32) + np.log(q).astype(np.float32) for z in zs]
+    rows = np.ones(len(labels), dtype=bool)
+    rule = candidates_for("multi-class", WEIGHTS, ["bayes"])
+    plain = fit_blends(_members(zs), labels, rows, ["equal"], rule, _context())[("equal", "bayes")]
+    corrected = fit_blends(_members(shifted, train_prior=q), labels, rows, ["equal"], rule, _context())[("equal", "bayes")]
+    y = labels.argmax(axis=1)
+    for a, b, z, s in zip(plain.calibrations, corrected.calibrations, zs, shifted):
+        nll_plain, nll_corrected = (-lp[np.arange(len(y)), y].mean() for lp in (a.log_probs(z), b.log_probs(s)))
+        uncorrected = -log_softmax(s.astype(np.float64), axis=1)[np.arange(len(y)), y].mean()
+        assert nll_corrected < uncorrected - 0.03 and nll_corrected <= nll_plain * 1.01
+    ignored = fit_blends(_members(shifted), labels, rows, ["equal"], rule, _context())[("equal", "bayes")]  # q not declared
+
+    def agreement(b, member_logits):
+        return (plain.predict(zs).argmax(axis=1) == b.predict(member_logits).argmax(axis=1)).mean()
+
+    assert agreement(corrected, shifted) > 0.9 and agreement(corrected, shifted) > agreement(ignored, shifted) + 0.03
+
+
+def test_test_time_aggregation_methods():
+    labels, fold, zs = complementary(400, seed=7)
+    rng = np.random.default_rng(1)
+    rows = np.ones(len(labels), dtype=bool)
+    members = _members(zs)
+    blend_ = fit_blends(members, labels, rows, ["equal"], candidates_for("multi-class", WEIGHTS, ["bayes"]), _context())[("equal", "bayes")]
+    same = [np.stack([z[:50]] * 3) for z in zs]  # three identical fold models: every aggregation is the same decision
+    expected = blend_.predict([z[:50] for z in zs])
+    for how in AGGREGATIONS:
+        np.testing.assert_array_equal(aggregate_predict(blend_, same, how), expected)
+    noisy = [np.stack([z[:50] + rng.normal(0, 1, z[:50].shape).astype(np.float32) for _ in range(3)]) for z in zs]
+    for how in AGGREGATIONS:
+        pred = aggregate_predict(blend_, noisy, how)
+        assert pred.shape == (50, 4) and (pred.sum(axis=1) == 1).all()
+    assert TEST_AGGREGATION == "mean_probs"  # the winner of benchmarks/bench_aggregation.py on the demo's outputs
+    np.testing.assert_array_equal(aggregate_predict(blend_, noisy), aggregate_predict(blend_, noisy, "mean_probs"))
+    assert (aggregate_predict(blend_, noisy, "mean_probs") != aggregate_predict(blend_, noisy, "mean_logits")).any()
+    with pytest.raises(ValueError):
+        aggregate_predict(blend_, noisy, "median")
 
 
 # --- the stage --------------------------------------------------------------------------------
@@ -92,7 +163,8 @@ def _stage_setup(tmp_path, n=300, m=40):
         # a sampler-trained model: its logits carry a flat training prior
         train_prior = np.full(4, 0.25)
         logits = z - np.log(PRIOR).astype(np.float32) + np.log(train_prior).astype(np.float32)
-        save_oof(cfg.paths.oof / f"{name}.npz", OOF(np.array(classes), ids, fold, logits, np.array(test_ids), test_logits, train_prior))
+        save_oof(cfg.paths.oof / f"{name}.npz", OOF(np.array(classes), ids, fold, logits, np.array(test_ids), test_logits, train_prior),
+                 {"metric": WEIGHTS.params()})
     return cfg, labels
 
 
@@ -106,7 +178,10 @@ def test_blend_stage_writes_submission_oof_and_pictures(tmp_path, capsys):
     assert meta["variants"] == ["v1", "v2"]
     assert sum(meta["weights"].values()) == pytest.approx(1.0)
     assert meta["nested_cv_score"] > meta["trivial_baseline"]
-    assert meta["nested_cv_score"] >= max(meta["single_variant_nested_cv"].values())
+    assert meta["metric"] == WEIGHTS.params() and meta["test_aggregation"] == "mean_probs"
+    table = {row["key"]: row for row in meta["nested_cv_table"]}
+    assert len(table) == 9 and table[f"{meta['weighting']} + {meta['decision_rule']}"]["chosen"]
+    assert meta["nested_cv_score"] == table[f"{meta['weighting']} + {meta['decision_rule']}"]["nested_cv"]
     blended = load_oof(cfg.paths.oof / "blend_t.npz")
     assert blended.logits.shape == (300, 4) and blended.test_logits.shape == (5, 40, 4)
     printed = capsys.readouterr().out
@@ -114,7 +189,7 @@ def test_blend_stage_writes_submission_oof_and_pictures(tmp_path, capsys):
         png = cfg.paths.submissions / f"t_{suffix}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"t_{suffix}.png" in printed
-    assert "trivial baseline" in printed and "nested-CV" in printed
+    assert "trivial baseline" in printed and "nested CV" in printed
 
 
 def test_blend_refuses_mismatched_inputs(tmp_path):
@@ -137,22 +212,32 @@ def test_blend_refuses_mismatched_inputs(tmp_path):
     assert not (cfg.paths.submissions / "x.csv").exists()
 
 
-def test_blend_uses_the_variants_saved_decisions(tmp_path, capsys):
+def test_blend_reads_no_decision_file_and_shows_fresh_own_scores_only(tmp_path, capsys):
     from kit.stages.calibrate import calibrate
 
     cfg, _ = _stage_setup(tmp_path)
+    blend(cfg, ["v1", "v2"], "before")
     calibrate(cfg, [cfg.paths.oof / "v1.npz"])
-    blend(cfg, ["v1", "v2"], "d")
-    meta = json.loads((cfg.paths.submissions / "d.json").read_text())
-    assert meta["member_decisions"]["v1"]["source"] == "kit calibrate"
-    assert meta["member_decisions"]["v2"]["source"] == "fitted temperature"
-    saved = json.loads((cfg.paths.oof / "v1.decision.json").read_text())
-    assert meta["member_decisions"]["v1"]["temperature"] == pytest.approx(saved["temperature"])
-    own = meta["single_variant_own_decision_nested_cv"]
-    assert own["v2"] is None and own["v1"]["nested_cv"] == pytest.approx(
-        json.loads((cfg.paths.oof / "v1.calibration.json").read_text())["chosen_nested_cv"])
-    assert meta["nested_cv_score"] == max(meta["nested_cv_by_choice"].values())
-    assert meta["weighting"] in ("greedy selection", "best single member")
+    poisoned = json.loads((cfg.paths.oof / "v1.decision.json").read_text())
+    (cfg.paths.oof / "v1.decision.json").write_text(json.dumps({**poisoned, "temperature": 50.0}))
+    blend(cfg, ["v1", "v2"], "after")
+    before, after = (json.loads((cfg.paths.submissions / f"{n}.json").read_text()) for n in ("before", "after"))
+    assert before["decision"] == after["decision"] and before["nested_cv_score"] == after["nested_cv_score"]
+    own = after["single_variant_own_decision"]
+    assert own["v2"] is None and own["v1"]["nested_cv"] == pytest.approx(json.loads((cfg.paths.oof / "v1.calibration.json").read_text())["chosen_nested_cv"])
+    v1 = load_oof(cfg.paths.oof / "v1.npz")  # retrained: its calibration report is stale and is not shown
+    save_oof(cfg.paths.oof / "v1.npz", OOF(**{**v1.__dict__, "logits": v1.logits + 0.01}), {"metric": WEIGHTS.params()})
+    blend(cfg, ["v1", "v2"], "stale")
+    assert json.loads((cfg.paths.submissions / "stale.json").read_text())["single_variant_own_decision"]["v1"] is None
+
+
+def test_blend_refuses_an_oof_made_for_another_metric(tmp_path):
+    cfg, _ = _stage_setup(tmp_path)
+    v2 = load_oof(cfg.paths.oof / "v2.npz")
+    save_oof(cfg.paths.oof / "v2.npz", v2, {"metric": LinearCountMetric(w=3.0).params()})
+    with pytest.raises(KitError, match=r"v2.json: made for metric linear\(a=1, b=1, w=3\).*rerun `kit train --variant v2`"):
+        blend(cfg, ["v1", "v2"], "x")
+    assert not (cfg.paths.submissions / "x.csv").exists()
 
 
 def test_multi_label_blend_and_score_on_a_medmnist_npz(tmp_path):
@@ -186,7 +271,9 @@ def test_multi_label_blend_and_score_on_a_medmnist_npz(tmp_path):
     out = blend(cfg, None, "ml")
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["decision"]["task"] == "multi-label" and meta["synthetic"] is True
-    assert meta["nested_cv_score"] > max(meta["single_variant_nested_cv"].values()) > meta["trivial_baseline"]
+    table = {row["key"]: row["nested_cv"] for row in meta["nested_cv_table"]}
+    assert meta["nested_cv_score"] > meta["trivial_baseline"]
+    assert table["greedy + thresholds"] > table["single_best + thresholds"]  # complementary members: the blend helps
     assert out.read_text().splitlines()[0] == ",".join(["id", *source.classes])
     check_submission_file(out, cfg)  # no sample: checked against the npz's test ids and classes
     bad = tmp_path / "bad.csv"
@@ -198,21 +285,10 @@ def test_multi_label_blend_and_score_on_a_medmnist_npz(tmp_path):
     assert set(result["argmax"]) == {"a", "b"}
 
 
-def test_best_single_fallback_picks_the_member_best_on_the_fitting_folds():
-    labels, fold, zs = complementary(600, seed=4)
-    noise = np.log(PRIOR).astype(np.float32) + np.random.default_rng(9).normal(0, 1, labels.shape).astype(np.float32)
-    from kit.stages.blend import select_single
-
-    score, per_fold = nested_blend([noise, zs[0]], labels, fold, WEIGHTS, "multi-class", select=select_single)
-    for w in per_fold.values():
-        np.testing.assert_array_equal(w, [0.0, 1.0])  # the informative member, every fold
-    assert score == pytest.approx(fold_score(zs[0], labels, fold, WEIGHTS, "multi-class"))
-
-
 def _toml(cfg, path):
     path.write_text(
         f'task = "multi-class"\nvariants = ["v1", "v2"]\n[data]\ndir = "{cfg.data.dir}"\n'
-        f'[folds]\npath = "{cfg.folds.path}"\n[calibrate]\ntrials = 10\nstorage = "{cfg.calibrate.storage}"\n'
+        f'[folds]\npath = "{cfg.folds.path}"\n[calibrate]\nstorage = "{cfg.calibrate.storage}"\n'
         f'[paths]\noof = "{cfg.paths.oof}"\nsubmissions = "{cfg.paths.submissions}"\n'
     )
     return path

@@ -6,8 +6,7 @@ import pytest
 
 from kit.config import available_variants, load_competition, load_model, resolve_variants
 from kit.errors import KitError
-from tests.conftest import REPO
-from tests.test_data import assert_one_line_error, run_kit
+from tests.conftest import REPO, assert_one_line_error, run_kit
 
 
 @pytest.mark.parametrize("name", ["competition.toml", "chest-xray.toml", "chestmnist.toml"])

@@ -19,51 +19,7 @@ from kit.data import test_labels as read_test_labels
 from kit.data.folds import assign_folds, fold_class_counts
 from kit.data.synth import CLASSES, DESIGN_COUNTS, generate, scale_counts
 from kit.errors import KitError
-from tests.conftest import REPO, write_config
-
-# --- helpers -----------------------------------------------------------------------------------
-
-
-def run_kit(args: list[str], capsys) -> tuple[int, str, str]:
-    """Run the CLI entry point in-process (as the console script does): exit code, stdout, stderr."""
-    from kit.cli import main
-
-    argv = sys.argv
-    sys.argv = ["kit", *map(str, args)]
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    finally:
-        sys.argv = argv
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def assert_one_line_error(code: int, err: str, *needles: str) -> None:
-    assert code == 2, err
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-
-
-def kaggle_copy(tiny_competition, tmp_path: Path, **data_keys) -> Path:
-    """A private copy of the tiny Kaggle-layout dataset (tests may break it) and its config path."""
-    data = tmp_path / "data"
-    shutil.copytree(tiny_competition.root / "data", data)
-    lines = ['source = "kaggle"', f'dir = "{data}"', 'patient_column = "patient_id"', 'solution_csv = "solution.csv"']
-    lines += [f"{k} = {v!r}".replace("'", '"') for k, v in data_keys.items()]
-    return write_config(tmp_path, "\n".join(lines), "multi-class", ["cnn_demo"])
-
-
-def edit_csv(path: Path, edit) -> None:
-    frame = pd.read_csv(path, dtype={"id": str})
-    edited = edit(frame)
-    (frame if edited is None else edited).to_csv(path, index=False)
-
+from tests.conftest import REPO, assert_one_line_error, edit_csv, kaggle_copy, run_kit, write_config
 
 # --- synthetic benchmark -----------------------------------------------------------------------
 
@@ -443,15 +399,6 @@ def test_assign_folds_stratifies_exactly_and_needs_enough_patients():
     assert (counts[:, 0] == 4).all() and (counts[:, 1] == 2).all()
     with pytest.raises(KitError, match="only 3 patients for 5 folds"):
         assign_folds(labels[:3], np.array(["a", "b", "c"]), 5, 0, "multi-class")
-
-
-def test_folds_warning_names_the_small_class(tiny_competition, tmp_path, capsys):
-    config = kaggle_copy(tiny_competition, tmp_path)
-    text = config.read_text().replace("n_folds = 3", "n_folds = 6")
-    config.write_text(text)
-    code, _, err = run_kit(["--config", config, "folds"], capsys)
-    assert code == 0
-    assert "fewer images than folds (6)" in err and "Pneumomediastinum (5)" in err and "No Finding" not in err
 
 
 def test_multilabel_folds_iteratively_stratified(tiny_chestmnist, capsys):

@@ -8,20 +8,28 @@ from sklearn.metrics import confusion_matrix, f1_score, multilabel_confusion_mat
 
 from kit.config import MetricConfig
 from kit.decision.metrics import (
+    BalancedAccuracy,
+    LinearCountMetric,
+    MacroF1,
     accuracy,
-    competition_score,
+    build_metric,
     confusion_counts,
     confusion_from_indices,
     macro_auc,
     macro_f1,
     per_class_auc,
-    per_class_scores,
-    score_from_indices,
-    scores_from_confusion,
     trivial_baseline,
 )
 
-W = MetricConfig()  # a=1, b=1, w=5: the competition's weights
+W = LinearCountMetric()  # a=1, b=1, w=5: the competition's weights
+
+
+def competition_score(y_true, y_pred, metric):
+    return metric.score(y_true, y_pred)
+
+
+def per_class_scores(y_true, y_pred, metric):
+    return metric.per_class(y_true, y_pred)
 DESIGN_COUNTS = [34097, 3356, 2600, 2300, 1500, 1300, 1100, 1000, 800, 700, 500, 450, 400, 350, 250, 180, 70, 45, 40, 5]
 
 
@@ -37,7 +45,7 @@ def test_hand_case_three_classes():
     expected = np.array([-5 / 3, -5 / 2, -5.0])
     np.testing.assert_allclose(per_class_scores(y, p, W), expected)
     assert competition_score(y, p, W) == pytest.approx(expected.mean())
-    weighted = MetricConfig(a=2.0, b=0.5, w=1.0)
+    weighted = LinearCountMetric(a=2.0, b=0.5, w=1.0)
     expected_w = np.array([(4 - 1 - 1) / 3, (2 - 0.5 - 1) / 2, -1.0])
     np.testing.assert_allclose(per_class_scores(y, p, weighted), expected_w)
 
@@ -82,14 +90,14 @@ def test_multiclass_equals_sklearn_confusion_matrix(seed):
     c, n = 6, 300
     t, p = rng.integers(0, c, n), rng.integers(0, c, n)
     t[:c] = np.arange(c)  # every class present
-    weights = MetricConfig(a=float(rng.uniform(0.5, 2)), b=float(rng.uniform(0, 2)), w=float(rng.uniform(0, 6)))
+    weights = LinearCountMetric(a=float(rng.uniform(0.5, 2)), b=float(rng.uniform(0, 2)), w=float(rng.uniform(0, 6)))
     cm = confusion_matrix(t, p, labels=range(c))
     tp = np.diag(cm)
     fp, fn = cm.sum(0) - tp, cm.sum(1) - tp
     expected = (weights.a * tp - weights.b * fp - weights.w * fn) / cm.sum(1)
     np.testing.assert_allclose(per_class_scores(one_hot(t, c), one_hot(p, c), weights), expected)
     np.testing.assert_array_equal(confusion_from_indices(t, p, c), cm)
-    np.testing.assert_allclose(scores_from_confusion(cm, weights), expected)
+    assert weights.score_from_confusion(cm) == pytest.approx(expected.mean())
     assert competition_score(one_hot(t, c), one_hot(p, c), weights) == pytest.approx(expected.mean())
     assert accuracy(one_hot(t, c), one_hot(p, c)) == pytest.approx(np.mean(t == p))
 
@@ -141,4 +149,78 @@ def test_score_from_indices_equals_the_indicator_path():
     rng = np.random.default_rng(5)
     true_idx, pred_idx = rng.integers(0, 6, 300), rng.integers(0, 6, 300)
     expected = competition_score(one_hot(true_idx, 6), one_hot(pred_idx, 6), W)
-    assert score_from_indices(true_idx, pred_idx, 6, W) == pytest.approx(expected)
+    assert W.score_from_indices(true_idx, pred_idx, 6) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_macro_f1_and_balanced_accuracy_equal_sklearn(seed):
+    from sklearn.metrics import balanced_accuracy_score
+
+    rng = np.random.default_rng(50 + seed)
+    c, n = 5, 400
+    t, p = rng.integers(0, c, n), rng.integers(0, c, n)
+    t[:c] = np.arange(c)
+    assert MacroF1().score(one_hot(t, c), one_hot(p, c)) == pytest.approx(f1_score(t, p, average="macro"))
+    assert BalancedAccuracy().score(one_hot(t, c), one_hot(p, c)) == pytest.approx(balanced_accuracy_score(t, p))
+
+
+def test_metric_identity_score_is_6_bacc_minus_5_minus_mean_fp_rate():
+    """DESIGN §7: with a = b = 1, w = 5 the score is 6·bAcc − 5 − mean_c FP_c/N_c."""
+    rng = np.random.default_rng(8)
+    c, n = 6, 600
+    t, p = rng.integers(0, c, n), rng.integers(0, c, n)
+    y, q = one_hot(t, c), one_hot(p, c)
+    tp, fp, fn = confusion_counts(y, q)
+    expected = 6 * BalancedAccuracy().score(y, q) - 5 - np.mean(fp / (tp + fn))
+    assert W.score(y, q) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("metric", [LinearCountMetric(), LinearCountMetric(a=2, b=0.5, w=3), BalancedAccuracy()])
+def test_bayes_weights_maximize_the_expected_score_of_one_more_row(metric):
+    """Adding one row of known posterior p to fixed counts: the class the Bayes weights pick has the highest
+    expected per-class-mean score among all C choices (computed by brute force from the counts)."""
+    rng = np.random.default_rng(9)
+    c = 4
+    counts = np.array([400, 120, 40, 10])
+    prior = counts / counts.sum()
+    for _ in range(20):
+        p = rng.dirichlet(np.ones(c))
+        u, v = metric.bayes_weights(prior)
+        pick = int(np.argmax(u * p + v))
+        expected = []
+        for k in range(c):  # predict k; the true class is y with probability p_y
+            gain = 0.0
+            for y in range(c):
+                tp, fp, fn = np.zeros(c), np.zeros(c), np.zeros(c)
+                if k == y:
+                    tp[y] = 1
+                else:
+                    fp[k], fn[y] = 1, 1
+                gain += p[y] * _marginal(metric, tp, fp, fn, counts.astype(float)).sum()
+            expected.append(gain)
+        assert np.isclose(expected[pick], max(expected), rtol=1e-9, atol=1e-12)
+
+
+def _marginal(metric, tp, fp, fn, n):
+    """Change of the summed per-class score when one row adds (tp, fp, fn) to classes of size n (the N_c are
+    the estimated class sizes, held fixed as in DESIGN §2)."""
+    if isinstance(metric, LinearCountMetric):
+        return (metric.a * tp - metric.b * fp - metric.w * fn) / n
+    return tp / n  # recall: a miss adds nothing, a hit adds 1/N
+
+
+def test_build_metric_from_config_and_params_round_trip():
+    assert build_metric(MetricConfig()) == LinearCountMetric(1.0, 1.0, 5.0)
+    assert isinstance(build_metric(MetricConfig(name="macro_f1")), MacroF1)
+    m = LinearCountMetric(2.0, 0.5, 3.0)
+    assert build_metric(m.params()) == m
+    assert m.threshold() == pytest.approx(0.5 / 5.5)
+    assert MacroF1().bayes_weights(np.ones(3) / 3) is None and MacroF1().threshold() is None
+
+
+@pytest.mark.parametrize("bad", [{"w": -5}, {"a": 0, "b": 0, "w": 0}, {"a": float("nan")}, {"b": float("inf")}, {"name": "macro_f1", "w": 3}])
+def test_invalid_metric_weights_are_refused(bad):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        MetricConfig(**bad)

@@ -178,8 +178,8 @@ def test_tau_norm_equalises_class_weight_norms():
 
 
 def test_cosine_head_outputs_scaled_cosines():
-    model, _ = _tiny_model()
-    use_cosine_head(model, scale=30.0)
+    model, mcfg = _tiny_model(loss="ldam", ldam_scale=30.0)
+    use_cosine_head(model, mcfg)
     head = classifier_of(model)
     assert isinstance(head, NormedLinear)
     x = torch.randn(5, head.in_features)

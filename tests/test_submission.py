@@ -48,7 +48,7 @@ def make_layout(
         variants=variants or [],
         data=DataConfig(dir=data, label_column="label" if sample == "label" else None, patient_column=None),
         folds=FoldsConfig(n_folds=5, path=root / "folds.csv"),
-        calibrate=CalibrateConfig(trials=10, storage=f"sqlite:///{root / 'optuna.db'}"),
+        calibrate=CalibrateConfig(storage=f"sqlite:///{root / 'optuna.db'}"),
         paths=PathsConfig(oof=root / "oof", submissions=root / "submissions", cache=root / "cache", models=root / "models", runs=root / "runs"),
     )
 

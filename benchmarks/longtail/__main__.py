@@ -136,17 +136,10 @@ def check_every_class_in_every_fold(work: Path) -> int:
     return smallest
 
 
-def balanced_accuracy(labels: np.ndarray, pred_idx: np.ndarray) -> float:
-    """Mean per-class recall over the classes present (the long-tail literature's balanced accuracy)."""
-    true_idx = labels.argmax(axis=1)
-    recalls = [float((pred_idx[true_idx == c] == c).mean()) for c in range(labels.shape[1]) if (true_idx == c).any()]
-    return float(np.mean(recalls))
-
-
 def recipe_figures(work: Path, name: str, labels_of) -> dict:
     """Nested-CV (kit decision and argmax) from the calibration report, bAcc and macro AUC from the OOF logits."""
     from kit.artifacts import load_oof
-    from kit.decision.metrics import macro_auc
+    from kit.decision.metrics import balanced_accuracy, macro_auc
 
     oof = load_oof(work / "oof" / f"{name}.npz")
     labels = labels_of(oof.ids)
@@ -154,7 +147,7 @@ def recipe_figures(work: Path, name: str, labels_of) -> dict:
     return {
         "nested_cv": float(report["chosen_nested_cv"]),
         "argmax": float(report["nested_cv"]["argmax"]),
-        "balanced_accuracy": balanced_accuracy(labels, oof.logits.argmax(axis=1)),
+        "balanced_accuracy": balanced_accuracy(labels, np.eye(labels.shape[1], dtype=np.uint8)[oof.logits.argmax(axis=1)]),
         "macro_auc": float(macro_auc(labels, softmax(oof.logits.astype(np.float64), axis=1))),
         "decision": str(report["chosen"]),
     }

@@ -3,14 +3,18 @@
 Training reads `(n, size, size)` uint8 rows from a memory-mapped file instead of decoding a
 PNG per sample, which is what makes the loader fast. The file is keyed by the split's
 fingerprint (CSV contents + image sizes and mtimes, or the npz's stamp) and the size, so a
-changed source gives a new key and a rebuild. It is built in a temp file and renamed, and the
-JSON sidecar (shape, fingerprint, ok mask) is written last: a half-built cache is never used.
+changed source gives a new key and a rebuild. It is written in order through `atomic_write` (temp
+file, then rename) and the JSON sidecar (shape, fingerprint, ok mask) is written last: a half-built
+cache is never used, and a full disk ends the build with one line (checked before decoding, when the
+free space is already too small) and no temp file left. Images that are not square are stretched
+to the square size; the build says so once.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +24,7 @@ from PIL import Image
 
 from kit.data.sources import Split, warn
 from kit.errors import KitError
-from kit.files import write_json
+from kit.files import atomic_write, ensure_writable_dir, write_json
 from kit.progress import make_progress
 
 CACHE_VERSION = 1
@@ -83,57 +87,80 @@ def _read_meta(path: Path) -> dict | None:
         return None
 
 
-def _load_chunk(split: Split, start: int, stop: int, size: int, skip: bool) -> tuple[np.ndarray, list[int], list[str]]:
+@dataclass
+class _BuildLog:
+    """What the build met on the way: unreadable images (skipped) and stretched ones (not square)."""
+
+    bad: list[int]
+    reasons: list[str]
+    stretched: list[tuple[int, tuple[int, int]]]  # (row, (height, width))
+
+
+def _load_chunk(split: Split, start: int, stop: int, size: int, skip: bool) -> tuple[np.ndarray, _BuildLog]:
     out = np.zeros((stop - start, size, size), dtype=np.uint8)
-    bad, reasons = [], []
+    log = _BuildLog([], [], [])
     for k, i in enumerate(range(start, stop)):
         try:
-            out[k] = resize_gray(split.read_image(i), size)
+            img = split.read_image(i)
         except KitError as exc:
             if not skip:
                 raise
-            bad.append(i)
-            reasons.append(str(exc))
-    return out, bad, reasons
+            log.bad.append(i)
+            log.reasons.append(str(exc))
+            continue
+        if img.shape[0] != img.shape[1]:
+            log.stretched.append((i, img.shape))
+        out[k] = resize_gray(img, size)
+    return out, log
+
+
+def _check_free_space(folder: Path, needed: int, data_path: Path) -> None:
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise KitError(
+            f"{data_path}: the image cache needs {needed / 2**20:.1f} MiB but {folder} has {free / 2**20:.1f} MiB free; "
+            "free some space or set paths.cache to a folder on a larger disk"
+        )
 
 
 def _build(split: Split, size: int, data_path: Path, meta_path: Path, on_bad_image: str) -> None:
-    """Decode, resize and write every image into a temp memmap, then rename it into place."""
+    """Decode, resize and write every image, in order, into a temp file that is then renamed into place."""
     n = len(split)
-    data_path.parent.mkdir(parents=True, exist_ok=True)
-    meta_path.unlink(missing_ok=True)
-    tmp = data_path.with_name(f".{data_path.name}.{os.getpid()}.tmp")
+    ensure_writable_dir(data_path.parent)
+    _check_free_space(data_path.parent, n * size * size, data_path)
     skip = on_bad_image == "skip"
-    bad: list[int] = []
-    reasons: list[str] = []
-    try:
-        if n:
-            target = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=(n, size, size))
-            starts = list(range(0, n, _CHUNK))
-            workers = min(4, os.cpu_count() or 1)
-            with make_progress() as progress, ThreadPoolExecutor(max_workers=workers) as pool:
-                task = progress.add_task(f"cache {split.name} {size}px", total=n)
-                futures = [pool.submit(_load_chunk, split, s, min(s + _CHUNK, n), size, skip) for s in starts]
-                for s, future in zip(starts, futures):
-                    try:
-                        chunk, chunk_bad, chunk_reasons = future.result()
-                    except BaseException:
-                        pool.shutdown(wait=True, cancel_futures=True)
-                        raise
-                    target[s : s + len(chunk)] = chunk
-                    bad += chunk_bad
-                    reasons += chunk_reasons
+    log = _BuildLog([], [], [])
+
+    def write(f) -> None:
+        if not n:
+            return
+        starts = list(range(0, n, _CHUNK))
+        workers = min(4, os.cpu_count() or 1)
+        with make_progress() as progress, ThreadPoolExecutor(max_workers=workers) as pool:
+            task = progress.add_task(f"cache {split.name} {size}px", total=n)
+            futures = [pool.submit(_load_chunk, split, s, min(s + _CHUNK, n), size, skip) for s in starts]
+            try:
+                for future in futures:
+                    chunk, chunk_log = future.result()
+                    f.write(chunk.tobytes())
+                    log.bad += chunk_log.bad
+                    log.reasons += chunk_log.reasons
+                    log.stretched += chunk_log.stretched
                     progress.advance(task, len(chunk))
-            target.flush()
-            del target
-        else:
-            tmp.write_bytes(b"")
-        os.replace(tmp, data_path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    if bad:
-        warn(f"{len(bad)} {split.name} images could not be read and are skipped (ok=False): {'; '.join(reasons[:3])}")
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+
+    atomic_write(data_path, write)
+    if log.bad:
+        warn(f"{len(log.bad)} {split.name} images could not be read and are skipped (ok=False): {'; '.join(log.reasons[:3])}")
+    if log.stretched:
+        row, (height, width) = log.stretched[0]
+        example = split.paths[row] if split.paths is not None else split.ids[row]
+        warn(
+            f"{len(log.stretched)} of {n} {split.name} images are not square (e.g. {example}: {width}x{height}); "
+            f"they are stretched to {size}x{size}, the aspect ratio is not kept"
+        )
     write_json(
         meta_path,
         {
@@ -141,6 +168,7 @@ def _build(split: Split, size: int, data_path: Path, meta_path: Path, on_bad_ima
             "fingerprint": split.fingerprint,
             "shape": [n, size, size],
             "split": split.name,
-            "bad": bad,
+            "bad": log.bad,
+            "stretched": len(log.stretched),
         },
     )

@@ -3,7 +3,9 @@
 Stratified by class so that a class with five images has one in each of five folds (its
 metric term is otherwise undefined on some fold), grouped by patient so a patient's images
 never sit on both sides of a split (they share anatomy: a grouped leak inflates OOF scores),
-and seeded so the same seed always gives the same file.
+and seeded so the same seed always gives the same file. `kit folds` refuses (and names the
+largest K that works) when some class cannot be in every held-out fold, since calibration
+could not score that class there.
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from kit.artifacts import read_folds
 from kit.config import CompetitionConfig
-from kit.data.sources import open_source, warn
+from kit.data.sources import open_source
 from kit.errors import KitError
 from kit.files import atomic_write
-from kit.artifacts import read_folds
 
 
 def assign_folds(labels: np.ndarray, groups: np.ndarray | None, n_folds: int, seed: int, task: str) -> np.ndarray:
@@ -68,17 +70,55 @@ def fold_class_counts(labels: np.ndarray, fold: np.ndarray, n_folds: int) -> np.
     return np.stack([labels[fold == k].sum(axis=0) for k in range(n_folds)])
 
 
+def max_folds(labels: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
+    """(C,) the most folds each class can be in: its images, or its patients when grouped."""
+    if groups is None:
+        return labels.sum(axis=0).astype(np.int64)
+    _, inverse = np.unique(groups, return_inverse=True)
+    per_patient = np.zeros((int(inverse.max()) + 1, labels.shape[1]), dtype=np.uint8)
+    np.maximum.at(per_patient, inverse, labels)
+    return per_patient.sum(axis=0).astype(np.int64)
+
+
+def check_every_class_fits(labels: np.ndarray, groups: np.ndarray | None, classes: list[str], cfg: CompetitionConfig) -> None:
+    """KitError naming the smallest class and the largest valid K when a class cannot be in every fold."""
+    n_folds = cfg.folds.n_folds
+    room = max_folds(labels, groups)
+    c = int(room.argmin())
+    if room[c] >= n_folds:
+        return
+    count = int(labels[:, c].sum())
+    size = f"{count} image{'s' if count != 1 else ''}" + (f" of {int(room[c])} patients" if groups is not None else "")
+    if room[c] < 2:
+        fix = "no cross-validation can hold it out in every fold: add images of it, or drop the class"
+    else:
+        fix = f"set folds.n_folds = {int(room[c])}, the largest K that puts every class in every fold"
+    raise KitError(
+        f"{cfg.source_file}: folds.n_folds = {n_folds} but class '{classes[c]}' has {size}; it would be absent from "
+        f"some held-out folds, where its metric term is undefined: {fix}"
+    )
+
+
 def make_folds(cfg: CompetitionConfig, console: Console | None = None) -> pd.DataFrame:
-    """Write cfg.folds.path (id,fold), print per-fold class counts, warn about classes smaller than the folds."""
+    """Write cfg.folds.path (id,fold) and print per-fold class counts; refuse folds where a class is absent."""
     console = console or Console()
     source = open_source(cfg)
     train = source.train
     n_folds = cfg.folds.n_folds
+    check_every_class_fits(train.labels, train.groups, source.classes, cfg)
     fold = assign_folds(train.labels, train.groups, n_folds, cfg.folds.seed, source.task)
+    counts = fold_class_counts(train.labels, fold, n_folds)
+    absent = np.argwhere(counts == 0)
+    if len(absent):
+        k, c = (int(v) for v in absent[0])
+        raise KitError(
+            f"{cfg.source_file}: with folds.seed = {cfg.folds.seed} the split leaves class '{source.classes[c]}' out of fold {k} "
+            f"(its patients could not be spread over {n_folds} folds); try another folds.seed"
+            + (f" or folds.n_folds = {n_folds - 1}" if n_folds > 2 else "")
+        )
     frame = pd.DataFrame({"id": train.ids, "fold": fold})
     atomic_write(cfg.folds.path, lambda f: f.write(frame.to_csv(index=False).encode()))
 
-    counts = fold_class_counts(train.labels, fold, n_folds)
     grouped = f"grouped by '{cfg.data.patient_column}'" if train.groups is not None else "not grouped (no patient column)"
     table = Table(title=f"{n_folds} folds, {len(frame)} images, seed {cfg.folds.seed}, {grouped}")
     table.add_column("class")
@@ -89,9 +129,6 @@ def make_folds(cfg: CompetitionConfig, console: Console | None = None) -> pd.Dat
         table.add_row(name, *(str(int(v)) for v in counts[:, c]), str(int(counts[:, c].sum())))
     table.add_row("[bold]images", *(str(int((fold == k).sum())) for k in range(n_folds)), str(len(frame)))
     console.print(table)
-    small = [f"{name} ({int(counts[:, c].sum())})" for c, name in enumerate(source.classes) if counts[:, c].sum() < n_folds]
-    if small:
-        warn(f"classes with fewer images than folds ({n_folds}), absent from some folds: {', '.join(small)}")
     console.print(f"wrote {cfg.folds.path}")
     return frame
 

@@ -6,6 +6,12 @@ column, image folders, test.csv or sample_submission.csv) and (b) a MedMNIST npz
 sample_submission columns, image files present) so a bad dataset fails in a second with one
 line, not an hour into training. Images are decoded later, once, by `kit.data.cache`.
 
+Images are returned as (H, W) uint8 grayscale. 8-bit files are read as they are (color through
+ITU-R 601-2 luma); deeper ones (16-bit PNG, 32-bit or float TIFF) are stretched from their own
+min..max to 0..255, because X-rays stored in 16 bits often use only 10-12 of them: scaling by the
+bit depth would make them nearly black (and PIL's convert("L") clips them to solid white). An image
+of one constant value becomes all zeros.
+
 Missing images: with `data.on_bad_image = "stop"` (default) `open_source` raises KitError
 listing them. With `"skip"` it prints a warning listing them and keeps the rows; `Split.missing`
 marks them, `read_image` raises for them and the cache stores them as zeros with `ok=False`, so
@@ -28,12 +34,14 @@ from rich.console import Console
 
 from kit.config import CompetitionConfig
 from kit.errors import KitError
+from kit.files import read_csv, read_npz
 
 CHESTMNIST_CLASSES = [
     "atelectasis", "cardiomegaly", "effusion", "infiltration", "mass", "nodule", "pneumonia",
     "pneumothorax", "consolidation", "edema", "emphysema", "fibrosis", "pleural", "hernia",
 ]
 NPZ_SPLITS = ("train", "val", "test")
+_NPZ_REMEDY = "re-download the file, or run `kit synth DIR --task multi-label` for a synthetic stand-in"
 _MAX_LISTED = 5
 
 
@@ -59,11 +67,10 @@ class _NpzImages:
     def array(self) -> np.ndarray:
         with self._lock:
             if self._array is None:
-                try:
-                    with np.load(self.path) as npz:
-                        self._array = np.asarray(npz[self.key])
-                except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
-                    raise KitError(f"{self.path}: cannot read key '{self.key}' ({exc}); re-download the file") from None
+                arrays = read_npz(self.path, _NPZ_REMEDY, keys=[self.key])
+                if self.key not in arrays:
+                    raise KitError(f"{self.path}: key '{self.key}' is gone (the file changed while in use); run the command again")
+                self._array = arrays[self.key]
             return self._array
 
     def __getitem__(self, index: int) -> np.ndarray:
@@ -88,6 +95,7 @@ class Split:
     paths: np.ndarray | None = None  # (n,) image file per row (Kaggle layout)
     missing: np.ndarray | None = None  # (n,) bool: image file absent at load (on_bad_image="skip")
     npz_images: _NpzImages | None = field(default=None, repr=False)
+    images_fingerprint: str = ""  # the images' names, sizes and mtimes (or the npz's), wherever the folder lies
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -101,7 +109,7 @@ class Split:
             raise KitError(f"{path}: image file is missing ({self.name} id '{self.ids[i]}')")
         try:
             with Image.open(path) as img:
-                return np.asarray(img.convert("L"), dtype=np.uint8)
+                return gray_uint8(img, path)
         except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
             raise KitError(
                 f"{path}: cannot read image ({type(exc).__name__}: {exc}); replace the file, "
@@ -111,6 +119,22 @@ class Split:
     @property
     def n_missing(self) -> int:
         return 0 if self.missing is None else int(self.missing.sum())
+
+
+def gray_uint8(img: Image.Image, path: str) -> np.ndarray:
+    """(H, W) uint8: 8-bit modes through PIL's luma conversion, deeper ones (I;16, I, F) stretched
+    from the image's own min..max (a constant image gives zeros)."""
+    if img.mode not in ("F", "I") and not img.mode.startswith("I;"):
+        return np.asarray(img.convert("L"), dtype=np.uint8)
+    values = np.asarray(img).astype(np.float64)
+    if values.ndim != 2:
+        raise KitError(f"{path}: a {img.mode} image of shape {values.shape}; expected one grayscale plane")
+    if not np.isfinite(values).all():
+        raise KitError(f"{path}: image has NaN or infinite pixel values; replace the file, or set data.on_bad_image = \"skip\"")
+    low, high = values.min(), values.max()
+    if high == low:
+        return np.zeros(values.shape, dtype=np.uint8)
+    return np.rint((values - low) * (255.0 / (high - low))).astype(np.uint8)
 
 
 @dataclass(frozen=True, eq=False)
@@ -161,10 +185,10 @@ def test_labels(cfg: CompetitionConfig) -> pd.DataFrame | None:
     if cfg.data.source == "medmnist":
         path = data_dir / cfg.data.npz
         classes, _ = _npz_classes_and_shapes(path)
-        with np.load(path) as npz:
-            if "test_labels" not in npz.files:
-                return None
-            labels = np.asarray(npz["test_labels"])
+        arrays = read_npz(path, _NPZ_REMEDY, keys=["test_labels"])
+        if "test_labels" not in arrays:
+            return None
+        labels = arrays["test_labels"]
         if len(classes) == 1:
             classes = open_source(cfg).classes
         labels = _npz_labels(labels, len(classes), cfg.task, path)
@@ -176,7 +200,7 @@ def test_labels(cfg: CompetitionConfig) -> pd.DataFrame | None:
     path = data_dir / cfg.data.solution_csv
     if not path.is_file():
         return None
-    frame = _read_csv(path, cfg.data.id_column, cfg)
+    frame = _read_csv(path, cfg.data.id_column, cfg, "solution_csv")
     indicator = [c for c in frame.columns if c != cfg.data.id_column and frame[c].dtype.kind in "iub"]
     if indicator and frame[indicator].isin([0, 1]).all().all():  # one-hot columns as uint8 (n, C) indicators
         frame[indicator] = frame[indicator].astype(np.uint8)
@@ -189,21 +213,14 @@ test_labels.__test__ = False  # a data function, not a pytest test
 # --- Kaggle layout -----------------------------------------------------------------------------
 
 
-def _read_csv(path: Path, id_column: str, cfg: CompetitionConfig, key: str = "") -> pd.DataFrame:
-    if not path.is_file():
-        hint = f"; set data.{key} in {cfg.source_file}" if key else ""
-        raise KitError(f"{path}: file not found{hint}")
-    try:
-        frame = pd.read_csv(path, dtype={id_column: str}, keep_default_na=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise KitError(f"{path}: not a readable CSV ({exc})") from None
+def _read_csv(path: Path, id_column: str, cfg: CompetitionConfig, key: str) -> pd.DataFrame:
+    """One of the competition's CSVs (ids as strings, "NA" an id like any other), with an id column and rows."""
+    remedy = f"restore it from the competition download, or set data.{key} in {cfg.source_file}"
+    frame = read_csv(path, id_column, remedy)
     if id_column not in frame.columns:
         raise KitError(
             f"{path}: no id column '{id_column}' (columns: {_first(frame.columns, 8)}); set data.id_column in {cfg.source_file}"
         )
-    if frame[id_column].isna().any():
-        row = int(np.flatnonzero(frame[id_column].isna().to_numpy())[0]) + 2
-        raise KitError(f"{path}: row {row} has an empty id")
     return frame
 
 
@@ -253,7 +270,7 @@ def _sample_class_columns(cfg: CompetitionConfig, data_dir: Path) -> list[str] |
     path = data_dir / cfg.data.sample_submission
     if not path.is_file():
         return None
-    header = pd.read_csv(path, nrows=0).columns
+    header = _read_csv(path, cfg.data.id_column, cfg, "sample_submission").columns
     rest = [c for c in header if c != cfg.data.id_column]
     return rest if len(rest) > 1 else None
 
@@ -352,7 +369,11 @@ def _open_kaggle(cfg: CompetitionConfig, data_dir: Path) -> DataSource:
         missing, stat_lines = _stat_images(paths)
         _check_missing(missing, paths, name, cfg, key)
         fingerprint = _fingerprint("kaggle", name, csv_path.read_bytes(), "\n".join(stat_lines))
-        splits[name] = Split(ids, y, g, fingerprint, name=name, paths=paths, missing=missing if missing.any() else None)
+        prefix = len(str(data_dir)) + 1  # the same images in a moved or copied (mtime-keeping) folder keep their fingerprint
+        images = _fingerprint("images", "\n".join(line[prefix:] for line in stat_lines))
+        splits[name] = Split(
+            ids, y, g, fingerprint, name=name, paths=paths, missing=missing if missing.any() else None, images_fingerprint=images
+        )
     return DataSource(classes, cfg.task, splits["train"], splits["test"], synthetic=(data_dir / "SYNTHETIC").exists())
 
 
@@ -376,7 +397,7 @@ def _npz_classes_and_shapes(path: Path) -> tuple[list[str], dict[str, tuple[int,
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as exc:
-        raise KitError(f"{path}: not a readable npz ({exc})") from None
+        raise KitError(f"{path}: not a readable npz archive ({exc}); {_NPZ_REMEDY}") from None
     with zf:
         present = {n[:-4] for n in zf.namelist() if n.endswith(".npy")}
         shapes = {}
@@ -389,7 +410,10 @@ def _npz_classes_and_shapes(path: Path) -> tuple[list[str], dict[str, tuple[int,
                     if split == "val":
                         continue
                     raise KitError(f"{path}: missing key '{key}' (found: {_first(sorted(present), 8)}); expected the MedMNIST keys")
-                shape, dtype = _npy_header(zf, key)
+                try:
+                    shape, dtype = _npy_header(zf, key)
+                except Exception as exc:  # a damaged member raises BadZipFile, ValueError, EOFError, ...
+                    raise KitError(f"{path}: key '{key}' is unreadable, the file is truncated or corrupt ({type(exc).__name__}); {_NPZ_REMEDY}") from None
                 if kind == "images":
                     ok = dtype == np.uint8 and (len(shape) == 3 or (len(shape) == 4 and shape[-1] in (1, 3)))
                     expect = "uint8 (N, H, W), (N, H, W, 1) or (N, H, W, 3)"
@@ -398,6 +422,8 @@ def _npz_classes_and_shapes(path: Path) -> tuple[list[str], dict[str, tuple[int,
                     expect = "integer (N, C)"
                 if not ok:
                     raise KitError(f"{path}: key '{key}' has shape {shape} and dtype {dtype}; expected {expect}")
+                if shape[0] == 0 and split != "val":
+                    raise KitError(f"{path}: key '{key}' has 0 rows; the {split} set would be empty: {_NPZ_REMEDY}")
                 shapes[key] = shape
     for split in NPZ_SPLITS:
         if f"{split}_labels" in shapes and shapes[f"{split}_labels"][0] != shapes[f"{split}_images"][0]:
@@ -417,9 +443,9 @@ def _open_medmnist(cfg: CompetitionConfig, data_dir: Path) -> DataSource:
     classes, shapes = _npz_classes_and_shapes(path)
     st = path.stat()
     stamp = f"{path.resolve()}\t{st.st_size}\t{st.st_mtime_ns}"
-    with np.load(path) as npz:
-        synthetic = "synthetic" in npz.files
-        label_parts = [npz[f"{s}_labels"] for s in ("train", "val") if f"{s}_images" in shapes]
+    arrays = read_npz(path, _NPZ_REMEDY, keys=["synthetic", "train_labels", "val_labels"])
+    synthetic = "synthetic" in arrays
+    label_parts = [arrays[f"{s}_labels"] for s in ("train", "val") if f"{s}_images" in shapes]
     if len(classes) == 1:  # (N, 1) class indices (multi-class MedMNIST sets): as many classes as the largest index
         classes = [f"class_{k}" for k in range(int(max(int(np.max(y, initial=0)) for y in label_parts)) + 1)]
     labels = np.concatenate([_npz_labels(y, len(classes), cfg.task, path) for y in label_parts]).astype(np.uint8)
@@ -430,11 +456,12 @@ def _open_medmnist(cfg: CompetitionConfig, data_dir: Path) -> DataSource:
     ids = np.concatenate([[f"{s}_{i:05d}" for i in range(shapes[f"{s}_images"][0])] for s in train_parts]).astype(str)
     readers = [_NpzImages(path, f"{s}_images", shapes[f"{s}_images"]) for s in train_parts]
     train_images = readers[0] if len(readers) == 1 else _ConcatImages(readers)
-    train = Split(ids, labels, None, _fingerprint("npz", "train", stamp), name="train", npz_images=train_images)
+    images = _fingerprint("npz images", f"{st.st_size}\t{st.st_mtime_ns}")
+    train = Split(ids, labels, None, _fingerprint("npz", "train", stamp), name="train", npz_images=train_images, images_fingerprint=images)
     n_test = shapes["test_images"][0]
     test_ids = np.array([f"test_{i:05d}" for i in range(n_test)], dtype=str)
     test = Split(test_ids, None, None, _fingerprint("npz", "test", stamp), name="test",
-                 npz_images=_NpzImages(path, "test_images", shapes["test_images"]))
+                 npz_images=_NpzImages(path, "test_images", shapes["test_images"]), images_fingerprint=images)
     return DataSource(list(classes), cfg.task, train, test, synthetic=synthetic)
 
 

@@ -1,254 +1,143 @@
-"""From logits to predictions that maximize the competition metric (DESIGN §2).
+"""A decision: everything that turns one model's (or a blend's) logits into predictions, saved as JSON.
 
-Pure functions plus one small, JSON-serializable :class:`Decision`:
-
-1. temperature T (fitted by NLL on OOF) and prior correction ``logit/T − log q + log π`` turn a
-   model's logits into calibrated log-probabilities under the true class distribution π;
-2. multi-class: the Bayes rule ``argmax_k ((a+b+w)·p_k − b) / π_k`` (not argmax), optionally after
-   per-class offsets added to the log-probabilities (zero offsets == the closed-form rule);
-3. multi-label: per-class thresholds on calibrated probabilities (Youden's J, best F1, or least cost,
-   whose closed form for calibrated p is b/(a+b+w)).
+Multi-class, with p the calibrated probabilities (kit.decision.calibration) and o per-class offsets:
+- argmax-type rules predict ``argmax_k log p_k + o_k``;
+- Bayes-type rules predict ``argmax_k u_k·p_k·e^{o_k} + v_k`` with (u, v) the metric's Bayes weights for
+  the target prior (for the competition's metric ``((a+b+w)·p_k − b)/π_k``, DESIGN §2).
+Multi-label: predict label c where ``p_c >= t_c``.
+Zero offsets give the closed-form rule; the candidates module fits T, α, offsets and thresholds.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-from scipy.optimize import minimize_scalar
-from scipy.special import log_softmax
-from sklearn.metrics import precision_recall_curve, roc_curve
+from pydantic import ValidationError
+from sklearn.metrics import roc_curve
 
 from kit.config import MetricConfig
+from kit.decision.calibration import calibrated_logits, log_probs, prior_shift
+from kit.decision.metrics import MacroF1, Metric, build_metric
 from kit.errors import KitError
 from kit.files import write_json
 
-RULES = ("argmax", "prior_argmax", "bayes", "bayes_offsets", "thresholds")
-THRESHOLD_METHODS = ("youden", "f1", "cost")
-_TINY = 1e-12
+TASKS = ("multi-class", "multi-label")
+THRESHOLD_METHODS = ("metric", "youden", "f1")
 
 
-def _log_sigmoid(x: np.ndarray) -> np.ndarray:
-    return -np.logaddexp(0.0, -x)
+def decide_indices(lp: np.ndarray, offsets: np.ndarray, bayes_weights: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+    """(n,) predicted class per row of (n, C) calibrated log-probabilities (float32 inner loop).
 
-
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, _TINY, 1 - _TINY)
-    return np.log(p) - np.log1p(-p)
-
-
-def class_prior(labels: np.ndarray) -> np.ndarray:
-    """(C,) class frequencies of an indicator array (multi-label: positive rate per class), never exactly
-    0 or 1: the N_k estimate of the Bayes rule and the target prior of the prior correction."""
-    labels = np.asarray(labels)
-    counts = labels.sum(axis=0).astype(np.float64)
-    if labels.ndim == 2 and (labels.sum(axis=1) == 1).all():
-        return np.clip(counts / counts.sum(), _TINY, None)
-    return np.clip(counts / len(labels), _TINY, 1 - _TINY)
-
-
-def prior_shift(train_prior: np.ndarray, target_prior: np.ndarray, task: str) -> np.ndarray:
-    """(C,) term added to tempered logits so the model predicts under `target_prior` instead of `train_prior`."""
-    q = np.asarray(train_prior, dtype=np.float64)
-    pi = np.asarray(target_prior, dtype=np.float64)
-    if task == "multi-label":  # each class is its own binary problem with positive rate q_c
-        return _logit(pi) - _logit(q)
-    return np.log(np.clip(pi, _TINY, None)) - np.log(np.clip(q, _TINY, None))
-
-
-def calibrated_log_probs(
-    logits: np.ndarray,
-    temperature: float,
-    train_prior: np.ndarray,
-    target_prior: np.ndarray,
-    task: str,
-) -> np.ndarray:
-    """Multi-class: log_softmax(logits/T − log q + log π); multi-label: log sigmoid of the corrected logit."""
-    z = np.asarray(logits, dtype=np.float64) / float(temperature) + prior_shift(train_prior, target_prior, task)
-    return _log_sigmoid(z) if task == "multi-label" else log_softmax(z, axis=1)
-
-
-def fit_temperature(
-    logits: np.ndarray,
-    labels: np.ndarray,
-    train_prior: np.ndarray | None = None,
-    target_prior: np.ndarray | None = None,
-    task: str = "multi-class",
-    bounds: tuple[float, float] = (0.05, 20.0),
-) -> float:
-    """Temperature minimizing the NLL of the (prior-corrected) calibrated probabilities on labelled OOF.
-
-    Searched on log T in a bounded range, so one bad fold can never produce T ≤ 0 or an absurd T.
+    Without Bayes weights: argmax(lp + offsets). With (u, v): argmax(u·p·e^offsets + v). The same
+    function serves the searches and `Decision.predict`, so a tuned and a saved decision agree bit for bit.
     """
-    logits = np.asarray(logits, dtype=np.float64)
-    labels = np.asarray(labels)
-    c = logits.shape[1]
-    shift = np.zeros(c) if train_prior is None or target_prior is None else prior_shift(train_prior, target_prior, task)
-    if task == "multi-label":
-        y = labels.astype(np.float64)
-
-        def nll(log_t: float) -> float:
-            z = logits / np.exp(log_t) + shift
-            return float(np.mean(np.logaddexp(0.0, z) - y * z))
-    else:
-        idx = labels.argmax(axis=1)
-        rows = np.arange(len(idx))
-
-        def nll(log_t: float) -> float:
-            z = logits / np.exp(log_t) + shift
-            return float(np.mean(np.logaddexp.reduce(z, axis=1) - z[rows, idx]))
-
-    result = minimize_scalar(nll, bounds=(np.log(bounds[0]), np.log(bounds[1])), method="bounded", options={"xatol": 1e-4})
-    return float(np.exp(result.x))
-
-
-def rule_predictor(
-    log_probs: np.ndarray,
-    rule: str,
-    target_prior: np.ndarray,
-    weights: MetricConfig,
-) -> Callable[[np.ndarray], np.ndarray]:
-    """Multi-class: return ``f(offsets) -> predicted class indices`` for a rule.
-
-    Everything that does not depend on the offsets is computed once here, so an Optuna objective
-    costs one multiply-add and one argmax per trial. Decision.predict uses the same function, so the
-    tuned and the saved decision agree bit for bit.
-    """
-    if rule in ("argmax", "prior_argmax"):
-        lp = np.asarray(log_probs, dtype=np.float32)
-        return lambda offsets: np.argmax(lp + np.asarray(offsets, dtype=np.float32), axis=1)
-    if rule not in ("bayes", "bayes_offsets"):
-        raise ValueError(f"rule {rule!r} is not a multi-class rule")
-    probs = np.exp(np.asarray(log_probs, dtype=np.float64)).astype(np.float32)
-    pi = np.clip(np.asarray(target_prior, dtype=np.float64), _TINY, None)
-    scale = weights.a + weights.b + weights.w
-    bias = (-weights.b / pi).astype(np.float32)
-    # ((a+b+w)·p_k·e^{o_k} − b) / π_k  ==  p_k·u_k + v_k
-    return lambda offsets: np.argmax(
-        probs * (scale * np.exp(np.asarray(offsets, dtype=np.float64)) / pi).astype(np.float32) + bias, axis=1
-    )
-
-
-def fit_thresholds(probs: np.ndarray, labels: np.ndarray, method: str, weights: MetricConfig) -> np.ndarray:
-    """(C,) per-class thresholds (predict positive where p >= t) fitted on labelled probabilities.
-
-    youden: max TPR − FPR on the ROC curve; f1: max F1; cost: max a·TP − b·FP − w·FN on these data
-    (for calibrated p its expectation is maximized at b/(a+b+w)). A class with no positive or no
-    negative example gets the closed-form cost threshold, since the data say nothing about it.
-    """
-    if method not in THRESHOLD_METHODS:
-        raise ValueError(f"threshold method {method!r}; use one of {THRESHOLD_METHODS}")
-    probs = np.asarray(probs, dtype=np.float64)
-    labels = np.asarray(labels)
-    default = weights.b / (weights.a + weights.b + weights.w)
-    out = np.full(probs.shape[1], default)
-    for c in range(probs.shape[1]):
-        y, p = labels[:, c], probs[:, c]
-        if not 0 < y.sum() < len(y):
-            continue
-        if method == "youden":
-            fpr, tpr, thr = roc_curve(y, p)
-            out[c] = min(float(thr[np.argmax(tpr - fpr)]), float(np.nextafter(p.max(), np.inf)))
-        elif method == "f1":
-            precision, recall, thr = precision_recall_curve(y, p)
-            f1 = 2 * precision[:-1] * recall[:-1] / np.clip(precision[:-1] + recall[:-1], _TINY, None)
-            out[c] = float(thr[np.argmax(f1)])
-        else:
-            out[c] = _best_cost_threshold(y, p, weights)
-    return out
-
-
-def _best_cost_threshold(y: np.ndarray, p: np.ndarray, weights: MetricConfig) -> float:
-    """Threshold maximizing a·TP − b·FP − w·FN when predicting p >= t (one sort, cumulative sums)."""
-    order = np.argsort(-p, kind="stable")
-    p_sorted, y_sorted = p[order], y[order].astype(np.int64)
-    tp = np.cumsum(y_sorted)
-    fp = np.cumsum(1 - y_sorted)
-    fn = y_sorted.sum() - tp
-    gain = weights.a * tp - weights.b * fp - weights.w * fn
-    last_of_tie = np.r_[p_sorted[1:] != p_sorted[:-1], True]  # cut only between distinct scores
-    gain = np.where(last_of_tie, gain, -np.inf)
-    none_gain = -weights.w * y_sorted.sum()  # predicting nothing positive
-    best = int(np.argmax(gain))
-    if gain[best] <= none_gain:
-        return float(np.nextafter(p_sorted[0], np.inf))
-    return float(p_sorted[best])
+    offsets = np.asarray(offsets, dtype=np.float64)
+    if bayes_weights is None:
+        return np.argmax(np.asarray(lp, dtype=np.float32) + offsets.astype(np.float32), axis=1)
+    u, v = bayes_weights
+    p = np.exp(np.asarray(lp, dtype=np.float64)).astype(np.float32)
+    return np.argmax(p * (np.asarray(u) * np.exp(offsets)).astype(np.float32) + np.asarray(v, dtype=np.float32), axis=1)
 
 
 @dataclass(frozen=True, eq=False)
 class Decision:
-    """Everything needed to turn one model's (or a blend's) logits into predictions; saved as JSON."""
+    """One fitted decision rule; `predict(logits)` gives the (n, C) uint8 indicator to submit."""
 
     task: str
     classes: tuple[str, ...]
-    rule: str
+    rule: str  # the candidate that produced it (kit.decision.candidates)
     temperature: float
-    train_prior: np.ndarray  # (C,) distribution the model was trained under
+    alpha: float  # strength of the prior correction log π − log q
+    train_prior: np.ndarray  # (C,) distribution the logits were trained under (q)
     target_prior: np.ndarray  # (C,) the true class distribution (π)
-    offsets: np.ndarray  # (C,) added to calibrated log-probabilities before the rule
-    thresholds: np.ndarray | None  # (C,) multi-label only
-    weights: MetricConfig
+    metric: dict  # the metric's params(): name and weights
+    bayes: bool = False  # multi-class: decide by the metric's Bayes weights instead of argmax
+    offsets: np.ndarray | None = None  # (C,) multi-class offsets on log-probabilities
+    thresholds: np.ndarray | None = None  # (C,) multi-label thresholds on probabilities
+    fitted_on: str | None = None  # fingerprint of the OOF it was fitted on (kit.artifacts.oof_fingerprint)
+    extra: dict = field(default_factory=dict)  # what the fit chose beyond the fields (e.g. the search's start)
 
     def log_probs(self, logits: np.ndarray) -> np.ndarray:
-        """Calibrated log-probabilities (temperature and prior correction, before offsets)."""
-        return calibrated_log_probs(logits, self.temperature, self.train_prior, self.target_prior, self.task)
+        """Calibrated log-probabilities: temperature and α-scaled prior correction, before offsets."""
+        shift = prior_shift(self.train_prior, self.target_prior, self.task)
+        return log_probs(calibrated_logits(logits, self.temperature, self.alpha, shift), self.task)
 
     def predict_indices(self, logits: np.ndarray) -> np.ndarray:
         """Multi-class: (n,) predicted class index."""
         if self.task != "multi-class":
             raise ValueError("predict_indices is for multi-class decisions; use predict")
-        return rule_predictor(self.log_probs(logits), self.rule, self.target_prior, self.weights)(self.offsets)
+        weights = build_metric(self.metric).bayes_weights(self.target_prior) if self.bayes else None
+        offsets = np.zeros(len(self.classes)) if self.offsets is None else self.offsets
+        return decide_indices(self.log_probs(logits), offsets, weights)
 
     def predict(self, logits: np.ndarray) -> np.ndarray:
         """(n, C) uint8 indicator: one-hot for multi-class, thresholded for multi-label."""
-        c = len(self.classes)
         if self.task == "multi-label":
             return (np.exp(self.log_probs(logits)) >= self.thresholds).astype(np.uint8)
-        return np.eye(c, dtype=np.uint8)[self.predict_indices(logits)]
+        return np.eye(len(self.classes), dtype=np.uint8)[self.predict_indices(logits)]
 
     def with_(self, **changes) -> Decision:
-        """A copy with some fields replaced (e.g. tuned offsets)."""
-        return Decision(**{**self.__dict__, **changes})
+        return replace(self, **changes)
 
     def to_dict(self) -> dict:
+        def floats(a):
+            return None if a is None else np.asarray(a, dtype=float).tolist()
+
         return {
-            "task": self.task,
-            "classes": list(self.classes),
-            "rule": self.rule,
-            "temperature": float(self.temperature),
-            "train_prior": np.asarray(self.train_prior, dtype=float).tolist(),
-            "target_prior": np.asarray(self.target_prior, dtype=float).tolist(),
-            "offsets": np.asarray(self.offsets, dtype=float).tolist(),
-            "thresholds": None if self.thresholds is None else np.asarray(self.thresholds, dtype=float).tolist(),
-            "weights": self.weights.model_dump(),
+            "task": self.task, "classes": list(self.classes), "rule": self.rule, "temperature": float(self.temperature),
+            "alpha": float(self.alpha), "train_prior": floats(self.train_prior), "target_prior": floats(self.target_prior),
+            "metric": dict(self.metric), "bayes": bool(self.bayes), "offsets": floats(self.offsets),
+            "thresholds": floats(self.thresholds), "fitted_on": self.fitted_on, "extra": self.extra,
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> Decision:
-        missing = [k for k in cls.__dataclass_fields__ if k not in d]
+        """Validated: shapes, finite values, T > 0, priors > 0, thresholds in [0, 1], a known metric."""
+        required = ("task", "classes", "rule", "temperature", "alpha", "train_prior", "target_prior", "metric")
+        missing = [k for k in required if k not in d]
         if missing:
             raise ValueError(f"missing keys {missing}")
-        if d["rule"] not in RULES:
-            raise ValueError(f"unknown rule {d['rule']!r}; expected one of {RULES}")
-        c = len(d["classes"])
-        arrays = {k: np.asarray(d[k], dtype=np.float64) for k in ("train_prior", "target_prior", "offsets")}
-        for name, arr in arrays.items():
+        if d["task"] not in TASKS:
+            raise ValueError(f"task {d['task']!r} is not one of {TASKS}")
+        classes = tuple(str(c) for c in d["classes"])
+        c = len(classes)
+        if c == 0 or len(set(classes)) != c:
+            raise ValueError("classes must be a non-empty list of distinct names")
+        temperature, alpha = float(d["temperature"]), float(d["alpha"])
+        if not (np.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"temperature must be a positive number, got {d['temperature']!r}")
+        if not np.isfinite(alpha):
+            raise ValueError(f"alpha must be finite, got {d['alpha']!r}")
+        arrays = {}
+        for key in ("train_prior", "target_prior", "offsets", "thresholds"):
+            if d.get(key) is None:
+                arrays[key] = None
+                continue
+            arr = np.asarray(d[key], dtype=np.float64)
             if arr.shape != (c,):
-                raise ValueError(f"{name} has {arr.size} values for {c} classes")
-        thresholds = None if d["thresholds"] is None else np.asarray(d["thresholds"], dtype=np.float64)
-        if d["task"] == "multi-label" and (thresholds is None or thresholds.shape != (c,)):
-            raise ValueError(f"a multi-label decision needs {c} thresholds")
+                raise ValueError(f"{key} has {arr.size} values for {c} classes")
+            if not np.isfinite(arr).all():
+                raise ValueError(f"{key} holds NaN or infinite values")
+            arrays[key] = arr
+        for key in ("train_prior", "target_prior"):
+            if arrays[key] is None or (arrays[key] <= 0).any():
+                raise ValueError(f"{key} must be positive for every class")
+        if d["task"] == "multi-label":
+            t = arrays["thresholds"]
+            if t is None or (t < 0).any() or (t > 1 + 1e-6).any():
+                raise ValueError(f"a multi-label decision needs {c} thresholds in [0, 1]")
+        try:
+            MetricConfig.model_validate(d["metric"])  # a known metric with valid weights
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise ValueError(f"metric {'.'.join(map(str, first['loc'])) or ''}: {first['msg']}") from None
         return cls(
-            task=d["task"],
-            classes=tuple(d["classes"]),
-            rule=d["rule"],
-            temperature=float(d["temperature"]),
-            thresholds=thresholds,
-            weights=MetricConfig(**d["weights"]),
-            **arrays,
+            task=d["task"], classes=classes, rule=str(d["rule"]), temperature=temperature, alpha=alpha,
+            metric=dict(d["metric"]), bayes=bool(d.get("bayes", False)), fitted_on=d.get("fitted_on"),
+            extra=dict(d.get("extra") or {}), **arrays,
         )
 
     def save(self, path: str | Path) -> None:
@@ -261,32 +150,66 @@ class Decision:
             raise KitError(f"{path}: decision file not found; run `kit calibrate` first")
         try:
             return cls.from_dict(json.loads(path.read_text()))
-        except (ValueError, TypeError, KeyError) as exc:
-            raise KitError(f"{path}: not a valid decision file ({exc}); rerun `kit calibrate`") from None
+        except (ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise KitError(f"{path}: not a valid decision file ({first}); rerun `kit calibrate`") from None
 
 
 def closed_form_decision(
-    task: str,
-    classes,
-    train_prior: np.ndarray,
-    target_prior: np.ndarray,
-    weights: MetricConfig,
-    temperature: float = 1.0,
+    task: str, classes, train_prior: np.ndarray, target_prior: np.ndarray, metric: Metric, temperature: float = 1.0, alpha: float = 1.0,
 ) -> Decision:
-    """The metric's Bayes-optimal decision for calibrated probabilities, with nothing tuned.
+    """The metric's Bayes-optimal decision for calibrated probabilities, nothing searched.
 
-    Multi-class: prior correction then argmax_k ((a+b+w)·p_k − b)/π_k. Multi-label: p >= b/(a+b+w).
-    """
+    Multi-class: prior correction then the metric's Bayes rule (argmax when the metric has none).
+    Multi-label: p >= the metric's threshold (0.5 when it has none)."""
     c = len(classes)
     multi_label = task == "multi-label"
+    threshold = metric.threshold() if metric.threshold() is not None else 0.5
     return Decision(
-        task=task,
-        classes=tuple(str(x) for x in classes),
-        rule="thresholds" if multi_label else "bayes",
-        temperature=float(temperature),
-        train_prior=np.asarray(train_prior, dtype=np.float64),
-        target_prior=np.asarray(target_prior, dtype=np.float64),
-        offsets=np.zeros(c),
-        thresholds=np.full(c, weights.b / (weights.a + weights.b + weights.w)) if multi_label else None,
-        weights=weights,
+        task=task, classes=tuple(str(x) for x in classes), rule="closed_form", temperature=float(temperature), alpha=float(alpha),
+        train_prior=np.asarray(train_prior, dtype=np.float64), target_prior=np.asarray(target_prior, dtype=np.float64),
+        metric=metric.params(), bayes=not multi_label and metric.bayes_weights(np.ones(c) / c) is not None,
+        offsets=None if multi_label else np.zeros(c), thresholds=np.full(c, threshold) if multi_label else None,
     )
+
+
+def fit_thresholds(probs: np.ndarray, labels: np.ndarray, method: str, metric: Metric) -> np.ndarray:
+    """(C,) per-class thresholds (predict positive where p >= t) fitted on labelled probabilities.
+
+    metric: the cut that maximizes the configured metric's per-class score on these rows; f1: the same
+    for F1; youden: max TPR − FPR on the ROC curve. A class with no positive or no negative row keeps
+    the metric's closed-form threshold (0.5 when it has none): the data say nothing about it.
+    """
+    if method not in THRESHOLD_METHODS:
+        raise ValueError(f"threshold method {method!r}; use one of {THRESHOLD_METHODS}")
+    probs = np.asarray(probs, dtype=np.float64)
+    labels = np.asarray(labels)
+    default = metric.threshold() if metric.threshold() is not None else 0.5
+    out = np.full(probs.shape[1], default)
+    for c in range(probs.shape[1]):
+        y, p = labels[:, c], probs[:, c]
+        if not 0 < y.sum() < len(y):
+            continue
+        if method == "youden":
+            fpr, tpr, thr = roc_curve(y, p)
+            out[c] = min(float(thr[np.argmax(tpr - fpr)]), float(np.nextafter(p.max(), np.inf)))
+        else:
+            out[c] = best_threshold(y, p, metric if method == "metric" else MacroF1())
+    return out
+
+
+def best_threshold(y: np.ndarray, p: np.ndarray, metric: Metric) -> float:
+    """Threshold maximizing one class's score under `metric` when predicting p >= t: one sort, cumulative
+    counts, every cut scored at once; cuts only between distinct scores; ties go to fewer positives."""
+    order = np.argsort(-p, kind="stable")
+    p_sorted, y_sorted = p[order], np.asarray(y)[order].astype(np.int64)
+    positives = int(y_sorted.sum())
+    tp = np.r_[0, np.cumsum(y_sorted)]  # cut j: the top j rows predicted positive
+    fp = np.r_[0, np.cumsum(1 - y_sorted)]
+    value = metric.per_class_from_counts(tp, fp, positives - tp)
+    value = np.where(np.isnan(value), -np.inf, value)
+    allowed = np.r_[True, p_sorted[1:] != p_sorted[:-1], True]  # j = 0, and after the last of a tie
+    best = int(np.argmax(np.where(allowed, value, -np.inf)))
+    if best == 0:
+        return float(np.nextafter(p_sorted[0], np.inf))
+    return float(p_sorted[best - 1])

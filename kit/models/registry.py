@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from kit.config import ModelConfig
+from kit.config import ModelConfig, model_file
 from kit.errors import KitError
 
 _REGISTRY: dict[str, Callable[[ModelConfig, int], nn.Module]] = {}
@@ -42,12 +42,12 @@ def create_model(mcfg: ModelConfig, num_classes: int) -> nn.Module:
         if mcfg.pretrained and not mcfg.weights:
             raise KitError(
                 f"variant '{mcfg.name}': {mcfg.backbone} has no published pretrained weights; "
-                f"set pretrained = false (or weights = \"/path/to/file\") in configs/models/{mcfg.name}.toml"
+                f"set pretrained = false (or weights = \"/path/to/file\") in {model_file(mcfg)}"
             )
     else:
         model = _timm_model(mcfg, num_classes, pretrained=mcfg.pretrained and not mcfg.weights)
     if mcfg.weights:
-        load_weights(model, mcfg.weights, mcfg.name)
+        load_weights(model, mcfg.weights, mcfg.name, model_file(mcfg))
     return model
 
 
@@ -65,7 +65,7 @@ def _timm_model(mcfg: ModelConfig, num_classes: int, pretrained: bool) -> nn.Mod
 
     if not timm.is_model(mcfg.backbone):
         raise KitError(
-            f"configs/models/{mcfg.name}.toml: key 'backbone': unknown model '{mcfg.backbone}'; "
+            f"{model_file(mcfg)}: key 'backbone': unknown model '{mcfg.backbone}'; "
             f"use one of {list_models()} or a name from timm.list_models()"
         )
     kwargs = dict(num_classes=num_classes, drop_rate=mcfg.dropout, in_chans=mcfg.in_chans)
@@ -81,5 +81,5 @@ def _timm_model(mcfg: ModelConfig, num_classes: int, pretrained: bool) -> nn.Mod
         raise KitError(
             f"variant '{mcfg.name}': pretrained weights for '{mcfg.backbone}' cannot be downloaded "
             f"({type(exc).__name__}); on an offline machine put weights = \"/path/to/file.safetensors\" "
-            f"(or .pth) in configs/models/{mcfg.name}.toml, or set pretrained = false"
+            f"(or .pth) in {model_file(mcfg)}, or set pretrained = false"
         ) from None

@@ -38,21 +38,23 @@ def hub_offline():
         hf_constants.HF_HUB_OFFLINE = old
 
 
-def read_state_dict(source: str, variant: str) -> dict[str, torch.Tensor]:
-    """A state dict from a local .pth/.pt/.bin/.safetensors file or an http(s) URL."""
+def read_state_dict(source: str, variant: str, config_file: str | Path | None = None) -> dict[str, torch.Tensor]:
+    """A state dict from a local .pth/.pt/.bin/.safetensors file or an http(s) URL; messages name
+    `config_file` (the variant's TOML, by default configs/models/<variant>.toml)."""
+    config_file = config_file or f"configs/models/{variant}.toml"
     if source.startswith(("http://", "https://")):
         try:
             state = torch.hub.load_state_dict_from_url(source, map_location="cpu", weights_only=True)
         except Exception as exc:
             raise KitError(
                 f"variant '{variant}': cannot download weights from {source} ({type(exc).__name__}); "
-                f"download the file elsewhere and set weights = \"/path/to/file\" in configs/models/{variant}.toml"
+                f"download the file elsewhere and set weights = \"/path/to/file\" in {config_file}"
             ) from None
     else:
         path = Path(source).expanduser()
         if not path.is_file():
             raise KitError(
-                f"{path}: weights file not found (key 'weights' of configs/models/{variant}.toml); "
+                f"{path}: weights file not found (key 'weights' of {config_file}); "
                 "fix the path or set pretrained = false"
             )
         try:
@@ -73,16 +75,17 @@ def read_state_dict(source: str, variant: str) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
-def load_weights(model: nn.Module, source: str, variant: str) -> list[str]:
+def load_weights(model: nn.Module, source: str, variant: str, config_file: str | Path | None = None) -> list[str]:
     """Load matching tensors; drop those whose shape differs (the head). Returns the dropped keys."""
-    state = read_state_dict(source, variant)
+    config_file = config_file or f"configs/models/{variant}.toml"
+    state = read_state_dict(source, variant, config_file)
     own = model.state_dict()
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     dropped = sorted(k for k in state if k not in usable)
     if not usable:
         raise KitError(
             f"{source}: no tensor of this file fits backbone of variant '{variant}' "
-            "(wrong architecture?); check key 'backbone' and 'weights'"
+            f"(wrong architecture?); check keys 'backbone' and 'weights' in {config_file}"
         )
     model.load_state_dict(usable, strict=False)
     return dropped

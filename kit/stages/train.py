@@ -11,6 +11,7 @@ from kit.config import CompetitionConfig, load_model
 from kit.data.folds import load_fold_assignment
 from kit.data.sources import open_source
 from kit.errors import KitError
+from kit.files import ensure_writable_dir
 from kit.training.assemble import assemble_oof
 from kit.training.loop import train_fold
 from kit.training.losses import check_recipe_for_task
@@ -39,6 +40,8 @@ def train(
         raise KitError(f"{cfg.data.dir}: the training split has no labels")
     for mcfg in mcfgs:
         check_recipe_for_task(mcfg, source.task, cfg.source_file)
+    for folder in (cfg.paths.runs, cfg.paths.oof, cfg.paths.cache):  # a read-only output fails now, not after training
+        ensure_writable_dir(folder)
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS, read at CUDA init
     was_deterministic, was_benchmark = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
     torch.use_deterministic_algorithms(True, warn_only=True)

@@ -1,4 +1,8 @@
-"""Assemble `oof/<variant>.npz` from the K per-fold `preds.npz` once every fold exists (DESIGN §5)."""
+"""Assemble `oof/<variant>.npz` from the K per-fold `preds.npz` once every fold exists (DESIGN §5).
+
+Each fold's file must carry the current job identity (config, data, folds): an OOF is never made
+from folds trained on other labels, images or folds.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +17,10 @@ from rich.console import Console
 from kit.artifacts import OOF, save_oof
 from kit.config import CompetitionConfig, ModelConfig
 from kit.data.sources import DataSource
+from kit.decision.metrics import build_metric
 from kit.errors import KitError
-from kit.training.loop import config_hash, evaluate, run_dir
+from kit.training.identity import fold_identity, identity_changes, read_preds
+from kit.training.loop import evaluate, run_dir
 from kit.training.samplers import class_prior
 
 
@@ -36,20 +42,22 @@ def assemble_oof(cfg: CompetitionConfig, mcfg: ModelConfig, source: DataSource, 
     filled = np.zeros(len(ids), dtype=np.int64)
     test_logits, priors, fold_metrics = [], [], []
     for k, path in enumerate(paths):
-        with np.load(path, allow_pickle=False) as z:
-            if z["classes"].tolist() != list(source.classes) or z["test_ids"].tolist() != np.asarray(source.test.ids, dtype=str).tolist():
-                raise KitError(f"{path}: classes or test ids differ from the data source; retrain fold {k} of '{mcfg.name}'")
-            if str(z["config_hash"]) != config_hash(mcfg):
-                raise KitError(f"{path}: fold {k} was trained with another config of '{mcfg.name}'; retrain it (`kit train --variant {mcfg.name} --fold {k}`)")
-            expected = ids[fold_of == k]
-            if z["val_ids"].tolist() != expected.tolist():
-                raise KitError(f"{path}: held-out ids differ from fold {k} of {cfg.folds.path}; the folds changed, retrain fold {k}")
-            rows = np.fromiter((position[i] for i in z["val_ids"].tolist()), dtype=np.int64, count=len(expected))
-            logits[rows] = z["val_logits"]
-            filled[rows] += 1
-            test_logits.append(z["test_logits"])
-            priors.append(z["train_prior"])
-            fold_metrics.append(json.loads(str(z["metrics"])))
+        retrain = f"retrain it: `kit train --variant {mcfg.name} --fold {k}`"
+        z, identity = read_preds(path, retrain)
+        changed = identity_changes(identity, fold_identity(cfg, mcfg, source, fold_of, k))
+        if changed:
+            raise KitError(f"{path}: fold {k} was trained on other inputs ({changed}); {retrain}")
+        if z["classes"].tolist() != list(source.classes) or z["test_ids"].tolist() != np.asarray(source.test.ids, dtype=str).tolist():
+            raise KitError(f"{path}: classes or test ids differ from the data source; {retrain}")
+        expected = ids[fold_of == k]
+        if z["val_ids"].tolist() != expected.tolist():
+            raise KitError(f"{path}: held-out ids differ from fold {k} of {cfg.folds.path}; the folds changed: {retrain}")
+        rows = np.fromiter((position[i] for i in z["val_ids"].tolist()), dtype=np.int64, count=len(expected))
+        logits[rows] = z["val_logits"]
+        filled[rows] += 1
+        test_logits.append(z["test_logits"])
+        priors.append(z["train_prior"])
+        fold_metrics.append(json.loads(str(z["metrics"])))
     if not (filled == 1).all():
         raise KitError(f"{cfg.folds.path}: {int((filled != 1).sum())} train ids are not in exactly one fold; run `kit folds` and retrain")
     train_prior = np.mean(priors, axis=0)
@@ -64,6 +72,7 @@ def assemble_oof(cfg: CompetitionConfig, mcfg: ModelConfig, source: DataSource, 
         "task": source.task, "folds": fold_metrics, "train_prior_per_fold": [p.tolist() for p in priors],
         "oof_metrics_closed_form_rule": overall, "seconds_total": float(sum(m["seconds"] for m in fold_metrics)),
         "torch": torch.__version__, "python": platform.python_version(), "data_fingerprint": source.train.fingerprint,
+        "metric": build_metric(cfg.metric).params(),  # checkpoints were chosen by it: calibrate and blend check it
     }
     out = Path(cfg.paths.oof) / f"{mcfg.name}.npz"
     save_oof(out, oof, meta)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from rich.console import Console
 from torch import nn
 
-from kit.config import ModelConfig
+from kit.config import ModelConfig, model_file
 from kit.errors import KitError
 from kit.models import classifier_of
 from kit.progress import make_progress
@@ -67,7 +67,7 @@ def retrain_classifier(
     targets = torch.from_numpy(np.ascontiguousarray(y_train, dtype=np.float32)).to(device)
     torch.manual_seed(seed)
     if not hasattr(head, "reset_parameters"):
-        raise KitError(f"variant '{mcfg.name}': crt_epochs needs a head that can be re-initialised, found {type(head).__name__}")
+        raise KitError(f"{model_file(mcfg)}: key 'crt_epochs': backbone '{mcfg.backbone}' has a head ({type(head).__name__}) that cannot be re-initialised")
     head.reset_parameters()
     for p in head.parameters():
         p.requires_grad_(True)
@@ -134,6 +134,8 @@ def rebalance_classifier(
     if mcfg.crt_epochs > 0:
         return retrain_classifier(model, images, train_idx, y_train, mcfg, task, device, seed, console)
     if mcfg.tau_norm > 0:
+        if not isinstance(classifier_of(model), nn.Linear):
+            raise KitError(f"{model_file(mcfg)}: key 'tau_norm': backbone '{mcfg.backbone}' has no linear classifier head to normalise")
         tau_normalise(model, mcfg.tau_norm)
         return uniform_prior(y_train.shape[1])
     return None

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kit.config import ModelConfig, model_file
 from kit.errors import KitError
 from kit.models import classifier_of
 
@@ -42,9 +43,11 @@ def replace_classifier(model: nn.Module, new_head: nn.Module) -> nn.Module:
     raise KitError(f"{type(model).__name__}: its classifier is not a submodule; cannot replace the head")
 
 
-def use_cosine_head(model: nn.Module, scale: float) -> nn.Module:
-    """Swap the linear classifier for LDAM's :class:`NormedLinear` with the same shape."""
+def use_cosine_head(model: nn.Module, mcfg: ModelConfig) -> nn.Module:
+    """Swap the linear classifier for LDAM's :class:`NormedLinear` (scale `ldam_scale`) with the same shape."""
     old = classifier_of(model)
     if not isinstance(old, nn.Linear):
-        raise KitError(f"{type(model).__name__}: loss = \"ldam\" needs a linear classifier head, found {type(old).__name__}")
-    return replace_classifier(model, NormedLinear(old.in_features, old.out_features, scale).to(old.weight.device))
+        raise KitError(
+            f"{model_file(mcfg)}: key 'loss': \"ldam\" needs a linear classifier head; backbone '{mcfg.backbone}' has {type(old).__name__}"
+        )
+    return replace_classifier(model, NormedLinear(old.in_features, old.out_features, mcfg.ldam_scale).to(old.weight.device))

@@ -9,6 +9,8 @@ Checkpoints are chosen on the competition score under the DESIGN §2 decision ru
 correction + Bayes rule), never on accuracy: argmax is what made published runs score worse
 than predicting `No Finding` everywhere. Every random draw is seeded per (seed, variant, fold,
 epoch), so `--resume` after an interruption ends with the same bytes as a run never stopped.
+`preds.npz` and `last.pt` carry the job's identity (`kit.training.identity`): `--resume` reuses them
+only when the config and the data are those they were made from.
 """
 
 from __future__ import annotations
@@ -29,13 +31,13 @@ from rich.progress import TextColumn
 from torch import nn
 from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
 
-from kit.config import CompetitionConfig, ModelConfig
+from kit.config import CompetitionConfig, ModelConfig, model_file
 from kit.data.cache import cached_images
 from kit.data.sources import DataSource
-from kit.decision.metrics import competition_score, macro_auc, macro_f1, trivial_baseline
+from kit.decision.metrics import balanced_accuracy, build_metric, macro_auc, macro_f1, trivial_baseline
 from kit.decision.rules import closed_form_decision
 from kit.errors import KitError
-from kit.files import atomic_write, write_text
+from kit.files import atomic_write, ensure_writable_dir, write_text
 from kit.models import classifier_of, create_model
 from kit.plots import training_curves_png
 from kit.progress import make_progress
@@ -44,6 +46,7 @@ from kit.training.crt import rebalance_classifier
 from kit.training.dataset import CachedDataset, collate_uint8, to_model_input
 from kit.training.device import autocast, pick_device
 from kit.training.heads import use_cosine_head
+from kit.training.identity import BEST_KEYS, LAST_KEYS, fold_identity, identity_changes, read_checkpoint, read_preds, retrain_hint
 from kit.training.losses import make_loss, prior_basis, recipe_prior
 from kit.training.optim import build_optimizer
 from kit.training.samplers import class_prior, sample_weights
@@ -109,8 +112,10 @@ def evaluate(
     cfg: CompetitionConfig,
     temperature: float,
 ) -> dict[str, float]:
-    """Competition score under the closed-form decision rule, with macro-F1, AUC and the trivial baseline."""
-    decision = closed_form_decision(task, classes, train_prior, target_prior, cfg.metric, temperature=temperature)
+    """The metric under its closed-form decision rule (what checkpoints are chosen by), with macro-F1,
+    balanced accuracy, AUC and the trivial baseline."""
+    metric = build_metric(cfg.metric)
+    decision = closed_form_decision(task, classes, train_prior, target_prior, metric, temperature=temperature)
     pred = decision.predict(logits)
     if task == "multi-label":
         probs = 1 / (1 + np.exp(-logits.astype(np.float64)))
@@ -119,9 +124,10 @@ def evaluate(
         probs = np.exp(z - z.max(axis=1, keepdims=True))
         probs /= probs.sum(axis=1, keepdims=True)
     return {
-        "score": competition_score(labels, pred, cfg.metric),
-        "trivial_baseline": trivial_baseline(labels, cfg.metric, task=task),
+        "score": metric.score(labels, pred),
+        "trivial_baseline": trivial_baseline(labels, metric, task=task),
         "macro_f1": macro_f1(labels, pred),
+        "balanced_accuracy": balanced_accuracy(labels, pred) if task == "multi-class" else float("nan"),
         "auc": macro_auc(labels, probs),
     }
 
@@ -143,10 +149,6 @@ class FoldState:
 
 def run_dir(cfg: CompetitionConfig, variant: str, fold: int) -> Path:
     return Path(cfg.paths.runs) / variant / f"fold{fold}"
-
-
-def config_hash(mcfg: ModelConfig) -> str:
-    return hashlib.sha256(json.dumps(mcfg.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _set_backbone_trainable(model: nn.Module, trainable: bool) -> None:
@@ -192,15 +194,20 @@ def train_fold(
     console = console or Console()
     out_dir = run_dir(cfg, mcfg.name, fold)
     preds_path, last_path, best_path = out_dir / "preds.npz", out_dir / "last.pt", out_dir / "best.pt"
+    identity, hint = fold_identity(cfg, mcfg, source, fold_of, fold), retrain_hint(mcfg.name, fold)
     if resume and preds_path.is_file():
+        changed = identity_changes(read_preds(preds_path, hint)[1], identity)
+        if changed:
+            raise KitError(f"{preds_path}: this fold was trained on other inputs ({changed}); {hint}")
         console.print(f"{mcfg.name} fold {fold}: already done ({preds_path}), skipped")
         return preds_path
+    ensure_writable_dir(out_dir)
     task, classes = source.task, list(source.classes)
     device = pick_device()
     torch.manual_seed(job_seed(cfg.seed, mcfg.name, fold, -1))
     model = create_model(mcfg, len(classes)).to(device)  # first: a weights problem fails before any caching
     if mcfg.loss == "ldam":
-        model = use_cosine_head(model, mcfg.ldam_scale)
+        model = use_cosine_head(model, mcfg)
 
     train_cache = cached_images(source.train, mcfg.image_size, cfg.paths.cache, cfg.data.on_bad_image)
     test_cache = cached_images(source.test, mcfg.image_size, cfg.paths.cache, cfg.data.on_bad_image)
@@ -236,23 +243,29 @@ def train_fold(
     state = FoldState()
 
     if resume and last_path.is_file():
-        ckpt = torch.load(last_path, map_location="cpu", weights_only=True)
-        if ckpt.get("config_hash") != config_hash(mcfg):
-            raise KitError(f"{last_path}: checkpoint was made with another config of '{mcfg.name}'; run without --resume to start over")
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-        if ema is not None:
-            ema.module.load_state_dict(ckpt["ema"])
-        state = FoldState(**ckpt["state"])
-        torch.set_rng_state(ckpt["torch_rng"])
+        ckpt = read_checkpoint(last_path, LAST_KEYS, hint)
+        changed = identity_changes(ckpt.get("identity"), identity)
+        if changed:
+            raise KitError(f"{last_path}: the checkpoint was made from other inputs ({changed}); {hint}")
+        try:
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            scaler.load_state_dict(ckpt["scaler"])
+            if ema is not None:
+                ema.module.load_state_dict(ckpt["ema"])
+            state = FoldState(**ckpt["state"])
+            torch.set_rng_state(ckpt["torch_rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise KitError(f"{last_path}: the checkpoint does not fit this variant ({type(exc).__name__}); {hint}") from None
+        if state.best_epoch >= 0:  # read now: a damaged best.pt must stop the resume before it writes anything
+            read_checkpoint(best_path, BEST_KEYS, hint)
         console.print(f"{mcfg.name} fold {fold}: resuming at epoch {state.epoch + 1}/{mcfg.epochs} from {last_path}")
     else:
         for stale in (preds_path, last_path, best_path):
             stale.unlink(missing_ok=True)
 
-    trivial = trivial_baseline(y_val[val_ok], cfg.metric, task=task)
+    trivial = trivial_baseline(y_val[val_ok], build_metric(cfg.metric), task=task)
     console.print(
         f"[bold]{mcfg.name}[/] fold {fold}/{cfg.folds.n_folds}: {len(train_idx)} train, {len(val_idx)} held-out, "
         f"{len(source.test)} test images at {mcfg.image_size} px on {device.type}; "
@@ -318,13 +331,13 @@ def train_fold(
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(), "ema": ema.module.state_dict() if ema is not None else None,
             "state": state.__dict__, "torch_rng": torch.get_rng_state(), "sampler_generator": generator.get_state(),
-            "config_hash": config_hash(mcfg),
+            "identity": identity,
         })
         if stop_after_epoch is not None and state.epoch >= stop_after_epoch and not state.finished and state.epoch < mcfg.epochs:
             console.print(f"{mcfg.name} fold {fold}: stopped after epoch {state.epoch}; continue with --resume")
             return None
 
-    best = torch.load(best_path, map_location=device, weights_only=True)
+    best = read_checkpoint(best_path, BEST_KEYS, hint, map_location=device)
     eval_model = ema.module if ema is not None else model
     eval_model.load_state_dict(best["model"])
     train_prior = recipe_prior(y_train, weights, mcfg, task, int(best["epoch"]))
@@ -356,7 +369,7 @@ def train_fold(
         "val_logits": val_logits,
         "test_ids": np.asarray(source.test.ids, dtype=str), "test_logits": test_logits,
         "train_prior": train_prior, "target_prior": target_prior, "fold": np.int64(fold),
-        "config_hash": np.asarray(config_hash(mcfg)), "metrics": np.asarray(json.dumps(summary)),
+        "identity": np.asarray(json.dumps(identity)), "metrics": np.asarray(json.dumps(summary)),
     }
     atomic_write(preds_path, lambda f: np.savez(f, **arrays))
     console.print(
@@ -393,7 +406,7 @@ def _train_epoch(model, loader, loss_fn, optimizer, scheduler, scaler, ema, mcfg
                 logits = model(x)
             loss = loss_fn(logits, y)
             if not torch.isfinite(loss):
-                raise KitError(f"variant '{mcfg.name}': training loss became {loss.item()}; lower lr in configs/models/{mcfg.name}.toml")
+                raise KitError(f"variant '{mcfg.name}': training loss became {loss.item()}; lower lr in {model_file(mcfg)}")
             group_start = i - i % accum
             group_size = min(accum, n_batches - group_start)
             scaler.scale(loss / group_size).backward()

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from kit.config import REBALANCING_LOSSES, ModelConfig
+from kit.config import REBALANCING_LOSSES, ModelConfig, model_file
 from kit.errors import KitError
 from kit.training.samplers import PRIOR_FLOOR, class_prior, sampler_prior
 
@@ -137,7 +137,7 @@ def make_loss(mcfg: ModelConfig, task: str, train_labels: np.ndarray, device: to
 def _multi_label_loss(mcfg: ModelConfig, train_labels: np.ndarray, device: torch.device):
     if mcfg.loss in SOFTMAX_ONLY:
         raise KitError(
-            f"configs/models/{mcfg.name}.toml: key 'loss': \"{mcfg.loss}\" is a softmax loss for multi-class; "
+            f"{model_file(mcfg)}: key 'loss': \"{mcfg.loss}\" is a softmax loss for multi-class; "
             "use \"bce\" or \"focal\" for multi-label"
         )
     if mcfg.loss == "focal":
@@ -154,7 +154,7 @@ def _multi_label_loss(mcfg: ModelConfig, train_labels: np.ndarray, device: torch
 
 def check_recipe_for_task(mcfg: ModelConfig, task: str, config_file: object) -> None:
     """Refuse, before any work, a recipe the competition's task cannot use (one line naming the key)."""
-    where = f"configs/models/{mcfg.name}.toml"
+    where = model_file(mcfg)
     if task == "multi-label":
         if mcfg.loss in SOFTMAX_ONLY:
             raise KitError(f"{where}: key 'loss': \"{mcfg.loss}\" is for multi-class; use \"bce\" or \"focal\" for {config_file} (multi-label)")

@@ -1,0 +1,103 @@
+"""One nested cross-validation, and the one-standard-error choice between candidates.
+
+Every score the kit reports for something it fitted (a temperature, offsets, blend weights, a rule) is
+measured on rows it was not fitted on: for each fold k, fit on the other folds and score fold k. The
+OOF logits are themselves out-of-fold, so each row is scored by a model and a decision that never saw it.
+
+Choosing among candidates by the best nested mean still favours the lucky one; the kit keeps the
+simplest candidate whose mean is within one standard error of the best, where the standard error is
+that of the per-fold *difference* to the best (the candidates are scored on the same folds, so the
+paired difference is what fold-to-fold noise leaves uncertain).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+
+M = TypeVar("M")
+
+
+@dataclass(frozen=True)
+class NestedScore:
+    """A candidate's held-out score per fold, and their mean and standard error."""
+
+    per_fold: tuple[float, ...]
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.per_fold))
+
+    @property
+    def se(self) -> float:
+        return standard_error(self.per_fold)
+
+
+def standard_error(values: Sequence[float]) -> float:
+    values = np.asarray(values, dtype=np.float64)
+    return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
+
+
+def nested_cv(
+    fit: Callable[[np.ndarray], M],
+    evaluate: Callable[[M, np.ndarray], dict[str, float]],
+    fold: np.ndarray,
+    on_fold: Callable[[int, M], None] | None = None,
+) -> dict[str, NestedScore]:
+    """For each fold k: `model = fit(rows not in k)`, `evaluate(model, rows in k)` -> {key: score}.
+
+    `fit` may return several fitted candidates at once (a dict) so that work they share is done once;
+    `on_fold(k, model)` sees each fold's fit (progress, reports). Returns a NestedScore per key.
+    """
+    fold = np.asarray(fold)
+    per_key: dict[str, list[float]] = {}
+    for k in np.unique(fold).tolist():
+        held = fold == k
+        model = fit(~held)
+        if on_fold is not None:
+            on_fold(int(k), model)
+        for key, value in evaluate(model, held).items():
+            per_key.setdefault(key, []).append(float(value))
+    return {key: NestedScore(tuple(values)) for key, values in per_key.items()}
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The chosen key, the best key, and each key's difference to the best with its paired SE."""
+
+    chosen: str
+    best: str
+    delta: dict[str, float]
+    delta_se: dict[str, float]
+    rule: str  # how the choice was made, in words
+
+
+def choose(scores: dict[str, NestedScore], simplicity: list[str], selection: str = "one_se") -> Choice:
+    """The simplest key (order of `simplicity`) within one paired SE of the best mean; "best": the best.
+
+    Ties of the mean go to the simpler key in both modes."""
+    order = {key: i for i, key in enumerate(simplicity)}
+    keys = sorted(scores, key=lambda key: order.get(key, len(order)))
+    best = max(keys, key=lambda key: (scores[key].mean, -order.get(key, len(order))))
+    delta, delta_se = {}, {}
+    for key in keys:
+        diff = np.asarray(scores[key].per_fold) - np.asarray(scores[best].per_fold)
+        delta[key] = float(diff.mean())
+        delta_se[key] = standard_error(diff) if key != best else 0.0
+    if selection == "best":
+        return Choice(best, best, delta, delta_se, "best nested-CV mean (ties: the simpler)")
+    within = [key for key in keys if delta[key] >= -(delta_se[key] if np.isfinite(delta_se[key]) else 0.0)]
+    return Choice(within[0], best, delta, delta_se, "simplest within one paired SE of the best")
+
+
+def as_report(scores: dict[str, NestedScore], choice: Choice, labels: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Rows for JSON reports: key, label, nested mean, SE, per-fold scores, difference to the best."""
+    labels = labels or {}
+    return [
+        {"key": key, "label": labels.get(key, key), "nested_cv": s.mean, "se": s.se, "per_fold": list(s.per_fold),
+         "delta_to_best": choice.delta.get(key), "delta_se": choice.delta_se.get(key), "chosen": key == choice.chosen}
+        for key, s in scores.items()
+    ]
