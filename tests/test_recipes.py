@@ -385,3 +385,21 @@ def test_mixup_and_randaugment_runs_resume_to_the_same_logits(tiny_competition, 
         with np.load(cfg.paths.runs / "mix" / "fold0" / "preds.npz") as z:
             runs[kind] = (z["val_logits"], z["test_logits"])
     assert np.array_equal(runs["full"][0], runs["resumed"][0]) and np.array_equal(runs["full"][1], runs["resumed"][1])
+
+
+def test_crt_on_multi_label_records_the_sampler_positive_rates(tiny_chestmnist, tmp_path, variant_run):
+    cfg = variant_run(
+        tiny_chestmnist, tmp_path, name="ml_crt", image_size=28, loss="bce", epochs=1, sampler_power=0.0, freeze_epochs=0,
+        ema_decay=0.0, crt_epochs=2, crt_sampler_power=0.5,
+    )
+    train(cfg, ["ml_crt"], [0], resume=False, console=Console(quiet=True))
+    source = open_source(cfg)
+    from kit.data.folds import load_fold_assignment
+
+    fold_of = load_fold_assignment(cfg, source.train.ids)
+    y_train = source.train.labels[fold_of != 0]
+    expected = sampler_prior(y_train, sample_weights(y_train, 0.5), "multi-label")
+    with np.load(cfg.paths.runs / "ml_crt" / "fold0" / "preds.npz") as z:
+        np.testing.assert_allclose(z["train_prior"], expected, rtol=1e-9)
+        assert np.isfinite(z["val_logits"]).all()
+    assert (expected > y_train.mean(axis=0) - 1e-9).sum() >= 10  # the sampler raised most positive rates

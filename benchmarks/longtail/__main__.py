@@ -7,8 +7,8 @@ directory and scores each submission against the synthetic `solution.csv`. Each 
 Sizing of the full run (about 45 minutes on 2 CPU cores): 6,000 training / 2,000 test images at 64 px,
 every class with at least 10 training images so that each of the 5 folds holds at least one image of
 every class (the harness checks it after `kit folds` and stops if a class is missing from a fold: its
-metric term would be undefined there), test_resnet from scratch, 6 epochs, 8 recipes. `--quick`
-(400 / 200 images at 32 px, 1 epoch, 5 Optuna trials, recipes ce, logit_adjusted and crt, on the data
+metric term would be undefined there), test_resnet from scratch, 5 epochs, 8 recipes. `--quick`
+(400 / 200 images at 32 px, 1 epoch, recipes ce, logit_adjusted and crt, on the data
 `kit synth` makes by default) checks the plumbing, not the numbers.
 """
 
@@ -35,8 +35,8 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE.parent / "results"
 KIT = [sys.executable, "-m", "kit"]
 
-FULL = dict(n_train=6000, n_test=2000, size=64, min_per_class=10, epochs=6, trials=100, difficulty="realistic", recipes=None)
-QUICK = dict(n_train=400, n_test=200, size=32, min_per_class=5, epochs=1, trials=5, difficulty=None, recipes="ce,logit_adjusted,crt")
+FULL = dict(n_train=6000, n_test=2000, size=64, min_per_class=10, epochs=5, difficulty="realistic", recipes=None)
+QUICK = dict(n_train=400, n_test=200, size=32, min_per_class=5, epochs=1, difficulty=None, recipes="ce,logit_adjusted,crt")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -49,7 +49,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=None, help="image side in pixels")
     parser.add_argument("--min-per-class", type=int, default=None, help="smallest class in train (>= 5 folds)")
     parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--trials", type=int, default=None, help="Optuna trials per offset search (calibrate.trials)")
     parser.add_argument("--backbone", default=BASE["backbone"], help="demo backbone: test_resnet, test_efficientnet or chestmnist_cnn")
     parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for the kit commands (default: torch's, one per core)")
     parser.add_argument("--workdir", type=Path, default=None, help="scratch directory (emptied first)")
@@ -67,7 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def competition_toml(work: Path, variants: list[str], trials: int) -> str:
+def competition_toml(work: Path, variants: list[str]) -> str:
     return f"""# written by benchmarks/longtail: the synthetic competition in {work}
 task = "multi-class"
 seed = 0
@@ -85,7 +84,6 @@ seed = 0
 path = "{work / 'folds' / 'folds.csv'}"
 
 [calibrate]
-trials = {trials}
 storage = "sqlite:///{work / 'oof' / 'optuna.db'}"
 
 [paths]
@@ -175,7 +173,7 @@ def run(args: argparse.Namespace, console: Console) -> dict:
         shutil.rmtree(work)
     (work / "models").mkdir(parents=True)
     config = work / "competition.toml"
-    config.write_text(competition_toml(work, names, args.trials))
+    config.write_text(competition_toml(work, names))
     base = {**BASE, "backbone": args.backbone, "image_size": args.size, "epochs": args.epochs}
     if args.backbone == "chestmnist_cnn":
         base.update(in_chans=1, cnn_width=16)
@@ -234,7 +232,7 @@ def run(args: argparse.Namespace, console: Console) -> dict:
     results["conditions"] = {
         "quick": args.quick, "difficulty": args.difficulty or "kit synth default", "n_train": args.n_train, "n_test": args.n_test,
         "image_size": args.size, "min_per_class": args.min_per_class, "smallest_class_per_fold": smallest, "folds": 5,
-        "epochs": args.epochs, "backbone": args.backbone, "calibrate_trials": args.trials, "cpu_count": os.cpu_count(),
+        "epochs": args.epochs, "backbone": args.backbone, "cpu_count": os.cpu_count(),
         "torch_threads": args.threads or _torch_threads(), "workdir": str(work),
     }
     return results
