@@ -51,6 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--backbone", default=BASE["backbone"], help="demo backbone: test_resnet, test_efficientnet or chestmnist_cnn")
     parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for the kit commands (default: torch's, one per core)")
+    parser.add_argument("--data", type=Path, default=None, help="an existing `kit synth` dataset to use instead of writing one")
     parser.add_argument("--workdir", type=Path, default=None, help="scratch directory (emptied first)")
     parser.add_argument("--out", type=Path, default=None, help="results JSON")
     args = parser.parse_args(argv)
@@ -66,7 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def competition_toml(work: Path, variants: list[str]) -> str:
+def competition_toml(work: Path, data: Path, variants: list[str]) -> str:
     return f"""# written by benchmarks/longtail: the synthetic competition in {work}
 task = "multi-class"
 seed = 0
@@ -74,7 +75,7 @@ variants = {json.dumps(variants)}
 
 [data]
 source = "kaggle"
-dir = "{work / 'data'}"
+dir = "{data}"
 patient_column = "patient_id"
 solution_csv = "solution.csv"
 
@@ -120,9 +121,9 @@ class Runner:
         return seconds
 
 
-def check_every_class_in_every_fold(work: Path) -> int:
+def check_every_class_in_every_fold(work: Path, data: Path) -> int:
     """The smallest (class, fold) count of held-out images; stops the run when it is 0."""
-    train = pd.read_csv(work / "data" / "train.csv", dtype={"id": str})
+    train = pd.read_csv(data / "train.csv", dtype={"id": str})
     folds = pd.read_csv(work / "folds" / "folds.csv", dtype={"id": str})
     classes = [c for c in train.columns if c not in ("id", "patient_id")]
     merged = train.merge(folds, on="id")
@@ -173,7 +174,10 @@ def run(args: argparse.Namespace, console: Console) -> dict:
         shutil.rmtree(work)
     (work / "models").mkdir(parents=True)
     config = work / "competition.toml"
-    config.write_text(competition_toml(work, names))
+    data = args.data.resolve() if args.data else work / "data"
+    if args.data and not (data / "SYNTHETIC").is_file():
+        raise SystemExit(f"benchmarks.longtail: --data {data} is not a `kit synth` dataset (no SYNTHETIC marker)")
+    config.write_text(competition_toml(work, data, names))
     base = {**BASE, "backbone": args.backbone, "image_size": args.size, "epochs": args.epochs}
     if args.backbone == "chestmnist_cnn":
         base.update(in_chans=1, cnn_width=16)
@@ -196,9 +200,12 @@ def run(args: argparse.Namespace, console: Console) -> dict:
             progress.advance(bar)
             return seconds
 
-        stage("synth", "synth", *synth, config=False)
+        if args.data:
+            progress.advance(bar)
+        else:
+            stage("synth", "synth", *synth, config=False)
         stage("folds", "folds", "folds")
-        smallest = check_every_class_in_every_fold(work)
+        smallest = check_every_class_in_every_fold(work, data)
         for name in names:
             minutes[name] = stage(f"train {name}", f"train_{name}", "train", "--variant", name) / 60
         stage("calibrate", "calibrate", "calibrate")
@@ -230,11 +237,14 @@ def run(args: argparse.Namespace, console: Console) -> dict:
         }
     results["goals"] = goals(results)
     results["conditions"] = {
-        "quick": args.quick, "difficulty": args.difficulty or "kit synth default", "n_train": args.n_train, "n_test": args.n_test,
+        "quick": args.quick, "difficulty": args.difficulty or "kit synth default", "data": str(data), "n_train": args.n_train, "n_test": args.n_test,
         "image_size": args.size, "min_per_class": args.min_per_class, "smallest_class_per_fold": smallest, "folds": 5,
         "epochs": args.epochs, "backbone": args.backbone, "cpu_count": os.cpu_count(),
         "torch_threads": args.threads or _torch_threads(), "workdir": str(work),
     }
+    if args.data and (data / "synth.json").is_file():  # the dataset's own sizes, not the command line's
+        made = json.loads((data / "synth.json").read_text())
+        results["conditions"].update(n_train=made.get("n_train"), n_test=made.get("n_test"), difficulty=made.get("difficulty", "easy"))
     return results
 
 
