@@ -4,8 +4,8 @@ Drives the kit through its CLI (`kit synth`, `folds`, `train`, `calibrate`, `ble
 directory and scores each submission against the synthetic `solution.csv`. Each stage's output goes to
 `<workdir>/logs/`; a failed stage stops the run with the tail of its log.
 
-Sizing of the full run (about 45 minutes on 2 CPU cores): 6,000 training / 2,000 test images at 64 px,
-every class with at least 10 training images so that each of the 5 folds holds at least one image of
+Sizing of the full run (about 45 minutes on 2 CPU cores): 5,000 training / 1,700 test images at 64 px
+(the size of `make demo`), every class with at least 10 training images so that each of the 5 folds holds at least one image of
 every class (the harness checks it after `kit folds` and stops if a class is missing from a fold: its
 metric term would be undefined there), test_resnet from scratch, 5 epochs, 8 recipes. `--quick`
 (400 / 200 images at 32 px, 1 epoch, recipes ce, logit_adjusted and crt, on the data
@@ -35,7 +35,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE.parent / "results"
 KIT = [sys.executable, "-m", "kit"]
 
-FULL = dict(n_train=6000, n_test=2000, size=64, min_per_class=10, epochs=5, difficulty="realistic", recipes=None)
+FULL = dict(n_train=5000, n_test=1700, size=64, min_per_class=10, epochs=5, difficulty="realistic", recipes=None)
 QUICK = dict(n_train=400, n_test=200, size=32, min_per_class=5, epochs=1, difficulty=None, recipes="ce,logit_adjusted,crt")
 
 
