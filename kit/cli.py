@@ -136,8 +136,8 @@ def score(
     solution: Annotated[Path | None, typer.Option("--solution", help="Solution CSV (default: data.dir/data.solution_csv, or the npz's test labels).")] = None,
     compare_argmax: Annotated[bool, typer.Option("--compare-argmax", help="Also score each variant's argmax on its mean test logits.")] = False,
 ) -> None:
-    """Score a submission against a solution CSV, beside the trivial baseline."""
-    from kit.submission import score_file
+    """Score a submission against a solution CSV, beside the trivial baseline (the checks of `kit submit` first)."""
+    from kit.stages.score import score_file
 
     score_file(submission, solution, _cfg(), compare_argmax=compare_argmax, console=console)
 

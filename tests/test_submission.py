@@ -12,7 +12,8 @@ import pytest
 from kit.artifacts import OOF, save_oof
 from kit.config import CalibrateConfig, CompetitionConfig, DataConfig, FoldsConfig, PathsConfig
 from kit.errors import KitError
-from kit.submission import score_file, validate_submission, write_submission
+from kit.stages.score import score_file
+from kit.submission import validate_submission, write_submission
 
 CLASSES = ["A", "B", "C"]
 
