@@ -8,9 +8,9 @@ sample first, and `kit submit` and `kit score` validate again with the same rule
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import io
-import re
 from pathlib import Path
 from typing import Any
 
@@ -22,28 +22,37 @@ from kit.errors import KitError
 from kit.files import atomic_write, read_text, write_json
 
 SYNTHETIC_MARKER = "SYNTHETIC"
-_FIELD_COUNT = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
 
 
 def read_csv_str(path: str | Path, remedy: str = "check the file") -> pd.DataFrame:
     """Read a CSV with every column as text, so ids like '007' and values like '1.0' stay as written.
 
-    Every way the file can be broken (missing, empty, not UTF-8, a row with more fields than the
-    header, an open quote) is one KitError line naming the file; a header without rows is returned
-    as an empty frame, for the caller to judge.
+    Every way the file can be broken (missing, empty, not UTF-8, a row with more or fewer fields than
+    the header, an open quote) is one KitError line naming the file; a header without rows is
+    returned as an empty frame, for the caller to judge.
     """
     path = Path(path)
     text = read_text(path, remedy)
     if not text.strip():
         raise KitError(f"{path}: file is empty; {remedy}")
+    _check_field_counts(text, path, remedy)
     try:
         return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_values=[""])
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
-        found = _FIELD_COUNT.search(str(exc))
-        if found:
-            expected, line, saw = found.groups()
-            raise KitError(f"{path}: line {line} has {saw} fields, the header has {expected}; {remedy}") from None
         raise KitError(f"{path}: not a readable CSV ({' '.join(str(exc).split())}); {remedy}") from None
+
+
+def _check_field_counts(text: str, path: Path, remedy: str) -> None:
+    """Every row has the header's number of fields: pandas would otherwise read a first row with one
+    field too many as an index column, silently shifting every value."""
+    reader = csv.reader(io.StringIO(text))
+    try:
+        header = next(reader)
+        for row in reader:
+            if row and len(row) != len(header):
+                raise KitError(f"{path}: line {reader.line_num} has {len(row)} fields, the header has {len(header)}; {remedy}")
+    except csv.Error as exc:
+        raise KitError(f"{path}: not a readable CSV (line {reader.line_num}: {exc}); {remedy}") from None
 
 
 def sample_path(cfg: CompetitionConfig) -> Path | None:

@@ -265,8 +265,9 @@ def layout_toml(root: Path, cfg: CompetitionConfig, competition: str = "fake-com
     """A competition TOML for a `make_layout` competition, so the CLI can run on it."""
     path = root / "competition.toml"
     path.write_text(
-        f'task = "multi-class"\n[data]\ndir = "{cfg.data.dir}"\n'
+        f'task = "multi-class"\nvariants = {cfg.variants!r}\n[data]\ndir = "{cfg.data.dir}"\n'
+        f'[folds]\nn_folds = {cfg.folds.n_folds}\npath = "{cfg.folds.path}"\n[calibrate]\nstorage = "{cfg.calibrate.storage}"\n'
         f'[paths]\nsubmissions = "{cfg.paths.submissions}"\noof = "{cfg.paths.oof}"\n'
-        f'[kaggle]\ncompetition = "{competition}"\n'
+        f'[kaggle]\ncompetition = "{competition}"\n'.replace("'", '"')
     )
     return path

@@ -21,7 +21,7 @@ from kit.ensemble.weights import equal, greedy, mix, single_best
 from kit.errors import KitError
 from kit.stages.blend import blend
 from kit.submission import check_submission_file
-from tests.test_submission import make_layout
+from tests.conftest import make_layout
 
 WEIGHTS = LinearCountMetric()
 PRIOR = np.array([0.55, 0.25, 0.15, 0.05])

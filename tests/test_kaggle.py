@@ -31,7 +31,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from kit.leaderboard.ledger import append_entry, file_sha256, new_entry, read_ledger
@@ -470,32 +469,3 @@ def test_download_unpacks_into_data_slug(tmp_path, fake_kaggle):
     assert not list(target.glob("*.zip"))  # the archive is removed once unpacked
     assert json.loads(fake_kaggle.requests[0]["body"]) == {"competitionName": "fake-comp"}
     assert "data/fake-comp" in result.stdout and "folds" in result.stdout
-
-
-def test_score_does_not_need_the_data_directory(tmp_path, capsys):
-    solution = tmp_path / "solution.csv"
-    pd.DataFrame({"id": ["t1", "t2", "t3"], "A": [1, 0, 0], "B": [0, 1, 1], "C": [0, 0, 0]}).to_csv(solution, index=False)
-    sub = tmp_path / "sub.csv"
-    pd.DataFrame({"id": ["t3", "t1", "t2"], "A": [0, 1, 1], "B": [1, 0, 0], "C": [0, 0, 0]}).to_csv(sub, index=False)
-    config = tmp_path / "c.toml"
-    config.write_text(f'task = "multi-class"\n[data]\ndir = "{tmp_path / "absent"}"\n')
-    code, out, err = run_kit(["--config", config, "score", sub, "--solution", solution], capsys)
-    assert code == 0, err
-    # A: TP 1, FP 1 over N=1 -> 0; B: TP 1, FN 1 over N=2 -> -2; C: absent -> nan (not averaged)
-    assert "-1.0000" in out and "majority class of the solution" in out
-
-
-@pytest.mark.parametrize("which, row, needle", [
-    ("submission", "t2,1,1,0", "row 3 (id t2) has 2 positive classes"),
-    ("submission", "t2,0,0,0", "row 3 (id t2) has 0 positive classes"),
-    ("solution", "t2,1,1,0", "row 3 (id t2) has 2 positive classes"),
-])
-def test_score_refuses_what_submit_refuses(tmp_path, capsys, which, row, needle):
-    files = {name: tmp_path / f"{name}.csv" for name in ("submission", "solution")}
-    for path in files.values():
-        path.write_text("id,A,B,C\nt1,1,0,0\nt2,0,1,0\n")
-    files[which].write_text(f"id,A,B,C\nt1,1,0,0\n{row}\n")
-    config = tmp_path / "c.toml"
-    config.write_text(f'task = "multi-class"\n[data]\ndir = "{tmp_path / "absent"}"\n')
-    code, _, err = run_kit(["--config", config, "score", files["submission"], "--solution", files["solution"]], capsys)
-    assert_one_line_error(code, err, str(files[which]), needle)
