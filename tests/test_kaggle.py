@@ -168,7 +168,8 @@ def _env(tmp_path: Path, fake: FakeKaggle | None, creds: str = "key") -> dict[st
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAGGLE_")}
     env.update({"HOME": str(home), "KAGGLE_CONFIG_DIR": str(home / ".kaggle"), "KAGGLE_API_ENVIRONMENT": "TEST",
                 "KIT_TEST_KAGGLE_ENDPOINT": f"http://127.0.0.1:{fake.port if fake else 9}",
-                "NO_PROXY": "localhost,127.0.0.1", "no_proxy": "localhost,127.0.0.1", "COLUMNS": "240"})
+                "NO_PROXY": "localhost,127.0.0.1", "no_proxy": "localhost,127.0.0.1", "COLUMNS": "240",
+                "VERBOSE": "1"})  # the SDK then prints every request with its headers: the kit must not let that through
     if creds == "key":
         env.update({"KAGGLE_USERNAME": "kit-tester", "KAGGLE_KEY": SECRET})
     elif creds == "token":
@@ -184,8 +185,10 @@ def _kit(tmp_path: Path, config: Path, *args: str, fake: FakeKaggle | None = Non
 
 
 def _never_leaks(tmp_path: Path, *texts: str) -> None:
-    """Neither the key nor the token is in the output or in any file under `tmp_path` but the user's kaggle.json."""
-    for secret in (SECRET, TOKEN):
+    """Neither the key nor the token (nor the Basic-auth header made of the key) is in the output or in any file
+    under `tmp_path` but the user's kaggle.json."""
+    basic = base64.b64encode(f"kit-tester:{SECRET}".encode()).decode()
+    for secret in (SECRET, TOKEN, basic):
         for text in texts:
             assert secret not in text
         for path in tmp_path.rglob("*"):

@@ -93,10 +93,18 @@ def _make_api():
     return _EnvAwareKaggleApi()
 
 
+@contextlib.contextmanager
+def _captured():
+    """The package's prints, captured and dropped: its progress bars, its help text, and with VERBOSE=1 the
+    SDK's request dumps, whose headers hold the credentials."""
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        yield
+
+
 def _quietly(step):
     """Run an import or authentication step with the package's prints captured and its failures one line."""
     try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        with _captured():
             return step()
     except SystemExit:  # the package printed its help and called exit(): nothing usable was found
         raise KitError(CREDENTIALS_HELP.format(what=_what_failed())) from None
@@ -108,7 +116,7 @@ def send(api, file: Path, message: str, slug: str) -> tuple[int, str]:
     """Upload `file` as a submission to `slug`: (ref, Kaggle's message). An upload the client reports as
     failed (it returns a message instead of raising) is a KitError: nothing was submitted."""
     try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        with _captured():
             response = api.competition_submit(str(file), message, slug, quiet=True)
     except Exception as exc:
         raise api_error(exc, f"submit to '{slug}'", api) from None
@@ -125,7 +133,7 @@ def get_submission(api, ref: int) -> RemoteSubmission:
     request = ApiGetSubmissionRequest()
     request.ref = int(ref)
     try:
-        with api.build_kaggle_client() as client:
+        with _captured(), api.build_kaggle_client() as client:
             return _remote(client.competitions.competition_api_client.get_submission(request))
     except Exception as exc:
         raise api_error(exc, f"get submission {ref}", api) from None
@@ -134,7 +142,7 @@ def get_submission(api, ref: int) -> RemoteSubmission:
 def list_submissions(api, slug: str) -> list[RemoteSubmission]:
     """The latest submissions of the caller's team to `slug` (one page of up to 100), newest first."""
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
+        with _captured():
             found = api.competition_submissions(slug, page_size=100) or []
     except Exception as exc:
         raise api_error(exc, f"list the submissions to '{slug}'", api) from None
@@ -170,7 +178,7 @@ def wait_until_scored(
 def submission_limits(api, slug: str) -> SubmissionLimits | None:
     """Today's used and remaining submissions, or None when the API does not say (never an error)."""
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
+        with _captured():
             limits = api.competition_get_submission_limits(slug)
         return SubmissionLimits(int(limits.num_today), int(limits.num_allowed_now), bool(limits.limited_by_total))
     except Exception:
@@ -180,7 +188,7 @@ def submission_limits(api, slug: str) -> SubmissionLimits | None:
 def download_files(api, slug: str, target: Path) -> None:
     """The competition's files into `target` (zip archives, as the API sends them)."""
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
+        with _captured():
             api.competition_download_files(slug, path=str(target), quiet=True)
     except Exception as exc:
         raise api_error(exc, f"download '{slug}'", api) from None
