@@ -187,3 +187,20 @@ def test_submissions_shows_the_ledger_when_kaggle_cannot_be_asked(recorded, monk
     assert len(rows) == 3 and ledger.read_bytes() == before
     assert "warning: not refreshed from Kaggle: Kaggle credentials not found" in out and "pending one" in out
     assert "no scored submission with a nested-CV score yet" in out
+
+
+def test_submit_wait_that_times_out_exits_1_and_keeps_the_row_pending(tmp_path, monkeypatch):
+    from kit.stages.submit import submit
+
+    cfg = make_layout(tmp_path, ["A", "B", "C"], ["t1", "t2", "t3"])
+    good = write_submission(one_hot(["A", "C", "B"]), np.array(["t1", "t2", "t3"]), CLASSES, cfg, "good", {"nested_cv_score": -1.0})
+    sent: list[tuple] = []
+    monkeypatch.setattr(client, "connect", lambda console=None: object())
+    monkeypatch.setattr(client, "submission_limits", lambda api, slug: None)
+    monkeypatch.setattr(client, "send", lambda api, file, message, slug: (sent.append((file, message, slug)), (31, "ok"))[1])
+    monkeypatch.setattr(client, "get_submission", lambda api, ref: RemoteSubmission(ref=ref, status="PENDING"))
+    with pytest.raises(KitError, match=r"\(ref 31\) is not scored after 0\.05 s; it stays PENDING") as err:
+        submit(cfg, good, "slow day", wait=True, timeout=0.05, console=Console(record=True))
+    assert err.value.exit_code == 1 and sent == [(good, "slow day", cfg.kaggle.competition)]
+    row = read_ledger(cfg.paths.submissions / "ledger.csv").iloc[0]
+    assert row["ref"] == "31" and row["status"] == "PENDING" and row["nested_cv_score"] == "-1"

@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import SpinnerColumn
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -43,7 +43,6 @@ from kit.leaderboard.ledger import (
     scored_pairs,
     update_rows,
 )
-from kit.progress import make_progress
 from kit.submission import check_submission_file, is_synthetic
 
 DEFAULT_WAIT_SECONDS = 900.0
@@ -162,17 +161,16 @@ def _forget(ledger: Path, key: str) -> None:
 
 def _wait(api, ref: int, timeout: float, console: Console, ledger: Path) -> client.RemoteSubmission:
     """Poll Kaggle for `ref` with a spinner; Ctrl-C or a lost connection leaves the row PENDING."""
-    progress = make_progress(console, SpinnerColumn())
-    task = progress.add_task(f"waiting for Kaggle to score ref {ref} (seconds)", total=timeout)
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True)
+    task = progress.add_task(f"waiting for Kaggle to score ref {ref}")
 
     def on_wait(last: client.RemoteSubmission, elapsed: float, next_in: float) -> None:
-        progress.update(task, completed=min(elapsed, timeout),
-                        description=f"waiting for Kaggle to score ref {ref}: {last.status}, next check in {next_in:.0f} s (seconds)")
+        progress.update(task, description=f"waiting for Kaggle to score ref {ref}: {last.status}, next check in {next_in:.0f} s "
+                                          f"(gives up after {timeout:g} s)")
 
     try:
         with progress:
             remote = client.wait_until_scored(lambda: client.get_submission(api, ref), timeout, on_wait)
-            progress.update(task, completed=timeout, description=f"ref {ref}: {remote.status}")
     except KeyboardInterrupt:
         raise _failure(f"interrupted while waiting: ref {ref} stays PENDING in {ledger}; `kit submissions` fills in its score later", 130) from None
     except KitError as exc:
@@ -324,20 +322,26 @@ def _print_scores(console: Console, file: Path, slug: str, row: dict[str, str]) 
 
 
 def _print_ledger(console: Console, rows: pd.DataFrame, slug: str, path: Path) -> None:
-    table = Table(title=escape(f"submissions to '{slug}' ({path})"))
+    """One row per submission; the trivial baseline goes in the caption when every row has the same one."""
     private = any(number(p) is not None for p in rows["private_score"])  # known once the competition has ended
+    trivials = {t for t in rows["trivial_baseline"] if number(t) is not None}
+    shared_trivial = len(trivials) <= 1
+    caption = f"trivial baseline (nested CV): {_fmt(number(next(iter(trivials))))}" if len(trivials) == 1 else None
+    table = Table(title=escape(f"submissions to '{slug}' ({path})"), caption=caption)
     names = ["sent (UTC)", "file", "message", "ref", "status", "public"] + (["private"] if private else [])
-    names += ["nested CV", "trivial", "public − CV", "made of"]
+    names += ["nested CV", "public − CV"] + ([] if shared_trivial else ["trivial"]) + ["made of"]
     for name in names:
-        table.add_column(name, justify="left" if name in ("sent (UTC)", "file", "message", "status", "made of") else "right")
+        table.add_column(name, justify="left" if name in ("sent (UTC)", "file", "message", "status", "made of") else "right",
+                         no_wrap=name in ("sent (UTC)", "ref", "public", "private", "nested CV", "public − CV", "trivial"))
     for _, row in rows.iterrows():
         public, cv = number(row["public_score"]), number(row["nested_cv_score"])
         status = row["status"] + (f": {row['error_description']}" if row["error_description"] else "")
         made_of = ", ".join(x for x in (row["weights"] or row["variants"], row["decision_rule"]) if x)
-        cells = [row["time"].replace("+00:00", "").replace("T", " "), Path(row["file"]).name, row["message"], row["ref"] or "—", status,
-                 _fmt(public)] + ([_fmt(number(row["private_score"]))] if private else [])
-        cells += [_fmt(cv), _fmt(number(row["trivial_baseline"])), _fmt(_difference(public, cv)), made_of or "—"]
-        table.add_row(*(Text(c) for c in cells))  # Text: a message like "[v2]" is shown, not read as markup
+        sent = _parse_time(row["time"])
+        cells = [sent.strftime("%Y-%m-%d %H:%M") if sent else row["time"], Path(row["file"]).name, row["message"], row["ref"] or "—",
+                 status, _fmt(public)] + ([_fmt(number(row["private_score"]))] if private else [])
+        cells += [_fmt(cv), _fmt(_difference(public, cv))] + ([] if shared_trivial else [_fmt(number(row["trivial_baseline"]))])
+        table.add_row(*(Text(c) for c in [*cells, made_of or "—"]))  # Text: a message like "[v2]" is shown, not read as markup
     console.print(table)
 
 
