@@ -337,6 +337,15 @@ def test_a_broken_sample_submission_stops_submit(tmp_path, fake_kaggle, capsys, 
     assert fake_kaggle.requests == [] and not (good.parent / "ledger.csv").exists()
 
 
+def test_the_newest_submission_is_the_default_never_the_ledger(tmp_path, capsys, wide_console):
+    config, good = _setup(tmp_path)
+    append_entry(good.parent / "ledger.csv", {**new_entry(good, "other-bytes", "m", "fake-comp", None), "ref": "5", "status": "COMPLETE"})
+    os.utime(good, (1, 1))  # the ledger is now the newest CSV of submissions/
+    code, out, err = run_kit(["--config", config, "submit", "-m", "default file", "--dry-run"], capsys)
+    assert code == 0, err
+    assert f"would submit {good} (3 rows" in out
+
+
 def test_synthetic_data_is_refused_unless_dry_run(tmp_path, fake_kaggle, capsys):
     config, good = _setup(tmp_path, synthetic=True)
     code, _, err = run_kit(["--config", config, "submit", good, "-m", "synthetic"], capsys)
