@@ -136,8 +136,8 @@ def score(
     solution: Annotated[Path | None, typer.Option("--solution", help="Solution CSV (default: data.dir/data.solution_csv, or the npz's test labels).")] = None,
     compare_argmax: Annotated[bool, typer.Option("--compare-argmax", help="Also score each variant's argmax on its mean test logits.")] = False,
 ) -> None:
-    """Score a submission against a solution CSV, beside the trivial baseline."""
-    from kit.submission import score_file
+    """Score a submission against a solution CSV, beside the trivial baseline (the checks of `kit submit` first)."""
+    from kit.stages.score import score_file
 
     score_file(submission, solution, _cfg(), compare_argmax=compare_argmax, console=console)
 
@@ -148,11 +148,26 @@ def submit(
     file: Annotated[Path | None, typer.Argument(help="Submission CSV (default: the newest in submissions/).")] = None,
     competition: Annotated[str | None, typer.Option("--competition", help="Competition slug (default: kaggle.competition).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and show what would be sent; send nothing.")] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait until Kaggle has scored it; print its public score beside its nested-CV score.")] = False,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds --wait waits for the score.")] = 900.0,
+    force: Annotated[bool, typer.Option("--force", help="Send a file even if the ledger shows these bytes were sent already.")] = False,
 ) -> None:
-    """Validate a submission against the sample and send it to Kaggle."""
-    from kit.kaggle_client import submit as run_submit
+    """Validate a submission against the sample, record it in submissions/ledger.csv and send it to Kaggle."""
+    from kit.stages.submit import submit as run_submit
 
-    run_submit(_cfg(), file, message, competition, dry_run, console=console)
+    run_submit(_cfg(), file, message, competition, dry_run, wait=wait, timeout=timeout, force=force, console=console)
+
+
+@app.command()
+def submissions(
+    competition: Annotated[str | None, typer.Option("--competition", help="Competition slug (default: kaggle.competition).")] = None,
+    offline: Annotated[bool, typer.Option("--offline", help="Show the ledger as it is; ask Kaggle nothing.")] = False,
+    refresh_all: Annotated[bool, typer.Option("--all", help="Refresh every row, not only unscored ones (private scores after the deadline).")] = False,
+) -> None:
+    """Refresh pending submissions from Kaggle, print the ledger (public beside nested CV), draw public vs CV."""
+    from kit.stages.submit import submissions as run_submissions
+
+    run_submissions(_cfg(), competition, refresh=not offline, refresh_all=refresh_all, console=console)
 
 
 @app.command()
@@ -160,7 +175,7 @@ def download(
     competition: Annotated[str | None, typer.Option("--competition", help="Competition slug (default: kaggle.competition).")] = None,
 ) -> None:
     """Download and unpack the competition's files into data/<slug>/."""
-    from kit.kaggle_client import download as run_download
+    from kit.stages.submit import download as run_download
 
     run_download(_cfg(), competition, console=console)
 

@@ -1,41 +1,58 @@
-"""Submission files: written in exactly the competition's sample_submission format, checked
-before they touch the disk, and scored locally against a solution CSV.
+"""Submission files: written in exactly the competition's sample_submission format and checked
+before they touch the disk.
 
-A submission the leaderboard rejects (wrong id order, a missing column, two labels in a row)
-costs one of a few daily submissions, so `write_submission` validates against the sample first
-and `kit submit` validates again before sending anything.
+A submission the leaderboard rejects (wrong id order, a missing column, two labels in a row, no
+rows at all) costs one of a few daily submissions, so `write_submission` validates against the
+sample first, and `kit submit` and `kit score` validate again with the same rules.
 """
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from rich.console import Console
-from rich.table import Table
 
 from kit.config import CompetitionConfig
 from kit.errors import KitError
-from kit.files import atomic_write, write_json
+from kit.files import atomic_write, read_text, write_json
 
 SYNTHETIC_MARKER = "SYNTHETIC"
 
 
-# --- reading the formats ------------------------------------------------------------------------
+def read_csv_str(path: str | Path, remedy: str = "check the file") -> pd.DataFrame:
+    """Read a CSV with every column as text, so ids like '007' and values like '1.0' stay as written.
 
-
-def read_csv_str(path: str | Path) -> pd.DataFrame:
-    """Read a CSV with every column as text, so ids like '007' and values like '1.0' stay as written."""
+    Every way the file can be broken (missing, empty, not UTF-8, a row with more or fewer fields than
+    the header, an open quote) is one KitError line naming the file; a header without rows is
+    returned as an empty frame, for the caller to judge.
+    """
     path = Path(path)
-    if not path.is_file():
-        raise KitError(f"{path}: file not found")
+    text = read_text(path, remedy)
+    if not text.strip():
+        raise KitError(f"{path}: file is empty; {remedy}")
+    _check_field_counts(text, path, remedy)
     try:
-        return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise KitError(f"{path}: not a readable CSV ({exc})") from None
+        return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
+        raise KitError(f"{path}: not a readable CSV ({' '.join(str(exc).split())}); {remedy}") from None
+
+
+def _check_field_counts(text: str, path: Path, remedy: str) -> None:
+    """Every row has the header's number of fields: pandas would otherwise read a first row with one
+    field too many as an index column, silently shifting every value."""
+    reader = csv.reader(io.StringIO(text))
+    try:
+        header = next(reader)
+        for row in reader:
+            if row and len(row) != len(header):
+                raise KitError(f"{path}: line {reader.line_num} has {len(row)} fields, the header has {len(header)}; {remedy}")
+    except csv.Error as exc:
+        raise KitError(f"{path}: not a readable CSV (line {reader.line_num}: {exc}); {remedy}") from None
 
 
 def sample_path(cfg: CompetitionConfig) -> Path | None:
@@ -44,6 +61,15 @@ def sample_path(cfg: CompetitionConfig) -> Path | None:
         return None
     path = cfg.data.dir / cfg.data.sample_submission
     return path if path.is_file() else None
+
+
+def read_sample(path: Path) -> pd.DataFrame:
+    """The sample submission, which must have rows: a header alone would let a 0-row submission pass."""
+    remedy = "download the competition data again (`kit download`)"
+    sample = read_csv_str(path, remedy)
+    if sample.empty:
+        raise KitError(f"{path}: has a header but no rows, so no submission can be checked against it; {remedy}")
+    return sample
 
 
 def submission_format(sample: pd.DataFrame, classes: list[str], id_column: str, source: str = "sample submission") -> str:
@@ -99,9 +125,6 @@ def to_indicator(frame: pd.DataFrame, classes: list[str], id_column: str, source
     return ids, out
 
 
-# --- validation -------------------------------------------------------------------------------
-
-
 def validate_submission(
     df: pd.DataFrame,
     sample_df: pd.DataFrame,
@@ -120,6 +143,8 @@ def validate_submission(
             "or a different order); write it with `kit blend` or fix the header"
         )
     id_column = sample_df.columns[0]
+    if len(sample_df) == 0:
+        raise KitError(f"{source}: {reference} has no rows, so no submission can match it; a submission needs one row per test id")
     if len(df) != len(sample_df):
         raise KitError(f"{source}: {len(df)} rows, expected {len(sample_df)} (one per test id, as in {reference})")
     got, want = df[id_column].astype(str).to_numpy(), sample_df[id_column].astype(str).to_numpy()
@@ -139,19 +164,22 @@ def validate_submission(
         classes = others if len(others) > 1 else None
     if classes is None:  # label column without a known class list: only non-empty strings can be checked
         return
-    _, indicator = to_indicator(df, list(classes), id_column, source)
-    if task == "multi-class":
-        counts = indicator.sum(axis=1)
-        bad = np.flatnonzero(counts != 1)
-        if bad.size:
-            row = int(bad[0])
-            raise KitError(
-                f"{source}: row {row + 2} (id {got[row]}) has {int(counts[row])} positive classes; multi-class needs exactly one "
-                f"({bad.size} rows break this)"
-            )
+    ids, indicator = to_indicator(df, list(classes), id_column, source)
+    check_one_label_per_row(ids, indicator, task, source)
 
 
-# --- writing ----------------------------------------------------------------------------------
+def check_one_label_per_row(ids: np.ndarray, indicator: np.ndarray, task: str, source: str) -> None:
+    """Multi-class rows need exactly one positive class (a solution's as much as a submission's)."""
+    if task != "multi-class":
+        return
+    counts = indicator.sum(axis=1)
+    bad = np.flatnonzero(counts != 1)
+    if bad.size:
+        row = int(bad[0])
+        raise KitError(
+            f"{source}: row {row + 2} (id {ids[row]}) has {int(counts[row])} positive classes; multi-class needs exactly one "
+            f"({bad.size} rows break this)"
+        )
 
 
 def _value_text(sample: pd.DataFrame, classes: list[str]) -> tuple[str, str]:
@@ -204,7 +232,7 @@ def write_submission(
     """Write submissions/<name>.csv in the sample's format (validated first) and <name>.json beside it."""
     classes = [str(c) for c in classes]
     spath = sample_path(cfg)
-    sample = read_csv_str(spath) if spath is not None else template_frame(test_ids, classes, cfg.data.id_column)
+    sample = read_sample(spath) if spath is not None else template_frame(test_ids, classes, cfg.data.id_column)
     frame = build_submission(pred, test_ids, classes, sample, cfg.data.id_column)
     reference = "the sample submission" if spath is not None else "the test ids of the data source"
     validate_submission(frame, sample, cfg.task, classes, source=f"submission {name}", reference=reference)
@@ -234,7 +262,7 @@ def is_synthetic(cfg: CompetitionConfig) -> bool:
 
 def check_submission_file(path: Path, cfg: CompetitionConfig, classes: list[str] | None = None) -> pd.DataFrame:
     """Validate a written submission file against the competition's sample (used again by `kit submit`)."""
-    frame = read_csv_str(path)
+    frame = read_csv_str(path, "write it again with `kit blend`")
     spath = sample_path(cfg)
     if spath is None:  # no sample (MedMNIST): the source's test ids and classes make the template
         from kit.data.sources import open_source
@@ -243,173 +271,7 @@ def check_submission_file(path: Path, cfg: CompetitionConfig, classes: list[str]
         classes = list(source.classes) if classes is None else classes
         sample = template_frame(np.asarray(source.test.ids, dtype=str), classes, cfg.data.id_column)
     else:
-        sample = read_csv_str(spath)
+        sample = read_sample(spath)
     reference = "the sample submission" if spath is not None else "the test ids of the data source"
     validate_submission(frame, sample, cfg.task, classes, source=str(path), reference=reference)
     return frame
-
-
-# --- local scoring ----------------------------------------------------------------------------
-
-
-def _classes_and_train_labels(cfg: CompetitionConfig) -> tuple[list[str], np.ndarray | None]:
-    """Class names (and train labels, for the majority-class baseline) from the data source."""
-    try:
-        from kit.data.sources import open_source
-    except ImportError:  # data part not installed: fall back to the config / sample
-        open_source = None
-    if open_source is not None:
-        source = open_source(cfg)
-        return list(source.classes), source.train.labels
-    if cfg.data.class_columns:
-        return list(cfg.data.class_columns), None
-    raise KitError(f"{cfg.source_file}: cannot tell the class names; set data.class_columns")
-
-
-def _align(ids_sub: np.ndarray, y_sub: np.ndarray, ids_sol: np.ndarray, source: str) -> np.ndarray:
-    row_of = {i: r for r, i in enumerate(ids_sub.tolist())}
-    missing = [i for i in ids_sol.tolist() if i not in row_of]
-    extra = len(ids_sub) - (len(ids_sol) - len(missing))
-    if missing or extra:
-        raise KitError(
-            f"{source}: ids differ from the solution ({len(missing)} missing, e.g. {missing[:3]}; {extra} not in the solution)"
-        )
-    return y_sub[[row_of[i] for i in ids_sol.tolist()]]
-
-
-def majority_prediction(n: int, train_labels: np.ndarray | None, y_true: np.ndarray) -> np.ndarray:
-    """Multi-class trivial prediction: the training majority class everywhere (solution majority if no train labels)."""
-    counts = (train_labels if train_labels is not None else y_true).sum(axis=0)
-    pred = np.zeros((n, y_true.shape[1]), dtype=np.uint8)
-    pred[:, int(np.argmax(counts))] = 1
-    return pred
-
-
-def argmax_prediction(logits: np.ndarray, task: str) -> np.ndarray:
-    """The plain decision published solutions use: argmax (multi-class) or logit > 0 (multi-label)."""
-    if task == "multi-label":
-        return (logits > 0).astype(np.uint8)
-    pred = np.zeros(logits.shape, dtype=np.uint8)
-    pred[np.arange(len(logits)), logits.argmax(axis=1)] = 1
-    return pred
-
-
-def default_solution(cfg: CompetitionConfig) -> tuple[pd.DataFrame, str]:
-    """The test labels where the source has them: data.solution_csv (Kaggle layout) or the npz's test labels."""
-    if cfg.data.source == "medmnist":
-        from kit.data.sources import test_labels
-
-        frame = test_labels(cfg)
-        if frame is None:
-            raise KitError(f"{cfg.data.dir / cfg.data.npz}: has no test_labels; pass --solution CSV")
-        frame = frame.astype({c: str for c in frame.columns})
-        return frame.rename(columns={"id": cfg.data.id_column}), f"{cfg.data.dir / cfg.data.npz} test labels"
-    if not cfg.data.solution_csv:
-        raise KitError(f"{cfg.source_file}: data.solution_csv is not set; pass --solution CSV")
-    path = cfg.data.dir / cfg.data.solution_csv
-    return read_csv_str(path), str(path)
-
-
-def score_file(
-    submission_csv: str | Path,
-    solution_csv: str | Path | None,
-    cfg: CompetitionConfig,
-    compare_argmax: bool = False,
-    console: Console | None = None,
-) -> dict[str, Any]:
-    """Score a submission against a solution CSV (None: the source's own test labels); print it beside
-    the trivial baseline and per class.
-
-    With `compare_argmax`, also score the argmax of each variant's mean test logits (oof/<variant>.npz),
-    so that the decision layer's gain over the published way of deciding is visible.
-    """
-    from kit.decision.metrics import build_metric, trivial_baseline
-
-    metric = build_metric(cfg.metric)
-
-    console = console or Console()
-    classes, train_labels = _classes_and_train_labels(cfg)
-    id_col = cfg.data.id_column
-    if solution_csv is None:
-        solution_frame, solution_name = default_solution(cfg)
-    else:
-        solution_frame, solution_name = read_csv_str(solution_csv), str(solution_csv)
-    sol_ids, y_true = to_indicator(solution_frame, classes, id_col, solution_name)
-    sub_ids, y_sub = to_indicator(read_csv_str(submission_csv), classes, id_col, str(submission_csv))
-    y_pred = _align(sub_ids, y_sub, sol_ids, str(submission_csv))
-    if cfg.task == "multi-class":
-        baseline_pred = majority_prediction(len(y_true), train_labels, y_true)
-        baseline = metric.score(y_true, baseline_pred)
-    else:
-        baseline = trivial_baseline(y_true, metric)
-        baseline_pred = None
-    score = metric.score(y_true, y_pred)
-    per_class = metric.per_class(y_true, y_pred)
-    result: dict[str, Any] = {
-        "submission": str(submission_csv),
-        "solution": solution_name,
-        "score": float(score),
-        "trivial_baseline": float(baseline),
-        "per_class": {c: (None if np.isnan(s) else float(s)) for c, s in zip(classes, per_class)},
-        "n": int(len(y_true)),
-    }
-
-    table = Table(title=f"{Path(submission_csv).name} vs {Path(solution_name).name} ({len(y_true)} rows)")
-    table.add_column("class")
-    table.add_column("N", justify="right")
-    table.add_column("score", justify="right")
-    if baseline_pred is not None:
-        table.add_column("trivial", justify="right")
-        base_per_class = metric.per_class(y_true, baseline_pred)
-    for k, c in enumerate(classes):
-        row = [c, str(int(y_true[:, k].sum())), _fmt(per_class[k])]
-        if baseline_pred is not None:
-            row.append(_fmt(base_per_class[k]))
-        table.add_row(*row)
-    console.print(table)
-
-    if compare_argmax:
-        result["argmax"] = argmax_scores(cfg, classes, sol_ids, y_true)
-    summary = Table(title="Leaderboard metric on the solution")
-    summary.add_column("what")
-    summary.add_column("score", justify="right")
-    multi_label = cfg.task == "multi-label"
-    summary.add_row("trivial baseline (" + ("all negative" if multi_label else "majority class of train everywhere") + ")", _fmt(baseline))
-    if compare_argmax:
-        plain = "sigmoid > 0.5" if multi_label else "argmax"
-        for variant, s in result["argmax"].items():
-            summary.add_row(f"{variant} by {plain} (mean test logits)", _fmt(s))
-        if result["argmax"]:
-            best = max(result["argmax"], key=result["argmax"].get)
-            result["best_argmax"] = {"variant": best, "score": result["argmax"][best]}
-            summary.add_row(f"[bold]best single variant by {plain} ({best})", f"[bold]{_fmt(result['argmax'][best])}")
-        else:
-            summary.add_row(f"no oof/<variant>.npz for the variants {cfg.variants}", "—")
-    summary.add_row(f"[bold]{Path(submission_csv).name}", f"[bold]{_fmt(score)}")
-    console.print(summary)
-    return result
-
-
-def argmax_scores(cfg: CompetitionConfig, classes: list[str], sol_ids: np.ndarray, y_true: np.ndarray) -> dict[str, float]:
-    """Score of argmax over the mean test logits for each variant that has an OOF file."""
-    from kit.artifacts import load_oof
-    from kit.decision.metrics import build_metric
-
-    metric = build_metric(cfg.metric)
-
-    out: dict[str, float] = {}
-    for variant in cfg.variants:
-        path = cfg.paths.oof / f"{variant}.npz"
-        if not path.is_file():
-            continue
-        oof = load_oof(path)
-        if oof.classes.tolist() != classes:
-            raise KitError(f"{path}: classes differ from the data source's; retrain it on this data")
-        pred = argmax_prediction(oof.test_logits.mean(axis=0), cfg.task)
-        out[variant] = float(metric.score(y_true, _align(oof.test_ids.astype(str), pred, sol_ids, str(path))))
-    return out
-
-
-def _fmt(x: float) -> str:
-    return "—" if x is None or np.isnan(x) else f"{x:+.4f}"
-

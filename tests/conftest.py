@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kit.config import CompetitionConfig, load_competition
+from kit.config import CalibrateConfig, CompetitionConfig, DataConfig, FoldsConfig, PathsConfig, load_competition
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -216,6 +216,61 @@ def disk_full(monkeypatch):
         monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
 
     return apply
+
+
+CLASSES = ["A", "B", "C"]
+
+
+def make_layout(
+    root: Path,
+    train_labels: list[str],
+    test_ids: list[str],
+    classes: list[str] = CLASSES,
+    sample: str = "one-hot",
+    sample_value: str = "0",
+    variants: list[str] | None = None,
+) -> CompetitionConfig:
+    """A tiny Kaggle-layout competition (empty image files: the source only stats them) and its config."""
+    data = root / "data"
+    (data / "train").mkdir(parents=True)
+    (data / "test").mkdir(parents=True)
+    train_ids = [f"tr{i:03d}" for i in range(len(train_labels))]
+    if sample == "one-hot":
+        train = pd.DataFrame({"id": train_ids, **{c: [int(lab == c) for lab in train_labels] for c in classes}})
+        sample_df = pd.DataFrame({"id": test_ids, **{c: [sample_value] * len(test_ids) for c in classes}})
+    else:
+        train = pd.DataFrame({"id": train_ids, "label": train_labels})
+        sample_df = pd.DataFrame({"id": test_ids, "label": [classes[0]] * len(test_ids)})
+    train.to_csv(data / "train.csv", index=False)
+    sample_df.to_csv(data / "sample_submission.csv", index=False)
+    for i in train_ids:
+        (data / "train" / f"{i}.png").touch()
+    for i in test_ids:
+        (data / "test" / f"{i}.png").touch()
+    return CompetitionConfig(
+        task="multi-class",
+        variants=variants or [],
+        data=DataConfig(dir=data, label_column="label" if sample == "label" else None, patient_column=None),
+        folds=FoldsConfig(n_folds=5, path=root / "folds.csv"),
+        calibrate=CalibrateConfig(storage=f"sqlite:///{root / 'optuna.db'}"),
+        paths=PathsConfig(oof=root / "oof", submissions=root / "submissions", cache=root / "cache", models=root / "models", runs=root / "runs"),
+    )
+
+
+def one_hot(labels: list[str], classes: list[str] = CLASSES) -> np.ndarray:
+    return np.eye(len(classes), dtype=np.uint8)[[classes.index(x) for x in labels]]
+
+
+def layout_toml(root: Path, cfg: CompetitionConfig, competition: str = "fake-comp") -> Path:
+    """A competition TOML for a `make_layout` competition, so the CLI can run on it."""
+    path = root / "competition.toml"
+    path.write_text(
+        f'task = "multi-class"\nvariants = {cfg.variants!r}\n[data]\ndir = "{cfg.data.dir}"\n'
+        f'[folds]\nn_folds = {cfg.folds.n_folds}\npath = "{cfg.folds.path}"\n[calibrate]\nstorage = "{cfg.calibrate.storage}"\n'
+        f'[paths]\nsubmissions = "{cfg.paths.submissions}"\noof = "{cfg.paths.oof}"\n'
+        f'[kaggle]\ncompetition = "{competition}"\n'.replace("'", '"')
+    )
+    return path
 
 
 # A tiny, fast recipe that still exercises EMA, staged fine-tuning, cosine warm-up, sampler and augmentation.

@@ -21,7 +21,7 @@ from kit.ensemble.weights import equal, greedy, mix, single_best
 from kit.errors import KitError
 from kit.stages.blend import blend
 from kit.submission import check_submission_file
-from tests.test_submission import make_layout
+from tests.conftest import make_layout
 
 WEIGHTS = LinearCountMetric()
 PRIOR = np.array([0.55, 0.25, 0.15, 0.05])
@@ -245,7 +245,7 @@ def test_multi_label_blend_and_score_on_a_medmnist_npz(tmp_path):
     from kit.data.folds import make_folds
     from kit.data.sources import open_source, test_labels
     from kit.data.synth import generate
-    from kit.submission import score_file
+    from kit.stages.score import score_file
 
     generate(tmp_path / "data", n_train=240, n_test=60, size=28, seed=1, task="multi-label", processes=1)
     cfg = CompetitionConfig(

@@ -1,20 +1,31 @@
-"""`kit submit` against a fake Kaggle API on loopback that answers the official client's own calls.
+"""`kit submit`, `kit submissions` and `kit download` against a fake Kaggle API on loopback that answers
+the official client's own calls.
 
-With KAGGLE_API_ENVIRONMENT=TEST the kagglesdk client talks to http://localhost:7777. A submission
-is three calls: POST .../CompetitionApiService/StartSubmissionUpload (returns a token and an upload
-URL), PUT of the file's bytes to that URL, POST .../CompetitionApiService/CreateSubmission (token +
-message). The fake implements exactly those and records everything it receives.
+With KAGGLE_API_ENVIRONMENT=TEST the kagglesdk client talks to http://localhost:7777, a port several
+test runs on one machine cannot share. The SDK reads no setting for the address (it is the dict
+`kagglesdk.kaggle_env._env_to_endpoint`), so each test binds its fake server to a free port and
+runs the kit through a two-line launcher that points that dict (TEST, and PROD for the package's
+import-time check, so nothing leaves the machine) at it. Everything else is the installed client
+unchanged. A submission is StartSubmissionUpload (token + upload URL), a PUT of the bytes,
+CreateSubmission (token + message); a score is GetSubmission by ref; the daily count is
+GetSubmissionLimits. The fake implements those, records every request, and scores a submission
+after a set number of PENDING answers.
+
+Refusals that happen before any request (validation, duplicates, a ledger that cannot be written)
+run in-process, which is faster; runs that reach the client are subprocesses, since `import
+kaggle` reads the environment once per process.
 """
 
 from __future__ import annotations
 
 import base64
-import errno
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
+import time
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -22,183 +33,437 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from kit.leaderboard.ledger import append_entry, file_sha256, new_entry, read_ledger
 from kit.submission import write_submission
-from tests.test_submission import CLASSES, make_layout, one_hot
+from tests.conftest import CLASSES, assert_one_line_error, layout_toml, make_layout, one_hot, run_kit
 
-PORT = 7777
 API = "/api/v1/competitions.CompetitionApiService"
 SECRET = "s3cr3t-kit-test-key-0123456789"
+TOKEN = "KGAT_kit-test-token-9876543210"
+LAUNCHER = (
+    "import os, sys\n"
+    "from kagglesdk import kaggle_env\n"
+    "for env in (kaggle_env.KaggleEnv.TEST, kaggle_env.KaggleEnv.PROD):\n"
+    "    kaggle_env._env_to_endpoint[env] = os.environ['KIT_TEST_KAGGLE_ENDPOINT']\n"
+    "sys.argv[0] = 'kit'\n"
+    "from kit.cli import main\n"
+    "main()\n"
+)
+PROVENANCE = {"synthetic": False, "nested_cv_score": -1.25, "nested_cv_se": 0.1, "trivial_baseline": -4.5,
+              "variants": ["cnn_demo", "test_resnet"], "weights": {"cnn_demo": 0.75, "test_resnet": 0.25}, "decision_rule": "bayes"}
 
 
-class FakeKaggle(BaseHTTPRequestHandler):
-    """Records (method, path, headers, body) of every request; answers the three submission calls."""
+class FakeKaggle:
+    """State of the fake API: what it received and how it answers."""
 
-    requests: list[dict] = []
-    reject_auth = False
-    archive = b""
+    def __init__(self) -> None:
+        self.port = 0
+        self.requests: list[dict] = []
+        self.reject_auth = False
+        self.upload_status = 200
+        self.archive = b""
+        self.pending_answers = 1  # GetSubmission says PENDING this many times, then `outcome`
+        self.outcome: dict = {"status": "COMPLETE", "publicScore": "-1.10000"}
+        self.limits = {"numToday": 2, "numTotal": 9, "numAllowedNow": 3}
+        self.submissions: dict[int, dict] = {}
+        self.next_ref = 4242
 
-    def log_message(self, *args):  # keep pytest output clean
-        pass
+    def calls(self) -> list[tuple[str, str]]:
+        return [(r["method"], r["path"]) for r in self.requests]
 
-    def _body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
+    def answer(self, method: str, path: str, body: bytes) -> tuple[int, dict | bytes, dict]:
+        if self.reject_auth:
+            return 401, {"code": 401, "message": "Unauthenticated"}, {}
+        if method == "POST" and path == "/api/v1/security.OAuthService/IntrospectToken":
+            ok = json.loads(body).get("token") == TOKEN
+            return (200, {"active": True, "username": "kit-tester"}, {}) if ok else (401, {"code": 401, "message": "bad token"}, {})
+        if method == "POST" and path == f"{API}/StartSubmissionUpload":
+            return 200, {"token": "blob-token-1", "createUrl": f"http://127.0.0.1:{self.port}/upload/blob-token-1"}, {}
+        if method == "PUT" and path == "/upload/blob-token-1":
+            return self.upload_status, {}, {}
+        if method == "POST" and path == f"{API}/CreateSubmission":
+            request = json.loads(body)
+            ref, self.next_ref = self.next_ref, self.next_ref + 1
+            start = next(json.loads(r["body"]) for r in reversed(self.requests) if r["path"] == f"{API}/StartSubmissionUpload")
+            self.submissions[ref] = {"ref": ref, "fileName": start["fileName"], "description": request.get("submissionDescription", ""),
+                                     "date": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()), "status": "PENDING"}
+            return 200, {"message": "Successfully submitted to fake competition", "ref": ref}, {}
+        if method == "POST" and path == f"{API}/GetSubmission":
+            ref = json.loads(body)["ref"]
+            if ref not in self.submissions:
+                return 404, {"code": 404, "message": f"submission {ref} not found"}, {}
+            if self.pending_answers > 0:
+                self.pending_answers -= 1
+            else:
+                self.submissions[ref].update(self.outcome)
+            return 200, self.submissions[ref], {}
+        if method == "POST" and path == f"{API}/ListSubmissions":
+            return 200, {"submissions": sorted(self.submissions.values(), key=lambda s: -s["ref"])}, {}
+        if method == "POST" and path == f"{API}/GetSubmissionLimits":
+            return 200, self.limits, {}
+        if method == "POST" and path == f"{API}/DownloadDataFiles":
+            return 302, b"", {"Location": f"http://127.0.0.1:{self.port}/files/fake-comp.zip"}
+        if method == "GET" and path == "/files/fake-comp.zip":
+            return 200, self.archive, {"Content-Type": "application/zip"}
+        return 404, {"code": 404, "message": f"no route {method} {path}"}, {}
 
-    def _reply(self, status: int, payload: dict | None = None) -> None:
-        data = json.dumps(payload or {}).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
-    def _handle(self, method: str) -> None:
-        body = self._body()
-        type(self).requests.append({"method": method, "path": self.path, "headers": dict(self.headers), "body": body})
-        if type(self).reject_auth:
-            return self._reply(401, {"code": 401, "message": "Unauthenticated"})
-        if method == "POST" and self.path == f"{API}/StartSubmissionUpload":
-            return self._reply(200, {"token": "blob-token-1", "createUrl": f"http://localhost:{PORT}/upload/blob-token-1"})
-        if method == "PUT" and self.path == "/upload/blob-token-1":
-            return self._reply(200, {})
-        if method == "POST" and self.path == f"{API}/CreateSubmission":
-            return self._reply(200, {"message": "Successfully submitted to fake competition", "ref": 4242})
-        if method == "POST" and self.path == f"{API}/DownloadDataFiles":
-            self.send_response(302)
-            self.send_header("Location", f"http://localhost:{PORT}/files/fake-comp.zip")
-            self.send_header("Content-Length", "0")
+def _handler(state: FakeKaggle):
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):  # keep pytest output clean
+            pass
+
+        def _handle(self, method: str) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            state.requests.append({"method": method, "path": self.path, "headers": dict(self.headers), "body": body})
+            status, payload, headers = state.answer(method, self.path, body)
+            data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+            self.send_response(status)
+            if not isinstance(payload, bytes):
+                self.send_header("Content-Type", "application/json")
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(data)))
             self.end_headers()
-            return None
-        if method == "GET" and self.path == "/files/fake-comp.zip":
-            self.send_response(200)
-            self.send_header("Content-Type", "application/zip")
-            self.send_header("Content-Length", str(len(type(self).archive)))
-            self.end_headers()
-            self.wfile.write(type(self).archive)
-            return None
-        return self._reply(404, {"code": 404, "message": f"no route {method} {self.path}"})
+            self.wfile.write(data)
 
-    def do_POST(self):
-        self._handle("POST")
+        def do_POST(self):
+            self._handle("POST")
 
-    def do_PUT(self):
-        self._handle("PUT")
+        def do_PUT(self):
+            self._handle("PUT")
 
-    def do_GET(self):
-        self._handle("GET")
+        def do_GET(self):
+            self._handle("GET")
+
+    return Handler
 
 
 @pytest.fixture
 def fake_kaggle():
-    FakeKaggle.requests = []
-    FakeKaggle.reject_auth = False
-    try:
-        server = ThreadingHTTPServer(("127.0.0.1", PORT), FakeKaggle)
-    except OSError as exc:
-        if exc.errno in (errno.EADDRINUSE, errno.EACCES):
-            pytest.skip(f"port {PORT} on 127.0.0.1 is taken; the kaggle client's TEST environment needs exactly that port")
-        raise
-    server.timeout = 5
+    """A fake Kaggle API on a free loopback port, for the duration of one test."""
+    state = FakeKaggle()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
+    state.port = server.server_address[1]
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
-    yield FakeKaggle
+    yield state
     server.shutdown()
     server.server_close()
     thread.join(timeout=5)
 
 
-def _setup(tmp_path: Path, synthetic: bool = False):
+def _setup(tmp_path: Path, synthetic: bool = False) -> tuple[Path, Path]:
     cfg = make_layout(tmp_path, ["A", "B", "C"], ["t1", "t2", "t3"])
     if synthetic:
         (cfg.data.dir / "SYNTHETIC").touch()
-    config = tmp_path / "competition.toml"
-    config.write_text(
-        f'task = "multi-class"\n[data]\ndir = "{cfg.data.dir}"\npatient_column = "patient_id"\n'
-        f'[paths]\nsubmissions = "{cfg.paths.submissions}"\noof = "{cfg.paths.oof}"\n'
-        '[kaggle]\ncompetition = "fake-comp"\n'
-    )
-    good = write_submission(one_hot(["A", "C", "B"]), np.array(["t1", "t2", "t3"]), CLASSES, cfg, "good", {"synthetic": synthetic})
-    return config, good
+    good = write_submission(one_hot(["A", "C", "B"]), np.array(["t1", "t2", "t3"]), CLASSES, cfg, "good", {**PROVENANCE, "synthetic": synthetic})
+    return layout_toml(tmp_path, cfg), good
 
 
-def _kit(tmp_path: Path, config: Path, *args: str, creds: bool = True, timeout: float = 60):
+def _env(tmp_path: Path, fake: FakeKaggle | None, creds: str = "key") -> dict[str, str]:
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAGGLE_")}
     env.update({"HOME": str(home), "KAGGLE_CONFIG_DIR": str(home / ".kaggle"), "KAGGLE_API_ENVIRONMENT": "TEST",
-                "NO_PROXY": "localhost,127.0.0.1", "no_proxy": "localhost,127.0.0.1", "COLUMNS": "200"})
-    if creds:
+                "KIT_TEST_KAGGLE_ENDPOINT": f"http://127.0.0.1:{fake.port if fake else 9}",
+                "NO_PROXY": "localhost,127.0.0.1", "no_proxy": "localhost,127.0.0.1", "COLUMNS": "240",
+                "VERBOSE": "1"})  # the SDK then prints every request with its headers: the kit must not let that through
+    if creds == "key":
         env.update({"KAGGLE_USERNAME": "kit-tester", "KAGGLE_KEY": SECRET})
-    return subprocess.run([sys.executable, "-m", "kit", "--config", str(config), *args], capture_output=True, text=True,
-                          env=env, timeout=timeout, cwd=tmp_path)
+    elif creds == "token":
+        env["KAGGLE_API_TOKEN"] = TOKEN
+    elif creds == "bad-token":
+        env["KAGGLE_API_TOKEN"] = SECRET
+    return env
 
 
-def test_valid_file_arrives_byte_for_byte_with_its_message(tmp_path, fake_kaggle):
+def _kit(tmp_path: Path, config: Path, *args: str, fake: FakeKaggle | None = None, creds: str = "key", timeout: float = 90):
+    command = [sys.executable, "-c", LAUNCHER, "--config", str(config), *args]
+    return subprocess.run(command, capture_output=True, text=True, env=_env(tmp_path, fake, creds), timeout=timeout, cwd=tmp_path)
+
+
+def _never_leaks(tmp_path: Path, *texts: str) -> None:
+    """Neither the key nor the token (nor the Basic-auth header made of the key) is in the output or in any file
+    under `tmp_path` but the user's kaggle.json."""
+    basic = base64.b64encode(f"kit-tester:{SECRET}".encode()).decode()
+    for secret in (SECRET, TOKEN, basic):
+        for text in texts:
+            assert secret not in text
+        for path in tmp_path.rglob("*"):
+            if path.is_file() and path.name != "kaggle.json":
+                assert secret.encode() not in path.read_bytes(), path
+
+
+def test_submit_wait_prints_public_beside_nested_cv_and_the_ledger_holds_it(tmp_path, fake_kaggle):
     config, good = _setup(tmp_path)
-    result = _kit(tmp_path, config, "submit", str(good), "--message", "kit test: blend v1+v2")
+    result = _kit(tmp_path, config, "submit", str(good), "--message", "kit test: blend v1+v2", "--wait", fake=fake_kaggle)
     assert result.returncode == 0, result.stderr
-    calls = [(r["method"], r["path"]) for r in fake_kaggle.requests]
-    assert calls == [("POST", f"{API}/StartSubmissionUpload"), ("PUT", "/upload/blob-token-1"), ("POST", f"{API}/CreateSubmission")]
-    start = json.loads(fake_kaggle.requests[0]["body"])
-    assert start["competitionName"] == "fake-comp" and start["fileName"] == "good.csv"
-    assert start["contentLength"] == good.stat().st_size
-    assert fake_kaggle.requests[1]["body"] == good.read_bytes()  # byte for byte
-    create = json.loads(fake_kaggle.requests[2]["body"])
-    assert create == {"competitionName": "fake-comp", "blobFileTokens": "blob-token-1", "submissionDescription": "kit test: blend v1+v2"}
-    auth = fake_kaggle.requests[0]["headers"]["Authorization"]
+    assert fake_kaggle.calls() == [
+        ("POST", f"{API}/GetSubmissionLimits"), ("POST", f"{API}/StartSubmissionUpload"), ("PUT", "/upload/blob-token-1"),
+        ("POST", f"{API}/CreateSubmission"), ("POST", f"{API}/GetSubmission"), ("POST", f"{API}/GetSubmission"),
+    ]
+    bodies = [r["body"] for r in fake_kaggle.requests]
+    start = json.loads(bodies[1])
+    assert start["competitionName"] == "fake-comp" and start["fileName"] == "good.csv" and start["contentLength"] == good.stat().st_size
+    assert bodies[2] == good.read_bytes()  # byte for byte
+    assert json.loads(bodies[3]) == {"competitionName": "fake-comp", "blobFileTokens": "blob-token-1", "submissionDescription": "kit test: blend v1+v2"}
+    assert json.loads(bodies[4]) == {"ref": 4242}
+    auth = fake_kaggle.requests[1]["headers"]["Authorization"]
     assert base64.b64decode(auth.split()[1]).decode() == f"kit-tester:{SECRET}"
-    assert "Successfully submitted to fake competition" in result.stdout
-    assert SECRET not in result.stdout + result.stderr
+
+    out = result.stdout
+    assert "as ref 4242" in out and "Kaggle allowed 3 more today" in out
+    for needle in ("public leaderboard score (Kaggle)", "-1.1000", "nested-CV score (kit blend)", "-1.2500 ± 0.1000",
+                   "trivial baseline (nested CV)", "-4.5000", "public − nested CV", "+0.1500"):
+        assert needle in out, needle
+    row = read_ledger(good.parent / "ledger.csv").iloc[0]
+    assert row["ref"] == "4242" and row["status"] == "COMPLETE" and row["public_score"] == "-1.10000"
+    assert row["sha256"] == file_sha256(good) and row["message"] == "kit test: blend v1+v2" and row["competition"] == "fake-comp"
+    assert row["nested_cv_score"] == "-1.25" and row["trivial_baseline"] == "-4.5" and row["decision_rule"] == "bayes"
+    assert row["variants"] == "cnn_demo;test_resnet" and row["weights"] == "cnn_demo=0.75;test_resnet=0.25"
+    _never_leaks(tmp_path, result.stdout, result.stderr)
 
 
-def test_newest_file_is_the_default(tmp_path, fake_kaggle):
+def test_error_status_prints_kaggle_description_and_exits_non_zero(tmp_path, fake_kaggle):
     config, good = _setup(tmp_path)
-    result = _kit(tmp_path, config, "submit", "--message", "default file")
-    assert result.returncode == 0, result.stderr
-    assert fake_kaggle.requests[1]["body"] == good.read_bytes()
+    fake_kaggle.outcome = {"status": "ERROR", "errorDescription": "Submission must have 17015 rows; found 3"}
+    result = _kit(tmp_path, config, "submit", str(good), "-m", "errors", "--wait", fake=fake_kaggle)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Submission must have 17015 rows; found 3" in lines[0] and "ref 4242" in lines[0], result.stderr
+    row = read_ledger(good.parent / "ledger.csv").iloc[0]
+    assert row["status"] == "ERROR" and row["error_description"] == "Submission must have 17015 rows; found 3"
 
 
-def test_invalid_file_is_refused_before_any_request(tmp_path, fake_kaggle):
+def test_ctrl_c_while_waiting_keeps_a_pending_row_that_submissions_completes(tmp_path, fake_kaggle):
+    config, good = _setup(tmp_path)
+    fake_kaggle.pending_answers = 10**6
+    command = [sys.executable, "-c", LAUNCHER, "--config", str(config), "submit", str(good), "-m", "wait for me", "--wait"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(tmp_path, fake_kaggle), cwd=tmp_path)
+    deadline = time.monotonic() + 60
+    while ("POST", f"{API}/GetSubmission") not in fake_kaggle.calls() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 130, err
+    assert len(err.strip().splitlines()) == 1 and "interrupted while waiting" in err and "stays PENDING" in err and "Traceback" not in err
+    ledger = good.parent / "ledger.csv"
+    row = read_ledger(ledger).iloc[0]
+    assert row["ref"] == "4242" and row["status"] == "PENDING" and row["public_score"] == ""
+
+    fake_kaggle.pending_answers = 0  # Kaggle has scored it since
+    later = _kit(tmp_path, config, "submissions", fake=fake_kaggle)
+    assert later.returncode == 0, later.stderr
+    row = read_ledger(ledger).iloc[0]
+    assert row["status"] == "COMPLETE" and row["public_score"] == "-1.10000" and row["ref"] == "4242"
+    assert "good.csv" in later.stdout and "wait for me" in later.stdout and "-1.1000" in later.stdout and "+0.1500" in later.stdout
+    assert "today on 'fake-comp': 2 submitted, 3 left" in later.stdout
+    assert (good.parent / "cv_vs_public.png").read_bytes()[:4] == b"\x89PNG"
+    assert "r needs 3 or more points" in later.stdout and str(good.parent / "cv_vs_public.png") in later.stdout
+    _never_leaks(tmp_path, out, err, later.stdout, later.stderr)
+
+
+def test_a_failed_upload_is_an_error_and_leaves_no_row(tmp_path, fake_kaggle):
+    config, good = _setup(tmp_path)
+    fake_kaggle.upload_status = 500  # the client returns "Could not submit to competition" instead of raising
+    result = _kit(tmp_path, config, "submit", str(good), "-m", "upload breaks", fake=fake_kaggle)
+    assert_one_line_error(result.returncode, result.stderr, str(good), "upload to Kaggle failed", "nothing was submitted")
+    assert "submitted" not in result.stdout
+    assert ("POST", f"{API}/CreateSubmission") not in fake_kaggle.calls()
+    assert read_ledger(good.parent / "ledger.csv").empty
+
+
+def test_no_submissions_left_today_is_refused_before_the_upload(tmp_path, fake_kaggle):
+    config, good = _setup(tmp_path)
+    fake_kaggle.limits = {"numToday": 5, "numTotal": 40, "numAllowedNow": 0}
+    result = _kit(tmp_path, config, "submit", str(good), "-m", "one too many", fake=fake_kaggle)
+    assert_one_line_error(result.returncode, result.stderr, "no submissions left", "5 sent today", "nothing was sent")
+    assert fake_kaggle.calls() == [("POST", f"{API}/GetSubmissionLimits")]
+    assert read_ledger(good.parent / "ledger.csv").empty
+
+
+def test_a_file_already_sent_is_refused_in_one_line_unless_forced(tmp_path, fake_kaggle, capsys):
+    config, good = _setup(tmp_path)
+    ledger = good.parent / "ledger.csv"
+    earlier = {**new_entry(good, file_sha256(good), "first try", "fake-comp", PROVENANCE), "ref": "77", "status": "COMPLETE", "public_score": "-1.3"}
+    append_entry(ledger, earlier)
+    code, out, err = run_kit(["--config", config, "submit", good, "-m", "again"], capsys)
+    assert_one_line_error(code, err, str(good), "already sent to 'fake-comp'", "ref 77", "'first try'", "--force")
+    assert fake_kaggle.requests == [] and len(read_ledger(ledger)) == 1
+    code, out, _ = run_kit(["--config", config, "submit", good, "-m", "again", "--dry-run"], capsys)
+    assert code == 0 and "would be refused without --force" in out
+    copy = tmp_path / "elsewhere.csv"
+    copy.write_bytes(good.read_bytes())  # same bytes under another name: still the same submission
+    code, _, err = run_kit(["--config", config, "submit", copy, "-m", "again"], capsys)
+    assert_one_line_error(code, err, "already sent")
+    forced = _kit(tmp_path, config, "submit", str(good), "-m", "again, on purpose", "--force", fake=fake_kaggle)
+    assert forced.returncode == 0, forced.stderr
+    rows = read_ledger(ledger)
+    assert rows["ref"].tolist() == ["77", "4242"] and rows["status"].tolist() == ["COMPLETE", "PENDING"]
+
+
+@pytest.mark.parametrize("damage, needle", [
+    (lambda text: text.replace("t2,0,0,1", "t2,1,0,1"), "row 3 (id t2) has 2 positive classes"),
+    (lambda text: text.replace("t2,0,0,1", "t2,0,0,0"), "row 3 (id t2) has 0 positive classes"),
+    (lambda text: text.splitlines()[0] + "\n", "0 rows, expected 3"),
+    (lambda text: text.replace("t2,0,0,1", "t2,0,0,1,0"), "line 3 has 5 fields, the header has 4"),
+    (lambda text: "", "file is empty"),
+])
+def test_an_invalid_file_is_refused_before_any_request(tmp_path, fake_kaggle, capsys, damage, needle):
     config, good = _setup(tmp_path)
     bad = tmp_path / "bad.csv"
-    bad.write_text(good.read_text().replace("t2,0,0,1", "t2,1,0,1"))  # two positives in a row
-    result = _kit(tmp_path, config, "submit", str(bad), "--message", "should not go")
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "2 positive classes" in lines[0] and "Traceback" not in result.stderr
-    assert fake_kaggle.requests == []
+    bad.write_text(damage(good.read_text()))
+    code, _, err = run_kit(["--config", config, "submit", bad, "-m", "should not go"], capsys)
+    assert_one_line_error(code, err, str(bad), needle)
+    assert fake_kaggle.requests == [] and not (good.parent / "ledger.csv").exists()
 
 
-def test_synthetic_data_is_refused_unless_dry_run(tmp_path, fake_kaggle):
+@pytest.mark.parametrize("content, needle", [
+    (b"id,A,B,C\n", "has a header but no rows"),
+    (b"", "file is empty"),
+    (b"id,A,B,C\nt1,0,0,0\nt\xe92,0,0,0\n", "not UTF-8 text (byte 0xe9 at line 3"),
+])
+def test_a_broken_sample_submission_stops_submit(tmp_path, fake_kaggle, capsys, content, needle):
+    config, good = _setup(tmp_path)
+    sample = tmp_path / "data" / "sample_submission.csv"
+    sample.write_bytes(content)
+    header_only = tmp_path / "header_only.csv"
+    header_only.write_text("id,A,B,C\n")  # a 0-row submission must not pass a 0-row sample
+    for file in (good, header_only):
+        code, _, err = run_kit(["--config", config, "submit", file, "-m", "x"], capsys)
+        assert_one_line_error(code, err, str(sample), needle)
+    assert fake_kaggle.requests == [] and not (good.parent / "ledger.csv").exists()
+
+
+def test_the_newest_submission_is_the_default_never_the_ledger(tmp_path, capsys, wide_console):
+    config, good = _setup(tmp_path)
+    append_entry(good.parent / "ledger.csv", {**new_entry(good, "other-bytes", "m", "fake-comp", None), "ref": "5", "status": "COMPLETE"})
+    os.utime(good, (1, 1))  # the ledger is now the newest CSV of submissions/
+    code, out, err = run_kit(["--config", config, "submit", "-m", "default file", "--dry-run"], capsys)
+    assert code == 0, err
+    assert f"would submit {good} (3 rows" in out
+
+
+def test_synthetic_data_is_refused_unless_dry_run(tmp_path, fake_kaggle, capsys):
     config, good = _setup(tmp_path, synthetic=True)
-    result = _kit(tmp_path, config, "submit", str(good), "--message", "synthetic")
-    assert result.returncode == 2 and "synthetic" in result.stderr and "--dry-run" in result.stderr
-    dry = _kit(tmp_path, config, "submit", str(good), "--message", "synthetic", "--dry-run")
-    assert dry.returncode == 0, dry.stderr
-    assert "dry run: would submit" in dry.stdout and "fake-comp" in dry.stdout
+    code, _, err = run_kit(["--config", config, "submit", good, "-m", "synthetic"], capsys)
+    assert_one_line_error(code, err, "synthetic", "--dry-run")
+    code, out, _ = run_kit(["--config", config, "submit", good, "-m", "synthetic", "--dry-run"], capsys)
+    assert code == 0 and "dry run: would submit" in out and "fake-comp" in out
+    assert fake_kaggle.requests == [] and not (good.parent / "ledger.csv").exists()
+
+
+def test_unwritable_ledger_stops_submit_before_any_request(tmp_path, fake_kaggle, capsys, read_only, disk_full):
+    config, good = _setup(tmp_path)
+    before = {p.name: p.read_bytes() for p in good.parent.iterdir()}
+    disk_full(good.parent)
+    code, _, err = run_kit(["--config", config, "submit", good, "-m", "disk full"], capsys)
+    assert_one_line_error(code, err, str(good.parent / "ledger.csv"), "no space left")
+    read_only(good.parent)
+    code, _, err = run_kit(["--config", config, "submit", good, "-m", "read-only"], capsys)
+    assert_one_line_error(code, err, str(good.parent / "ledger.csv"), "cannot write")
     assert fake_kaggle.requests == []
+    assert {p.name: p.read_bytes() for p in good.parent.iterdir() if not p.name.startswith(".ledger")} == before
+
+
+def test_bad_environment_name_is_one_line_that_never_echoes_a_token(tmp_path, capsys, monkeypatch):
+    config, good = _setup(tmp_path)
+    monkeypatch.setenv("KAGGLE_API_ENVIRONMENT", "PRODUCTION")
+    code, _, err = run_kit(["--config", config, "submit", good, "-m", "x"], capsys)
+    assert_one_line_error(code, err, "KAGGLE_API_ENVIRONMENT is 'PRODUCTION'", "PROD, TEST")
+    monkeypatch.setenv("KAGGLE_API_ENVIRONMENT", TOKEN)  # a token pasted into the wrong variable
+    code, _, err = run_kit(["--config", config, "submit", good, "-m", "x"], capsys)
+    assert_one_line_error(code, err, "KAGGLE_API_ENVIRONMENT is a value that is not an environment name")
+    assert TOKEN not in err and read_ledger(good.parent / "ledger.csv").empty
+
+
+def test_token_accepted_and_rejected(tmp_path, fake_kaggle):
+    config, good = _setup(tmp_path)
+    rejected = _kit(tmp_path, config, "submit", str(good), "-m", "bad token", fake=fake_kaggle, creds="bad-token")
+    assert_one_line_error(rejected.returncode, rejected.stderr, "token from KAGGLE_API_TOKEN was rejected (HTTP 401", "create a new token")
+    assert ("POST", f"{API}/StartSubmissionUpload") not in fake_kaggle.calls()
+    accepted = _kit(tmp_path, config, "submit", str(good), "-m", "good token", fake=fake_kaggle, creds="token")
+    assert accepted.returncode == 0, accepted.stderr
+    assert fake_kaggle.requests[-1]["headers"]["Authorization"] == f"Bearer {TOKEN}"
+    _never_leaks(tmp_path, rejected.stdout, rejected.stderr, accepted.stdout, accepted.stderr)
 
 
 def test_missing_credentials_one_line_exit_2(tmp_path):
     config, good = _setup(tmp_path)
-    result = _kit(tmp_path, config, "submit", str(good), "--message", "no creds", creds=False)
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    for hint in ("kaggle.json", "KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
-        assert hint in lines[0]
-    assert "Traceback" not in result.stderr and result.stdout.strip() == ""
+    result = _kit(tmp_path, config, "submit", str(good), "--message", "no creds", creds="none")
+    assert_one_line_error(result.returncode, result.stderr, "kaggle.json", "KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN")
+    assert "submitted" not in result.stdout and read_ledger(good.parent / "ledger.csv").empty
 
 
 def test_rejected_credentials_never_echo_the_key(tmp_path, fake_kaggle):
     config, good = _setup(tmp_path)
     fake_kaggle.reject_auth = True
-    result = _kit(tmp_path, config, "submit", str(good), "--message", "wrong key")
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "rejected (HTTP 401" in lines[0] and "KAGGLE_KEY" in lines[0]
-    assert SECRET not in result.stdout + result.stderr
-    assert len(fake_kaggle.requests) == 1  # stopped at the first refused call
+    result = _kit(tmp_path, config, "submit", str(good), "--message", "wrong key", fake=fake_kaggle)
+    assert_one_line_error(result.returncode, result.stderr, "rejected (HTTP 401", "KAGGLE_KEY")
+    assert fake_kaggle.calls() == [("POST", f"{API}/GetSubmissionLimits"), ("POST", f"{API}/StartSubmissionUpload")]  # nothing uploaded
+    _never_leaks(tmp_path, result.stdout, result.stderr)
+
+
+def test_world_readable_kaggle_json_is_used_with_a_warning(tmp_path, fake_kaggle):
+    config, good = _setup(tmp_path)
+    kaggle_json = tmp_path / "home" / ".kaggle" / "kaggle.json"
+    kaggle_json.parent.mkdir(parents=True)
+    kaggle_json.write_text(json.dumps({"username": "kit-tester", "key": SECRET}))
+    kaggle_json.chmod(0o644)
+    result = _kit(tmp_path, config, "submit", str(good), "-m", "from kaggle.json", fake=fake_kaggle, creds="none")
+    assert result.returncode == 0, result.stderr
+    assert f"warning: {kaggle_json} (your Kaggle API key) is readable by other users" in result.stdout
+    assert f"chmod 600 {kaggle_json}" in result.stdout
+    assert base64.b64decode(fake_kaggle.requests[1]["headers"]["Authorization"].split()[1]).decode() == f"kit-tester:{SECRET}"
+    _never_leaks(tmp_path, result.stdout, result.stderr)
+
+
+@pytest.mark.parametrize("mode, warned", [(0o600, False), (0o640, True), (0o604, True)])
+def test_readable_by_others_is_the_kaggle_cli_rule(tmp_path, mode, warned):
+    from rich.console import Console
+
+    from kit.leaderboard.client import _warn_if_readable_by_others
+
+    kaggle_json = tmp_path / "kaggle.json"
+    kaggle_json.write_text("{}")
+    kaggle_json.chmod(mode)
+    console = Console(record=True, width=300)
+    _warn_if_readable_by_others(kaggle_json, console)
+    assert ("readable by other users" in console.export_text()) is warned
+
+
+def test_malformed_kaggle_json_one_line(tmp_path):
+    config, good = _setup(tmp_path)
+    (tmp_path / "home" / ".kaggle").mkdir(parents=True)
+    (tmp_path / "home" / ".kaggle" / "kaggle.json").write_text("not json")
+    result = _kit(tmp_path, config, "submit", str(good), "--message", "x", creds="none")
+    assert_one_line_error(result.returncode, result.stderr, "not accepted", "kaggle.json")
+
+
+@pytest.fixture
+def wide_console(monkeypatch):
+    """The CLI's console 240 columns wide, so that in-process runs print tables unwrapped."""
+    from kit import cli
+
+    monkeypatch.setattr(cli.console, "width", 240)
+
+
+def test_submissions_offline_and_with_nothing_recorded(tmp_path, capsys, wide_console):
+    config, good = _setup(tmp_path)
+    code, out, _ = run_kit(["--config", config, "submissions", "--offline"], capsys)
+    assert code == 0 and "no submissions recorded yet" in out
+    ledger = good.parent / "ledger.csv"
+    for k, (cv, public) in enumerate([(-1.5, "-1.4"), (-1.0, "-0.8"), (-0.5, "-0.45")]):
+        row = new_entry(good, f"sha{k}", f"try [{k}]", "fake-comp", {**PROVENANCE, "nested_cv_score": cv})
+        append_entry(ledger, {**row, "time": f"2025-01-0{k + 1}T10:00:00+00:00", "ref": str(100 + k), "status": "COMPLETE", "public_score": public})
+    append_entry(ledger, {**new_entry(good, "other", "elsewhere", "other-comp", None), "ref": "9", "status": "PENDING"})
+    code, out, err = run_kit(["--config", config, "submissions", "--offline"], capsys)
+    assert code == 0, err
+    assert "try [0]" in out and "try [2]" in out and "elsewhere" not in out  # user text is shown as written, not read as markup
+    assert "1 rows of other competitions" in out and "over 3 scored submissions: r = +0.989" in out
+    assert (good.parent / "cv_vs_public.png").is_file()
 
 
 def test_download_unpacks_into_data_slug(tmp_path, fake_kaggle):
@@ -208,7 +473,7 @@ def test_download_unpacks_into_data_slug(tmp_path, fake_kaggle):
         zf.writestr("train.csv", "id,A,B,C\nx,1,0,0\n")
         zf.writestr("train/x.png", b"\x89PNG fake")
     fake_kaggle.archive = buf.read_bytes()
-    result = _kit(tmp_path, config, "download", "--competition", "fake-comp")
+    result = _kit(tmp_path, config, "download", "--competition", "fake-comp", fake=fake_kaggle)
     assert result.returncode == 0, result.stderr
     target = tmp_path / "data" / "fake-comp"
     assert (target / "train.csv").read_text() == "id,A,B,C\nx,1,0,0\n"
@@ -216,14 +481,3 @@ def test_download_unpacks_into_data_slug(tmp_path, fake_kaggle):
     assert not list(target.glob("*.zip"))  # the archive is removed once unpacked
     assert json.loads(fake_kaggle.requests[0]["body"]) == {"competitionName": "fake-comp"}
     assert "data/fake-comp" in result.stdout and "folds" in result.stdout
-
-
-@pytest.mark.parametrize("content", ['{"username": "only-a-name"}', "not json"])
-def test_malformed_kaggle_json_one_line(tmp_path, content):
-    config, good = _setup(tmp_path)
-    (tmp_path / "home" / ".kaggle").mkdir(parents=True)
-    (tmp_path / "home" / ".kaggle" / "kaggle.json").write_text(content)
-    result = _kit(tmp_path, config, "submit", str(good), "--message", "x", creds=False)
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "not accepted" in lines[0] and "kaggle.json" in lines[0]

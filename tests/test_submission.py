@@ -10,52 +10,11 @@ import pandas as pd
 import pytest
 
 from kit.artifacts import OOF, save_oof
-from kit.config import CalibrateConfig, CompetitionConfig, DataConfig, FoldsConfig, PathsConfig
+from kit.config import CompetitionConfig, DataConfig, PathsConfig
 from kit.errors import KitError
-from kit.submission import score_file, validate_submission, write_submission
-
-CLASSES = ["A", "B", "C"]
-
-
-def make_layout(
-    root: Path,
-    train_labels: list[str],
-    test_ids: list[str],
-    classes: list[str] = CLASSES,
-    sample: str = "one-hot",
-    sample_value: str = "0",
-    variants: list[str] | None = None,
-) -> CompetitionConfig:
-    """A tiny Kaggle-layout competition (empty image files: the source only stats them) and its config."""
-    data = root / "data"
-    (data / "train").mkdir(parents=True)
-    (data / "test").mkdir(parents=True)
-    train_ids = [f"tr{i:03d}" for i in range(len(train_labels))]
-    if sample == "one-hot":
-        train = pd.DataFrame({"id": train_ids, **{c: [int(lab == c) for lab in train_labels] for c in classes}})
-        sample_df = pd.DataFrame({"id": test_ids, **{c: [sample_value] * len(test_ids) for c in classes}})
-    else:
-        train = pd.DataFrame({"id": train_ids, "label": train_labels})
-        sample_df = pd.DataFrame({"id": test_ids, "label": [classes[0]] * len(test_ids)})
-    train.to_csv(data / "train.csv", index=False)
-    sample_df.to_csv(data / "sample_submission.csv", index=False)
-    for i in train_ids:
-        (data / "train" / f"{i}.png").touch()
-    for i in test_ids:
-        (data / "test" / f"{i}.png").touch()
-    return CompetitionConfig(
-        task="multi-class",
-        variants=variants or [],
-        data=DataConfig(dir=data, label_column="label" if sample == "label" else None, patient_column=None),
-        folds=FoldsConfig(n_folds=5, path=root / "folds.csv"),
-        calibrate=CalibrateConfig(storage=f"sqlite:///{root / 'optuna.db'}"),
-        paths=PathsConfig(oof=root / "oof", submissions=root / "submissions", cache=root / "cache", models=root / "models", runs=root / "runs"),
-    )
-
-
-def one_hot(labels: list[str], classes: list[str] = CLASSES) -> np.ndarray:
-    return np.eye(len(classes), dtype=np.uint8)[[classes.index(x) for x in labels]]
-
+from kit.stages.score import score_file
+from kit.submission import validate_submission, write_submission
+from tests.conftest import CLASSES, assert_one_line_error, layout_toml, make_layout, one_hot, run_kit
 
 TEST_IDS = ["t5", "t1", "t3", "t2", "t4"]  # the sample's order, not sorted
 
@@ -201,3 +160,98 @@ def test_score_file_names_the_file_with_a_wrong_header(tmp_path):
     pd.DataFrame({"image": ["t1", "t2"], "A": [1, 0], "B": [0, 1], "C": [0, 0]}).to_csv(sub, index=False)
     with pytest.raises(KitError, match=r"sub\.csv: no id column 'id'"):
         score_file(sub, solution, cfg)
+
+
+def _no_data_config(tmp_path: Path) -> Path:
+    config = tmp_path / "c.toml"
+    config.write_text(f'task = "multi-class"\n[data]\ndir = "{tmp_path / "absent"}"\n')
+    return config
+
+
+def test_score_does_not_need_the_data_directory(tmp_path, capsys):
+    solution = tmp_path / "solution.csv"
+    pd.DataFrame({"id": ["t1", "t2", "t3"], "A": [1, 0, 0], "B": [0, 1, 1], "C": [0, 0, 0]}).to_csv(solution, index=False)
+    sub = tmp_path / "sub.csv"
+    pd.DataFrame({"id": ["t3", "t1", "t2"], "A": [0, 1, 1], "B": [1, 0, 0], "C": [0, 0, 0]}).to_csv(sub, index=False)
+    config = _no_data_config(tmp_path)
+    code, out, err = run_kit(["--config", config, "score", sub, "--solution", solution], capsys)
+    assert code == 0, err
+    # A: TP 1, FP 1 over N=1 -> 0; B: TP 1, FN 1 over N=2 -> -2; C: absent -> nan (not averaged)
+    assert "-1.0000" in out and "majority class of the solution" in out
+
+
+@pytest.mark.parametrize("which, row, needle", [
+    ("submission", "t2,1,1,0", "row 3 (id t2) has 2 positive classes"),
+    ("submission", "t2,0,0,0", "row 3 (id t2) has 0 positive classes"),
+    ("solution", "t2,1,1,0", "row 3 (id t2) has 2 positive classes"),
+])
+def test_score_refuses_what_submit_refuses(tmp_path, capsys, which, row, needle):
+    files = {name: tmp_path / f"{name}.csv" for name in ("submission", "solution")}
+    for path in files.values():
+        path.write_text("id,A,B,C\nt1,1,0,0\nt2,0,1,0\n")
+    files[which].write_text(f"id,A,B,C\nt1,1,0,0\n{row}\n")
+    config = _no_data_config(tmp_path)
+    code, _, err = run_kit(["--config", config, "score", files["submission"], "--solution", files["solution"]], capsys)
+    assert_one_line_error(code, err, str(files[which]), needle)
+
+
+def test_score_warns_when_submit_would_refuse_the_form(tmp_path, capsys):
+    cfg = make_layout(tmp_path, ["A", "B", "C"], ["t1", "t2"])
+    config = layout_toml(tmp_path, cfg)
+    solution = _write_solution(tmp_path / "solution.csv", ["t1", "t2"], ["A", "B"])
+    sub = tmp_path / "sub.csv"
+    sub.write_text("id,A,B,C\nt2,0,1,0\nt1,1,0,0\n")  # right labels, not the sample's order
+    code, out, err = run_kit(["--config", config, "score", sub, "--solution", solution], capsys)
+    assert code == 0, err
+    assert "warning: `kit submit` would refuse this file:" in out and "ids must be those of the sample submission, in its order" in out
+    assert "+1.0000" in out
+
+
+@pytest.mark.parametrize("content, needle", [
+    (b"", "file is empty"),
+    (b"id,A,B,C\nt1,1,0,0\nt\xe92,0,1,0\n", "not UTF-8 text (byte 0xe9 at line 3"),
+    (b"id,A,B,C\nt1,1,0,0,1\nt2,0,1,0\n", "line 2 has 5 fields, the header has 4"),
+])
+def test_score_of_a_broken_csv_is_one_line(tmp_path, capsys, content, needle):
+    solution = _write_solution(tmp_path / "solution.csv", ["t1", "t2"], ["A", "B"])
+    sub = tmp_path / "sub.csv"
+    sub.write_bytes(content)
+    code, _, err = run_kit(["--config", _no_data_config(tmp_path), "score", sub, "--solution", solution], capsys)
+    assert_one_line_error(code, err, str(sub), needle)
+
+
+@pytest.fixture
+def blend_ready(tmp_path) -> tuple[Path, CompetitionConfig]:
+    """A tiny layout with folds and one variant's OOF (informative logits), ready for `kit blend`."""
+    rng = np.random.default_rng(0)
+    labels = rng.permutation(np.repeat(np.arange(3), [24, 12, 9]))
+    test_ids = [f"t{i}" for i in range(10)]
+    cfg = make_layout(tmp_path, [CLASSES[k] for k in labels], test_ids, variants=["v1"])
+    ids = np.array([f"tr{i:03d}" for i in range(len(labels))])
+    fold = np.zeros(len(labels), dtype=np.int64)
+    for c in range(3):
+        rows = np.flatnonzero(labels == c)
+        fold[rows] = np.arange(len(rows)) % 3
+    pd.DataFrame({"id": ids, "fold": fold}).to_csv(cfg.folds.path, index=False)
+    logits = (2.0 * np.eye(3)[labels] + rng.normal(0, 1, (len(labels), 3))).astype(np.float32)
+    test_logits = rng.normal(0, 1, (3, len(test_ids), 3)).astype(np.float32)
+    save_oof(cfg.paths.oof / "v1.npz", OOF(np.array(CLASSES), ids, fold, logits, np.array(test_ids), test_logits, np.full(3, 1 / 3)))
+    cfg = cfg.model_copy(update={"folds": cfg.folds.model_copy(update={"n_folds": 3})})
+    return layout_toml(tmp_path, cfg), cfg
+
+
+def test_writing_a_submission_into_a_full_or_read_only_folder_is_one_line(blend_ready, capsys, read_only, disk_full):
+    config, cfg = blend_ready
+    code, _, err = run_kit(["--config", config, "blend", "--name", "x"], capsys)
+    assert code == 0, err
+    folder = cfg.paths.submissions
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    oof_before = (cfg.paths.oof / "v1.npz").read_bytes()
+    disk_full(folder)
+    code, _, err = run_kit(["--config", config, "blend", "--name", "x"], capsys)
+    assert_one_line_error(code, err, str(folder / "x.csv"), "no space left")
+    read_only(folder)
+    code, _, err = run_kit(["--config", config, "blend", "--name", "y"], capsys)
+    assert_one_line_error(code, err, str(folder / "y.csv"), "cannot write")
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # the earlier submission is intact, nothing new
+    assert (cfg.paths.oof / "v1.npz").read_bytes() == oof_before

@@ -155,7 +155,7 @@ def recipe_figures(work: Path, name: str, labels_of) -> dict:
 def solution_score(config: Path, submission: Path) -> tuple[float, float]:
     """(score, trivial baseline) of a submission on the synthetic solution.csv, as `kit score` computes them."""
     from kit.config import load_competition
-    from kit.submission import score_file
+    from kit.stages.score import score_file
 
     result = score_file(submission, None, load_competition(config), console=Console(quiet=True))
     return float(result["score"]), float(result["trivial_baseline"])

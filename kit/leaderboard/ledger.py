@@ -1,0 +1,186 @@
+"""The ledger `submissions/ledger.csv`: every file sent to Kaggle, its scores, and what it was made of.
+
+One row per submission: when, which file (and its sha256), the message, the competition, Kaggle's
+ref and status, the public (and, once the competition ends, private) score, the nested-CV score and
+trivial baseline `kit blend` recorded in the file's provenance JSON, and the variants, weights and
+decision rule behind it. A row is written as SENDING before the upload starts (so a full disk or a
+read-only folder stops the submission before anything is sent, and an interrupted upload leaves a
+trace), becomes PENDING with its ref once Kaggle accepts the file, and COMPLETE or ERROR once scored.
+
+Every change is a read-modify-write of the whole file under a lock file beside it (a `kit submit
+--wait` and a `kit submissions` may run at once) through `atomic_write`: a reader never sees half a
+ledger and a failed write keeps the old one. No credential is ever written here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from kit.errors import KitError
+from kit.files import atomic_write, write_error
+from kit.leaderboard.client import RemoteSubmission
+from kit.submission import read_csv_str
+
+LEDGER_NAME = "ledger.csv"
+COLUMNS = (
+    "time", "competition", "file", "sha256", "message", "ref", "status", "public_score", "private_score",
+    "nested_cv_score", "nested_cv_se", "trivial_baseline", "variants", "weights", "decision_rule", "error_description",
+)
+SENDING = "SENDING"  # written before the upload; PENDING (with the ref) once Kaggle has the file
+LOCK_SECONDS = 60.0
+
+
+def ledger_path(submissions_dir: Path) -> Path:
+    return Path(submissions_dir) / LEDGER_NAME
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def now_utc() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def read_ledger(path: Path) -> pd.DataFrame:
+    """The ledger as text columns ('' where empty); an empty frame with the columns when there is none yet."""
+    path = Path(path)
+    if not path.exists():
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in COLUMNS})
+    remedy = "restore it from a backup, or move it away to start a new ledger"
+    frame = read_csv_str(path, remedy)
+    missing = [c for c in COLUMNS if c not in frame.columns]
+    if missing:
+        raise KitError(f"{path}: not a kit ledger (no column {missing[0]!r}); {remedy}")
+    return frame.fillna("").astype(str)
+
+
+def edit_ledger(path: Path, edit: Callable[[pd.DataFrame], pd.DataFrame]) -> pd.DataFrame:
+    """Apply `edit` to the ledger under its lock and write the result atomically; returns what was written."""
+    import filelock
+
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = filelock.FileLock(str(path.parent / f".{path.name}.lock"), timeout=LOCK_SECONDS)
+        with lock:
+            frame = edit(read_ledger(path))
+            text = frame.to_csv(index=False, lineterminator="\n")
+            atomic_write(path, lambda f: f.write(text.encode()))
+    except filelock.Timeout:
+        raise KitError(f"{path}: another kit command has held the ledger's lock for {LOCK_SECONDS:.0f} s; let it finish and run again") from None
+    except OSError as exc:  # the lock file could not be made: read-only folder, disk full, ...
+        raise write_error(path, exc) from None
+    return frame
+
+
+def append_entry(path: Path, entry: dict[str, str]) -> None:
+    row = pd.DataFrame([{c: entry.get(c, "") for c in COLUMNS}])
+    edit_ledger(path, lambda frame: pd.concat([frame, row], ignore_index=True))
+
+
+def row_key(row: pd.Series | dict) -> str:
+    """A row's identity before and after Kaggle gives it a ref: when it was written, and the file's sha256."""
+    return f"{row['time']}|{row['sha256']}"
+
+
+def update_rows(path: Path, updates: dict[str, dict[str, str]]) -> pd.DataFrame:
+    """Set the given fields on the rows keyed by `row_key`, in one locked write."""
+    def edit(frame: pd.DataFrame) -> pd.DataFrame:
+        keys = frame["time"] + "|" + frame["sha256"]
+        for key, fields in updates.items():
+            for name, value in fields.items():
+                frame.loc[keys == key, name] = value
+        return frame
+
+    return edit_ledger(path, edit)
+
+
+def remove_row(path: Path, key: str) -> None:
+    edit_ledger(path, lambda frame: frame[(frame["time"] + "|" + frame["sha256"]) != key].reset_index(drop=True))
+
+
+def remote_fields(remote: RemoteSubmission) -> dict[str, str]:
+    """The ledger's fields for what Kaggle reports about a submission."""
+    return {
+        "ref": str(remote.ref), "status": remote.status, "public_score": remote.public_score,
+        "private_score": remote.private_score, "error_description": remote.error_description,
+    }
+
+
+def new_entry(file: Path, sha256: str, message: str, competition: str, provenance: dict[str, Any] | None) -> dict[str, str]:
+    """A SENDING row for `file`, with what its provenance JSON says it was made of ('' where it says nothing)."""
+    return {
+        "time": now_utc(), "competition": competition, "file": str(file), "sha256": sha256, "message": message,
+        "status": SENDING, **provenance_fields(provenance),
+    }
+
+
+def provenance_fields(meta: dict[str, Any] | None) -> dict[str, str]:
+    """The nested-CV score, trivial baseline, variants, weights and rule from a provenance JSON, read defensively:
+    a missing key or a value of an unexpected type leaves the field empty."""
+    meta = meta if isinstance(meta, dict) else {}
+    variants = meta.get("variants")
+    weights = meta.get("weights")
+    rule = meta.get("decision_rule")
+    return {
+        "nested_cv_score": _number_text(meta.get("nested_cv_score")),
+        "nested_cv_se": _number_text(meta.get("nested_cv_se")),
+        "trivial_baseline": _number_text(meta.get("trivial_baseline")),
+        "variants": ";".join(str(v) for v in variants) if isinstance(variants, list) else "",
+        "weights": ";".join(f"{k}={_number_text(v)}" for k, v in weights.items()) if isinstance(weights, dict) else "",
+        "decision_rule": rule if isinstance(rule, str) else (json.dumps(rule, sort_keys=True) if rule else ""),
+    }
+
+
+def find_sent(frame: pd.DataFrame, sha256: str, competition: str) -> pd.Series | None:
+    """The first row that sent (or was sending) these bytes to `competition`, or None."""
+    rows = frame[(frame["sha256"] == sha256) & (frame["competition"] == competition)]
+    return None if rows.empty else rows.iloc[0]
+
+
+def number(text: str | float | None) -> float | None:
+    """A ledger or Kaggle score as a float; None when empty or not a finite number."""
+    try:
+        value = float(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def scored_pairs(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(nested-CV scores, public scores, file names) of the rows that have both."""
+    cv, public, names = [], [], []
+    for _, row in frame.iterrows():
+        x, y = number(row["nested_cv_score"]), number(row["public_score"])
+        if x is not None and y is not None and row["status"] == "COMPLETE":
+            cv.append(x)
+            public.append(y)
+            names.append(Path(row["file"]).name)
+    return np.asarray(cv, dtype=np.float64), np.asarray(public, dtype=np.float64), names
+
+
+def correlation(x: np.ndarray, y: np.ndarray) -> float | None:
+    """Pearson correlation; None below 3 points or when either side is constant."""
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return None
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def _number_text(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return ""
+    return f"{float(value):.10g}"

@@ -1,0 +1,221 @@
+"""Stage `kit score`: score a submission file against a solution CSV, beside the trivial baseline.
+
+The submission is held to the rules `kit submit` applies: a file with two or no positives in a
+multi-class row, values other than 0/1 or ids that differ from the solution's is not scored; a file
+`kit submit` would refuse only for its form (row order, format unlike the sample's) is scored with
+one warning line. The solution gets the same row checks. Class names come from the data source,
+or, when the config's data directory does not exist, from the solution's header, so a solution
+file alone is enough.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from kit.config import CompetitionConfig
+from kit.errors import KitError
+from kit.submission import check_one_label_per_row, check_submission_file, read_csv_str, to_indicator
+
+
+def score_file(
+    submission_csv: str | Path,
+    solution_csv: str | Path | None,
+    cfg: CompetitionConfig,
+    compare_argmax: bool = False,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """Score a submission against a solution CSV (None: the source's own test labels); print it beside
+    the trivial baseline and per class.
+
+    With `compare_argmax`, also score the argmax of each variant's mean test logits (oof/<variant>.npz),
+    so that the decision layer's gain over the published way of deciding is visible.
+    """
+    from kit.decision.metrics import build_metric, trivial_prediction
+
+    console = console or Console()
+    metric = build_metric(cfg.metric)
+    id_col = cfg.data.id_column
+    submission_name = str(submission_csv)
+    submission_frame = read_csv_str(submission_csv, "pass a submission CSV written by `kit blend`")
+    if solution_csv is None:
+        solution_frame, solution_name = default_solution(cfg)
+    else:
+        solution_frame, solution_name = read_csv_str(solution_csv, "check --solution"), str(solution_csv)
+    if solution_frame.empty:
+        raise KitError(f"{solution_name}: has a header but no rows; a solution needs one row per test id")
+    classes, train_labels = classes_and_train_labels(cfg, solution_frame, submission_frame, solution_name)
+
+    sol_ids, y_true = to_indicator(solution_frame, classes, id_col, solution_name)
+    check_one_label_per_row(sol_ids, y_true, cfg.task, solution_name)
+    _check_unique(sol_ids, solution_name)
+    sub_ids, y_sub = to_indicator(submission_frame, classes, id_col, submission_name)
+    check_one_label_per_row(sub_ids, y_sub, cfg.task, submission_name)
+    _check_unique(sub_ids, submission_name)
+    y_pred = align_rows(sub_ids, y_sub, sol_ids, submission_name)
+    _warn_unless_submittable(Path(submission_csv), cfg, classes, console)
+
+    majority = None if train_labels is None else int(np.argmax(train_labels.sum(axis=0)))
+    baseline_pred = trivial_prediction(y_true, cfg.task, majority)
+    baseline = metric.score(y_true, baseline_pred)
+    score = metric.score(y_true, y_pred)
+    per_class = metric.per_class(y_true, y_pred)
+    result: dict[str, Any] = {
+        "submission": submission_name,
+        "solution": solution_name,
+        "score": float(score),
+        "trivial_baseline": float(baseline),
+        "per_class": {c: (None if np.isnan(s) else float(s)) for c, s in zip(classes, per_class)},
+        "n": int(len(y_true)),
+    }
+
+    multi_class = cfg.task == "multi-class"
+    table = Table(title=f"{Path(submission_name).name} vs {Path(solution_name).name} ({len(y_true)} rows)")
+    table.add_column("class")
+    table.add_column("N", justify="right")
+    table.add_column("score", justify="right")
+    if multi_class:
+        table.add_column("trivial", justify="right")
+        base_per_class = metric.per_class(y_true, baseline_pred)
+    for k, c in enumerate(classes):
+        row = [c, str(int(y_true[:, k].sum())), _fmt(per_class[k])]
+        if multi_class:
+            row.append(_fmt(base_per_class[k]))
+        table.add_row(*row)
+    console.print(table)
+
+    if compare_argmax:
+        result["argmax"] = argmax_scores(cfg, classes, sol_ids, y_true)
+    summary = Table(title="Leaderboard metric on the solution")
+    summary.add_column("what")
+    summary.add_column("score", justify="right")
+    if not multi_class:
+        trivial_name = "all negative"
+    elif train_labels is not None:
+        trivial_name = "majority class of train everywhere"
+    else:
+        trivial_name = "majority class of the solution everywhere: no training labels without the data directory"
+    summary.add_row(f"trivial baseline ({trivial_name})", _fmt(baseline))
+    if compare_argmax:
+        plain = "argmax" if multi_class else "sigmoid > 0.5"
+        for variant, s in result["argmax"].items():
+            summary.add_row(f"{variant} by {plain} (mean test logits)", _fmt(s))
+        if result["argmax"]:
+            best = max(result["argmax"], key=result["argmax"].get)
+            result["best_argmax"] = {"variant": best, "score": result["argmax"][best]}
+            summary.add_row(f"[bold]best single variant by {plain} ({best})", f"[bold]{_fmt(result['argmax'][best])}")
+        else:
+            summary.add_row(f"no oof/<variant>.npz for the variants {cfg.variants}", "—")
+    summary.add_row(f"[bold]{Path(submission_name).name}", f"[bold]{_fmt(score)}")
+    console.print(summary)
+    return result
+
+
+def argmax_scores(cfg: CompetitionConfig, classes: list[str], sol_ids: np.ndarray, y_true: np.ndarray) -> dict[str, float]:
+    """Score of argmax over the mean test logits for each variant that has an OOF file."""
+    from kit.artifacts import load_oof
+    from kit.decision.metrics import build_metric
+
+    metric = build_metric(cfg.metric)
+    out: dict[str, float] = {}
+    for variant in cfg.variants:
+        path = cfg.paths.oof / f"{variant}.npz"
+        if not path.is_file():
+            continue
+        oof = load_oof(path)
+        if oof.classes.tolist() != classes:
+            raise KitError(f"{path}: classes differ from the data source's; retrain it on this data")
+        pred = argmax_prediction(oof.test_logits.mean(axis=0), cfg.task)
+        out[variant] = float(metric.score(y_true, align_rows(oof.test_ids.astype(str), pred, sol_ids, str(path))))
+    return out
+
+
+def argmax_prediction(logits: np.ndarray, task: str) -> np.ndarray:
+    """The plain decision published solutions use: argmax (multi-class) or logit > 0 (multi-label)."""
+    if task == "multi-label":
+        return (logits > 0).astype(np.uint8)
+    pred = np.zeros(logits.shape, dtype=np.uint8)
+    pred[np.arange(len(logits)), logits.argmax(axis=1)] = 1
+    return pred
+
+
+def default_solution(cfg: CompetitionConfig) -> tuple[pd.DataFrame, str]:
+    """The test labels where the source has them: data.solution_csv (Kaggle layout) or the npz's test labels."""
+    if cfg.data.source == "medmnist":
+        from kit.data.sources import test_labels
+
+        frame = test_labels(cfg)
+        if frame is None:
+            raise KitError(f"{cfg.data.dir / cfg.data.npz}: has no test_labels; pass --solution CSV")
+        frame = frame.astype({c: str for c in frame.columns})
+        return frame.rename(columns={"id": cfg.data.id_column}), f"{cfg.data.dir / cfg.data.npz} test labels"
+    if not cfg.data.solution_csv:
+        raise KitError(f"{cfg.source_file or 'the config'}: data.solution_csv is not set; pass --solution CSV")
+    path = cfg.data.dir / cfg.data.solution_csv
+    return read_csv_str(path, "pass --solution CSV or set data.solution_csv"), str(path)
+
+
+def classes_and_train_labels(
+    cfg: CompetitionConfig, solution: pd.DataFrame, submission: pd.DataFrame, solution_name: str
+) -> tuple[list[str], np.ndarray | None]:
+    """Class names and train labels (for the majority-class baseline) from the data source; without the
+    data directory, the names come from data.class_columns or the solution's header (no train labels)."""
+    if cfg.data.dir.exists():
+        from kit.data.sources import open_source
+
+        source = open_source(cfg)
+        return list(source.classes), source.train.labels
+    if cfg.data.class_columns:
+        return list(cfg.data.class_columns), None
+    id_col = cfg.data.id_column
+    if id_col not in solution.columns:
+        raise KitError(f"{solution_name}: no id column '{id_col}' (columns: {list(solution.columns)[:8]}); set data.id_column")
+    others = [c for c in solution.columns if c != id_col]
+    if len(others) > 1:
+        return others, None
+    if not others:
+        raise KitError(f"{solution_name}: only the id column '{id_col}'; a solution needs the class columns or one label column")
+    seen = set(solution[others[0]].dropna().tolist())
+    if len(submission.columns) == 2 and id_col in submission.columns:  # label format: its labels are classes too
+        seen |= set(submission.drop(columns=[id_col]).iloc[:, 0].dropna().tolist())
+    return sorted(str(c) for c in seen), None
+
+
+def align_rows(ids_sub: np.ndarray, y_sub: np.ndarray, ids_sol: np.ndarray, source: str) -> np.ndarray:
+    """Rows of `y_sub` in the solution's id order; KitError when the id sets differ."""
+    row_of = {i: r for r, i in enumerate(ids_sub.tolist())}
+    missing = [i for i in ids_sol.tolist() if i not in row_of]
+    extra = len(ids_sub) - (len(ids_sol) - len(missing))
+    if missing or extra:
+        raise KitError(
+            f"{source}: ids differ from the solution ({len(missing)} missing, e.g. {missing[:3]}; {extra} not in the solution)"
+        )
+    return y_sub[[row_of[i] for i in ids_sol.tolist()]]
+
+
+def _check_unique(ids: np.ndarray, source: str) -> None:
+    seen: dict[str, int] = {}
+    for row, i in enumerate(ids.tolist()):
+        if i in seen:
+            raise KitError(f"{source}: row {row + 2} repeats id {i!r} of row {seen[i] + 2}; each test id must appear once")
+        seen[i] = row
+
+
+def _warn_unless_submittable(path: Path, cfg: CompetitionConfig, classes: list[str], console: Console) -> None:
+    """One warning line when `kit submit` would refuse the file for its form (order, format, columns)."""
+    if not cfg.data.dir.exists():
+        return
+    try:
+        check_submission_file(path, cfg, classes)
+    except KitError as exc:
+        console.print(f"warning: `kit submit` would refuse this file: {' '.join(str(exc).split())}",
+                      style="yellow", markup=False, highlight=False, soft_wrap=True)
+
+
+def _fmt(x: float | None) -> str:
+    return "—" if x is None or np.isnan(x) else f"{x:+.4f}"
