@@ -59,5 +59,12 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/python -m benchmarks
 
+# Long-tail recipes, 5 folds each, on the realistic synthetic preset (about 45 min on 2 CPU cores);
+# LONGTAIL_ARGS=--quick checks the plumbing in minutes. Results: benchmarks/results/longtail.json
+LONGTAIL_ARGS ?=
+.PHONY: bench-longtail
+bench-longtail: $(STAMP)
+	$(VENV)/bin/python -m benchmarks.longtail $(LONGTAIL_ARGS)
+
 clean:
 	rm -rf .cache runs oof/*.npz oof/*.json oof/*.db oof/*.png folds/*.csv submissions/*.csv submissions/*.json $(SYNTH_DIR)

@@ -139,7 +139,7 @@ class ModelConfig(_Strict):
     batch_size: int = Field(32, ge=1)
     lr: float = Field(8e-5, gt=0)
     weight_decay: float = Field(0.05, ge=0)
-    loss: Literal["ce", "focal", "bce"] = "ce"
+    loss: Literal["ce", "focal", "bce", "logit_adjusted", "balanced_softmax", "ldam"] = "ce"
     label_smoothing: float = Field(0.05, ge=0, lt=1)
     focal_gamma: float = Field(2.0, ge=0)
     pos_weight_clip: float = Field(10.0, gt=0)
@@ -161,10 +161,74 @@ class ModelConfig(_Strict):
     max_train_images: int | None = Field(None, ge=1)
     cnn_width: int = Field(32, ge=4)  # chestmnist_cnn: channels of the first block (doubling per block)
     source_file: Path | None = Field(None, exclude=True)  # the TOML it was read from (messages name it)
+    # long-tail recipes (docs/training.md names the paper of each)
+    logit_adjust_tau: float = Field(1.0, ge=0)  # loss = "logit_adjusted": CE on logit + τ·log(class frequency)
+    ldam_max_margin: float = Field(0.5, gt=0)  # loss = "ldam": margin of the rarest class (∝ n_c^(−1/4))
+    ldam_scale: float = Field(30.0, gt=0)  # loss = "ldam": the cosine head's logit scale s
+    class_weights: Literal["none", "effective_number"] = "none"  # per-class loss weights (Cui et al. 2019)
+    class_weight_beta: float = Field(0.9999, ge=0, lt=1)  # effective number (1 − β^n_c)/(1 − β)
+    class_weights_from_epoch: int = Field(0, ge=0)  # deferred re-weighting (DRW): weights from this epoch on
+    crt_epochs: int = Field(0, ge=0)  # > 0: classifier re-training (cRT) of the head after training
+    crt_lr: float = Field(1e-3, gt=0)
+    crt_sampler_power: float = Field(1.0, ge=0, le=1)  # cRT's class-balanced sampling
+    tau_norm: float = Field(0.0, ge=0)  # > 0: τ-normalised head weights w_c/‖w_c‖^τ after training
+    allow_double_rebalancing: bool = False  # sampler_power > 0 together with a re-balancing loss
+    # training options of timm's train.py
+    mixup_alpha: float = Field(0.0, ge=0)
+    cutmix_alpha: float = Field(0.0, ge=0)
+    mixup_prob: float = Field(1.0, ge=0, le=1)  # probability that a batch is mixed
+    mixup_switch_prob: float = Field(0.5, ge=0, le=1)  # with both alphas: probability of cutmix over mixup
+    drop_path_rate: float = Field(0.0, ge=0, lt=1)  # stochastic depth (timm backbones)
+    grad_accum_steps: int = Field(1, ge=1)  # optimizer step every N batches (effective batch N·batch_size)
+    layer_decay: float | None = Field(None, gt=0, le=1)  # layer-wise lr decay: lr·decay^(depth from the head)
+    randaugment_magnitude: int = Field(0, ge=0, le=30)  # 0 off; torchvision RandAugment magnitude (9 is usual)
+    randaugment_ops: int = Field(2, ge=1, le=14)  # RandAugment ops per image
+
+    @model_validator(mode="after")
+    def _recipe_combinations(self) -> ModelConfig:
+        problem = recipe_conflict(self)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+
+REBALANCING_LOSSES = ("logit_adjusted", "balanced_softmax", "ldam")
+
+
+def recipe_conflict(m: ModelConfig) -> str | None:
+    """Why a variant's keys do not go together (None when they do); checked once, at load."""
+    rebalancing_loss = m.loss in REBALANCING_LOSSES or m.class_weights != "none"
+    if m.sampler_power > 0 and rebalancing_loss and not m.allow_double_rebalancing:
+        key, value = ("class_weights", m.class_weights) if m.class_weights != "none" else ("loss", m.loss)
+        return (
+            f"keys 'sampler_power' and '{key}': sampler_power = {m.sampler_power} re-weights the batches and {key} = \"{value}\" "
+            "re-balances the loss, "
+            "and the two compound (a re-weighting sampler with a class-weighted loss scored -117 in a published run); "
+            "set sampler_power = 0, or allow_double_rebalancing = true to train it anyway"
+        )
+    if m.class_weights != "none" and m.loss == "bce":
+        return "key 'class_weights': loss = \"bce\" already weights each label by pos_weight; use class_weights = \"none\""
+    if m.crt_epochs > 0 and m.tau_norm > 0:
+        return "keys 'crt_epochs' and 'tau_norm': both re-balance the classifier after training (Kang et al. 2020); use one"
+    if m.tau_norm > 0 and m.loss == "ldam":
+        return "key 'tau_norm': the LDAM head is already norm-free (cosine); τ-normalisation would change nothing"
+    if (m.mixup_alpha > 0 or m.cutmix_alpha > 0) and m.batch_size % 2:
+        return f"key 'batch_size' = {m.batch_size}: mixup/cutmix pairs each image with another of its batch; use an even batch_size"
+    if m.drop_path_rate > 0 and m.backbone == "chestmnist_cnn":
+        return "key 'drop_path_rate': chestmnist_cnn has no residual blocks to drop; set drop_path_rate = 0 or use a timm backbone"
+    if m.layer_decay is not None and m.backbone == "chestmnist_cnn":
+        return "key 'layer_decay': chestmnist_cnn has no layer groups for timm's layer-wise decay; remove the key or use a timm backbone"
+    if m.class_weights == "none" and m.class_weights_from_epoch > 0:
+        return "key 'class_weights_from_epoch': it defers class weights, but class_weights = \"none\""
+    if m.class_weights_from_epoch >= m.epochs:
+        return f"key 'class_weights_from_epoch' = {m.class_weights_from_epoch}: epochs = {m.epochs}, so the weights would never apply"
+    return None
 
 
 def _first_error_line(path: Path, err: ValidationError) -> str:
     first = err.errors()[0]
+    if not first["loc"]:  # a check across keys: its message names them
+        return f"{path}: {first['msg'].removeprefix('Value error, ')}"
     key = ".".join(str(part) for part in first["loc"]) or "(top level)"
     if first["type"] == "extra_forbidden":
         return f"{path}: unknown key '{key}'; check its spelling against the documented keys"

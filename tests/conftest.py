@@ -271,3 +271,48 @@ def layout_toml(root: Path, cfg: CompetitionConfig, competition: str = "fake-com
         f'[kaggle]\ncompetition = "{competition}"\n'.replace("'", '"')
     )
     return path
+
+
+# A tiny, fast recipe that still exercises EMA, staged fine-tuning, cosine warm-up, sampler and augmentation.
+TINY_VARIANT = dict(
+    backbone="chestmnist_cnn", pretrained=False, image_size=16, in_chans=1, cnn_width=8, epochs=2,
+    batch_size=32, lr=3e-3, loss="ce", augment="mild", sampler_power=0.5, scheduler="cosine",
+    warmup_epochs=1, ema_decay=0.9, freeze_epochs=1, unfreeze_lr_factor=0.5, early_stopping_patience=5,
+    tta_hflip=True,
+)
+
+
+def model_toml(values: dict) -> str:
+    """A variant's TOML from a dict of keys (bool, str, number or None-free values)."""
+
+    def fmt(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return f'"{v}"'
+        return repr(v)
+
+    return "\n".join(f"{k} = {fmt(v)}" for k, v in values.items()) + "\n"
+
+
+def _variant_run(tiny: TinyCompetition, tmp_path: Path, name: str = "tiny", **model_keys) -> CompetitionConfig:
+    from rich.console import Console
+
+    from kit.data.folds import make_folds
+
+    models = tmp_path / "models"
+    models.mkdir(exist_ok=True)
+    (models / f"{name}.toml").write_text(model_toml({**TINY_VARIANT, **model_keys}))
+    cfg = tiny.cfg
+    paths = cfg.paths.model_copy(update={"models": models, "runs": tmp_path / "runs", "oof": tmp_path / "oof"})
+    cfg = cfg.model_copy(update={"paths": paths, "variants": [name]})
+    if not Path(cfg.folds.path).is_file():
+        make_folds(cfg, console=Console(quiet=True))
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def variant_run():
+    """`variant_run(tiny, tmp_path, name="tiny", **model_keys) -> cfg`: a copy of a tiny competition's config
+    whose models/runs/oof live in tmp_path, with the variant `name` (TINY_VARIANT updated by model_keys)."""
+    return _variant_run

@@ -14,7 +14,6 @@ from typer.testing import CliRunner
 
 from kit.artifacts import check_against_folds, load_oof
 from kit.config import ModelConfig, load_competition
-from kit.data.folds import make_folds
 from kit.data.sources import open_source
 from kit.errors import KitError
 from kit.models import create_model
@@ -23,48 +22,16 @@ from kit.training.dataset import to_model_input
 from kit.training.losses import bce_pos_weight, loss_prior, make_loss
 from kit.training.samplers import sample_weights, sampler_prior
 
-# A tiny, fast recipe that still exercises EMA, staged fine-tuning, cosine warm-up, sampler and augmentation.
-TINY = dict(
-    backbone="chestmnist_cnn", pretrained=False, image_size=16, in_chans=1, cnn_width=8, epochs=2,
-    batch_size=32, lr=3e-3, loss="ce", augment="mild", sampler_power=0.5, scheduler="cosine",
-    warmup_epochs=1, ema_decay=0.9, freeze_epochs=1, unfreeze_lr_factor=0.5, early_stopping_patience=5,
-    tta_hflip=True,
-)
-
-
-def _toml(values: dict) -> str:
-    def fmt(v):
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, str):
-            return f'"{v}"'
-        return repr(v)
-
-    return "\n".join(f"{k} = {fmt(v)}" for k, v in values.items()) + "\n"
-
-
-def setup_run(tiny, tmp_path: Path, name: str = "tiny", **model_keys):
-    """A copy of the fixture's config whose models/runs/oof live in tmp_path, with one variant `name`."""
-    models = tmp_path / "models"
-    models.mkdir(exist_ok=True)
-    (models / f"{name}.toml").write_text(_toml({**TINY, **model_keys}))
-    cfg = tiny.cfg
-    paths = cfg.paths.model_copy(update={"models": models, "runs": tmp_path / "runs", "oof": tmp_path / "oof"})
-    cfg = cfg.model_copy(update={"paths": paths, "variants": [name]})
-    if not Path(cfg.folds.path).is_file():
-        make_folds(cfg, console=Console(quiet=True))
-    return cfg
-
 
 def quiet() -> Console:
     return Console(quiet=True)
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_competition, tmp_path_factory):
+def trained(tiny_competition, tmp_path_factory, variant_run):
     """One uninterrupted 3-fold run of the tiny variant (shared by the checks below)."""
     tmp = tmp_path_factory.mktemp("trained")
-    cfg = setup_run(tiny_competition, tmp)
+    cfg = variant_run(tiny_competition, tmp)
     train(cfg, ["tiny"], None, resume=False, console=quiet())
     return cfg
 
@@ -103,8 +70,8 @@ def test_train_prior_in_oof_is_the_sampler_distribution(trained):
     assert abs(oof.train_prior.sum() - 1) < 1e-9
 
 
-def test_resume_after_interruption_gives_identical_oof(trained, tiny_competition, tmp_path):
-    cfg = setup_run(tiny_competition, tmp_path)
+def test_resume_after_interruption_gives_identical_oof(trained, tiny_competition, tmp_path, variant_run):
+    cfg = variant_run(tiny_competition, tmp_path)
     train(cfg, ["tiny"], None, resume=False, stop_after_epoch=1, console=quiet())
     assert not (cfg.paths.oof / "tiny.npz").exists()  # interrupted: nothing assembled
     assert not (cfg.paths.runs / "tiny" / "fold0" / "preds.npz").exists()
@@ -116,8 +83,8 @@ def test_resume_after_interruption_gives_identical_oof(trained, tiny_competition
     assert np.array_equal(resumed.train_prior, full.train_prior)
 
 
-def test_missing_folds_are_named_and_no_oof_written(tiny_competition, tmp_path, capsys):
-    cfg = setup_run(tiny_competition, tmp_path, epochs=1)
+def test_missing_folds_are_named_and_no_oof_written(tiny_competition, tmp_path, capsys, variant_run):
+    cfg = variant_run(tiny_competition, tmp_path, epochs=1)
     train(cfg, ["tiny"], [1], resume=False, console=Console(force_terminal=False, width=300))
     out = capsys.readouterr().out
     assert "folds [0, 2] not trained yet" in out
@@ -205,17 +172,17 @@ def _copy_with_corrupt_image(tiny, tmp_path: Path, on_bad_image: str):
     return load_competition(tmp_path / "competition.toml"), victim, png
 
 
-def test_corrupt_image_stops_with_the_file_named(tiny_competition, tmp_path):
+def test_corrupt_image_stops_with_the_file_named(tiny_competition, tmp_path, variant_run):
     cfg, _, png = _copy_with_corrupt_image(tiny_competition, tmp_path, "stop")
-    cfg = setup_run(type(tiny_competition)(tmp_path, tmp_path / "competition.toml", cfg), tmp_path, epochs=1)
+    cfg = variant_run(type(tiny_competition)(tmp_path, tmp_path / "competition.toml", cfg), tmp_path, epochs=1)
     with pytest.raises(KitError, match=png.name):
         train(cfg, ["tiny"], [0], resume=False, console=quiet())
     assert not (cfg.paths.runs / "tiny" / "fold0" / "preds.npz").exists()
 
 
-def test_corrupt_image_skipped_is_listed_and_kept_out_of_training(tiny_competition, tmp_path, capsys):
+def test_corrupt_image_skipped_is_listed_and_kept_out_of_training(tiny_competition, tmp_path, capsys, variant_run):
     cfg, victim, _ = _copy_with_corrupt_image(tiny_competition, tmp_path, "skip")
-    cfg = setup_run(type(tiny_competition)(tmp_path, tmp_path / "competition.toml", cfg), tmp_path, epochs=1)
+    cfg = variant_run(type(tiny_competition)(tmp_path, tmp_path / "competition.toml", cfg), tmp_path, epochs=1)
     train(cfg, ["tiny"], None, resume=False, console=Console(force_terminal=False, width=400))
     out = capsys.readouterr().out
     assert "unreadable train images skipped" in out and victim in out
@@ -230,8 +197,10 @@ def test_corrupt_image_skipped_is_listed_and_kept_out_of_training(tiny_competiti
     assert [t - f for t, f in zip(trained_on, full)] == [0 if k == victim_fold else -1 for k in range(cfg.folds.n_folds)]
 
 
-def test_multi_label_end_to_end_on_medmnist_npz(tiny_chestmnist, tmp_path):
-    cfg = setup_run(tiny_chestmnist, tmp_path, name="cnn_ml", image_size=28, loss="bce", sampler_power=0.0, freeze_epochs=0, ema_decay=0.0, scheduler="plateau")
+def test_multi_label_end_to_end_on_medmnist_npz(tiny_chestmnist, tmp_path, variant_run):
+    cfg = variant_run(
+        tiny_chestmnist, tmp_path, name="cnn_ml", image_size=28, loss="bce", sampler_power=0.0, freeze_epochs=0, ema_decay=0.0, scheduler="plateau"
+    )
     train(cfg, ["cnn_ml"], None, resume=False, console=quiet())
     oof = load_oof(cfg.paths.oof / "cnn_ml.npz")
     source = open_source(cfg)
@@ -241,10 +210,10 @@ def test_multi_label_end_to_end_on_medmnist_npz(tiny_chestmnist, tmp_path):
     check_against_folds(oof, cfg.folds.path, "oof")
 
 
-def test_cli_train_rejects_a_bad_fold(tiny_competition, tmp_path):
+def test_cli_train_rejects_a_bad_fold(tiny_competition, tmp_path, variant_run):
     from kit.cli import app
 
-    setup_run(tiny_competition, tmp_path)
+    variant_run(tiny_competition, tmp_path)
     result = CliRunner().invoke(app, ["--config", str(tiny_competition.config_path), "train", "--variant", "cnn_demo", "--fold", "x"])
     assert result.exit_code != 0
     assert isinstance(result.exception, KitError) and "--fold" in str(result.exception)

@@ -69,6 +69,8 @@ def _timm_model(mcfg: ModelConfig, num_classes: int, pretrained: bool) -> nn.Mod
             f"use one of {list_models()} or a name from timm.list_models()"
         )
     kwargs = dict(num_classes=num_classes, drop_rate=mcfg.dropout, in_chans=mcfg.in_chans)
+    if mcfg.drop_path_rate > 0:  # stochastic depth; passed only when asked, as not every timm family takes it
+        kwargs["drop_path_rate"] = mcfg.drop_path_rate
     if not pretrained:
         return timm.create_model(mcfg.backbone, pretrained=False, **kwargs)
     offline = contextlib.nullcontext() if hub_reachable() else hub_offline()

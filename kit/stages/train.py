@@ -7,13 +7,14 @@ import os
 import torch
 from rich.console import Console
 
-from kit.config import CompetitionConfig, load_model, model_file
+from kit.config import CompetitionConfig, load_model
 from kit.data.folds import load_fold_assignment
 from kit.data.sources import open_source
 from kit.errors import KitError
 from kit.files import ensure_writable_dir
 from kit.training.assemble import assemble_oof
 from kit.training.loop import train_fold
+from kit.training.losses import check_recipe_for_task
 
 
 def train(
@@ -38,8 +39,7 @@ def train(
     if source.train.labels is None:
         raise KitError(f"{cfg.data.dir}: the training split has no labels")
     for mcfg in mcfgs:
-        if source.task == "multi-label" and mcfg.loss == "ce":
-            raise KitError(f"{model_file(mcfg)}: key 'loss': \"ce\" is for multi-class; use \"bce\" for {cfg.source_file} (multi-label)")
+        check_recipe_for_task(mcfg, source.task, cfg.source_file)
     for folder in (cfg.paths.runs, cfg.paths.oof, cfg.paths.cache):  # a read-only output fails now, not after training
         ensure_writable_dir(folder)
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS, read at CUDA init

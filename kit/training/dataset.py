@@ -19,11 +19,14 @@ class CachedDataset(Dataset):
     (`worker_init`): with the seeded sampler's fixed order, every epoch's draws are reproducible.
     """
 
-    def __init__(self, images: np.ndarray, indices: np.ndarray, labels: np.ndarray, augment: str, seed: int = 0):
+    def __init__(
+        self, images: np.ndarray, indices: np.ndarray, labels: np.ndarray, augment: str, seed: int = 0,
+        randaugment_magnitude: int = 0, randaugment_ops: int = 2,
+    ):
         self.images = images
         self.indices = np.asarray(indices, dtype=np.int64)
         self.labels = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.uint8))
-        self.pipeline = build_augment(augment)
+        self.pipeline = build_augment(augment, randaugment_magnitude, randaugment_ops)
         self.set_epoch_seed(seed)
 
     def set_epoch_seed(self, seed: int) -> None:

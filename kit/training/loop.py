@@ -41,11 +41,15 @@ from kit.files import atomic_write, ensure_writable_dir, write_text
 from kit.models import classifier_of, create_model
 from kit.plots import training_curves_png
 from kit.progress import make_progress
+from kit.training.augment import make_mixer
+from kit.training.crt import rebalance_classifier
 from kit.training.dataset import CachedDataset, collate_uint8, to_model_input
 from kit.training.device import autocast, pick_device
+from kit.training.heads import use_cosine_head
 from kit.training.identity import BEST_KEYS, LAST_KEYS, fold_identity, identity_changes, read_checkpoint, read_preds, retrain_hint
-from kit.training.losses import bce_pos_weight, loss_prior, make_loss
-from kit.training.samplers import class_prior, sample_weights, sampler_prior
+from kit.training.losses import make_loss, prior_basis, recipe_prior
+from kit.training.optim import build_optimizer
+from kit.training.samplers import class_prior, sample_weights
 
 
 def job_seed(seed: int, variant: str, fold: int, epoch: int) -> int:
@@ -202,6 +206,8 @@ def train_fold(
     device = pick_device()
     torch.manual_seed(job_seed(cfg.seed, mcfg.name, fold, -1))
     model = create_model(mcfg, len(classes)).to(device)  # first: a weights problem fails before any caching
+    if mcfg.loss == "ldam":
+        model = use_cosine_head(model, mcfg)
 
     train_cache = cached_images(source.train, mcfg.image_size, cfg.paths.cache, cfg.data.on_bad_image)
     test_cache = cached_images(source.test, mcfg.image_size, cfg.paths.cache, cfg.data.on_bad_image)
@@ -220,18 +226,18 @@ def train_fold(
 
     weights = sample_weights(y_train, mcfg.sampler_power)
     target_prior = class_prior(y_train, task)
-    pos_weight = bce_pos_weight(y_train, mcfg.pos_weight_clip) if mcfg.loss == "bce" else None
-    train_prior = loss_prior(sampler_prior(y_train, weights, task), mcfg, pos_weight)
 
     if mcfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     ema = WeightEMA(model, mcfg.ema_decay) if mcfg.ema_decay > 0 else None
-    optimizer = torch.optim.AdamW(model.parameters(), lr=mcfg.lr, weight_decay=mcfg.weight_decay)
-    dataset = CachedDataset(train_cache.images, train_idx, y_train, mcfg.augment)
+    optimizer = build_optimizer(model, mcfg, device)
+    dataset = CachedDataset(
+        train_cache.images, train_idx, y_train, mcfg.augment,
+        randaugment_magnitude=mcfg.randaugment_magnitude, randaugment_ops=mcfg.randaugment_ops,
+    )
     drop_last = len(train_idx) > mcfg.batch_size
-    steps_per_epoch = len(train_idx) // mcfg.batch_size if drop_last else 1
-    scheduler = _make_scheduler(optimizer, mcfg, steps_per_epoch)
-    loss_fn = make_loss(mcfg, task, y_train, device)
+    batches_per_epoch = len(train_idx) // mcfg.batch_size if drop_last else 1
+    scheduler = _make_scheduler(optimizer, mcfg, math.ceil(batches_per_epoch / mcfg.grad_accum_steps))
     use_scaler = device.type == "cuda" and mcfg.amp and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
     state = FoldState()
@@ -263,7 +269,7 @@ def train_fold(
     console.print(
         f"[bold]{mcfg.name}[/] fold {fold}/{cfg.folds.n_folds}: {len(train_idx)} train, {len(val_idx)} held-out, "
         f"{len(source.test)} test images at {mcfg.image_size} px on {device.type}; "
-        f"sampler power {mcfg.sampler_power}, loss {mcfg.loss}; trivial baseline on this fold {trivial:.4f}"
+        f"sampler power {mcfg.sampler_power}, loss {mcfg.loss}{_recipe_extras(mcfg)}; trivial baseline on this fold {trivial:.4f}"
     )
     while not state.finished and state.epoch < mcfg.epochs:
         epoch = state.epoch
@@ -276,6 +282,8 @@ def train_fold(
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
         dataset.set_epoch_seed(seed)
+        loss_fn = make_loss(mcfg, task, y_train, device, epoch)  # deferred re-weighting changes it per epoch
+        train_prior = recipe_prior(y_train, weights, mcfg, task, epoch)
         if mcfg.sampler_power > 0:
             sampler = WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double), len(train_idx), replacement=True, generator=generator)
         else:
@@ -287,7 +295,7 @@ def train_fold(
         )
         train_loss = _train_epoch(
             model, loader, loss_fn, optimizer, scheduler, scaler, ema, mcfg, device, console,
-            f"{mcfg.name} f{fold} e{epoch + 1}/{mcfg.epochs}",
+            f"{mcfg.name} f{fold} e{epoch + 1}/{mcfg.epochs}", make_mixer(mcfg, len(classes), task, seed),
         )
         eval_model = ema.module if ema is not None else model
         val_logits = predict_logits(eval_model, train_cache.images, val_idx, mcfg, device)
@@ -332,17 +340,33 @@ def train_fold(
     best = read_checkpoint(best_path, BEST_KEYS, hint, map_location=device)
     eval_model = ema.module if ema is not None else model
     eval_model.load_state_dict(best["model"])
+    train_prior = recipe_prior(y_train, weights, mcfg, task, int(best["epoch"]))
+    val_logits = best["val_logits"].cpu().numpy().astype(np.float32)
+    decoupled = rebalance_classifier(
+        eval_model, train_cache.images, train_idx, y_train, mcfg, task, device, job_seed(cfg.seed, mcfg.name, fold, -3), console
+    )
+    if decoupled is not None:  # cRT or τ-norm: a new head, so new held-out logits and the head's prior
+        train_prior = decoupled
+        val_logits = predict_logits(eval_model, train_cache.images, val_idx, mcfg, device)
+        decoupled_metrics = evaluate(val_logits[val_ok], y_val[val_ok], task, classes, train_prior, target_prior, cfg, mcfg.temperature)
+        console.print(
+            f"  {'cRT' if mcfg.crt_epochs else 'τ-norm'} head: score {decoupled_metrics['score']:.4f} "
+            f"(trivial {decoupled_metrics['trivial_baseline']:.4f}), macro-F1 {decoupled_metrics['macro_f1']:.3f}, AUC {decoupled_metrics['auc']:.3f}"
+        )
     test_logits = predict_logits(eval_model, test_cache.images, np.arange(len(source.test)), mcfg, device)
     curves = training_curves_png(pd.DataFrame(state.history), out_dir / "curves.png", title=f"{mcfg.name} fold {fold}")
     summary = {
         "fold": fold, "best_epoch": int(best["epoch"]) + 1, "epochs_run": state.epoch, "seconds": state.seconds,
         **{k: v for k, v in state.history[int(best["epoch"])].items() if k.startswith("val_") or k == "trivial_baseline"},
         "n_train": int(len(train_idx)), "n_val": int(len(val_idx)), "skipped_train_images": int((~train_cache.ok).sum()),
-        "device": device.type,
+        "device": device.type, "train_prior_basis": prior_basis(mcfg),
     }
+    if decoupled is not None:
+        summary.update({f"val_{k}" if k != "trivial_baseline" else k: float(v) for k, v in decoupled_metrics.items()})
+        summary["val_score_before_decoupling"] = float(state.history[int(best["epoch"])]["val_score"])
     arrays = {
         "classes": np.asarray(classes, dtype=str), "val_ids": np.asarray(source.train.ids[val_idx], dtype=str),
-        "val_logits": best["val_logits"].cpu().numpy().astype(np.float32),
+        "val_logits": val_logits,
         "test_ids": np.asarray(source.test.ids, dtype=str), "test_logits": test_logits,
         "train_prior": train_prior, "target_prior": target_prior, "fold": np.int64(fold),
         "identity": np.asarray(json.dumps(identity)), "metrics": np.asarray(json.dumps(summary)),
@@ -362,36 +386,57 @@ def _scale_lr(optimizer, scheduler, factor: float) -> None:
         scheduler.base_lrs = [lr * factor for lr in scheduler.base_lrs]
 
 
-def _train_epoch(model, loader, loss_fn, optimizer, scheduler, scaler, ema, mcfg, device, console, description) -> dict:
+def _train_epoch(model, loader, loss_fn, optimizer, scheduler, scaler, ema, mcfg, device, console, description, mixer=None) -> dict:
+    """One pass over the loader; the optimizer steps every `grad_accum_steps` batches (the last group may be
+    shorter: its loss is averaged over the batches it has, as in timm's train.py)."""
     model.train()
     total_loss, seen = 0.0, 0
+    accum, n_batches = mcfg.grad_accum_steps, len(loader)
     t0 = time.perf_counter()
     progress = make_progress(console, TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[ips]:.0f} img/s"))
+    optimizer.zero_grad(set_to_none=True)
     with progress:
-        task = progress.add_task(description, total=len(loader), loss=float("nan"), ips=0.0)
-        for x, y in loader:
+        task = progress.add_task(description, total=n_batches, loss=float("nan"), ips=0.0)
+        for i, (x, y) in enumerate(loader):
             x = to_model_input(x.to(device, non_blocking=True), mcfg.in_chans, mcfg.channels_last)
             y = y.to(device, non_blocking=True)
+            if mixer is not None:
+                x, y = mixer(x, y)
             with autocast(device, mcfg):
                 logits = model(x)
             loss = loss_fn(logits, y)
             if not torch.isfinite(loss):
                 raise KitError(f"variant '{mcfg.name}': training loss became {loss.item()}; lower lr in {model_file(mcfg)}")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if mcfg.grad_clip > 0:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), mcfg.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            if ema is not None:
-                ema.update(model)
-            if mcfg.scheduler == "cosine":
-                scheduler.step()
+            group_start = i - i % accum
+            group_size = min(accum, n_batches - group_start)
+            scaler.scale(loss / group_size).backward()
+            if i + 1 == group_start + group_size:
+                if mcfg.grad_clip > 0:
+                    scaler.unscale_(optimizer)
+                    nn.utils.clip_grad_norm_(model.parameters(), mcfg.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                if ema is not None:
+                    ema.update(model)
+                if mcfg.scheduler == "cosine":
+                    scheduler.step()
             total_loss += loss.item() * len(x)
             seen += len(x)
             progress.update(task, advance=1, loss=total_loss / seen, ips=seen / max(time.perf_counter() - t0, 1e-9))
     return {"loss": total_loss / max(seen, 1), "images_per_s": seen / max(time.perf_counter() - t0, 1e-9)}
+
+
+def _recipe_extras(mcfg: ModelConfig) -> str:
+    """The long-tail and timm options a job runs with, for its header line (empty for the plain recipe)."""
+    extras = {
+        "τ": mcfg.logit_adjust_tau if mcfg.loss == "logit_adjusted" else 0,
+        "class weights from epoch": mcfg.class_weights_from_epoch + 1 if mcfg.class_weights != "none" else 0,
+        "cRT epochs": mcfg.crt_epochs, "τ-norm": mcfg.tau_norm, "mixup α": mcfg.mixup_alpha, "cutmix α": mcfg.cutmix_alpha,
+        "drop path": mcfg.drop_path_rate, "grad accumulation": mcfg.grad_accum_steps if mcfg.grad_accum_steps > 1 else 0,
+        "layer decay": mcfg.layer_decay or 0, "RandAugment m": mcfg.randaugment_magnitude,
+    }
+    return "".join(f", {k} {v}" for k, v in extras.items() if v)
 
 
 def _warn_skipped(console: Console, source: DataSource, train_ok: np.ndarray, test_ok: np.ndarray) -> None:

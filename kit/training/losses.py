@@ -1,4 +1,20 @@
-"""Training losses, each a `loss(logits, y_uint8)` built from a variant's config."""
+"""Training losses and the class distribution each one calibrates the logits to (`train_prior`).
+
+Every loss is `loss(logits, targets)` with targets (B, C): one-hot or multi-hot uint8, or soft float
+targets after mixup. The softmax recipes share one cross-entropy (:func:`softmax_cross_entropy`)
+and differ only in what they do to the logits or the per-class weights:
+
+- ``ce``: plain softmax cross-entropy (with label smoothing).
+- ``focal``: focal loss, Lin et al. 2017 (label smoothing is not applied to it).
+- ``logit_adjusted``: logit-adjusted loss, Menon et al. 2021: CE on ``logit + τ·log π_c``.
+- ``balanced_softmax``: balanced softmax, Ren et al. 2020: CE on ``logit + log n_c`` (τ = 1 above).
+- ``ldam``: label-distribution-aware margin loss, Cao et al. 2019: CE on ``s·cos − s·m_y`` for the true
+  class, margin ``m_c ∝ n_c^(−1/4)``, with a cosine head (:class:`kit.training.heads.NormedLinear`).
+- ``class_weights = "effective_number"``: class-balanced weights, Cui et al. 2019,
+  ``w_c ∝ (1 − β)/(1 − β^n_c)``; with ``class_weights_from_epoch`` they start late (deferred
+  re-weighting, DRW, Cao et al. 2019). ``focal`` + these weights is Cui's class-balanced focal loss.
+- ``bce``: per-label binary CE with ``pos_weight`` (multi-label).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +22,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from kit.config import ModelConfig
+from kit.config import REBALANCING_LOSSES, ModelConfig, model_file
 from kit.errors import KitError
+from kit.training.samplers import PRIOR_FLOOR, class_prior, sampler_prior
+
+SOFTMAX_ONLY = (*REBALANCING_LOSSES, "ce")
 
 
 def bce_pos_weight(labels: np.ndarray, clip: float) -> np.ndarray:
@@ -25,33 +44,166 @@ def loss_prior(prior: np.ndarray, mcfg: ModelConfig, pos_weight: np.ndarray | No
     return np.clip(odds / (1 + odds), 1e-6, 1 - 1e-6)
 
 
-def make_loss(mcfg: ModelConfig, task: str, train_labels: np.ndarray, device: torch.device):
-    """loss(logits, y_uint8) for the configured choice; CE and focal read y as one-hot."""
-    if mcfg.loss == "ce":
-        if task == "multi-label":
-            raise KitError(f"configs/models/{mcfg.name}.toml: key 'loss': \"ce\" is for multi-class; use \"bce\" or \"focal\"")
+def class_counts(labels: np.ndarray) -> np.ndarray:
+    """Images per class in the training folds, floored at PRIOR_FLOOR so logs and weights stay finite."""
+    return np.maximum(np.asarray(labels, dtype=np.float64).sum(axis=0), PRIOR_FLOOR)
 
-        def ce(logits, y):
-            return F.cross_entropy(logits.float(), y.argmax(1), label_smoothing=mcfg.label_smoothing)
 
-        return ce
+def effective_number_weights(counts: np.ndarray, beta: float) -> np.ndarray:
+    """Cui et al. 2019: w_c = (1 − β)/(1 − β^n_c), normalised to sum to C (β = 0: all ones)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    weights = (1.0 - beta) / (1.0 - np.power(beta, counts))
+    return weights / weights.sum() * len(counts)
+
+
+def class_weights_at(counts: np.ndarray, mcfg: ModelConfig, epoch: int) -> np.ndarray | None:
+    """The per-class loss weights in effect at `epoch` (None: unweighted), DRW included."""
+    if mcfg.class_weights == "none" or epoch < mcfg.class_weights_from_epoch:
+        return None
+    return effective_number_weights(counts, mcfg.class_weight_beta)
+
+
+def ldam_margins(counts: np.ndarray, max_margin: float) -> np.ndarray:
+    """Cao et al. 2019: m_c ∝ n_c^(−1/4), scaled so the rarest class gets `max_margin`."""
+    margins = np.asarray(counts, dtype=np.float64) ** -0.25
+    return margins * (max_margin / margins.max())
+
+
+def logit_offset(frequencies: np.ndarray, mcfg: ModelConfig) -> np.ndarray | None:
+    """What the loss adds to every logit: τ·log π (logit-adjusted) or log π (balanced softmax, the same
+    up to a constant as log n_c); None for the other losses. π: the training folds' class frequencies
+    (`samplers.class_prior`, the same pseudo-count as the sampler's prior, so τ = 1 gives exactly uniform)."""
+    log_prior = np.log(frequencies)
+    if mcfg.loss == "logit_adjusted":
+        return mcfg.logit_adjust_tau * log_prior
+    if mcfg.loss == "balanced_softmax":
+        return log_prior
+    return None
+
+
+def softmax_cross_entropy(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    class_weight: torch.Tensor | None = None,
+    gamma: float = 0.0,
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
+    """−Σ_c t_c·w_c·(1 − p_c)^γ·log p_c, averaged with weights Σ_c t_c·w_c per row (PyTorch's weighted mean).
+
+    Targets may be soft; label smoothing mixes them with the uniform distribution first. With hard
+    targets, w = None and γ = 0 this is `F.cross_entropy(logits, y, label_smoothing=...)`.
+    """
+    t = targets.float()
+    if label_smoothing:
+        t = t * (1.0 - label_smoothing) + label_smoothing / t.shape[1]
+    log_p = F.log_softmax(logits.float(), dim=1)
+    per_class = -t * log_p
+    if gamma:
+        per_class = per_class * (1.0 - log_p.exp()) ** gamma
+    if class_weight is None:
+        return per_class.sum(dim=1).mean()
+    return (per_class * class_weight).sum() / (t * class_weight).sum()
+
+
+def make_loss(mcfg: ModelConfig, task: str, train_labels: np.ndarray, device: torch.device, epoch: int = 0):
+    """loss(logits, targets) for the configured recipe as it stands at `epoch` (DRW changes weights)."""
+    if task == "multi-label":
+        return _multi_label_loss(mcfg, train_labels, device)
+    if mcfg.loss == "bce":
+        pos_weight = torch.tensor(bce_pos_weight(train_labels, mcfg.pos_weight_clip), dtype=torch.float32, device=device)
+        return lambda logits, y: F.binary_cross_entropy_with_logits(logits.float(), y.float(), pos_weight=pos_weight)
+    counts = class_counts(train_labels)
+
+    def tensor(values: np.ndarray | None) -> torch.Tensor | None:
+        return None if values is None else torch.tensor(values, dtype=torch.float32, device=device)
+
+    weight = tensor(class_weights_at(counts, mcfg, epoch))
+    offset = tensor(logit_offset(class_prior(train_labels, task), mcfg))
+    margin = tensor(mcfg.ldam_scale * ldam_margins(counts, mcfg.ldam_max_margin)) if mcfg.loss == "ldam" else None
+    gamma = mcfg.focal_gamma if mcfg.loss == "focal" else 0.0
+    smoothing = 0.0 if mcfg.loss == "focal" else mcfg.label_smoothing
+
+    def loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        z = logits.float()
+        if offset is not None:
+            z = z + offset
+        if margin is not None:  # the head already outputs s·cos; the margin is s·m_c on the true class
+            z = z - margin * y.float()
+        return softmax_cross_entropy(z, y, weight, gamma, smoothing)
+
+    return loss
+
+
+def _multi_label_loss(mcfg: ModelConfig, train_labels: np.ndarray, device: torch.device):
+    if mcfg.loss in SOFTMAX_ONLY:
+        raise KitError(
+            f"{model_file(mcfg)}: key 'loss': \"{mcfg.loss}\" is a softmax loss for multi-class; "
+            "use \"bce\" or \"focal\" for multi-label"
+        )
     if mcfg.loss == "focal":
         gamma = mcfg.focal_gamma
 
         def focal(logits, y):
-            logits = logits.float()
-            if task == "multi-label":
-                yf = y.float()
-                bce = F.binary_cross_entropy_with_logits(logits, yf, reduction="none")
-                p_t = torch.exp(-bce)
-                return ((1 - p_t) ** gamma * bce).mean()
-            log_p = F.log_softmax(logits, dim=1).gather(1, y.argmax(1, keepdim=True)).squeeze(1)
-            return (-((1 - log_p.exp()) ** gamma) * log_p).mean()
+            bce = F.binary_cross_entropy_with_logits(logits.float(), y.float(), reduction="none")
+            return ((1 - torch.exp(-bce)) ** gamma * bce).mean()
 
         return focal
     pos_weight = torch.tensor(bce_pos_weight(train_labels, mcfg.pos_weight_clip), dtype=torch.float32, device=device)
+    return lambda logits, y: F.binary_cross_entropy_with_logits(logits.float(), y.float(), pos_weight=pos_weight)
 
-    def bce(logits, y):
-        return F.binary_cross_entropy_with_logits(logits.float(), y.float(), pos_weight=pos_weight)
 
-    return bce
+def check_recipe_for_task(mcfg: ModelConfig, task: str, config_file: object) -> None:
+    """Refuse, before any work, a recipe the competition's task cannot use (one line naming the key)."""
+    where = model_file(mcfg)
+    if task == "multi-label":
+        if mcfg.loss in SOFTMAX_ONLY:
+            raise KitError(f"{where}: key 'loss': \"{mcfg.loss}\" is for multi-class; use \"bce\" or \"focal\" for {config_file} (multi-label)")
+        if mcfg.tau_norm > 0:
+            raise KitError(f"{where}: key 'tau_norm': τ-normalisation balances a softmax head; {config_file} is multi-label")
+        if mcfg.class_weights != "none":
+            raise KitError(f"{where}: key 'class_weights': multi-label losses weight labels by pos_weight; {config_file} is multi-label")
+
+
+def recipe_prior(y_train: np.ndarray, sample_weights: np.ndarray, mcfg: ModelConfig, task: str, epoch: int) -> np.ndarray:
+    """The class distribution the logits are calibrated to at `epoch` (what `train_prior` records).
+
+    Multi-class, with q the sampler's class distribution, w the class weights in effect and π the
+    class frequencies: the minimiser of weighted CE on logit + τ·log π has softmax ∝ p(x|c)·q_c·w_c/π_c^τ,
+    so the prior is ∝ q·w/π^τ (τ = 1 for balanced softmax, 0 for CE and focal). Exact for CE, weighted CE,
+    logit-adjusted and balanced softmax; nominal for focal and LDAM (their margins and focusing are
+    not in it): the decision layer's fitted correction strength takes up the rest.
+    """
+    q = sampler_prior(y_train, sample_weights, task)
+    if mcfg.loss == "bce":
+        return loss_prior(q, mcfg, bce_pos_weight(y_train, mcfg.pos_weight_clip))
+    if task == "multi-label":
+        return q
+    counts = class_counts(y_train)
+    log_prior = np.log(q)
+    weights = class_weights_at(counts, mcfg, epoch)
+    if weights is not None:
+        log_prior = log_prior + np.log(weights)
+    offset = logit_offset(class_prior(y_train, task), mcfg)
+    if offset is not None:
+        log_prior = log_prior - offset
+    prior = np.exp(log_prior - log_prior.max())
+    return prior / prior.sum()
+
+
+def prior_basis(mcfg: ModelConfig) -> str:
+    """One line for the OOF json: what `train_prior` is and whether it is exact or nominal."""
+    if mcfg.crt_epochs > 0:
+        return f"cRT head: its sampler's class distribution (power {mcfg.crt_sampler_power}); exact for its CE"
+    if mcfg.tau_norm > 0:
+        return f"τ-normalised head (τ = {mcfg.tau_norm}): uniform, nominal"
+    parts = [f"sampler power {mcfg.sampler_power}"]
+    if mcfg.class_weights != "none":
+        parts.append(f"× effective-number class weights (β = {mcfg.class_weight_beta}) from epoch {mcfg.class_weights_from_epoch + 1}")
+    if mcfg.loss == "logit_adjusted":
+        parts.append(f"÷ class frequency^{mcfg.logit_adjust_tau} (logit adjustment)")
+    if mcfg.loss == "balanced_softmax":
+        parts.append("÷ class frequency (balanced softmax)")
+    if mcfg.loss == "bce":
+        parts.append("× pos_weight odds (BCE)")
+    nominal = mcfg.loss in ("focal", "ldam")
+    return " ".join(parts) + ("; nominal (the loss's focusing or margins are not in it)" if nominal else "; exact")
