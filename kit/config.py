@@ -123,7 +123,7 @@ class ModelConfig(_Strict):
     sampler_power: float = Field(0.0, ge=0, le=1)
     scheduler: Literal["plateau", "cosine"] = "plateau"
     warmup_epochs: int = Field(0, ge=0)
-    amp: bool = True
+    amp: bool | Literal["bf16", "fp16"] = True  # true: bf16 (fp16 + GradScaler where unsupported) on CUDA, float32 on CPU
     grad_clip: float = Field(1.0, ge=0)
     dropout: float = Field(0.2, ge=0, lt=1)
     freeze_epochs: int = Field(0, ge=0)
@@ -136,6 +136,10 @@ class ModelConfig(_Strict):
     channels_last: bool = True
     max_train_images: int | None = Field(None, ge=1)
     cnn_width: int = Field(32, ge=4)  # chestmnist_cnn: channels of the first block (doubling per block)
+    compile: bool = False  # torch.compile the training step's model (first epoch pays the compile time)
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
+    persistent_workers: bool = True  # with num_workers > 0: keep loader workers alive across epochs
+    prefetch_factor: int = Field(2, ge=1)  # with num_workers > 0: batches each worker prepares ahead
 
 
 def _first_error_line(path: Path, err: ValidationError) -> str:

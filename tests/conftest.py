@@ -80,3 +80,42 @@ dir = "{root / 'data'}"
 npz = "chestmnist.npz\""""
     path = write_config(root, data_lines, "multi-label", ["chestmnist_cnn"])
     return TinyCompetition(root, path, load_competition(path))
+
+
+# A tiny, fast training recipe (EMA, staged fine-tuning, cosine warm-up, sampler, augmentation) on 16 px.
+TINY_RECIPE = dict(
+    backbone="chestmnist_cnn", pretrained=False, image_size=16, in_chans=1, cnn_width=8, epochs=2,
+    batch_size=32, lr=3e-3, loss="ce", augment="mild", sampler_power=0.5, scheduler="cosine",
+    warmup_epochs=1, ema_decay=0.9, freeze_epochs=1, unfreeze_lr_factor=0.5, early_stopping_patience=5,
+    tta_hflip=True,
+)
+
+
+def _toml_line(key: str, value) -> str:
+    if isinstance(value, bool):
+        return f"{key} = {'true' if value else 'false'}"
+    if isinstance(value, str):
+        return f'{key} = "{value}"'
+    return f"{key} = {value!r}"
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_competition):
+    """make(root, name="tiny", **recipe_keys) -> the tiny competition's config with its own models/, runs/ and
+    oof/ under `root` and one variant `name` (TINY_RECIPE updated by the keys); the shared folds are made once."""
+    from rich.console import Console
+
+    from kit.data.folds import make_folds
+
+    def make(root: Path, name: str = "tiny", **keys) -> CompetitionConfig:
+        models = root / "models"
+        models.mkdir(parents=True, exist_ok=True)
+        (models / f"{name}.toml").write_text("\n".join(_toml_line(k, v) for k, v in {**TINY_RECIPE, **keys}.items()) + "\n")
+        cfg = tiny_competition.cfg
+        paths = cfg.paths.model_copy(update={"models": models, "runs": root / "runs", "oof": root / "oof"})
+        cfg = cfg.model_copy(update={"paths": paths, "variants": [name]})
+        if not Path(cfg.folds.path).is_file():
+            make_folds(cfg, console=Console(quiet=True))
+        return cfg
+
+    return make

@@ -27,7 +27,6 @@ import torch
 from rich.console import Console
 from rich.progress import TextColumn
 from torch import nn
-from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
 
 from kit.config import CompetitionConfig, ModelConfig
 from kit.data.cache import cached_images
@@ -39,8 +38,9 @@ from kit.files import atomic_write, write_text
 from kit.models import classifier_of, create_model
 from kit.plots import training_curves_png
 from kit.progress import make_progress
-from kit.training.dataset import CachedDataset, collate_uint8, to_model_input
-from kit.training.device import autocast, pick_device
+from kit.training.dataset import CachedDataset, to_model_input
+from kit.training.device import Precision, pick_device, pick_precision, prepare_model
+from kit.training.loader import make_train_loader
 from kit.training.losses import bce_pos_weight, loss_prior, make_loss
 from kit.training.samplers import class_prior, sample_weights, sampler_prior
 
@@ -81,12 +81,13 @@ def predict_logits(
     """float32 (len(indices), C) logits; with tta_hflip the mean of image and mirrored image."""
     model.eval()
     batch_size = batch_size or max(mcfg.batch_size, 64)
+    precision = pick_precision(device, mcfg.amp)
     out = []
     for start in range(0, len(indices), batch_size):
         idx = np.asarray(indices[start : start + batch_size])
         x = torch.from_numpy(np.array(images[idx], dtype=np.uint8))[:, None].to(device, non_blocking=True)
         x = to_model_input(x, mcfg.in_chans, mcfg.channels_last)
-        with autocast(device, mcfg):
+        with precision.autocast():
             logits = model(x).float()
             if mcfg.tta_hflip:
                 logits = (logits + model(x.flip(-1)).float()) / 2
@@ -216,8 +217,8 @@ def train_fold(
     pos_weight = bce_pos_weight(y_train, mcfg.pos_weight_clip) if mcfg.loss == "bce" else None
     train_prior = loss_prior(sampler_prior(y_train, weights, task), mcfg, pos_weight)
 
-    if mcfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model, step_model = prepare_model(model, mcfg)
+    precision = pick_precision(device, mcfg.amp)
     ema = WeightEMA(model, mcfg.ema_decay) if mcfg.ema_decay > 0 else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=mcfg.lr, weight_decay=mcfg.weight_decay)
     dataset = CachedDataset(train_cache.images, train_idx, y_train, mcfg.augment)
@@ -225,8 +226,8 @@ def train_fold(
     steps_per_epoch = len(train_idx) // mcfg.batch_size if drop_last else 1
     scheduler = _make_scheduler(optimizer, mcfg, steps_per_epoch)
     loss_fn = make_loss(mcfg, task, y_train, device)
-    use_scaler = device.type == "cuda" and mcfg.amp and not torch.cuda.is_bf16_supported()
-    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+    scaler = precision.grad_scaler()
+    loader, sampler = make_train_loader(dataset, weights if mcfg.sampler_power > 0 else None, mcfg, device, drop_last, job_seed(cfg.seed, mcfg.name, fold, -3))
     state = FoldState()
 
     if resume and last_path.is_file():
@@ -261,19 +262,9 @@ def train_fold(
                 _scale_lr(optimizer, scheduler, mcfg.unfreeze_lr_factor)
         seed = job_seed(cfg.seed, mcfg.name, fold, epoch)
         torch.manual_seed(seed)
-        generator = torch.Generator().manual_seed(seed)
-        dataset.set_epoch_seed(seed)
-        if mcfg.sampler_power > 0:
-            sampler = WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double), len(train_idx), replacement=True, generator=generator)
-        else:
-            sampler = RandomSampler(dataset, generator=generator)
-        loader = DataLoader(
-            dataset, batch_size=mcfg.batch_size, sampler=sampler, drop_last=drop_last,
-            num_workers=mcfg.num_workers, pin_memory=device.type == "cuda",
-            persistent_workers=False, worker_init_fn=dataset.worker_init if mcfg.num_workers else None, collate_fn=collate_uint8,
-        )
+        sampler.set_epoch(seed)
         train_loss = _train_epoch(
-            model, loader, loss_fn, optimizer, scheduler, scaler, ema, mcfg, device, console,
+            step_model, loader, loss_fn, optimizer, scheduler, scaler, ema, mcfg, device, precision, console,
             f"{mcfg.name} f{fold} e{epoch + 1}/{mcfg.epochs}",
         )
         eval_model = ema.module if ema is not None else model
@@ -309,7 +300,7 @@ def train_fold(
         _save_torch(last_path, {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(), "ema": ema.module.state_dict() if ema is not None else None,
-            "state": state.__dict__, "torch_rng": torch.get_rng_state(), "sampler_generator": generator.get_state(),
+            "state": state.__dict__, "torch_rng": torch.get_rng_state(), "sampler_generator": sampler.generator.get_state(),
             "config_hash": config_hash(mcfg),
         })
         if stop_after_epoch is not None and state.epoch >= stop_after_epoch and not state.finished and state.epoch < mcfg.epochs:
@@ -349,7 +340,7 @@ def _scale_lr(optimizer, scheduler, factor: float) -> None:
         scheduler.base_lrs = [lr * factor for lr in scheduler.base_lrs]
 
 
-def _train_epoch(model, loader, loss_fn, optimizer, scheduler, scaler, ema, mcfg, device, console, description) -> dict:
+def _train_epoch(model, loader, loss_fn, optimizer, scheduler, scaler, ema, mcfg, device, precision: Precision, console, description) -> dict:
     model.train()
     total_loss, seen = 0.0, 0
     t0 = time.perf_counter()
@@ -359,7 +350,7 @@ def _train_epoch(model, loader, loss_fn, optimizer, scheduler, scaler, ema, mcfg
         for x, y in loader:
             x = to_model_input(x.to(device, non_blocking=True), mcfg.in_chans, mcfg.channels_last)
             y = y.to(device, non_blocking=True)
-            with autocast(device, mcfg):
+            with precision.autocast():
                 logits = model(x)
             loss = loss_fn(logits, y)
             if not torch.isfinite(loss):
