@@ -96,3 +96,13 @@ def _last_weights(cfg) -> dict[str, torch.Tensor]:
 def test_the_default_path_does_not_import_ray():
     code = "import sys, kit.cli, kit.stages.train, kit.executors.local; assert 'ray' not in sys.modules, 'ray imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_diverging_loss_stops_the_job_with_one_line(tiny_run, tmp_path):
+    """The loss is read back every SYNC_EVERY steps (not every step), and a non-finite one still stops the job."""
+    from kit.errors import KitError
+
+    cfg = tiny_run(tmp_path, lr=1e30, grad_clip=0.0, freeze_epochs=0, epochs=1)
+    with pytest.raises(KitError, match="variant 'tiny': training loss became nan; lower lr"):
+        train(cfg, ["tiny"], [0], resume=False, console=quiet())
+    assert not (run_dir(cfg, "tiny", 0) / "last.pt").exists()

@@ -44,6 +44,8 @@ from kit.training.loader import make_train_loader
 from kit.training.losses import bce_pos_weight, loss_prior, make_loss
 from kit.training.samplers import class_prior, sample_weights, sampler_prior
 
+SYNC_EVERY = 16  # training steps between reads of the running loss (host syncs on a GPU)
+
 
 def job_seed(seed: int, variant: str, fold: int, epoch: int) -> int:
     """A 31-bit seed per (seed, variant, fold, epoch): a resumed epoch draws exactly what it would have."""
@@ -341,20 +343,21 @@ def _scale_lr(optimizer, scheduler, factor: float) -> None:
 
 
 def _train_epoch(model, loader, loss_fn, optimizer, scheduler, scaler, ema, mcfg, device, precision: Precision, console, description) -> dict:
+    """One epoch. The loss is summed on the device and read back (one host sync) every SYNC_EVERY steps
+    and at the end: a `.item()` per step would make a GPU wait for every step before the next is queued.
+    A non-finite loss is still caught within SYNC_EVERY steps, before any checkpoint is written."""
     model.train()
-    total_loss, seen = 0.0, 0
+    loss_sum, seen, steps = torch.zeros((), dtype=torch.float64, device=device), 0, len(loader)
     t0 = time.perf_counter()
     progress = make_progress(console, TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[ips]:.0f} img/s"))
     with progress:
-        task = progress.add_task(description, total=len(loader), loss=float("nan"), ips=0.0)
-        for x, y in loader:
+        task = progress.add_task(description, total=steps, loss=float("nan"), ips=0.0)
+        for step, (x, y) in enumerate(loader, 1):
             x = to_model_input(x.to(device, non_blocking=True), mcfg.in_chans, mcfg.channels_last)
             y = y.to(device, non_blocking=True)
             with precision.autocast():
                 logits = model(x)
             loss = loss_fn(logits, y)
-            if not torch.isfinite(loss):
-                raise KitError(f"variant '{mcfg.name}': training loss became {loss.item()}; lower lr in configs/models/{mcfg.name}.toml")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if mcfg.grad_clip > 0:
@@ -366,9 +369,14 @@ def _train_epoch(model, loader, loss_fn, optimizer, scheduler, scaler, ema, mcfg
                 ema.update(model)
             if mcfg.scheduler == "cosine":
                 scheduler.step()
-            total_loss += loss.item() * len(x)
+            loss_sum += loss.detach().double() * len(x)
             seen += len(x)
-            progress.update(task, advance=1, loss=total_loss / seen, ips=seen / max(time.perf_counter() - t0, 1e-9))
+            if step % SYNC_EVERY == 0 or step == steps:
+                total_loss = loss_sum.item()
+                if not math.isfinite(total_loss):
+                    raise KitError(f"variant '{mcfg.name}': training loss became {total_loss}; lower lr in configs/models/{mcfg.name}.toml")
+                progress.update(task, completed=step, loss=total_loss / seen, ips=seen / max(time.perf_counter() - t0, 1e-9))
+    total_loss = loss_sum.item()
     return {"loss": total_loss / max(seen, 1), "images_per_s": seen / max(time.perf_counter() - t0, 1e-9)}
 
 
