@@ -32,6 +32,7 @@ from rich.console import Console
 
 from kit.config import CompetitionConfig
 from kit.errors import KitError
+from kit.files import write_json
 
 JOURNAL_PREFIX = "journal://"
 SQLITE_PREFIX = "sqlite:///"
@@ -128,7 +129,7 @@ def _file_lock(url: str, path: Path, key: str, holder: dict) -> Iterator[None]:
     except Timeout:
         raise KitError(f"calibrate.storage = '{masked(url)}': {_busy(key, _read_holder(info_path))}") from None
     try:
-        info_path.write_text(json.dumps({**holder, "studies": key}))
+        write_json(info_path, {**holder, "studies": key})
         yield
     finally:
         info_path.unlink(missing_ok=True)

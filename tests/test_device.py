@@ -106,3 +106,12 @@ def test_a_diverging_loss_stops_the_job_with_one_line(tiny_run, tmp_path):
     with pytest.raises(KitError, match="variant 'tiny': training loss became nan; lower lr"):
         train(cfg, ["tiny"], [0], resume=False, console=quiet())
     assert not (run_dir(cfg, "tiny", 0) / "last.pt").exists()
+
+
+def test_ray_executor_without_ray_installed_is_one_line(tiny_run, tmp_path, monkeypatch):
+    from kit.errors import KitError
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails as if it were not installed
+    monkeypatch.delitem(sys.modules, "kit.executors.ray", raising=False)
+    with pytest.raises(KitError, match=r"--executor ray: Ray is not installed; run `make setup`"):
+        train(tiny_run(tmp_path), ["tiny"], None, resume=False, console=quiet(), executor="ray")

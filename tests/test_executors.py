@@ -131,3 +131,15 @@ def test_the_grid_runs_on_a_two_node_cluster(sequential, tiny_run, tmp_path):
         if ray.is_initialized():
             ray.shutdown()
         cluster.shutdown()
+
+
+def test_cli_train_with_an_unknown_executor_is_one_line(tiny_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from kit.cli import app
+
+    cfg = tiny_run(tmp_path)
+    config = tmp_path / "competition.toml"
+    config.write_text(cfg.source_file.read_text())
+    result = CliRunner().invoke(app, ["--config", str(config), "train", "--executor", "dask"])
+    assert isinstance(result.exception, KitError) and "--executor 'dask': use one of local, ray" in str(result.exception)

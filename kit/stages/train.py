@@ -54,7 +54,10 @@ def train(
             raise KitError(f"configs/models/{mcfg.name}.toml: key 'loss': \"ce\" is for multi-class; use \"bce\" for {cfg.source_file} (multi-label)")
     jobs = [Job(cfg, mcfg, k, resume, stop_after_epoch, cpus_per_job) for mcfg in mcfgs for k in fold_list]
     if executor == "ray":
-        from kit.executors.ray import run_ray
+        try:
+            from kit.executors.ray import run_ray
+        except ImportError:
+            raise KitError("--executor ray: Ray is not installed; run `make setup` or `pip install -e '.[ray]'`") from None
 
         results = run_ray(jobs, source, console, address=address, cpus_per_job=cpus_per_job or 1, gpus_per_job=gpus_per_job)
     else:

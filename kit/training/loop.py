@@ -349,7 +349,7 @@ def _train_epoch(model, loader, loss_fn, optimizer, scheduler, scaler, ema, mcfg
     model.train()
     loss_sum, seen, steps = torch.zeros((), dtype=torch.float64, device=device), 0, len(loader)
     t0 = time.perf_counter()
-    progress = make_progress(console, TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[ips]:.0f} img/s"))
+    progress = make_progress(console, TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[ips]:.0f} img/s"), refresh_per_second=2)
     with progress:
         task = progress.add_task(description, total=steps, loss=float("nan"), ips=0.0)
         for step, (x, y) in enumerate(loader, 1):
