@@ -19,7 +19,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check --root-user-action=ignore uv
 	$(PYTHON) -m uv venv --quiet --allow-existing -p $(PYTHON) $(VENV)
-	$(PYTHON) -m uv pip install --quiet -p $(VENV)/bin/python -e '.[test]'
+	$(PYTHON) -m uv pip install --quiet -p $(VENV)/bin/python -e '.[test,ray]'
 	touch $(STAMP)
 
 synth: $(STAMP)

@@ -29,9 +29,10 @@ from kit.decision.calibration import class_prior, fit_temperature, prior_shift
 from kit.decision.candidates import FitContext, candidates_for
 from kit.decision.metrics import LinearCountMetric, confusion_from_indices
 from kit.decision.nested import nested_cv
-from kit.decision.record import quiet_optuna, selection_trials, write_study
+from kit.decision.record import selection_trials, write_study
 from kit.decision.rules import closed_form_decision, decide_indices
 from kit.decision.select import select_decision
+from kit.studies import quiet_optuna
 
 TPE_TRIALS = 300
 

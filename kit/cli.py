@@ -74,6 +74,10 @@ def train(
     variant: Annotated[str, typer.Option(help="Variant name (configs/models/<name>.toml) or 'all' (the config's variants).")] = "all",
     fold: Annotated[str, typer.Option(help="Fold index K or 'all'; each (variant, fold) is an independent job.")] = "all",
     resume: Annotated[bool, typer.Option("--resume", help="Continue interrupted folds from their last checkpoint; skip finished ones.")] = False,
+    executor: Annotated[str, typer.Option("--executor", help="'local' (one job after another) or 'ray' (a Ray task per job).")] = "local",
+    address: Annotated[str | None, typer.Option("--address", help="Ray cluster to join ('auto' or HOST:PORT); default: local Ray.")] = None,
+    cpus_per_job: Annotated[int | None, typer.Option("--cpus-per-job", help="CPU cores (torch threads) per job; Ray default 1.")] = None,
+    gpus_per_job: Annotated[float | None, typer.Option("--gpus-per-job", help="GPUs per Ray job; default 1 when the cluster has GPUs.")] = None,
 ) -> None:
     """Train variants × folds; write runs/<variant>/fold<k>/ and, once all folds exist, oof/<variant>.npz."""
     from kit.config import resolve_variants
@@ -86,7 +90,10 @@ def train(
         folds_wanted = [int(fold)]
     else:
         raise KitError(f"--fold {fold!r}: give a fold number 0..{cfg.folds.n_folds - 1} or 'all'")
-    train_stage(cfg, resolve_variants([variant], cfg), folds_wanted, resume)
+    train_stage(
+        cfg, resolve_variants([variant], cfg), folds_wanted, resume,
+        executor=executor, address=address, cpus_per_job=cpus_per_job, gpus_per_job=gpus_per_job, console=console,
+    )
 
 
 @app.command()
@@ -108,7 +115,7 @@ def dashboard(
     port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8080,
 ) -> None:
     """Serve optuna-dashboard on the calibration studies (calibrate.storage) and print its URL."""
-    from kit.stages.calibrate import dashboard as run_dashboard
+    from kit.studies import dashboard as run_dashboard
 
     run_dashboard(_cfg(), host, port, console=console)
 

@@ -147,7 +147,7 @@ class ModelConfig(_Strict):
     sampler_power: float = Field(0.0, ge=0, le=1)
     scheduler: Literal["plateau", "cosine"] = "plateau"
     warmup_epochs: int = Field(0, ge=0)
-    amp: bool = True
+    amp: bool | Literal["bf16", "fp16"] = True  # true: bf16 (fp16 + GradScaler where unsupported) on CUDA, float32 on CPU
     grad_clip: float = Field(1.0, ge=0)
     dropout: float = Field(0.2, ge=0, lt=1)
     freeze_epochs: int = Field(0, ge=0)
@@ -183,6 +183,11 @@ class ModelConfig(_Strict):
     layer_decay: float | None = Field(None, gt=0, le=1)  # layer-wise lr decay: lr·decay^(depth from the head)
     randaugment_magnitude: int = Field(0, ge=0, le=30)  # 0 off; torchvision RandAugment magnitude (9 is usual)
     randaugment_ops: int = Field(2, ge=1, le=14)  # RandAugment ops per image
+    # GPU-ready training (docs/scale-out.md)
+    compile: bool = False  # torch.compile the training step's model (first epoch pays the compile time)
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
+    persistent_workers: bool = True  # with num_workers > 0: keep loader workers alive across epochs
+    prefetch_factor: int = Field(2, ge=1)  # with num_workers > 0: batches each worker prepares ahead
 
     @model_validator(mode="after")
     def _recipe_combinations(self) -> ModelConfig:

@@ -12,6 +12,7 @@ import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -301,7 +302,7 @@ def _variant_run(tiny: TinyCompetition, tmp_path: Path, name: str = "tiny", **mo
     from kit.data.folds import make_folds
 
     models = tmp_path / "models"
-    models.mkdir(exist_ok=True)
+    models.mkdir(parents=True, exist_ok=True)
     (models / f"{name}.toml").write_text(model_toml({**TINY_VARIANT, **model_keys}))
     cfg = tiny.cfg
     paths = cfg.paths.model_copy(update={"models": models, "runs": tmp_path / "runs", "oof": tmp_path / "oof"})
@@ -316,3 +317,9 @@ def variant_run():
     """`variant_run(tiny, tmp_path, name="tiny", **model_keys) -> cfg`: a copy of a tiny competition's config
     whose models/runs/oof live in tmp_path, with the variant `name` (TINY_VARIANT updated by model_keys)."""
     return _variant_run
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_competition):
+    """`tiny_run(root, name="tiny", **model_keys) -> cfg`: `variant_run` on the tiny competition."""
+    return partial(_variant_run, tiny_competition)

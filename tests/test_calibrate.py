@@ -268,3 +268,27 @@ def test_sigkill_during_calibrate_leaves_no_process_behind(stage):
     proc.wait(timeout=30)
     time.sleep(0.5)
     assert _processes_with(marker) == []
+
+
+def test_a_second_run_on_the_same_storage_is_refused_before_any_work(stage, capsys):
+    """Two `kit calibrate` (or blend) at once on one SQLite file would interleave their studies: the second
+    stops with one line naming the first, before it fits or writes anything."""
+    from tests.conftest import assert_one_line_error, run_kit
+
+    cfg, oof, root = stage
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys\nfrom kit.studies import exclusive_studies\n"
+         f"with exclusive_studies({cfg.calibrate.storage!r}, ['calibrate/v'], command='kit calibrate --variant v'):\n"
+         "    print('held', flush=True)\n    sys.stdin.read()\n"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = sorted(p.name for p in (root / "oof").iterdir())
+        for command in (["calibrate", "--oof", root / "oof" / "v.npz"], ["blend", "--variants", "v", "--name", "second"]):
+            code, _, err = run_kit(["--config", root / "competition.toml", *command], capsys)
+            assert_one_line_error(code, err, cfg.calibrate.storage, f"pid {holder.pid}")
+        assert sorted(p.name for p in (root / "oof").iterdir()) == before
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)

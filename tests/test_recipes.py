@@ -281,6 +281,7 @@ def test_layer_decay_scales_learning_rate_by_depth():
 
 
 def test_gradient_accumulation_equals_one_large_batch():
+    from kit.training.device import pick_precision
     from kit.training.loop import _train_epoch
 
     rng = np.random.default_rng(0)
@@ -298,7 +299,8 @@ def test_gradient_accumulation_equals_one_large_batch():
         def loss_fn(logits, t):
             return torch.nn.functional.cross_entropy(logits, t.argmax(1))
 
-        _train_epoch(model, batches, loss_fn, optimizer, None, scaler, None, mcfg, torch.device("cpu"), Console(quiet=True), "t")
+        cpu = torch.device("cpu")
+        _train_epoch(model, batches, loss_fn, optimizer, None, scaler, None, mcfg, cpu, pick_precision(cpu, False), Console(quiet=True), "t")
         assert optimizer.state[model[1].weight]["step"] == 1  # one optimizer step for the whole group
         assert not torch.equal(before[0], model[1].weight)
         results.append([p.detach().clone() for p in model.parameters()])

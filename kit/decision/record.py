@@ -3,7 +3,8 @@
 One study per target (`calibrate/<variant>`, `blend/<name>`): one trial per (candidate, outer fold) with
 the fitted parameters (temperature, α, offsets or thresholds) as params and the held-out score as the
 value, plus one trial per candidate refitted on all folds (user attribute fold = "all", value = the
-candidate's nested-CV mean). A re-run replaces the study, so the storage shows the latest run.
+candidate's nested-CV mean). A re-run replaces the study, so the storage shows the latest run; the
+stages hold `kit.studies.exclusive_studies` while they do, so two runs never interleave.
 """
 
 from __future__ import annotations
@@ -17,21 +18,11 @@ from optuna.distributions import FloatDistribution
 
 from kit.decision.rules import Decision
 from kit.decision.select import Selection
+from kit.studies import quiet_optuna
 
 TEMPERATURE = FloatDistribution(0.01, 100.0, log=True)
 ALPHA = FloatDistribution(-10.0, 10.0)
 THRESHOLD = FloatDistribution(0.0, 2.0)
-
-
-@contextlib.contextmanager
-def quiet_optuna():
-    """Silence Optuna's one-line-per-study log for the duration; the kit prints its own table."""
-    before = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        yield
-    finally:
-        optuna.logging.set_verbosity(before)
 
 
 def decision_params(decision: Decision) -> tuple[dict[str, float], dict[str, FloatDistribution]]:
@@ -77,21 +68,3 @@ def selection_trials(selection: Selection) -> list[optuna.trial.FrozenTrial]:
                                 chosen=name == selection.choice.chosen))
     return trials
 
-
-def open_storage(url: str) -> str:
-    """Check that the storage opens before any long computation (the parent folder of a SQLite file is
-    created); KitError naming the key if not."""
-    from pathlib import Path
-
-    from kit.errors import KitError
-
-    prefix = "sqlite:///"
-    if url.startswith(prefix) and url[len(prefix):] not in ("", ":memory:"):
-        Path(url[len(prefix):]).parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with quiet_optuna():
-            optuna.storages.RDBStorage(url)
-    except Exception as exc:  # noqa: BLE001 - any driver or URL problem becomes one line
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise KitError(f"calibrate.storage = '{url}': cannot open it ({first}); use a SQLAlchemy URL such as sqlite:///oof/optuna.db") from None
-    return url

@@ -21,14 +21,15 @@ from kit.artifacts import OOF, check_against_folds, check_same_classes, load_oof
 from kit.config import CompetitionConfig, resolve_variants
 from kit.decision.calibration import class_prior
 from kit.decision.candidates import FitContext, candidates_for
-from kit.decision.metrics import build_metric, trivial_baseline, trivial_prediction
+from kit.decision.metrics import Metric, build_metric, trivial_baseline, trivial_prediction
 from kit.decision.nested import as_report, choose, nested_cv
-from kit.decision.record import fit_trial, open_storage, write_study
+from kit.decision.record import fit_trial, write_study
 from kit.decision.select import check_nested_inputs
 from kit.ensemble.aggregate import TEST_AGGREGATION, aggregate_predict
 from kit.ensemble.pipeline import Blend, Member, fit_blends
 from kit.ensemble.weights import WEIGHTINGS
 from kit.errors import KitError
+from kit.studies import exclusive_studies, open_storage
 
 BLEND_RULES = {"multi-class": ["argmax", "bayes", "offsets"], "multi-label": ["threshold_0.5", "closed_form", "thresholds"]}
 
@@ -41,9 +42,6 @@ def blend(cfg: CompetitionConfig, variants: list[str] | None, name: str = "blend
     """Nested-CV table of every (weighting, rule), the chosen blend refitted on all folds, the submission,
     the blended OOF, its decision, an Optuna study and three PNGs."""
     from kit.data.sources import open_source
-    from kit.plots import confusion_png, per_class_png, reliability_png
-    from kit.progress import make_progress
-    from kit.submission import write_submission
 
     console = console or Console()
     if not name or any(ch in name for ch in "/\\ "):
@@ -71,7 +69,21 @@ def blend(cfg: CompetitionConfig, variants: list[str] | None, name: str = "blend
     labels = source.train_labels_for(ref.ids, cfg.data.dir)
     for n in names:
         check_nested_inputs(oofs[n].logits, labels, fold, classes, cfg.task, str(paths[n]))
-    open_storage(cfg.calibrate.storage)
+    with exclusive_studies(cfg.calibrate.storage, [f"blend/{name}"]):
+        storage = open_storage(cfg.calibrate.storage)  # checked before the long computation
+        return _fit_and_write(cfg, name, names, oofs, labels, bool(source.synthetic), metric, storage, console)
+
+
+def _fit_and_write(cfg: CompetitionConfig, name: str, names: list[str], oofs: dict[str, OOF], labels: np.ndarray, synthetic: bool,
+                   metric: Metric, storage, console: Console) -> Path:
+    """The nested CV of every (weighting, rule), the refit of the chosen pair, and every file the stage writes."""
+    from kit.plots import confusion_png, per_class_png, reliability_png
+    from kit.progress import make_progress
+    from kit.submission import write_submission
+
+    ref = oofs[names[0]]
+    classes = ref.classes.astype(str).tolist()
+    fold = ref.fold.astype(np.int64)
     task = cfg.task
     members = [Member(n, oofs[n].logits, oofs[n].test_logits, oofs[n].train_prior) for n in names]
     context = FitContext(task, tuple(classes), metric, np.ones(len(classes)) / len(classes), cfg.calibrate)
@@ -140,7 +152,7 @@ def blend(cfg: CompetitionConfig, variants: list[str] | None, name: str = "blend
         "decision": final_blend.decision.to_dict(),
         "test_aggregation": TEST_AGGREGATION,
         "in_sample_score": metric.score(labels, oof_pred),
-        "synthetic": bool(source.synthetic),
+        "synthetic": synthetic,
     }
     out = write_submission(test_pred, ref.test_ids.astype(str), classes, cfg, name, provenance)
 
@@ -154,7 +166,7 @@ def blend(cfg: CompetitionConfig, variants: list[str] | None, name: str = "blend
     oof_path = cfg.paths.oof / f"blend_{name}.npz"
     save_oof(oof_path, blended, {"blend": name, **{k: v for k, v in provenance.items() if k != "nested_cv_table"}})
     final_blend.decision.with_(fitted_on=oof_fingerprint(blended)).save(cfg.paths.oof / f"blend_{name}.decision.json")
-    write_study(cfg.calibrate.storage, f"blend/{name}", _trials(per_fold, nested, final_blend, weighting, rule),
+    write_study(storage, f"blend/{name}", _trials(per_fold, nested, final_blend, weighting, rule),
                 {"blend": name, "chosen": choice.chosen, "variants": names})
 
     trivial_pred = trivial_prediction(labels, task)

@@ -18,17 +18,19 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from kit.artifacts import check_against_folds, load_oof, oof_fingerprint, read_meta, require_metric
+from kit.artifacts import OOF, check_against_folds, load_oof, oof_fingerprint, read_meta, require_metric
 from kit.config import CompetitionConfig
-from kit.decision.candidates import FitContext, candidates_for
-from kit.decision.metrics import build_metric
+from kit.decision.candidates import Candidate, FitContext, candidates_for
+from kit.decision.metrics import Metric, build_metric
 from kit.decision.nested import as_report
-from kit.decision.record import open_storage, selection_trials, write_study
+from kit.decision.record import selection_trials, write_study
+from kit.decision.rules import Decision
 from kit.decision.select import Selection, check_nested_inputs, select_decision
 from kit.errors import KitError
 from kit.files import write_json
 from kit.plots import per_class_png
 from kit.progress import make_progress
+from kit.studies import exclusive_studies, open_storage
 
 
 def find_oof_paths(cfg: CompetitionConfig, oof: list[Path] | None = None, variants: list[str] | None = None) -> list[Path]:
@@ -43,9 +45,10 @@ def find_oof_paths(cfg: CompetitionConfig, oof: list[Path] | None = None, varian
     return found
 
 
-def calibrate(cfg: CompetitionConfig, oof_paths: list[Path], console: Console | None = None) -> dict:
+def calibrate(cfg: CompetitionConfig, oof_paths: list[Path], console: Console | None = None) -> dict[str, Decision]:
     """For each OOF file: the candidates' nested-CV table, the chosen decision saved beside the OOF, a
-    report JSON, a per-class PNG and an Optuna study. Every input is checked before anything is written."""
+    report JSON, a per-class PNG and an Optuna study. Every input is checked before anything is written,
+    and the studies are held for the whole run (a second run on the same storage is refused)."""
     from kit.data.sources import open_source
 
     console = console or Console()
@@ -72,43 +75,46 @@ def calibrate(cfg: CompetitionConfig, oof_paths: list[Path], console: Console | 
         labels = source.train_labels_for(oof.ids, path)
         check_nested_inputs(oof.logits, labels, oof.fold, classes, cfg.task, str(path))
         targets.append((path, oof, labels, classes))
-    open_storage(cfg.calibrate.storage)
+    with exclusive_studies(cfg.calibrate.storage, [f"calibrate/{path.stem}" for path, *_ in targets]):
+        storage = open_storage(cfg.calibrate.storage)  # checked before the long computation
+        return {path.stem: _calibrate_target(cfg, metric, candidates, storage, path, oof, labels, classes, console) for path, oof, labels, classes in targets}
 
-    decisions = {}
-    for path, oof, labels, classes in targets:
-        name = path.stem
-        context = FitContext(cfg.task, tuple(classes), metric, oof.train_prior, cfg.calibrate)
-        n_folds = len(np.unique(oof.fold))
-        with make_progress(console) as progress:
-            bar = progress.add_task(f"calibrate {name}: {len(candidates)} candidates × {n_folds} folds + refit", total=n_folds + 1)
-            selection = select_decision(oof.logits, labels, oof.fold, context, candidates, on_fit=partial(progress.advance, bar))
-        decision = selection.decision.with_(fitted_on=oof_fingerprint(oof))
-        trivial = selection.scores["trivial"]
-        report = {
-            "target": name, "task": cfg.task, "metric": metric.params(), "n_folds": n_folds, "fitted_on": decision.fitted_on,
-            "selection": selection.choice.rule, "rows": as_report(selection.scores, selection.choice, {c.name: c.label for c in candidates}),
-            "in_sample": selection.in_sample, "nested_cv": {k: s.mean for k, s in selection.scores.items()},
-            "trivial_baseline": {"nested_cv": trivial.mean, "se": trivial.se},
-            "chosen": selection.choice.chosen, "chosen_nested_cv": selection.scores[selection.choice.chosen].mean,
-            "best": selection.choice.best, "temperature": decision.temperature, "alpha": decision.alpha,
-            "fitted_per_fold": {str(k): {c: _fitted(d) for c, d in fitted.items()} for k, fitted in selection.per_fold.items()},
-            "storage": cfg.calibrate.storage, "study": f"calibrate/{name}",
-        }
-        print_selection(console, f"{name}: competition metric {metric.describe()} by decision rule", selection, n_folds)
-        out = path.with_name(f"{name}.decision.json")
-        decision.save(out)
-        write_json(path.with_name(f"{name}.calibration.json"), report)
-        write_study(cfg.calibrate.storage, f"calibrate/{name}", selection_trials(selection), {"target": name, "chosen": selection.choice.chosen})
-        png = per_class_png(
-            metric.per_class(labels, decision.predict(oof.logits)),
-            metric.per_class(labels, selection.final["trivial"].predict(oof.logits)),
-            classes, path.with_name(f"{name}.per_class.png"),
-            title=f"{name}: OOF score per class, rule '{selection.choice.chosen}' (refit on all folds) vs trivial baseline",
-        )
-        console.print(f"wrote {out}, {path.with_name(f'{name}.calibration.json')} and {png}", soft_wrap=True, highlight=False)
-        console.print(f"Optuna study 'calibrate/{name}' in {cfg.calibrate.storage} (`kit dashboard`)", soft_wrap=True, highlight=False)
-        decisions[name] = decision
-    return decisions
+
+def _calibrate_target(cfg: CompetitionConfig, metric: Metric, candidates: list[Candidate], storage, path: Path, oof: OOF, labels: np.ndarray,
+                      classes: list[str], console: Console) -> Decision:
+    """One variant: the nested-CV selection, then its decision, report, study and picture."""
+    name = path.stem
+    context = FitContext(cfg.task, tuple(classes), metric, oof.train_prior, cfg.calibrate)
+    n_folds = len(np.unique(oof.fold))
+    with make_progress(console) as progress:
+        bar = progress.add_task(f"calibrate {name}: {len(candidates)} candidates × {n_folds} folds + refit", total=n_folds + 1)
+        selection = select_decision(oof.logits, labels, oof.fold, context, candidates, on_fit=partial(progress.advance, bar))
+    decision = selection.decision.with_(fitted_on=oof_fingerprint(oof))
+    trivial = selection.scores["trivial"]
+    report = {
+        "target": name, "task": cfg.task, "metric": metric.params(), "n_folds": n_folds, "fitted_on": decision.fitted_on,
+        "selection": selection.choice.rule, "rows": as_report(selection.scores, selection.choice, {c.name: c.label for c in candidates}),
+        "in_sample": selection.in_sample, "nested_cv": {k: s.mean for k, s in selection.scores.items()},
+        "trivial_baseline": {"nested_cv": trivial.mean, "se": trivial.se},
+        "chosen": selection.choice.chosen, "chosen_nested_cv": selection.scores[selection.choice.chosen].mean,
+        "best": selection.choice.best, "temperature": decision.temperature, "alpha": decision.alpha,
+        "fitted_per_fold": {str(k): {c: _fitted(d) for c, d in fitted.items()} for k, fitted in selection.per_fold.items()},
+        "storage": cfg.calibrate.storage, "study": f"calibrate/{name}",
+    }
+    print_selection(console, f"{name}: competition metric {metric.describe()} by decision rule", selection, n_folds)
+    out = path.with_name(f"{name}.decision.json")
+    decision.save(out)
+    write_json(path.with_name(f"{name}.calibration.json"), report)
+    write_study(storage, f"calibrate/{name}", selection_trials(selection), {"target": name, "chosen": selection.choice.chosen})
+    png = per_class_png(
+        metric.per_class(labels, decision.predict(oof.logits)),
+        metric.per_class(labels, selection.final["trivial"].predict(oof.logits)),
+        classes, path.with_name(f"{name}.per_class.png"),
+        title=f"{name}: OOF score per class, rule '{selection.choice.chosen}' (refit on all folds) vs trivial baseline",
+    )
+    console.print(f"wrote {out}, {path.with_name(f'{name}.calibration.json')} and {png}", soft_wrap=True, highlight=False)
+    console.print(f"Optuna study 'calibrate/{name}' in {cfg.calibrate.storage} (`kit dashboard`)", soft_wrap=True, highlight=False)
+    return decision
 
 
 def print_selection(console: Console, title: str, selection: Selection, n_folds: int) -> None:
@@ -135,12 +141,3 @@ def _fitted(decision) -> dict:
     d = decision.to_dict()
     return {k: d[k] for k in ("temperature", "alpha", "offsets", "thresholds")}
 
-
-def dashboard(cfg: CompetitionConfig, host: str = "127.0.0.1", port: int = 8080, console: Console | None = None) -> None:
-    """Serve optuna-dashboard on the decision layer's storage until interrupted."""
-    import optuna_dashboard
-
-    console = console or Console()
-    storage = open_storage(cfg.calibrate.storage)
-    console.print(f"optuna-dashboard on {storage}: http://{host}:{port}/  (Ctrl-C stops it)", highlight=False)
-    optuna_dashboard.run_server(storage, host=host, port=port)

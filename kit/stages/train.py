@@ -1,19 +1,16 @@
-"""Stage `kit train`: every (variant, fold) job, then the OOF of each variant whose folds are all done."""
+"""Stage `kit train`: every (variant, fold) job on an executor, then the OOF of each variant whose folds are all done."""
 
 from __future__ import annotations
 
-import os
-
-import torch
 from rich.console import Console
 
 from kit.config import CompetitionConfig, load_model
 from kit.data.folds import load_fold_assignment
 from kit.data.sources import open_source
 from kit.errors import KitError
+from kit.executors import EXECUTORS, Job
 from kit.files import ensure_writable_dir
 from kit.training.assemble import assemble_oof
-from kit.training.loop import train_fold
 from kit.training.losses import check_recipe_for_task
 
 
@@ -25,9 +22,25 @@ def train(
     *,
     stop_after_epoch: int | None = None,
     console: Console | None = None,
+    executor: str = "local",
+    address: str | None = None,
+    cpus_per_job: int | None = None,
+    gpus_per_job: float | None = None,
 ) -> None:
-    """Stage `kit train`: every variant × fold job, then the OOF of each variant whose folds are all done."""
+    """Stage `kit train`: every variant × fold job, then the OOF of each variant whose folds are all done.
+
+    `executor` "local" runs the jobs one after another here; "ray" runs them as Ray tasks (local Ray,
+    or the cluster at `address`). `cpus_per_job` sets each job's torch threads (and, on Ray, the cores
+    it reserves; default 1 there, all cores locally); `gpus_per_job` (Ray only) defaults to one GPU per
+    job when the cluster has GPUs. A variant's OOF is written as soon as its last fold finishes.
+    """
     console = console or Console()
+    if executor not in EXECUTORS:
+        raise KitError(f"--executor {executor!r}: use one of {', '.join(EXECUTORS)}")
+    if executor == "local" and (address is not None or gpus_per_job is not None):
+        raise KitError("--address and --gpus-per-job are for --executor ray")
+    if cpus_per_job is not None and cpus_per_job < 1:
+        raise KitError(f"--cpus-per-job {cpus_per_job}: give 1 or more cores")
     mcfgs = [load_model(name, cfg) for name in variants]  # fail on a bad config before any training
     source = open_source(cfg)
     fold_of = load_fold_assignment(cfg, source.train.ids)
@@ -42,15 +55,20 @@ def train(
         check_recipe_for_task(mcfg, source.task, cfg.source_file)
     for folder in (cfg.paths.runs, cfg.paths.oof, cfg.paths.cache):  # a read-only output fails now, not after training
         ensure_writable_dir(folder)
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS, read at CUDA init
-    was_deterministic, was_benchmark = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.cudnn.benchmark = False
-    try:
-        for mcfg in mcfgs:
-            for k in fold_list:
-                train_fold(cfg, mcfg, source, fold_of, k, resume=resume, console=console, stop_after_epoch=stop_after_epoch)
-            assemble_oof(cfg, mcfg, source, fold_of, console=console)
-    finally:
-        torch.use_deterministic_algorithms(was_deterministic)
-        torch.backends.cudnn.benchmark = was_benchmark
+    jobs = [Job(cfg, mcfg, k, resume, stop_after_epoch, cpus_per_job) for mcfg in mcfgs for k in fold_list]
+    if executor == "ray":
+        try:
+            from kit.executors.ray import run_ray
+        except ImportError:
+            raise KitError("--executor ray: Ray is not installed; run `make setup` or `pip install -e '.[ray]'`") from None
+
+        results = run_ray(jobs, source, console, address=address, cpus_per_job=cpus_per_job or 1, gpus_per_job=gpus_per_job)
+    else:
+        from kit.executors.local import run_local
+
+        results = run_local(jobs, source, fold_of, console)
+    remaining = {mcfg.name: len(fold_list) for mcfg in mcfgs}
+    for result in results:
+        remaining[result.job.mcfg.name] -= 1
+        if remaining[result.job.mcfg.name] == 0:
+            assemble_oof(cfg, result.job.mcfg, source, fold_of, console=console)

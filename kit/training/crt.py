@@ -26,7 +26,7 @@ from kit.errors import KitError
 from kit.models import classifier_of
 from kit.progress import make_progress
 from kit.training.dataset import to_model_input
-from kit.training.device import autocast
+from kit.training.device import pick_precision
 from kit.training.losses import softmax_cross_entropy
 from kit.training.samplers import sample_weights, sampler_prior
 
@@ -37,12 +37,13 @@ def classifier_inputs(model: nn.Module, images: np.ndarray, indices: np.ndarray,
     model.eval()
     captured: list[torch.Tensor] = []
     hook = classifier_of(model).register_forward_hook(lambda _m, inputs, _out: captured.append(inputs[0].detach().float()))
+    precision = pick_precision(device, mcfg.amp)
     try:
         batch_size = max(mcfg.batch_size, 64)
         for start in range(0, len(indices), batch_size):
             idx = np.asarray(indices[start : start + batch_size])
             x = torch.from_numpy(np.array(images[idx], dtype=np.uint8))[:, None].to(device, non_blocking=True)
-            with autocast(device, mcfg):
+            with precision.autocast():
                 model(to_model_input(x, mcfg.in_chans, mcfg.channels_last))
     finally:
         hook.remove()

@@ -29,7 +29,6 @@ import torch
 from rich.console import Console
 from rich.progress import TextColumn
 from torch import nn
-from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
 
 from kit.config import CompetitionConfig, ModelConfig, model_file
 from kit.data.cache import cached_images
@@ -43,13 +42,16 @@ from kit.plots import training_curves_png
 from kit.progress import make_progress
 from kit.training.augment import make_mixer
 from kit.training.crt import rebalance_classifier
-from kit.training.dataset import CachedDataset, collate_uint8, to_model_input
-from kit.training.device import autocast, pick_device
+from kit.training.dataset import CachedDataset, to_model_input
+from kit.training.device import Precision, pick_device, pick_precision, prepare_model
 from kit.training.heads import use_cosine_head
 from kit.training.identity import BEST_KEYS, LAST_KEYS, fold_identity, identity_changes, read_checkpoint, read_preds, retrain_hint
+from kit.training.loader import make_train_loader
 from kit.training.losses import make_loss, prior_basis, recipe_prior
 from kit.training.optim import build_optimizer
 from kit.training.samplers import class_prior, sample_weights
+
+SYNC_EVERY = 16  # training steps between reads of the running loss (host syncs on a GPU)
 
 
 def job_seed(seed: int, variant: str, fold: int, epoch: int) -> int:
@@ -88,12 +90,13 @@ def predict_logits(
     """float32 (len(indices), C) logits; with tta_hflip the mean of image and mirrored image."""
     model.eval()
     batch_size = batch_size or max(mcfg.batch_size, 64)
+    precision = pick_precision(device, mcfg.amp)
     out = []
     for start in range(0, len(indices), batch_size):
         idx = np.asarray(indices[start : start + batch_size])
         x = torch.from_numpy(np.array(images[idx], dtype=np.uint8))[:, None].to(device, non_blocking=True)
         x = to_model_input(x, mcfg.in_chans, mcfg.channels_last)
-        with autocast(device, mcfg):
+        with precision.autocast():
             logits = model(x).float()
             if mcfg.tta_hflip:
                 logits = (logits + model(x.flip(-1)).float()) / 2
@@ -227,8 +230,8 @@ def train_fold(
     weights = sample_weights(y_train, mcfg.sampler_power)
     target_prior = class_prior(y_train, task)
 
-    if mcfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model, step_model = prepare_model(model, mcfg)
+    precision = pick_precision(device, mcfg.amp)
     ema = WeightEMA(model, mcfg.ema_decay) if mcfg.ema_decay > 0 else None
     optimizer = build_optimizer(model, mcfg, device)
     dataset = CachedDataset(
@@ -238,8 +241,8 @@ def train_fold(
     drop_last = len(train_idx) > mcfg.batch_size
     batches_per_epoch = len(train_idx) // mcfg.batch_size if drop_last else 1
     scheduler = _make_scheduler(optimizer, mcfg, math.ceil(batches_per_epoch / mcfg.grad_accum_steps))
-    use_scaler = device.type == "cuda" and mcfg.amp and not torch.cuda.is_bf16_supported()
-    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+    scaler = precision.grad_scaler()
+    loader, sampler = make_train_loader(dataset, weights if mcfg.sampler_power > 0 else None, mcfg, device, drop_last, job_seed(cfg.seed, mcfg.name, fold, -3))
     state = FoldState()
 
     if resume and last_path.is_file():
@@ -280,21 +283,11 @@ def train_fold(
                 _scale_lr(optimizer, scheduler, mcfg.unfreeze_lr_factor)
         seed = job_seed(cfg.seed, mcfg.name, fold, epoch)
         torch.manual_seed(seed)
-        generator = torch.Generator().manual_seed(seed)
-        dataset.set_epoch_seed(seed)
+        sampler.set_epoch(seed)
         loss_fn = make_loss(mcfg, task, y_train, device, epoch)  # deferred re-weighting changes it per epoch
         train_prior = recipe_prior(y_train, weights, mcfg, task, epoch)
-        if mcfg.sampler_power > 0:
-            sampler = WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double), len(train_idx), replacement=True, generator=generator)
-        else:
-            sampler = RandomSampler(dataset, generator=generator)
-        loader = DataLoader(
-            dataset, batch_size=mcfg.batch_size, sampler=sampler, drop_last=drop_last,
-            num_workers=mcfg.num_workers, pin_memory=device.type == "cuda",
-            persistent_workers=False, worker_init_fn=dataset.worker_init if mcfg.num_workers else None, collate_fn=collate_uint8,
-        )
         train_loss = _train_epoch(
-            model, loader, loss_fn, optimizer, scheduler, scaler, ema, mcfg, device, console,
+            step_model, loader, loss_fn, optimizer, scheduler, scaler, ema, mcfg, device, precision, console,
             f"{mcfg.name} f{fold} e{epoch + 1}/{mcfg.epochs}", make_mixer(mcfg, len(classes), task, seed),
         )
         eval_model = ema.module if ema is not None else model
@@ -330,7 +323,7 @@ def train_fold(
         _save_torch(last_path, {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(), "ema": ema.module.state_dict() if ema is not None else None,
-            "state": state.__dict__, "torch_rng": torch.get_rng_state(), "sampler_generator": generator.get_state(),
+            "state": state.__dict__, "torch_rng": torch.get_rng_state(), "sampler_generator": sampler.generator.get_state(),
             "identity": identity,
         })
         if stop_after_epoch is not None and state.epoch >= stop_after_epoch and not state.finished and state.epoch < mcfg.epochs:
@@ -386,31 +379,32 @@ def _scale_lr(optimizer, scheduler, factor: float) -> None:
         scheduler.base_lrs = [lr * factor for lr in scheduler.base_lrs]
 
 
-def _train_epoch(model, loader, loss_fn, optimizer, scheduler, scaler, ema, mcfg, device, console, description, mixer=None) -> dict:
-    """One pass over the loader; the optimizer steps every `grad_accum_steps` batches (the last group may be
-    shorter: its loss is averaged over the batches it has, as in timm's train.py)."""
+def _train_epoch(model, loader, loss_fn, optimizer, scheduler, scaler, ema, mcfg, device, precision: Precision, console, description, mixer=None) -> dict:
+    """One epoch; the optimizer steps every `grad_accum_steps` batches (the last group may be shorter: its
+    loss is averaged over the batches it has, as in timm's train.py). The loss is summed on the device and
+    read back (one host sync) every SYNC_EVERY steps and at the end: a `.item()` per step would make a GPU
+    wait for every step before the next is queued. A non-finite loss is still caught within SYNC_EVERY
+    steps, before any checkpoint is written."""
     model.train()
-    total_loss, seen = 0.0, 0
-    accum, n_batches = mcfg.grad_accum_steps, len(loader)
+    loss_sum, seen, steps = torch.zeros((), dtype=torch.float64, device=device), 0, len(loader)
+    accum = mcfg.grad_accum_steps
     t0 = time.perf_counter()
-    progress = make_progress(console, TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[ips]:.0f} img/s"))
+    progress = make_progress(console, TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[ips]:.0f} img/s"), refresh_per_second=2)
     optimizer.zero_grad(set_to_none=True)
     with progress:
-        task = progress.add_task(description, total=n_batches, loss=float("nan"), ips=0.0)
-        for i, (x, y) in enumerate(loader):
+        task = progress.add_task(description, total=steps, loss=float("nan"), ips=0.0)
+        for step, (x, y) in enumerate(loader, 1):
             x = to_model_input(x.to(device, non_blocking=True), mcfg.in_chans, mcfg.channels_last)
             y = y.to(device, non_blocking=True)
             if mixer is not None:
                 x, y = mixer(x, y)
-            with autocast(device, mcfg):
+            with precision.autocast():
                 logits = model(x)
             loss = loss_fn(logits, y)
-            if not torch.isfinite(loss):
-                raise KitError(f"variant '{mcfg.name}': training loss became {loss.item()}; lower lr in {model_file(mcfg)}")
-            group_start = i - i % accum
-            group_size = min(accum, n_batches - group_start)
+            group_start = (step - 1) - (step - 1) % accum
+            group_size = min(accum, steps - group_start)
             scaler.scale(loss / group_size).backward()
-            if i + 1 == group_start + group_size:
+            if step == group_start + group_size:
                 if mcfg.grad_clip > 0:
                     scaler.unscale_(optimizer)
                     nn.utils.clip_grad_norm_(model.parameters(), mcfg.grad_clip)
@@ -421,9 +415,14 @@ def _train_epoch(model, loader, loss_fn, optimizer, scheduler, scaler, ema, mcfg
                     ema.update(model)
                 if mcfg.scheduler == "cosine":
                     scheduler.step()
-            total_loss += loss.item() * len(x)
+            loss_sum += loss.detach().double() * len(x)
             seen += len(x)
-            progress.update(task, advance=1, loss=total_loss / seen, ips=seen / max(time.perf_counter() - t0, 1e-9))
+            if step % SYNC_EVERY == 0 or step == steps:
+                total_loss = loss_sum.item()
+                if not math.isfinite(total_loss):
+                    raise KitError(f"variant '{mcfg.name}': training loss became {total_loss}; lower lr in {model_file(mcfg)}")
+                progress.update(task, completed=step, loss=total_loss / seen, ips=seen / max(time.perf_counter() - t0, 1e-9))
+    total_loss = loss_sum.item()
     return {"loss": total_loss / max(seen, 1), "images_per_s": seen / max(time.perf_counter() - t0, 1e-9)}
 
 
