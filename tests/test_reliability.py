@@ -246,6 +246,16 @@ def test_resume_after_the_metric_changed_names_it(trained, tmp_path, capsys):
     assert_one_line_error(code, err, "preds.npz", "metric changed")
 
 
+def test_loader_worker_keys_do_not_change_a_jobs_identity():
+    from kit.config import ModelConfig
+    from kit.training.identity import job_identity
+
+    base = ModelConfig(name="t")
+    same = base.model_copy(update={"num_workers": 4, "persistent_workers": False, "prefetch_factor": 8})
+    other = base.model_copy(update={"lr": base.lr * 2})
+    assert job_identity(same, {}) == job_identity(base, {}) != job_identity(other, {})
+
+
 def test_resume_with_unchanged_inputs_skips_every_fold(trained, tmp_path, capsys):
     root = clone(trained, tmp_path)  # moved to another folder: still the same inputs
     before = snapshot(root, "runs")

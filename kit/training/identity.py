@@ -55,10 +55,16 @@ def fold_data_fingerprint(source: DataSource, fold_of: np.ndarray, fold: int) ->
     }
 
 
+# How a job is run, not what it computes: loader workers re-seed exactly as the main process would
+# (kit.training.loader), so changing these keeps a finished fold valid.
+EXECUTION_ONLY_KEYS = frozenset({"num_workers", "persistent_workers", "prefetch_factor"})
+
+
 def job_identity(mcfg: ModelConfig, data_fingerprint: dict[str, str], extra: dict[str, Any] | None = None) -> dict[str, str]:
-    """{part: digest} of everything a job's result depends on: model config, data, and `extra` fields
-    (each compared on its own, so a mismatch can say which part changed)."""
-    identity = {"model config": _digest(mcfg.model_dump(mode="json")), **data_fingerprint}
+    """{part: digest} of everything a job's result depends on: model config (but its execution-only keys),
+    data, and `extra` fields (each compared on its own, so a mismatch can say which part changed)."""
+    recipe = mcfg.model_dump(mode="json", exclude=set(EXECUTION_ONLY_KEYS))
+    identity = {"model config": _digest(recipe), **data_fingerprint}
     identity.update({name: _digest(value) for name, value in (extra or {}).items()})
     return identity
 
