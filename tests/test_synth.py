@@ -135,3 +135,28 @@ def test_synth_cli_pointed_at_a_file_is_one_line_exit_2(tmp_path, monkeypatch, c
     code, out, err = _kit_in_process(["synth", str(tmp_path / "r"), *small, "--difficulty", "realistic"], monkeypatch, capsys)
     assert code == 0, err
     assert "realistic" in out and json.loads((tmp_path / "r" / "synth.json").read_text())["difficulty"] == "realistic"
+
+
+def test_calibration_step_moves_each_factor_towards_its_target():
+    """benchmarks/synth_difficulty: below target -> more contrast, above -> less; a rare class whose
+    bootstrap interval covers its target keeps its factor (its AUC is noise, not a signal to chase)."""
+    from benchmarks.synth_difficulty import CHEXNET_AUC, update_contrast
+
+    def row(n_train: int, contrast: float, auc: float, interval: tuple[float, float]) -> dict:
+        return {"n_train": n_train, "contrast": contrast, "auc": auc, "bootstrap_90": list(interval)}
+
+    def round_(auc_of: dict[str, float], factor: float) -> dict:
+        table = {f: row(500, factor, 0.85, (0.83, 0.87)) for f in FINDING_NAMES}
+        for f, (n, auc, interval) in auc_of.items():
+            table[f] = row(n, factor, auc, interval)
+        return {"table": table}
+
+    low, high, rare = "Infiltration", "Emphysema", "Hernia"
+    first = round_({low: (600, 0.60, (0.58, 0.62)), high: (500, 0.99, (0.98, 1.0)), rare: (13, 0.80, (0.55, 0.99))}, 1.0)
+    nxt = update_contrast([first])
+    assert nxt[low] > 1.0 and nxt[high] < 1.0 and nxt[rare] == 1.0
+    # a second round on the line through both points: the step lands between them when the target lies between
+    second = round_({low: (600, CHEXNET_AUC[low] + 0.1, (0.8, 0.83)), high: (500, 0.99, (0.98, 1.0)), rare: (13, 0.999, (0.998, 1.0))}, 1.0)
+    second["table"][low]["contrast"] = nxt[low]
+    third = update_contrast([first, second])
+    assert 1.0 < third[low] < nxt[low] and third[rare] < 1.0
