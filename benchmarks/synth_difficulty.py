@@ -40,6 +40,7 @@ from kit.stages.train import train
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"  # working files (rounds so far), not tracked
 REPORT = REPO / "benchmarks" / "synth_difficulty_results"  # .md and .json: the measured table, tracked
+ROUNDS = RESULTS / "synth_difficulty_rounds.json"
 REFERENCE = "reference_ce"
 # Per-class test AUCs of a CheXNet reproduction (DenseNet-121, 224 px, real NIH test images).
 CHEXNET_AUC = {
@@ -121,8 +122,11 @@ def run_round(work: Path, contrast: dict[str, float], n_train: int, n_test: int,
             "fold_std": round(float(np.nanstd(per_fold[:, c])), 4) if len(per_fold) > 1 else None,
             "within": None if name == "No Finding" else within_target(name, float(auc[c])),
         }
+    oof_meta = work / "oof" / f"{REFERENCE}.json"  # written by `kit train` once all 5 folds exist
+    score = json.loads(oof_meta.read_text())["oof_metrics_closed_form_rule"] if oof_meta.is_file() else {}
     return {
         "table": table, "macro_auc": round(float(np.nanmean(auc)), 4), "train_seconds": round(seconds, 1),
+        "oof_score": score.get("score"), "trivial_baseline": score.get("trivial_baseline"),
         "minutes": round((time.perf_counter() - start) / 60, 1), "folds": folds if folds is not None else list(range(5)),
     }
 
@@ -167,17 +171,23 @@ def update_contrast(history: list[dict]) -> dict[str, float]:
     return out
 
 
-def markdown(result: dict) -> str:
-    """The target-vs-reached table with N and the noise of each row, and the run's conditions."""
+def markdown(result: dict, others: dict[str, dict] | None = None) -> str:
+    """The target-vs-reached table with N and the noise of each row, and the run's conditions.
+
+    `others`: measurements of the same table with other seeds (other data, other folds), one AUC
+    column each: how far a row moves between seeds.
+    """
     cond = result["conditions"]
+    others = others or {}
     lines = [
         f"Realistic preset, reference recipe `{REFERENCE}` ({cond['recipe']}); {cond['n_train']} train images at {cond['size']} px, "
         f"seed {cond['seed']}, folds {cond['folds']} of 5, {cond['epochs']} epochs; one-vs-rest AUC of the out-of-fold softmax "
         f"probabilities; {cond['minutes']} min on {cond['machine']}. Target: CheXNet reproduction ±{TOLERANCE}, or {OTHER_RANGE[0]}–{OTHER_RANGE[1]} "
-        "for the five classes it lacks. 90% interval: image bootstrap; fold sd: spread of the per-fold AUCs.",
+        "for the five classes it lacks. 90% interval: image bootstrap; fold sd: spread of the per-fold AUCs"
+        + (f"; seed columns: the same table measured on the data and folds of other seeds ({', '.join(others)})." if others else "."),
         "",
-        "| class | N train | contrast | target | reached | 90% interval | fold sd | within |",
-        "|---|---:|---:|---:|---:|---:|---:|:---:|",
+        "| class | N train | contrast | target | reached | 90% interval | fold sd | within |" + "".join(f" seed {s} |" for s in others),
+        "|---|---:|---:|---:|---:|---:|---:|:---:|" + "---:|" * len(others),
     ]
     for name, row in result["table"].items():
         target = "—" if row["target"] is None else (f"{row['target']:.3f}" if name in CHEXNET_AUC else f"{OTHER_RANGE[0]:.2f}–{OTHER_RANGE[1]:.2f}")
@@ -185,9 +195,14 @@ def markdown(result: dict) -> str:
         within = "—" if row["within"] is None else ("yes" if row["within"] else "no")
         lo, hi = row["bootstrap_90"]
         sd = "—" if row["fold_std"] is None else f"{row['fold_std']:.3f}"
-        lines.append(f"| {name} | {row['n_train']} | {contrast} | {target} | {row['auc']:.3f} | {lo:.3f}–{hi:.3f} | {sd} | {within} |")
-    hits = [r["within"] for r in result["table"].values() if r["within"] is not None]
-    lines += ["", f"Within target: {sum(hits)} of {len(hits)} classes; macro AUC {result['macro_auc']:.3f} (all 20 classes)."]
+        extra = "".join(f" {other['table'][name]['auc']:.3f} |" for other in others.values())
+        lines.append(f"| {name} | {row['n_train']} | {contrast} | {target} | {row['auc']:.3f} | {lo:.3f}–{hi:.3f} | {sd} | {within} |{extra}")
+    for label, res in {f"seed {cond['seed']}": result, **{f"seed {s}": o for s, o in others.items()}}.items():
+        hits = [r["within"] for r in res["table"].values() if r["within"] is not None]
+        line = f"{label}: within target {sum(hits)} of {len(hits)} classes; macro AUC {res['macro_auc']:.3f} (all 20 classes)"
+        if res.get("oof_score") is not None:
+            line += f"; OOF competition score {res['oof_score']:.3f} under the kit's closed-form rule (trivial baseline {res['trivial_baseline']:.3f})"
+        lines.append(("" if label != f"seed {cond['seed']}" else "\n") + line + ".")
     return "\n".join(lines) + "\n"
 
 
@@ -198,37 +213,55 @@ def _conditions(args, result: dict) -> dict:
     return {
         "n_train": args.n_train, "n_test": args.n_test, "size": args.size, "seed": args.seed, "folds": result["folds"],
         "epochs": mcfg.epochs, "recipe": f"{mcfg.backbone} {mcfg.image_size} px, loss {mcfg.loss}, sampler power {mcfg.sampler_power}, augment {mcfg.augment}",
-        "minutes": result["minutes"], "train_seconds": result["train_seconds"], "machine": f"{os.cpu_count()} CPU cores",
+        "minutes": result["minutes"], "train_seconds": result["train_seconds"],
+        "machine": f"{os.cpu_count()} CPU cores, {args.threads or 'default'} torch threads, load average {os.getloadavg()[0]:.1f} at the end",
         "n_train_design_counts": scale_counts(args.n_train),
     }
 
 
-def calibrate(args) -> dict:
+def calibrate(args) -> list[dict]:
+    """Rounds of run + update; every round is kept in benchmarks/results/synth_difficulty_rounds.json."""
     work = Path(args.work)
     contrast = json.loads(Path(args.contrast).read_text()) if args.contrast else dict(REALISTIC_CONTRAST)
-    history_path = RESULTS / "synth_difficulty_rounds.json"
-    history = json.loads(history_path.read_text()) if args.resume and history_path.is_file() else []
+    history = json.loads(ROUNDS.read_text()) if args.resume and ROUNDS.is_file() else []
     if history:
         contrast = update_contrast(history)
-    rounds = args.rounds if args.command == "calibrate" else 1
-    result = {}
-    for _ in range(rounds):
+    for _ in range(args.rounds):
         round_dir = work / f"round{len(history)}"
-        shutil.rmtree(round_dir, ignore_errors=True)
-        result = run_round(round_dir, contrast, args.n_train, args.n_test, args.size, args.seed, args.folds)
-        result["conditions"] = _conditions(args, result)
+        result = _run(args, round_dir, contrast)
         history.append(result)
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        write_json(history_path, history)
-        shutil.rmtree(round_dir / "data", ignore_errors=True)  # the images: regenerated from the seed on demand
-        shutil.rmtree(round_dir / "cache", ignore_errors=True)
+        write_json(ROUNDS, history)
         print(markdown(result))
-        print(f"round {len(history) - 1}: {result['minutes']} min; next contrast table:")
         contrast = update_contrast(history)
+        print(f"round {len(history) - 1}: {result['minutes']} min; next contrast table (copy into REALISTIC_CONTRAST when done):")
         print(json.dumps(contrast, indent=1))
-    write_json(REPORT.with_suffix(".json"), {**result, "next_contrast": contrast, "rounds": history})
-    write_text(REPORT.with_suffix(".md"), markdown(result))
-    print(f"wrote {REPORT.with_suffix('.md')} and {REPORT.with_suffix('.json')}")
+    return history
+
+
+def measure(args) -> dict:
+    """One run of the table in kit/data/synth.py (or --contrast); the tracked report keeps one entry per seed."""
+    contrast = json.loads(Path(args.contrast).read_text()) if args.contrast else dict(REALISTIC_CONTRAST)
+    result = _run(args, Path(args.work) / f"measure_seed{args.seed}", contrast)
+    path = REPORT.with_suffix(".json")
+    report = json.loads(path.read_text()) if path.is_file() else {}
+    same = {s: r for s, r in report.get("measurements", {}).items() if r["conditions"]["n_train"] == args.n_train}
+    measured = {s: r for s, r in same.items() if all(r["table"][f]["contrast"] == contrast[f] for f in FINDING_NAMES)}  # same table only
+    measured[str(args.seed)] = result
+    rounds = json.loads(ROUNDS.read_text()) if ROUNDS.is_file() else report.get("calibration_rounds", [])
+    write_json(path, {"measurements": measured, "calibration_rounds": rounds})
+    main_seed = "42" if "42" in measured else str(args.seed)
+    write_text(REPORT.with_suffix(".md"), markdown(measured[main_seed], {s: r for s, r in measured.items() if s != main_seed}))
+    print(REPORT.with_suffix(".md").read_text())
+    print(f"wrote {REPORT.with_suffix('.md')} and {path}")
+    return result
+
+
+def _run(args, round_dir: Path, contrast: dict[str, float]) -> dict:
+    shutil.rmtree(round_dir, ignore_errors=True)
+    result = run_round(round_dir, contrast, args.n_train, args.n_test, args.size, args.seed, args.folds)
+    result["conditions"] = _conditions(args, result)
+    shutil.rmtree(round_dir / "data", ignore_errors=True)  # the images: regenerated from the seed on demand
+    shutil.rmtree(round_dir / "cache", ignore_errors=True)
     return result
 
 
@@ -268,11 +301,17 @@ if __name__ == "__main__":
     parser.add_argument("--contrast", help="JSON file with a starting contrast table (default: REALISTIC_CONTRAST)")
     parser.add_argument("--resume", action="store_true", help="continue from benchmarks/results/synth_difficulty_rounds.json")
     parser.add_argument("--work", default=str(REPO / ".cache" / "synth_difficulty"))
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default); 1 is faster on a crowded machine")
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if args.command == "speed":
         result = speed()
-        RESULTS.mkdir(parents=True, exist_ok=True)
         write_json(RESULTS / "synth_difficulty_speed.json", result)
         print(json.dumps(result, indent=1))
-    else:
+    elif args.command == "calibrate":
         calibrate(args)
+    else:
+        measure(args)
