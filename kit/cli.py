@@ -49,14 +49,15 @@ def synth(
     task: Annotated[str, typer.Option(help="multi-class (Kaggle layout) or multi-label (ChestMNIST npz).")] = "multi-class",
     min_per_class: Annotated[int, typer.Option(help="Smallest class size (>= number of folds).")] = 5,
     preview: Annotated[bool, typer.Option("--preview", help="Also write OUT/preview.png with examples per class.")] = False,
+    difficulty: Annotated[str, typer.Option(help="easy (findings plain to see) or realistic (per-class AUCs of real chest X-rays).")] = "easy",
 ) -> None:
     """Write the synthetic chest X-ray benchmark (DESIGN §4); needs no config."""
     from kit.data.synth import generate
     from kit.data.synth import preview as write_preview
 
     size = size or (28 if task == "multi-label" else 128)
-    summary = generate(out, n_train=n_train, n_test=n_test, size=size, seed=seed, task=task, min_per_class=min_per_class)
-    console.print(f"wrote {out} ({summary['n_train']} train, {summary['n_test']} test, {size}px) in {summary['seconds']:.1f}s")
+    summary = generate(out, n_train=n_train, n_test=n_test, size=size, seed=seed, task=task, min_per_class=min_per_class, difficulty=difficulty)
+    console.print(f"wrote {out} ({summary['n_train']} train, {summary['n_test']} test, {size}px, {difficulty}) in {summary['seconds']:.1f}s")
     if preview:
         console.print(f"preview: {write_preview(out, out / 'preview.png')}")
 

@@ -6,6 +6,14 @@ noise) drawn with whole-array numpy operations; each class adds one distinct fin
 strength is random per image, so the task is learnable but not solved perfectly (faint
 findings stay hard). A patient's images share one anatomy, so folds must be grouped.
 
+Two presets draw the same labels, patients and ids for a seed and differ only in the pictures:
+`easy` (the original benchmark: findings plain to see, macro AUC about 0.9 for the demo models)
+and `realistic`, where each class's finding contrast comes from REALISTIC_CONTRAST, calibrated
+(benchmarks/synth_difficulty.py) so that a plain-CE tiny ResNet at 64 px reaches per-class AUCs
+near those of a CheXNet reproduction on real chest X-rays; a share of findings is all but
+invisible, some images carry a faint look-alike of another class, tubes and leads, vessel
+markings and per-exam tilt and exposure. synth.json records the preset and its table.
+
 Multi-class (default) writes the Kaggle layout: train.csv (id, patient_id, one-hot columns),
 train/ and test/ PNGs, sample_submission.csv, solution.csv (test labels, outside train/) and
 the SYNTHETIC marker. Multi-label writes chestmnist.npz in the MedMNIST format.
@@ -19,6 +27,7 @@ import multiprocessing
 import os
 import shutil
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +72,39 @@ CHESTMNIST_PREVALENCE = np.array([0.10, 0.03, 0.12, 0.15, 0.05, 0.06, 0.02, 0.05
 MEDMNIST_SPLITS = (78468, 11219, 22433)
 IMAGES_PER_PATIENT = ((1, 0.78), (2, 0.15), (3, 0.07))  # mean 1.29
 _PNG_LEVEL = 1
+
+DIFFICULTIES = ("easy", "realistic")
+# Realistic preset: contrast factor of each class's finding, calibrated (benchmarks/synth_difficulty.py, 15,000 images, 64 px)
+# so that the reference recipe reaches the per-class AUCs of a CheXNet reproduction.
+REALISTIC_CONTRAST: dict[str, float] = {
+    "Effusion": 0.3,
+    "Atelectasis": 0.57,
+    "Infiltration": 0.65,
+    "Cardiomegaly": 1.5,
+    "Nodule": 1.15,
+    "Pneumothorax": 1.2,
+    "Mass": 0.91,
+    "Consolidation": 0.43,
+    "Pleural Thickening": 0.91,
+    "Emphysema": 1.02,
+    "Edema": 0.9,
+    "Fibrosis": 0.56,
+    "Pneumonia": 1.0,
+    "Tortuous Aorta": 1.55,
+    "Calcification of the Aorta": 1.59,
+    "Subcutaneous Emphysema": 5.3,
+    "Hernia": 2.2,
+    "Pneumoperitoneum": 2.2,
+    "Pneumomediastinum": 3.0,
+}
+OCCULT_FRACTION = 0.08  # share of positives whose finding is all but invisible (labelled from more than the image)
+OCCULT_CONTRAST = 0.1
+DISTRACTOR_RATE = 0.12  # share of images with a faint finding of a class they are not labelled with
+DISTRACTOR_CONTRAST = 0.35
+DEVICE_RATE = 0.25  # share of images with tubes or leads
+FINDING_NAMES = [c for c in DESIGN_COUNTS if c != "No Finding"]
+# distractor classes follow the findings' own frequencies, so a rare class gets rare look-alikes
+FINDING_SHARE = np.array([DESIGN_COUNTS[c] for c in FINDING_NAMES], dtype=np.float64) / sum(DESIGN_COUNTS[c] for c in FINDING_NAMES)
 
 
 def scale_counts(n: int, counts: dict[str, int] | None = None, min_per_class: int = 5) -> dict[str, int]:
@@ -129,24 +171,77 @@ def patient_anatomy(rng: np.random.Generator) -> dict[str, float]:
     }
 
 
-def draw_chest(size: int, findings: list[str], rng: np.random.Generator, anatomy: dict[str, float]) -> np.ndarray:
-    """One (size, size) uint8 chest-like image with the given findings (class names) drawn in."""
+def _realistic_look(size: int, y: np.ndarray, x: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-exam variation of the realistic preset: tilt and offset of the patient, an exposure ramp.
+
+    Returns the rotated/shifted grid and an additive intensity field; drawn from its own stream
+    so the findings' draws are the same as without it.
+    """
+    angle = rng.normal(0, np.deg2rad(3.0))
+    dy, dx = rng.normal(0, 0.04, 2)
+    cos, sin = np.cos(angle), np.sin(angle)
+    y, x = cos * y - sin * x - dy, sin * y + cos * x - dx
+    phi = rng.uniform(0, 2 * np.pi)
+    ramp = rng.uniform(0.0, 0.08) * (np.cos(phi) * x + np.sin(phi) * y)
+    return y, x, ramp.astype(np.float32)
+
+
+def _support_devices(y: np.ndarray, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Bright thin curves (tubes, ECG leads) in a share of the exams, of no class: a distractor."""
+    out = np.zeros_like(y)
+    for _ in range(int(rng.integers(1, 3))):
+        x0, bend, tilt = rng.uniform(-0.6, 0.6), rng.uniform(-0.8, 0.8), rng.uniform(-0.5, 0.5)
+        width = rng.uniform(0.008, 0.016)
+        out += rng.uniform(0.1, 0.25) * np.exp(-(((x - x0 - tilt * y - bend * y * y) / width) ** 2))
+    return out
+
+
+def draw_chest(
+    size: int,
+    findings: list[str],
+    rng: np.random.Generator,
+    anatomy: dict[str, float],
+    difficulty: str = "easy",
+    contrast: Mapping[str, float] | None = None,
+) -> np.ndarray:
+    """One (size, size) uint8 chest-like image with the given findings (class names) drawn in.
+
+    `difficulty="realistic"` scales each finding's contrast by `contrast` (default
+    REALISTIC_CONTRAST), hides a share of findings, adds faint findings of other classes, support
+    devices, lung markings and per-exam tilt/exposure; "easy" is the original benchmark.
+    """
     y, x = _grid(size)
     a = dict(anatomy)
-    # two streams: the same image with and without a finding differs by the finding only
-    rng, noise_rng = rng.spawn(2)
+    # separate streams: the same image with and without a finding differs by the finding only,
+    # and the realistic preset's extra draws leave the findings' draws unchanged
+    rng, noise_rng, look_rng, hide_rng, extra_rng = rng.spawn(5)
     shift_y, shift_x = noise_rng.normal(0, 0.03, 2)
     y = y - shift_y
     x = x - shift_x
     s = {f: rng.uniform(0.15, 1.0) for f in findings}  # strength: faint findings stay hard
     side = {f: rng.choice((-1.0, 1.0)) for f in findings}
+    amp = dict.fromkeys(findings, 1.0)  # contrast factor per finding: 1.0 in the easy preset
+    draws = dict.fromkeys(findings, rng)  # the stream each finding's shape is drawn from
+    realistic = difficulty == "realistic"
+    if realistic:
+        contrast = REALISTIC_CONTRAST if contrast is None else contrast
+        for f in findings:
+            amp[f] = contrast[f] * (OCCULT_CONTRAST if hide_rng.random() < OCCULT_FRACTION else 1.0)
+        if extra_rng.random() < DISTRACTOR_RATE:
+            extra = str(extra_rng.choice(FINDING_NAMES, p=FINDING_SHARE))
+            if extra not in s:
+                s[extra] = extra_rng.uniform(0.15, 1.0)
+                side[extra] = extra_rng.choice((-1.0, 1.0))
+                amp[extra] = contrast[extra] * DISTRACTOR_CONTRAST
+                draws[extra] = extra_rng
+        y, x, ramp = _realistic_look(size, y, x, look_rng)
     lung_dark = a["lung_dark"]
     if "Emphysema" in s:  # hyperinflated, darker lungs, flat diaphragm
-        a["lung_ry"] += 0.12 * s["Emphysema"]
-        lung_dark += 0.12 * s["Emphysema"]
-        a["rib_freq"] *= 1 - 0.15 * s["Emphysema"]
+        a["lung_ry"] += amp["Emphysema"] * 0.12 * s["Emphysema"]
+        lung_dark += amp["Emphysema"] * 0.12 * s["Emphysema"]
+        a["rib_freq"] *= 1 - min(1.0, amp["Emphysema"] * 0.15 * s["Emphysema"])
     if "Cardiomegaly" in s:
-        a["heart_rx"] *= 1 + 0.5 * s["Cardiomegaly"]
+        a["heart_rx"] *= 1 + amp["Cardiomegaly"] * 0.5 * s["Cardiomegaly"]
 
     body = _soft(_ellipse(y, x, 0.1, 0.0, 1.05, a["body_rx"]), 0.08)
     img = 0.12 + 0.38 * body
@@ -161,78 +256,85 @@ def draw_chest(size: int, findings: list[str], rng: np.random.Generator, anatomy
     heart = _soft(heart_r, 0.2)
     ribs = np.clip(np.sin(2 * np.pi * (a["rib_freq"] * 0.5 * (y + 0.35 * x * x))), 0, 1) ** 3
     if "Pneumothorax" in s:  # collapsed rim at the apex-lateral edge: dark, no lung markings
-        sgn, st = side["Pneumothorax"], s["Pneumothorax"]
+        sgn, st, k = side["Pneumothorax"], s["Pneumothorax"], amp["Pneumothorax"]
         r = lung_r[sgn]
         rim = np.clip((r - (1 - 0.45 * st)) / 0.04, 0, 1) * (r < 1.02) * (y < a["lung_cy"] + 0.15) * (sgn * x > a["lung_dx"] - 0.1)
-        ribs = ribs * (1 - 0.8 * rim)
-        img -= 0.14 * (0.4 + st) * rim
-        img += 0.12 * st * np.exp(-(((r - (1 - 0.45 * st)) / 0.02) ** 2)) * (rim > 0)
+        ribs = ribs * (1 - min(1.0, k * 0.8) * rim)
+        img -= k * 0.14 * (0.4 + st) * rim
+        img += k * 0.12 * st * np.exp(-(((r - (1 - 0.45 * st)) / 0.02) ** 2)) * (rim > 0)
     img -= lung_dark * lungs * (1 - 0.7 * heart)
     img += 0.07 * ribs * lungs
     img += 0.22 * heart
     diaphragm_y = a["lung_cy"] + a["lung_ry"] * 0.85 - 0.12 * (x * x)
     below = 1 / (1 + np.exp(-(y - diaphragm_y) / 0.02))
     img += 0.1 * below * body
+    if realistic:  # vessel markings that hide small findings, and tubes/leads in some exams
+        img += 0.05 * _coarse_noise(look_rng, size, 14) * lungs
+        if look_rng.random() < DEVICE_RATE:
+            img += _support_devices(y, x, look_rng)
 
     for f, st in s.items():
-        sgn = side[f]
+        sgn, k, draw = side[f], amp[f], draws[f]
         cx, cy = sgn * a["lung_dx"], a["lung_cy"]
         lung_side = _soft(lung_r[sgn], 0.15)
         if f == "Effusion":  # fluid level at a lung base with a meniscus rising laterally
             level = cy + a["lung_ry"] * (0.55 - 0.4 * st) - 0.12 * np.abs(x - cx) * (sgn * (x - cx) > 0)
-            img += 0.32 * (0.4 + 0.6 * st) * lung_side / (1 + np.exp(-(y - level) / 0.015))
+            img += k * 0.32 * (0.4 + 0.6 * st) * lung_side / (1 + np.exp(-(y - level) / 0.015))
         elif f == "Atelectasis":  # plate-like linear density in the mid-lower lung
-            y0 = cy + rng.uniform(0.05, 0.3)
-            slope = rng.uniform(-0.3, 0.3)
-            img += 0.3 * st * np.exp(-(((y - y0 - slope * (x - cx)) / 0.03) ** 2)) * lung_side
+            y0 = cy + draw.uniform(0.05, 0.3)
+            slope = draw.uniform(-0.3, 0.3)
+            img += k * 0.3 * st * np.exp(-(((y - y0 - slope * (x - cx)) / 0.03) ** 2)) * lung_side
         elif f == "Infiltration":  # several small patchy spots in both lungs
-            for _ in range(int(rng.integers(5, 10))):
-                k = rng.choice((-1.0, 1.0))
-                img += 0.18 * st * _blob(y, x, cy + rng.uniform(-0.35, 0.35), k * a["lung_dx"] + rng.uniform(-0.15, 0.15), rng.uniform(0.03, 0.06)) * lungs
+            for _ in range(int(draw.integers(5, 10))):
+                side_k = draw.choice((-1.0, 1.0))
+                spot_y, spot_x, spot_r = cy + draw.uniform(-0.35, 0.35), side_k * a["lung_dx"] + draw.uniform(-0.15, 0.15), draw.uniform(0.03, 0.06)
+                img += k * 0.18 * st * _blob(y, x, spot_y, spot_x, spot_r) * lungs
         elif f == "Nodule":
-            img += 0.4 * st * _blob(y, x, cy + rng.uniform(-0.35, 0.3), cx + rng.uniform(-0.12, 0.12), rng.uniform(0.025, 0.04))
+            img += k * 0.4 * st * _blob(y, x, cy + draw.uniform(-0.35, 0.3), cx + draw.uniform(-0.12, 0.12), draw.uniform(0.025, 0.04))
         elif f == "Mass":  # bigger, lobulated
-            my, mx = cy + rng.uniform(-0.3, 0.2), cx + rng.uniform(-0.1, 0.1)
+            my, mx = cy + draw.uniform(-0.3, 0.2), cx + draw.uniform(-0.1, 0.1)
             for _ in range(3):
-                img += 0.16 * st * _blob(y, x, my + rng.normal(0, 0.04), mx + rng.normal(0, 0.04), rng.uniform(0.07, 0.11))
+                img += k * 0.16 * st * _blob(y, x, my + draw.normal(0, 0.04), mx + draw.normal(0, 0.04), draw.uniform(0.07, 0.11))
         elif f == "Consolidation":  # large homogeneous density in a lower zone
-            g = _blob(y, x, cy + rng.uniform(0.1, 0.3), cx + rng.uniform(-0.08, 0.08), rng.uniform(0.14, 0.2))
-            img += 0.3 * st * np.minimum(1, 2 * g) * lung_side
+            g = _blob(y, x, cy + draw.uniform(0.1, 0.3), cx + draw.uniform(-0.08, 0.08), draw.uniform(0.14, 0.2))
+            img += k * 0.3 * st * np.minimum(1, 2 * g) * lung_side
         elif f == "Pleural Thickening":  # bright band along the lateral lung borders
-            for k in (-1.0, 1.0):
-                r = lung_r[k]
-                img += 0.25 * st * np.exp(-(((r - 0.93) / 0.05) ** 2)) * (k * x > a["lung_dx"])
+            for side_k in (-1.0, 1.0):
+                r = lung_r[side_k]
+                img += k * 0.25 * st * np.exp(-(((r - 0.93) / 0.05) ** 2)) * (side_k * x > a["lung_dx"])
         elif f == "Edema":  # bilateral perihilar haze ("bat wings")
-            for k in (-1.0, 1.0):
-                img += 0.24 * st * _blob(y, x, cy + 0.1, k * (a["lung_dx"] - 0.12), 0.15) * lungs
+            for side_k in (-1.0, 1.0):
+                img += k * 0.24 * st * _blob(y, x, cy + 0.1, side_k * (a["lung_dx"] - 0.12), 0.15) * lungs
         elif f == "Fibrosis":  # reticular pattern in the lower zones
             net = np.maximum(np.sin(40 * x + 3 * y), np.sin(40 * y - 2 * x)) ** 8
-            img += 0.22 * st * net * lungs * (y > cy)
+            img += k * 0.22 * st * net * lungs * (y > cy)
         elif f == "Pneumonia":  # patchy, textured opacity in an upper/mid zone
-            g = _blob(y, x, cy - rng.uniform(0.05, 0.25), cx + rng.uniform(-0.08, 0.08), 0.15)
-            tex = np.clip(_coarse_noise(rng, size, 12) + 0.5, 0, 1.5)
-            img += 0.28 * st * g * tex * lung_side
+            g = _blob(y, x, cy - draw.uniform(0.05, 0.25), cx + draw.uniform(-0.08, 0.08), 0.15)
+            tex = np.clip(_coarse_noise(draw, size, 12) + 0.5, 0, 1.5)
+            img += k * 0.28 * st * g * tex * lung_side
         elif f == "Tortuous Aorta":  # wavy bright aortic contour at the upper mediastinum
             xc = -0.12 - 0.1 * st * np.sin(4 * (y + 0.3))
-            img += 0.22 * (0.4 + 0.6 * st) * np.exp(-(((x - xc) / 0.04) ** 2)) * (y > -0.6) * (y < 0.15)
+            img += k * 0.22 * (0.4 + 0.6 * st) * np.exp(-(((x - xc) / 0.04) ** 2)) * (y > -0.6) * (y < 0.15)
         elif f == "Calcification of the Aorta":  # thin very bright arc at the aortic knob
             r = _ellipse(y, x, -0.35, -0.14, 0.07, 0.07)
-            img += 0.55 * st * np.exp(-(((r - 1) / 0.15) ** 2)) * (y < -0.33)
+            img += k * 0.55 * st * np.exp(-(((r - 1) / 0.15) ** 2)) * (y < -0.33)
         elif f == "Subcutaneous Emphysema":  # dark gas streaks in the lateral soft tissue
-            for _ in range(int(rng.integers(6, 12))):
-                k = rng.choice((-1.0, 1.0))
-                img -= 0.22 * st * _blob(y, x, rng.uniform(-0.6, 0.6), k * rng.uniform(0.68, 0.8) * a["body_rx"], 0.025) * body
+            for _ in range(int(draw.integers(6, 12))):
+                side_k = draw.choice((-1.0, 1.0))
+                img -= k * 0.22 * st * _blob(y, x, draw.uniform(-0.6, 0.6), side_k * draw.uniform(0.68, 0.8) * a["body_rx"], 0.025) * body
         elif f == "Hernia":  # retrocardiac gas bubble with a fluid level
             r = _ellipse(y, x, 0.38, 0.0, 0.09, 0.1)
-            img -= 0.3 * (0.3 + 0.7 * st) * _soft(r, 0.3) * (y < 0.4)
+            img -= k * 0.3 * (0.3 + 0.7 * st) * _soft(r, 0.3) * (y < 0.4)
         elif f == "Pneumoperitoneum":  # dark crescent of free gas under a hemidiaphragm
             crescent = np.exp(-(((y - diaphragm_y - 0.05) / (0.015 + 0.02 * st)) ** 2)) * (np.abs(x - cx) < a["lung_rx"])
-            img -= 0.3 * (0.3 + 0.7 * st) * crescent
+            img -= k * 0.3 * (0.3 + 0.7 * st) * crescent
         elif f == "Pneumomediastinum":  # dark streaks along the mediastinal borders
-            for k in (-1.0, 1.0):
-                img -= 0.25 * (0.3 + 0.7 * st) * np.exp(-(((x - k * 0.13) / 0.012) ** 2)) * (y > -0.55) * (y < 0.2)
+            for side_k in (-1.0, 1.0):
+                img -= k * 0.25 * (0.3 + 0.7 * st) * np.exp(-(((x - side_k * 0.13) / 0.012) ** 2)) * (y > -0.55) * (y < 0.2)
     img += 0.02 * _coarse_noise(noise_rng, size, 6)
     img += noise_rng.normal(0, 0.02, img.shape).astype(np.float32)
+    if realistic:
+        img += ramp
     img = img * a["gain"] + a["bias"] + 0.08
     return np.clip(img * 255, 0, 255).astype(np.uint8)
 
@@ -251,12 +353,12 @@ def _patients(n: int, rng: np.random.Generator, prefix: str) -> np.ndarray:
 
 def _image_job(args: tuple) -> np.ndarray | None:
     """Draw images [start, stop) of one split; write PNGs when `folder` is given, else return them."""
-    seed, split_code, start, stop, size, findings, patients, folder, ids = args
+    seed, split_code, start, stop, size, findings, patients, folder, ids, difficulty, contrast = args
     out = None if folder else np.zeros((stop - start, size, size), dtype=np.uint8)
     for k in range(stop - start):
         i = start + k
         anatomy = patient_anatomy(np.random.default_rng([seed, 7, split_code, int(patients[k])]))
-        img = draw_chest(size, findings[k], np.random.default_rng([seed, split_code, i]), anatomy)
+        img = draw_chest(size, findings[k], np.random.default_rng([seed, split_code, i]), anatomy, difficulty, contrast)
         if folder:
             Image.fromarray(img, mode="L").save(os.path.join(folder, f"{ids[k]}.png"), compress_level=_PNG_LEVEL)
         else:
@@ -283,10 +385,10 @@ def _draw_all(jobs: list[tuple], description: str, n: int, processes: int) -> li
     return results
 
 
-def _jobs(seed, split_code, size, findings, patient_index, folder, ids, chunk=100):
+def _jobs(seed, split_code, size, findings, patient_index, folder, ids, difficulty, contrast, chunk=100):
     n = len(findings)
     return [
-        (seed, split_code, s, min(s + chunk, n), size, findings[s : s + chunk], patient_index[s : s + chunk], folder, ids[s : s + chunk])
+        (seed, split_code, s, min(s + chunk, n), size, findings[s : s + chunk], patient_index[s : s + chunk], folder, ids[s : s + chunk], difficulty, contrast)
         for s in range(0, n, chunk)
     ]
 
@@ -299,12 +401,18 @@ def _labels_for_counts(counts: dict[str, int], rng: np.random.Generator) -> np.n
 
 def _prepare_out(out: Path) -> Path:
     """A fresh temp folder beside `out`; refuses to replace a folder that `kit synth` did not make."""
+    for path in (out, *out.parents):
+        if path.exists() and not path.is_dir():
+            raise KitError(f"{path}: is a file, not a folder; give `kit synth` a folder path for OUT (new or made by `kit synth`)")
     if out.exists() and any(out.iterdir()) and not (out / "SYNTHETIC").exists():
         raise KitError(f"{out}: folder exists and was not made by `kit synth` (no SYNTHETIC marker); choose another OUT")
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    except OSError as exc:
+        raise KitError(f"{out}: cannot create the output folder ({exc.strerror}); choose a writable OUT") from None
     return tmp
 
 
@@ -328,22 +436,44 @@ def generate(
     min_per_class: int = 5,
     n_val: int | None = None,
     processes: int | None = None,
+    difficulty: str = "easy",
+    contrast: Mapping[str, float] | None = None,
 ) -> dict:
-    """Write the synthetic benchmark into `out`; return a summary (counts, paths, seconds)."""
+    """Write the synthetic benchmark into `out`; return a summary (counts, paths, seconds).
+
+    `difficulty` picks the preset ("easy": the original images; "realistic": findings as hard to
+    see as on real X-rays, see REALISTIC_CONTRAST). `contrast` replaces the realistic preset's
+    per-class contrast table (for its calibration); it is recorded in synth.json.
+    """
     out = Path(out)
     if size < 8:
         raise KitError(f"--size {size} is too small; use at least 8")
+    if difficulty not in DIFFICULTIES:
+        raise KitError(f"--difficulty {difficulty!r}: use one of {', '.join(DIFFICULTIES)}")
+    if contrast is not None:
+        if difficulty != "realistic":
+            raise KitError("a contrast table applies to --difficulty realistic only")
+        missing = [f for f in FINDING_NAMES if f not in contrast]
+        bad = [f for f, v in contrast.items() if not (np.isfinite(v) and v >= 0)]
+        if missing or bad:
+            raise KitError(f"contrast table: {'missing ' + missing[0] if missing else 'negative or not finite: ' + bad[0]}; give every finding a factor >= 0")
+        contrast = {f: float(contrast[f]) for f in FINDING_NAMES}
+    elif difficulty == "realistic":
+        contrast = dict(REALISTIC_CONTRAST)
+    look = (difficulty, contrast)
     processes = processes or min(2, os.cpu_count() or 1)
     start = time.perf_counter()
     tmp = _prepare_out(out)
     try:
         if task == "multi-class":
-            summary = _generate_kaggle(tmp, n_train, n_test, size, seed, min_per_class, processes)
+            summary = _generate_kaggle(tmp, n_train, n_test, size, seed, min_per_class, processes, look)
         elif task == "multi-label":
-            summary = _generate_chestmnist(tmp, n_train, n_test, size, seed, n_val, processes)
+            summary = _generate_chestmnist(tmp, n_train, n_test, size, seed, n_val, processes, look)
         else:
             raise KitError(f"--task {task!r}: use 'multi-class' or 'multi-label'")
-        summary.update(size=size, seed=seed, task=task)
+        summary.update(size=size, seed=seed, task=task, difficulty=difficulty)
+        if contrast is not None:
+            summary["contrast"] = contrast
         write_json(tmp / "synth.json", summary)
         (tmp / "SYNTHETIC").write_text(f"made by `kit synth` (seed {seed}); not competition data\n")
         _swap_in(tmp, out)
@@ -354,7 +484,7 @@ def generate(
     return summary
 
 
-def _generate_kaggle(tmp: Path, n_train: int, n_test: int, size: int, seed: int, min_per_class: int, processes: int) -> dict:
+def _generate_kaggle(tmp: Path, n_train: int, n_test: int, size: int, seed: int, min_per_class: int, processes: int, look: tuple) -> dict:
     rng = np.random.default_rng(seed)
     train_counts = scale_counts(n_train, min_per_class=min_per_class)
     # the test floor is lower (at least 1) so that a small test set keeps the train proportions
@@ -371,7 +501,7 @@ def _generate_kaggle(tmp: Path, n_train: int, n_test: int, size: int, seed: int,
         findings = [[] if k == 0 else [CLASSES[k]] for k in label_idx]
         folder = tmp / name
         folder.mkdir()
-        _draw_all(_jobs(seed, split_code, size, findings, patient_index, str(folder), ids), f"synth {name} {size}px", n, processes)
+        _draw_all(_jobs(seed, split_code, size, findings, patient_index, str(folder), ids, *look), f"synth {name} {size}px", n, processes)
         onehot = np.eye(len(CLASSES), dtype=np.uint8)[label_idx]
         frame = pd.DataFrame(onehot, columns=CLASSES)
         frame.insert(0, "id", ids)
@@ -388,7 +518,7 @@ def _generate_kaggle(tmp: Path, n_train: int, n_test: int, size: int, seed: int,
     return {"classes": CLASSES, "train_counts": train_counts, "test_counts": test_counts, "n_train": n_train, "n_test": n_test}
 
 
-def _generate_chestmnist(tmp: Path, n_train: int, n_test: int, size: int, seed: int, n_val: int | None, processes: int) -> dict:
+def _generate_chestmnist(tmp: Path, n_train: int, n_test: int, size: int, seed: int, n_val: int | None, processes: int, look: tuple) -> dict:
     rng = np.random.default_rng(seed)
     n_val = n_val if n_val is not None else max(1, round(n_train * MEDMNIST_SPLITS[1] / MEDMNIST_SPLITS[0]))
     arrays: dict[str, np.ndarray] = {}
@@ -400,7 +530,7 @@ def _generate_chestmnist(tmp: Path, n_train: int, n_test: int, size: int, seed: 
                 labels[rng.choice(n, 2, replace=False), k] = 1
         findings = [[CHESTMNIST_FINDINGS[c] for c, on in zip(CHESTMNIST_CLASSES, row) if on] for row in labels]
         patient_index = np.arange(n) + 10 * split_code * max(n_train, n_val, n_test)
-        chunks = _draw_all(_jobs(seed, 10 + split_code, size, findings, patient_index, None, np.arange(n)), f"synth {name} {size}px", n, processes)
+        chunks = _draw_all(_jobs(seed, 10 + split_code, size, findings, patient_index, None, np.arange(n), *look), f"synth {name} {size}px", n, processes)
         arrays[f"{name}_images"] = np.concatenate(chunks) if chunks else np.zeros((0, size, size), np.uint8)
         arrays[f"{name}_labels"] = labels
         counts[name] = dict(zip(CHESTMNIST_CLASSES, labels.sum(axis=0).tolist()))
