@@ -323,3 +323,38 @@ def variant_run():
 def tiny_run(tiny_competition):
     """`tiny_run(root, name="tiny", **model_keys) -> cfg`: `variant_run` on the tiny competition."""
     return partial(_variant_run, tiny_competition)
+
+
+def dashboard_studies(config: Path, cwd: Path) -> tuple[set[str], str, int]:
+    """Start `kit dashboard` on a free port, read its study names over HTTP, stop it.
+
+    Returns (study names, the command's output, the port). The port is asked of the OS, never assumed free.
+    """
+    import json
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kit", "--config", str(config), "dashboard", "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd,
+    )
+    try:
+        body, deadline = None, time.time() + 60
+        while time.time() < deadline and body is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2) as response:
+                    body = json.loads(response.read())
+            except OSError:
+                if proc.poll() is not None:
+                    break
+                time.sleep(0.3)
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=10)
+    assert body is not None, f"dashboard did not answer: {out[-500:]}"
+    return {s["study_name"] for s in body["study_summaries"]}, out, port

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +22,7 @@ from kit.decision.metrics import LinearCountMetric
 from kit.decision.rules import Decision
 from kit.errors import KitError
 from kit.stages.calibrate import calibrate
+from tests.conftest import dashboard_studies
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -171,36 +170,11 @@ def test_cli_calibrate_default_variants(stage):
     assert "nested CV" in result.stdout and "trivial baseline" in result.stdout
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_dashboard_serves_the_studies_over_http(stage):
     cfg, oof, root = stage
     calibrate(cfg, [root / "oof" / "v.npz"], quiet_console())
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kit", "--config", str(root / "competition.toml"), "dashboard", "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
-    )
-    try:
-        body, deadline = None, time.time() + 60
-        while time.time() < deadline and body is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2) as response:
-                    body = json.loads(response.read())
-            except OSError:
-                if proc.poll() is not None:
-                    break
-                time.sleep(0.3)
-        assert body is not None, "dashboard did not answer"
-        names = {s["study_name"] for s in body["study_summaries"]}
-        assert "calibrate/v" in names
-    finally:
-        proc.terminate()
-        out, _ = proc.communicate(timeout=10)
+    names, out, port = dashboard_studies(root / "competition.toml", REPO)
+    assert "calibrate/v" in names
     assert f"http://127.0.0.1:{port}/" in out
 
 

@@ -4,15 +4,12 @@ locks freed when the holder is killed, masked passwords, unwritable paths as one
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import textwrap
-import time
-import urllib.request
 from pathlib import Path
 
 import optuna
@@ -21,6 +18,7 @@ import pytest
 from kit import studies
 from kit.errors import KitError
 from kit.studies import exclusive_studies, masked, open_storage
+from tests.conftest import dashboard_studies
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -54,28 +52,8 @@ def test_relative_journal_url_and_dashboard_over_it(tmp_path):
     assert log.is_file()
     config = tmp_path / "competition.toml"
     config.write_text(f'[calibrate]\nstorage = "journal://{log}"\n')
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kit", "--config", str(config), "dashboard", "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
-    )
-    try:
-        body, deadline = None, time.time() + 60
-        while time.time() < deadline and body is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2) as response:
-                    body = json.loads(response.read())
-            except OSError:
-                if proc.poll() is not None:
-                    break
-                time.sleep(0.3)
-        assert body is not None, "dashboard did not answer"
-        assert {s["study_name"] for s in body["study_summaries"]} == {"v/offsets/all"}
-    finally:
-        proc.terminate()
-        out, _ = proc.communicate(timeout=10)
+    names, out, port = dashboard_studies(config, REPO)
+    assert names == {"v/offsets/all"}
     assert f"journal://{log}" in out and f"http://127.0.0.1:{port}/" in out
 
 
