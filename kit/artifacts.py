@@ -1,4 +1,4 @@
-"""The OOF file contract (DESIGN §5): `oof/<variant>.npz` + `oof/<variant>.json`.
+"""The OOF file contract (docs/files.md): `oof/<variant>.npz` + `oof/<variant>.json`.
 
 Every stage after training reads only these files, so they are checked here once: shapes,
 finite logits, ids matching folds.csv, class lists agreeing between files. A truncated or foreign

@@ -51,7 +51,7 @@ def synth(
     preview: Annotated[bool, typer.Option("--preview", help="Also write OUT/preview.png with examples per class.")] = False,
     difficulty: Annotated[str, typer.Option(help="easy (findings plain to see) or realistic (per-class AUCs of real chest X-rays).")] = "easy",
 ) -> None:
-    """Write the synthetic chest X-ray benchmark (DESIGN §4); needs no config."""
+    """Write the synthetic chest X-ray benchmark (docs/synthetic-data.md); needs no config."""
     from kit.data.synth import generate
     from kit.data.synth import preview as write_preview
 

@@ -17,7 +17,7 @@ from kit.config import load_competition
 from kit.data import cached_images, load_fold_assignment, make_folds, open_source
 from kit.data import test_labels as read_test_labels
 from kit.data.folds import assign_folds, fold_class_counts
-from kit.data.synth import CLASSES, DESIGN_COUNTS, generate, scale_counts
+from kit.data.synth import CLASSES, COMPETITION_COUNTS, generate, scale_counts
 from kit.errors import KitError
 from tests.conftest import REPO, assert_one_line_error, edit_csv, kaggle_copy, run_kit, write_config
 
@@ -25,16 +25,16 @@ from tests.conftest import REPO, assert_one_line_error, edit_csv, kaggle_copy, r
 
 
 def test_scale_counts_keeps_design_proportions_total_and_floor():
-    assert scale_counts(51043, min_per_class=1) == DESIGN_COUNTS
+    assert scale_counts(51043, min_per_class=1) == COMPETITION_COUNTS
     for n in (100, 300, 5000, 12345):
         counts = scale_counts(n, min_per_class=5)
         assert sum(counts.values()) == n
         assert min(counts.values()) >= 5
         assert list(counts) == CLASSES
     counts = scale_counts(5000)
-    total = sum(DESIGN_COUNTS.values())
-    for name, n_design in DESIGN_COUNTS.items():
-        expected = n_design * 5000 / total
+    total = sum(COMPETITION_COUNTS.values())
+    for name, n_competition in COMPETITION_COUNTS.items():
+        expected = n_competition * 5000 / total
         if expected > 10:  # classes above the floor keep their share to within rounding (+ what the floor took)
             assert abs(counts[name] - expected) <= 1 or name == "No Finding", name
     with pytest.raises(KitError, match="too small"):

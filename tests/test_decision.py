@@ -71,7 +71,7 @@ def test_fit_temperature_recovers_the_true_temperature(t_true):
 
 @pytest.mark.parametrize("alpha_true", [0.5, 1.0])
 def test_fit_temperature_and_alpha_recovers_a_partial_prior_correction(alpha_true):
-    """A model that undid only part of its sampler's shift (DESIGN §7: α ≈ 0.5 on the demo)."""
+    """A model that undid only part of its sampler's shift (α ≈ 0.5 on the demo, docs/decision.md)."""
     rng = np.random.default_rng(3)
     c, n = 5, 20000
     pi = skewed_prior(c)

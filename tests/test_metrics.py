@@ -1,4 +1,4 @@
-"""The competition metric: hand cases, DESIGN §1's trivial score, and agreement with sklearn's confusion matrices."""
+"""The competition metric: hand cases, the trivial score of README.md, and agreement with sklearn's confusion matrices."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def competition_score(y_true, y_pred, metric):
 
 def per_class_scores(y_true, y_pred, metric):
     return metric.per_class(y_true, y_pred)
-DESIGN_COUNTS = [34097, 3356, 2600, 2300, 1500, 1300, 1100, 1000, 800, 700, 500, 450, 400, 350, 250, 180, 70, 45, 40, 5]
+COMPETITION_COUNTS = [34097, 3356, 2600, 2300, 1500, 1300, 1100, 1000, 800, 700, 500, 450, 400, 350, 250, 180, 70, 45, 40, 5]
 
 
 def one_hot(idx, c: int) -> np.ndarray:
@@ -58,7 +58,7 @@ def test_perfect_predictions_score_one():
 
 
 def test_all_no_finding_on_design_counts_is_minus_4_72():
-    y = one_hot(np.repeat(np.arange(20), DESIGN_COUNTS), 20)
+    y = one_hot(np.repeat(np.arange(20), COMPETITION_COUNTS), 20)
     assert len(y) == 51043
     expected = ((34097 - (51043 - 34097)) / 34097 - 19 * 5) / 20
     assert trivial_baseline(y, W) == pytest.approx(expected)
@@ -165,7 +165,7 @@ def test_macro_f1_and_balanced_accuracy_equal_sklearn(seed):
 
 
 def test_metric_identity_score_is_6_bacc_minus_5_minus_mean_fp_rate():
-    """DESIGN §7: with a = b = 1, w = 5 the score is 6·bAcc − 5 − mean_c FP_c/N_c."""
+    """docs/decision.md: with a = b = 1, w = 5 the score is 6·bAcc − 5 − mean_c FP_c/N_c."""
     rng = np.random.default_rng(8)
     c, n = 6, 600
     t, p = rng.integers(0, c, n), rng.integers(0, c, n)
@@ -203,7 +203,7 @@ def test_bayes_weights_maximize_the_expected_score_of_one_more_row(metric):
 
 def _marginal(metric, tp, fp, fn, n):
     """Change of the summed per-class score when one row adds (tp, fp, fn) to classes of size n (the N_c are
-    the estimated class sizes, held fixed as in DESIGN §2)."""
+    the estimated class sizes, held fixed as in docs/decision.md)."""
     if isinstance(metric, LinearCountMetric):
         return (metric.a * tp - metric.b * fp - metric.w * fn) / n
     return tp / n  # recall: a miss adds nothing, a hit adds 1/N

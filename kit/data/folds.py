@@ -1,4 +1,4 @@
-"""Cross-validation folds (DESIGN §5): `folds/folds.csv` with `id,fold` for every training image.
+"""Cross-validation folds (docs/files.md): `folds/folds.csv` with `id,fold` for every training image.
 
 Stratified by class so that a class with five images has one in each of five folds (its
 metric term is otherwise undefined on some fold), grouped by patient so a patient's images

@@ -1,7 +1,7 @@
 """Data sources behind one small interface: ids, an (n, C) label array, class names, an image reader.
 
 Two layouts are read: (a) the Kaggle competition layout (train.csv one-hot or with a label
-column, image folders, test.csv or sample_submission.csv) and (b) a MedMNIST npz (DESIGN §3).
+column, image folders, test.csv or sample_submission.csv) and (b) a MedMNIST npz.
 `open_source` checks everything it can without decoding an image (labels, duplicate ids,
 sample_submission columns, image files present) so a bad dataset fails in a second with one
 line, not an hour into training. Images are decoded later, once, by `kit.data.cache`.

@@ -1,4 +1,4 @@
-"""The synthetic chest X-ray benchmark (DESIGN §4): the competition's layout, classes and balance.
+"""The synthetic chest X-ray benchmark (docs/synthetic-data.md): the competition's layout, classes and balance.
 
 Real data needs a Kaggle account and the network; this generator lets every command run out of
 the box. Each image is a grayscale chest-like picture (body, lung fields, heart, spine, ribs,
@@ -39,8 +39,8 @@ from kit.errors import KitError
 from kit.files import write_json
 from kit.progress import make_progress
 
-# DESIGN §4 class counts for 51,043 images, in the order train.csv lists the columns.
-DESIGN_COUNTS: dict[str, int] = {
+# The competition's class counts for 51,043 images, in the order train.csv lists the columns.
+COMPETITION_COUNTS: dict[str, int] = {
     "No Finding": 34097,
     "Effusion": 3356,
     "Atelectasis": 2600,
@@ -62,7 +62,7 @@ DESIGN_COUNTS: dict[str, int] = {
     "Pneumoperitoneum": 40,
     "Pneumomediastinum": 5,
 }
-CLASSES = list(DESIGN_COUNTS)
+CLASSES = list(COMPETITION_COUNTS)
 # ChestMNIST label -> the finding drawn for it; prevalences in the 2-15% range of ChestX-ray14.
 CHESTMNIST_FINDINGS = dict(zip(CHESTMNIST_CLASSES, [
     "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
@@ -102,9 +102,9 @@ OCCULT_CONTRAST = 0.1
 DISTRACTOR_RATE = 0.12  # share of images with a faint finding of a class they are not labelled with
 DISTRACTOR_CONTRAST = 0.35
 DEVICE_RATE = 0.25  # share of images with tubes or leads
-FINDING_NAMES = [c for c in DESIGN_COUNTS if c != "No Finding"]
+FINDING_NAMES = [c for c in COMPETITION_COUNTS if c != "No Finding"]
 # distractor classes follow the findings' own frequencies, so a rare class gets rare look-alikes
-FINDING_SHARE = np.array([DESIGN_COUNTS[c] for c in FINDING_NAMES], dtype=np.float64) / sum(DESIGN_COUNTS[c] for c in FINDING_NAMES)
+FINDING_SHARE = np.array([COMPETITION_COUNTS[c] for c in FINDING_NAMES], dtype=np.float64) / sum(COMPETITION_COUNTS[c] for c in FINDING_NAMES)
 
 
 def scale_counts(n: int, counts: dict[str, int] | None = None, min_per_class: int = 5) -> dict[str, int]:
@@ -113,7 +113,7 @@ def scale_counts(n: int, counts: dict[str, int] | None = None, min_per_class: in
     The floor matters: the real data's smallest class has 5 images and the kit uses 5 folds,
     so every class must be able to appear in every fold.
     """
-    counts = counts or DESIGN_COUNTS
+    counts = counts or COMPETITION_COUNTS
     names = list(counts)
     if n < min_per_class * len(names):
         raise KitError(f"--n-train/--n-test {n} is too small: {len(names)} classes x --min-per-class {min_per_class} need {min_per_class * len(names)}")

@@ -1,7 +1,7 @@
 """From a model's logits to calibrated log-probabilities under the true class distribution.
 
 ``z = logits / T + α · (log π − log q)``: a temperature T and a correction strength α, both fitted by
-the negative log-likelihood on labelled OOF rows (DESIGN §2, §7). q is the class distribution the model
+the negative log-likelihood on labelled OOF rows (docs/decision.md). q is the class distribution the model
 was trained under (`train_prior`, e.g. a sampler's), π the true one. The nominal correction is α = 1;
 an over-parameterized network partly undoes importance weighting (Byrd & Lipton 2019), so the fitted α
 is often nearer 0.5 — and α = 0 means no correction at all. Multi-label classes are independent binary

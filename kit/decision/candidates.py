@@ -7,7 +7,7 @@ Multi-class:
   trivial       the majority class of the fitting rows everywhere
   argmax        plain logits (no temperature, no prior correction)
   prior_argmax  argmax after the nominal prior correction (α = 1)
-  bayes         the metric's Bayes rule, temperature fitted by NLL, α = 1   (closed form, DESIGN §2)
+  bayes         the metric's Bayes rule, temperature fitted by NLL, α = 1   (closed form, docs/decision.md)
   bayes_alpha   the Bayes rule with temperature and correction strength α fitted by NLL
   offsets       per-class offsets searched against the metric (coordinate ascent), started from both
                 the calibrated argmax and the Bayes rule; ranges shrunk for classes with few images

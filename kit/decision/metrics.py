@@ -113,7 +113,7 @@ class LinearCountMetric(_CountMetric):
     """Per class (a·TP − b·FP − w·FN) / N_c: the chest X-ray competition's metric with a = b = 1, w = 5.
 
     One more true positive of class c is worth (a + w)/N_c and each false positive predicted as c costs
-    b/N_c, so the Bayes-optimal prediction is argmax_k ((a+b+w)·p_k − b)/N_k (DESIGN §2), not argmax.
+    b/N_c, so the Bayes-optimal prediction is argmax_k ((a+b+w)·p_k − b)/N_k (docs/decision.md), not argmax.
     """
 
     a: float = 1.0

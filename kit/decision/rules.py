@@ -3,7 +3,7 @@
 Multi-class, with p the calibrated probabilities (kit.decision.calibration) and o per-class offsets:
 - argmax-type rules predict ``argmax_k log p_k + o_k``;
 - Bayes-type rules predict ``argmax_k u_k·p_k·e^{o_k} + v_k`` with (u, v) the metric's Bayes weights for
-  the target prior (for the competition's metric ``((a+b+w)·p_k − b)/π_k``, DESIGN §2).
+  the target prior (for the competition's metric ``((a+b+w)·p_k − b)/π_k``, docs/decision.md).
 Multi-label: predict label c where ``p_c >= t_c``.
 Zero offsets give the closed-form rule; the candidates module fits T, α, offsets and thresholds.
 """

@@ -1,6 +1,6 @@
 """Per-class offsets searched against the metric by coordinate ascent on a grid.
 
-TPE in 20 dimensions from the Bayes rule did not recover argmax on real outputs (DESIGN §7); a
+TPE in 20 dimensions from the Bayes rule did not recover argmax on real outputs (docs/decision.md); a
 coordinate ascent does what the problem asks for: one class at a time, every grid value of its offset
 is scored exactly (all values in one bincount), the best is kept, and a few sweeps over the classes
 follow. It is deterministic, needs no trial budget, and costs about C × grid confusion matrices per

@@ -1,4 +1,4 @@
-"""The resolution-adaptive CNN of the published ChestMNIST study (DESIGN §3)."""
+"""The resolution-adaptive CNN of the published ChestMNIST study."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ CNN_NAME = "chestmnist_cnn"
 
 
 class ChestMNISTCNN(nn.Module):
-    """conv-BN-ReLU-maxpool-dropout blocks whose count grows with resolution (DESIGN §3).
+    """conv-BN-ReLU-maxpool-dropout blocks whose count grows with resolution.
 
     Two blocks at 28/64 px, three at 128, four at 224 and above; global average + max pooling,
     dropout and a linear head. Small on purpose: the published ChestMNIST study found deeper is not better.

@@ -1,4 +1,4 @@
-"""Assemble `oof/<variant>.npz` from the K per-fold `preds.npz` once every fold exists (DESIGN §5).
+"""Assemble `oof/<variant>.npz` from the K per-fold `preds.npz` once every fold exists (docs/files.md).
 
 Each fold's file must carry the current job identity (config, data, folds): an OOF is never made
 from folds trained on other labels, images or folds.

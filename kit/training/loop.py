@@ -3,9 +3,9 @@
 Per job, `runs/<variant>/fold<k>/` holds `last.pt` (full state, written every epoch),
 `best.pt` (weights and held-out logits of the best epoch), `metrics.csv`, `curves.png` and, when
 done, `preds.npz` (held-out ids and logits, test logits, train_prior). When every fold has its
-`preds.npz`, `kit.training.assemble` writes `oof/<variant>.npz` + `.json` (DESIGN §5).
+`preds.npz`, `kit.training.assemble` writes `oof/<variant>.npz` + `.json` (docs/files.md).
 
-Checkpoints are chosen on the competition score under the DESIGN §2 decision rule (prior
+Checkpoints are chosen on the competition score under the decision rule of docs/decision.md (prior
 correction + Bayes rule), never on accuracy: argmax is what made published runs score worse
 than predicting `No Finding` everywhere. Every random draw is seeded per (seed, variant, fold,
 epoch), so `--resume` after an interruption ends with the same bytes as a run never stopped.
