@@ -25,7 +25,7 @@ def save_figure(fig, path: str | Path) -> Path:
     return path
 
 
-# --- blend and submission pictures ---
+# blend and submission pictures
 
 
 def confusion_png(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str], path: str | Path, title: str = "") -> Path:
@@ -124,7 +124,7 @@ def reliability_png(
     return save_figure(fig, path)
 
 
-# --- training curves ---
+# training curves
 
 
 def training_curves_png(history, path: str | Path, title: str = "") -> Path:

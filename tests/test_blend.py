@@ -146,7 +146,7 @@ def test_test_time_aggregation_methods():
         aggregate_predict(blend_, noisy, "median")
 
 
-# --- the stage --------------------------------------------------------------------------------
+# the stage
 
 
 def _stage_setup(tmp_path, n=300, m=40):

@@ -94,7 +94,7 @@ def change_one_label(data: Path) -> str:
     return str(frame.loc[row, "id"])
 
 
-# --- silent wrong results ----------------------------------------------------------------------
+# silent wrong results
 
 
 @pytest.mark.parametrize("name", ["sample_submission.csv", "train.csv"])
@@ -306,7 +306,7 @@ def test_a_class_of_one_image_fits_no_cross_validation(tiny_competition):
         check_every_class_fits(labels, None, ["a", "b", "c"], tiny_competition.cfg)
 
 
-# --- tracebacks that must be one line ----------------------------------------------------------
+# tracebacks that must be one line
 
 
 def test_non_utf8_byte_in_the_config(tmp_path, capsys):
@@ -497,7 +497,7 @@ def test_atomic_write_onto_a_folder(tmp_path):
     assert (tmp_path / "taken").is_dir() and [p.name for p in tmp_path.iterdir()] == ["taken"]
 
 
-# --- clean but misleading ----------------------------------------------------------------------
+# clean but misleading
 
 
 def test_an_id_na_is_an_id_and_an_empty_id_is_named(tiny_competition, tmp_path, capsys):

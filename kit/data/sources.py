@@ -210,7 +210,7 @@ def test_labels(cfg: CompetitionConfig) -> pd.DataFrame | None:
 test_labels.__test__ = False  # a data function, not a pytest test
 
 
-# --- Kaggle layout -----------------------------------------------------------------------------
+# Kaggle layout
 
 
 def _read_csv(path: Path, id_column: str, cfg: CompetitionConfig, key: str) -> pd.DataFrame:
@@ -377,7 +377,7 @@ def _open_kaggle(cfg: CompetitionConfig, data_dir: Path) -> DataSource:
     return DataSource(classes, cfg.task, splits["train"], splits["test"], synthetic=(data_dir / "SYNTHETIC").exists())
 
 
-# --- MedMNIST npz ------------------------------------------------------------------------------
+# MedMNIST npz
 
 
 def _npy_header(zf: zipfile.ZipFile, key: str) -> tuple[tuple[int, ...], np.dtype]:

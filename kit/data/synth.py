@@ -135,7 +135,7 @@ def scale_counts(n: int, counts: dict[str, int] | None = None, min_per_class: in
     return dict(zip(names, out.tolist()))
 
 
-# --- drawing ------------------------------------------------------------------------------------
+# drawing
 
 
 def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -339,7 +339,7 @@ def draw_chest(
     return np.clip(img * 255, 0, 255).astype(np.uint8)
 
 
-# --- generation --------------------------------------------------------------------------------
+# generation
 
 
 def _patients(n: int, rng: np.random.Generator, prefix: str) -> np.ndarray:
@@ -539,7 +539,7 @@ def _generate_chestmnist(tmp: Path, n_train: int, n_test: int, size: int, seed: 
     return {"classes": CHESTMNIST_CLASSES, "counts": counts, "n_train": n_train, "n_val": n_val, "n_test": n_test}
 
 
-# --- preview -----------------------------------------------------------------------------------
+# preview
 
 
 def preview(source: Path, png_path: Path, per_class: int = 4) -> Path:

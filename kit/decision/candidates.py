@@ -132,7 +132,7 @@ def _temperature_alpha(logits, labels, ctx: FitContext) -> tuple[float, float]:
     return ctx.cache["t_alpha"]
 
 
-# --- multi-class ---
+# multi-class
 
 
 @register_candidate("trivial", "trivial baseline (majority class everywhere)", "multi-class")
@@ -183,7 +183,7 @@ def _mc_offsets(logits, labels, ctx):
     return calibrated.with_(bayes=start == "bayes", offsets=found.offsets, extra=extra)
 
 
-# --- multi-label ---
+# multi-label
 
 
 @register_candidate("trivial", "trivial baseline (all negative)", "multi-label")
