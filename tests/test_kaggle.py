@@ -241,7 +241,10 @@ def test_ctrl_c_while_waiting_keeps_a_pending_row_that_submissions_completes(tmp
     config, good = _setup(tmp_path)
     fake_kaggle.pending_answers = 10**6
     command = [sys.executable, "-c", LAUNCHER, "--config", str(config), "submit", str(good), "-m", "wait for me", "--wait"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(tmp_path, fake_kaggle), cwd=tmp_path)
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(tmp_path, fake_kaggle), cwd=tmp_path,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a runner started in the background passes SIGINT ignored
+    )
     deadline = time.monotonic() + 60
     while ("POST", f"{API}/GetSubmission") not in fake_kaggle.calls() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
