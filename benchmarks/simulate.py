@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-COMPETITION_COUNTS = [34097, 3356, 2600, 2300, 1500, 1300, 1100, 1000, 800, 700, 500, 450, 400, 350, 250, 180, 70, 45, 40, 5]
+from kit.data.synth import COMPETITION_COUNTS
+
+COUNTS = list(COMPETITION_COUNTS.values())  # in the order of the classes
 
 
 def stratified(y: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -20,10 +22,10 @@ def sampler_model_oof(seed: int = 0, signal: float = 1.6, overconfidence: float 
     (logits × 1.5) with small per-class biases, so temperature, prior correction, the Bayes rule and
     offsets all have something to do."""
     rng = np.random.default_rng(seed)
-    c = len(COMPETITION_COUNTS)
-    y = rng.permutation(np.repeat(np.arange(c), COMPETITION_COUNTS))
+    c = len(COUNTS)
+    y = rng.permutation(np.repeat(np.arange(c), COUNTS))
     n = len(y)
-    pi = np.array(COMPETITION_COUNTS) / n
+    pi = np.array(COUNTS) / n
     q = np.sqrt(pi) / np.sqrt(pi).sum()
     z = rng.normal(size=(n, c))
     z[np.arange(n), y] += signal
@@ -35,11 +37,11 @@ def complementary_members(n_members: int, seed: int = 0, k: int = 5, n_test: int
     """(labels, fold, [(logits, test_logits, train_prior)]): each member sees its own share of the classes
     well and the rest weakly, so a blend has something to gain; member j trained under a sampler of power j/2."""
     rng = np.random.default_rng(seed)
-    c = len(COMPETITION_COUNTS)
-    y = rng.permutation(np.repeat(np.arange(c), COMPETITION_COUNTS))
+    c = len(COUNTS)
+    y = rng.permutation(np.repeat(np.arange(c), COUNTS))
     labels = np.eye(c, dtype=np.uint8)[y]
     fold = stratified(y, k, rng)
-    prior = np.asarray(COMPETITION_COUNTS) / sum(COMPETITION_COUNTS)
+    prior = np.asarray(COUNTS) / sum(COUNTS)
     y_test = rng.choice(c, size=n_test, p=prior)
     members = []
     for j in range(n_members):

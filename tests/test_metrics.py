@@ -7,6 +7,7 @@ import pytest
 from sklearn.metrics import confusion_matrix, f1_score, multilabel_confusion_matrix, roc_auc_score
 
 from kit.config import MetricConfig
+from kit.data.synth import COMPETITION_COUNTS
 from kit.decision.metrics import (
     BalancedAccuracy,
     LinearCountMetric,
@@ -30,7 +31,6 @@ def competition_score(y_true, y_pred, metric):
 
 def per_class_scores(y_true, y_pred, metric):
     return metric.per_class(y_true, y_pred)
-COMPETITION_COUNTS = [34097, 3356, 2600, 2300, 1500, 1300, 1100, 1000, 800, 700, 500, 450, 400, 350, 250, 180, 70, 45, 40, 5]
 
 
 def one_hot(idx, c: int) -> np.ndarray:
@@ -58,7 +58,7 @@ def test_perfect_predictions_score_one():
 
 
 def test_all_no_finding_on_design_counts_is_minus_4_72():
-    y = one_hot(np.repeat(np.arange(20), COMPETITION_COUNTS), 20)
+    y = one_hot(np.repeat(np.arange(20), list(COMPETITION_COUNTS.values())), 20)
     assert len(y) == 51043
     expected = ((34097 - (51043 - 34097)) / 34097 - 19 * 5) / 20
     assert trivial_baseline(y, W) == pytest.approx(expected)
