@@ -203,7 +203,7 @@ def test_bayes_weights_maximize_the_expected_score_of_one_more_row(metric):
 
 def _marginal(metric, tp, fp, fn, n):
     """Change of the summed per-class score when one row adds (tp, fp, fn) to classes of size n (the N_c are
-    the estimated class sizes, held fixed as in docs/decision.md)."""
+    the estimated class sizes, held fixed as the Bayes rule assumes)."""
     if isinstance(metric, LinearCountMetric):
         return (metric.a * tp - metric.b * fp - metric.w * fn) / n
     return tp / n  # recall: a miss adds nothing, a hit adds 1/N
