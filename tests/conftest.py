@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -123,6 +124,12 @@ def make_oof():
 def make_folds_for():
     """The `stratified_folds` helper."""
     return stratified_folds
+
+
+def sigint_to_default() -> None:
+    """`preexec_fn` of the Ctrl-C tests: a runner started in the background (`nohup ... &`) passes SIGINT
+    on ignored, and a child that inherits that never sees the test's Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run_kit(args: list, capsys) -> tuple[int, str, str]:

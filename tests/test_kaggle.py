@@ -35,7 +35,7 @@ import pytest
 
 from kit.leaderboard.ledger import append_entry, file_sha256, new_entry, read_ledger
 from kit.submission import write_submission
-from tests.conftest import CLASSES, assert_one_line_error, layout_toml, make_layout, one_hot, run_kit
+from tests.conftest import CLASSES, assert_one_line_error, layout_toml, make_layout, one_hot, run_kit, sigint_to_default
 
 API = "/api/v1/competitions.CompetitionApiService"
 SECRET = "s3cr3t-kit-test-key-0123456789"
@@ -243,7 +243,7 @@ def test_ctrl_c_while_waiting_keeps_a_pending_row_that_submissions_completes(tmp
     command = [sys.executable, "-c", LAUNCHER, "--config", str(config), "submit", str(good), "-m", "wait for me", "--wait"]
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(tmp_path, fake_kaggle), cwd=tmp_path,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a runner started in the background passes SIGINT ignored
+        preexec_fn=sigint_to_default,
     )
     deadline = time.monotonic() + 60
     while ("POST", f"{API}/GetSubmission") not in fake_kaggle.calls() and process.poll() is None and time.monotonic() < deadline:

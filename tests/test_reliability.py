@@ -28,7 +28,7 @@ from kit.data.folds import check_every_class_fits
 from kit.errors import KitError
 from kit.files import atomic_write
 from kit.stages.train import train
-from tests.conftest import REPO, assert_one_line_error, edit_csv, kaggle_copy, run_kit, write_config
+from tests.conftest import REPO, assert_one_line_error, edit_csv, kaggle_copy, run_kit, sigint_to_default, write_config
 
 TINY_MODEL = """backbone = "chestmnist_cnn"
 pretrained = false
@@ -534,7 +534,7 @@ def test_ctrl_c_prints_one_line_and_exits_130(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "kit", "synth", str(out), "--n-train", "20000", "--n-test", "100", "--size", "64"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a test runner may start us with SIGINT ignored
+        preexec_fn=sigint_to_default,
     )
     deadline = time.monotonic() + 120
     while not list(tmp_path.glob(".synth.tmp-*/train/*.png")):  # the long part has begun
