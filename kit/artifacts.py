@@ -190,6 +190,21 @@ def read_meta(path: str | Path) -> dict | None:
     return meta
 
 
+def require_same_data(meta: dict | None, current: str, source: str | Path, variant: str, accept: bool,
+                      config: str | Path | None = None) -> None:
+    """One line when an OOF was trained on other data than the data source holds now (a label fixed in
+    train.csv, images replaced): fitting or scoring its logits against the new labels would be silently wrong.
+    `calibrate.accept_stale_oof = true` accepts it on purpose; an OOF with no recorded fingerprint is accepted."""
+    recorded = (meta or {}).get("data_fingerprint")
+    if recorded is None or recorded == current or accept:
+        return
+    raise KitError(
+        f"{source}: trained on other data than the data source holds now (train labels or images changed after `kit train`); "
+        f"retrain it with `kit train --variant {variant}`, or set calibrate.accept_stale_oof = true in {config or 'the config'} "
+        "to use the old logits anyway"
+    )
+
+
 def require_metric(recorded: dict | None, current: dict, source: str | Path, rerun: str, config: str | Path | None = None) -> None:
     """One line when a result was made for another metric than the config's: both values and what to rerun.
     Results with no recorded metric (made by an older kit, or by hand) are accepted as they are."""

@@ -204,6 +204,13 @@ def main() -> None:
         if exc.code == 130:  # typer turns Ctrl-C into a silent exit with code 130
             _interrupted()
         raise
+    except Exception:  # a bug in the kit: its traceback, without any form of a Kaggle credential it may hold
+        import traceback
+
+        from kit.errors import scrub_secrets
+
+        sys.stderr.write(scrub_secrets(traceback.format_exc()))
+        sys.exit(1)
 
 
 def _fail(message: str, code: int) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import hashlib
 import io
 from pathlib import Path
 from typing import Any
@@ -64,11 +65,18 @@ def sample_path(cfg: CompetitionConfig) -> Path | None:
 
 
 def read_sample(path: Path) -> pd.DataFrame:
-    """The sample submission, which must have rows: a header alone would let a 0-row submission pass."""
+    """The sample submission, which must have rows (a header alone would let a 0-row submission pass)
+    and each id once (a file matching a sample with a repeated id would repeat it, and be refused by Kaggle)."""
     remedy = "download the competition data again (`kit download`)"
     sample = read_csv_str(path, remedy)
     if sample.empty:
         raise KitError(f"{path}: has a header but no rows, so no submission can be checked against it; {remedy}")
+    ids = sample.iloc[:, 0].astype(str)
+    repeated = ids.duplicated(keep=False).to_numpy()
+    if repeated.any():
+        rows = [int(r) + 2 for r in np.flatnonzero(repeated)[:2]]
+        raise KitError(f"{path}: rows {rows[0]} and {rows[1]} have the same id {ids.iloc[rows[0] - 2]!r} (column "
+                       f"'{sample.columns[0]}'); each test id must appear once; {remedy}")
     return sample
 
 
@@ -240,6 +248,7 @@ def write_submission(
     text = frame.to_csv(index=False, lineterminator="\n")
     atomic_write(out, lambda f: f.write(text.encode()))
     meta = {
+        "csv_sha256": hashlib.sha256(text.encode()).hexdigest(),  # `kit submit` uses this JSON only beside these bytes
         "name": name,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "task": cfg.task,

@@ -95,6 +95,21 @@ def test_stage_refuses_an_oof_made_for_another_metric(stage):
     _expect_refusal(cfg, root / "oof" / "w3.npz", root, expected)
 
 
+def test_stage_refuses_an_oof_trained_on_data_that_changed_since_unless_accepted(stage):
+    from kit.data.sources import open_source
+
+    cfg, oof, root = stage
+    current = open_source(cfg).train.fingerprint
+    save_oof(root / "oof" / "old.npz", oof, {"metric": LinearCountMetric().params(), "data_fingerprint": "before-the-label-fix"})
+    expected = r"old.npz: trained on other data than the data source holds now .*kit train --variant old.*calibrate.accept_stale_oof = true"
+    _expect_refusal(cfg, root / "oof" / "old.npz", root, expected)
+    save_oof(root / "oof" / "same.npz", oof, {"metric": LinearCountMetric().params(), "data_fingerprint": current})
+    calibrate(cfg, [root / "oof" / "same.npz"], quiet_console())
+    accepting = cfg.model_copy(update={"calibrate": cfg.calibrate.model_copy(update={"accept_stale_oof": True})})
+    calibrate(accepting, [root / "oof" / "old.npz"], quiet_console())
+    assert (root / "oof" / "old.decision.json").is_file()
+
+
 def test_stage_refuses_an_unknown_candidate(stage):
     cfg, oof, root = stage
     cfg = cfg.model_copy(update={"calibrate": cfg.calibrate.model_copy(update={"candidates": ["argmax", "vote"]})})

@@ -17,8 +17,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from kit.artifacts import OOF, check_against_folds, check_same_classes, load_oof, oof_fingerprint, read_meta, require_metric, save_oof
-from kit.config import CompetitionConfig, resolve_variants
+from kit.artifacts import OOF, check_against_folds, check_same_classes, load_oof, oof_fingerprint, read_meta, require_metric, require_same_data, save_oof
+from kit.config import CompetitionConfig, check_name, resolve_variants
 from kit.decision.calibration import class_prior
 from kit.decision.candidates import FitContext, candidates_for
 from kit.decision.metrics import Metric, build_metric, trivial_baseline, trivial_prediction
@@ -44,8 +44,7 @@ def blend(cfg: CompetitionConfig, variants: list[str] | None, name: str = "blend
     from kit.data.sources import open_source
 
     console = console or Console()
-    if not name or any(ch in name for ch in "/\\ "):
-        raise KitError(f"--name '{name}': use a plain file name (no spaces or slashes)")
+    check_name(name, "--name")  # before anything is read or written: no path, no reserved name (ledger), not too long
     names = resolve_variants(variants, cfg)
     if len(set(names)) != len(names):
         raise KitError(f"--variants lists a variant twice ({names}); list each once")
@@ -61,6 +60,9 @@ def blend(cfg: CompetitionConfig, variants: list[str] | None, name: str = "blend
     classes = ref.classes.astype(str).tolist()
     fold = ref.fold.astype(np.int64)
     source = open_source(cfg)
+    for n in names:
+        require_same_data(read_meta(paths[n].with_suffix(".json")), source.train.fingerprint, paths[n], n, cfg.calibrate.accept_stale_oof,
+                          cfg.source_file)
     if list(source.classes) != classes:
         raise KitError(
             f"{paths[names[0]]}: classes differ from the data source {cfg.data.dir} "

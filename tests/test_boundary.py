@@ -1,0 +1,160 @@
+"""Issue 18 at the boundary, without a server: credentials in every form, text from outside, the dashboard
+host, names and paths, stale OOF files and numbers that are not finite (tests/test_kaggle.py has the server faults)."""
+
+from __future__ import annotations
+
+import base64
+import re
+
+import pytest
+
+from kit.errors import KitError, scrub_secrets
+from kit.leaderboard.client import clean_text, scrub
+
+KEY = "k3y-for-boundary-tests-0123456789"
+TOKEN = "KGAT_boundary-token-abcdef"
+
+
+@pytest.fixture
+def credentials(monkeypatch, tmp_path):
+    monkeypatch.setenv("KAGGLE_USERNAME", "someone")
+    monkeypatch.setenv("KAGGLE_KEY", KEY)
+    monkeypatch.setenv("KAGGLE_API_TOKEN", TOKEN)
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "no-kaggle-dir"))
+
+
+def test_every_form_of_a_credential_is_scrubbed_from_messages(credentials):
+    basic = base64.b64encode(f"someone:{KEY}".encode()).decode()
+    text = f"key {KEY}; pair someone:{KEY}; header Authorization: Basic {basic}; unpadded {basic.rstrip('=')}; Bearer {TOKEN}"
+    for cleaned in (scrub_secrets(text), scrub(text), str(KitError(text))):
+        for secret in (KEY, basic, basic.rstrip("="), TOKEN, f"someone:{KEY}"):
+            assert secret not in cleaned
+        assert "Basic ***" in cleaned and "Bearer ***" in cleaned
+
+
+def test_kaggle_json_credentials_are_scrubbed_too(monkeypatch, tmp_path):
+    import json
+
+    for name in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / "kaggle.json").write_text(json.dumps({"username": "u", "key": KEY}))
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path))
+    basic = base64.b64encode(f"u:{KEY}".encode()).decode()
+    assert str(KitError(f"echo {basic} and {KEY}")) == "echo *** and ***"
+
+
+def test_outside_text_loses_control_and_escape_characters():
+    assert clean_text("\x1b[2J\x1b[1;31mred\x1b[0m\x1b]8;;http://x\x07link\x1b]8;;\x07\x00\x08\r\nnext\u202eevil") == "redlink next evil"
+    assert clean_text("[bold]kept as text[/]") == "[bold]kept as text[/]"
+
+
+def test_a_bug_traceback_never_shows_a_credential(credentials, monkeypatch, capsys):
+    from kit import cli
+
+    def crash():
+        raise RuntimeError(f"bug while holding Authorization: Bearer {TOKEN}")
+
+    monkeypatch.setattr(cli, "app", crash)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1 and "Traceback" in err and "Bearer ***" in err and TOKEN not in err
+
+
+@pytest.mark.parametrize("host, warned", [("127.0.0.1", False), ("localhost", False), ("::1", False), ("127.0.0.2", False),
+                                          ("0.0.0.0", True), ("192.168.1.5", True), ("::", True), ("example.org", True)])
+def test_dashboard_on_a_non_loopback_host_warns_that_studies_are_open(tiny_competition, monkeypatch, host, warned):
+    import optuna_dashboard
+    from rich.console import Console
+
+    from kit.studies import dashboard
+
+    monkeypatch.setattr(optuna_dashboard, "run_server", lambda storage, host, port: None)
+    console = Console(record=True, width=300)
+    dashboard(tiny_competition.cfg, host, 8080, console=console)
+    out = console.export_text()
+    assert ("without authentication" in out) is warned, out
+
+
+# Names and paths are data (class 2).
+
+def _files(root):
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+@pytest.fixture
+def layout(tmp_path):
+    from tests.conftest import layout_toml, make_layout
+
+    cfg = make_layout(tmp_path, ["A", "B", "C"] * 5, ["t1", "t2", "t3"], variants=[])
+    return tmp_path, layout_toml(tmp_path, cfg)
+
+
+TRAVERSALS = ["../../x", "a/b", "..", ".hidden", "ledger", "x" * 101, "a b", "-rf", "all", "v.calibration"]
+
+
+@pytest.mark.parametrize("bad", TRAVERSALS)
+@pytest.mark.parametrize("command", [
+    ["train", "--variant", "{}"], ["calibrate", "--variant", "{}"], ["blend", "--variants", "{}"], ["blend", "--name", "{}"],
+    ["submit", "-m", "x", "--competition", "{}"], ["submissions", "--competition", "{}"], ["download", "--competition", "{}"],
+])
+def test_a_name_that_is_not_a_plain_name_is_refused_before_anything_is_read_or_written(layout, capsys, bad, command):
+    from tests.conftest import assert_one_line_error, run_kit
+
+    root, config = layout
+    if bad == "all" and command[0] in ("train", "calibrate", "blend") and command[1] != "--name":
+        pytest.skip("'all' is the keyword for the config's variants there")
+    before = _files(root)
+    code, _, err = run_kit(["--config", config, *[a.format(bad) for a in command]], capsys)
+    assert_one_line_error(code, err, repr(bad))
+    assert _files(root) == before
+
+
+@pytest.mark.parametrize("line, needle", [
+    ('variants = ["../x"]', "key 'variants.0'"),
+    ('variants = ["a", "b", "a"]', "variant 'a' is listed 2 times"),
+    ('[kaggle]\ncompetition = "../other"', "key 'kaggle.competition'"),
+])
+def test_names_in_the_competition_config_are_checked_at_load(tmp_path, line, needle):
+    from kit.config import load_competition
+
+    path = tmp_path / "c.toml"
+    path.write_text(line + "\n")
+    with pytest.raises(KitError, match=re.escape(needle)):
+        load_competition(path)
+
+
+def test_a_variant_file_whose_name_key_differs_from_its_file_name_is_refused(tmp_path):
+    from kit.config import CompetitionConfig, PathsConfig, load_model
+
+    cfg = CompetitionConfig(paths=PathsConfig(models=tmp_path))
+    (tmp_path / "t1.toml").write_text('name = "t2"\nbackbone = "chestmnist_cnn"\n')
+    with pytest.raises(KitError, match=r"t1\.toml: key 'name' = 't2' differs from the file's name 't1'"):
+        load_model("t1", cfg)
+    (tmp_path / "t1.toml").write_text('name = "t1"\nbackbone = "chestmnist_cnn"\n')
+    assert load_model("t1", cfg).name == "t1"
+    with pytest.raises(KitError, match=r"variant '\.\./t1': holds '/'"):
+        load_model("../t1", cfg)
+
+
+def test_home_and_variables_in_path_keys_are_expanded_or_refused(tmp_path, monkeypatch):
+    from kit.config import load_competition
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("KIT_TEST_DATA", str(tmp_path / "data"))
+    monkeypatch.delenv("KIT_TEST_UNSET", raising=False)
+    path = tmp_path / "c.toml"
+    path.write_text('[data]\ndir = "$KIT_TEST_DATA/x"\n[paths]\noof = "~/oof"\nruns = "${KIT_TEST_DATA}/runs"\n')
+    cfg = load_competition(path)
+    assert cfg.data.dir == tmp_path / "data" / "x" and cfg.paths.oof == tmp_path / "home" / "oof" and cfg.paths.runs == tmp_path / "data" / "runs"
+    path.write_text('[paths]\noof = "$KIT_TEST_UNSET/oof"\n')
+    with pytest.raises(KitError, match=r"key 'paths\.oof': .*\$KIT_TEST_UNSET is not set"):
+        load_competition(path)
+
+
+def test_a_missing_relative_path_says_it_is_relative_to_the_working_directory(tmp_path, monkeypatch):
+    from kit.config import load_competition
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(KitError, match=r"nope\.toml: config file not found \(relative to the working directory .*, not to the config file\)"):
+        load_competition("nope.toml")
