@@ -230,6 +230,23 @@ def recipe_conflict(m: ModelConfig) -> str | None:
     return None
 
 
+SOFTMAX_ONLY_LOSSES = (*REBALANCING_LOSSES, "ce")  # losses over a softmax: one label per image
+
+
+def recipe_task_conflict(m: ModelConfig, task: str) -> str | None:
+    """Why a variant's keys do not fit the competition's task (None when they do): the task is known
+    only with the competition config, so this is checked when a job is built, not at load."""
+    if task != "multi-label":
+        return None
+    if m.loss in SOFTMAX_ONLY_LOSSES:
+        return f"key 'loss': \"{m.loss}\" is a softmax loss for multi-class; use \"bce\" or \"focal\" for multi-label"
+    if m.tau_norm > 0:
+        return "key 'tau_norm': τ-normalisation balances a softmax head; the task is multi-label"
+    if m.class_weights != "none":
+        return "key 'class_weights': multi-label losses weight labels by pos_weight; the task is multi-label"
+    return None
+
+
 def _first_error_line(path: Path, err: ValidationError) -> str:
     first = err.errors()[0]
     if not first["loc"]:  # a check across keys: its message names them
