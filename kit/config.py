@@ -87,6 +87,7 @@ def relative_to_what(path: Path) -> str:
 
 
 Name = Annotated[str, BeforeValidator(_name_field)]
+Slug = Annotated[str, BeforeValidator(lambda v: v if v == "" else _name_field(v))]  # "": no Kaggle competition (MedMNIST)
 PathKey = Annotated[Path, BeforeValidator(expand_path)]
 
 
@@ -115,6 +116,8 @@ class DataConfig(_Strict):
     npz: str = "chestmnist.npz"
     # what to do with a missing or unreadable image
     on_bad_image: Literal["stop", "skip"] = "stop"
+    # an image with more pixels is refused in one line before it is decoded (a decompression bomb, a huge scan)
+    max_image_pixels: int = Field(50_000_000, ge=1)
 
     @model_validator(mode="after")
     def _one_label_format(self) -> DataConfig:
@@ -172,7 +175,7 @@ class PathsConfig(_Strict):
 
 
 class KaggleConfig(_Strict):
-    competition: Name = "26-t-1-dl-gen-ainppe-1"
+    competition: Slug = "26-t-1-dl-gen-ainppe-1"
 
 
 class CompetitionConfig(_Strict):

@@ -132,9 +132,10 @@ def read_text(path: str | Path, remedy: str) -> str:
         ) from None
 
 
-def read_csv(path: str | Path, id_column: str, remedy: str) -> pd.DataFrame:
-    """A CSV with at least one row; ids are strings and only empty fields are missing values
-    ("NA" or "null" is an id, not a gap). KitError naming the file when it is empty, not UTF-8 or not CSV."""
+def read_csv(path: str | Path, id_column: str, remedy: str, text_columns: list[str] | None = None) -> pd.DataFrame:
+    """A CSV with at least one row; ids (and `text_columns`, e.g. patient ids) are strings exactly as written
+    ("000012" is not "12") and only empty fields are missing values ("NA" or "null" is an id, not a gap).
+    KitError naming the file when it is empty, not UTF-8 or not CSV."""
     import pandas as pd  # here: the config loader imports this module and should stay light
 
     path = Path(path)
@@ -142,7 +143,8 @@ def read_csv(path: str | Path, id_column: str, remedy: str) -> pd.DataFrame:
     if not text.strip():
         raise KitError(f"{path}: file is empty; {remedy}")
     try:
-        frame = pd.read_csv(io.StringIO(text), dtype={id_column: str}, keep_default_na=False, na_values=[""])
+        dtypes = {c: str for c in [id_column, *(text_columns or [])] if c}
+        frame = pd.read_csv(io.StringIO(text), dtype=dtypes, keep_default_na=False, na_values=[""])
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
         raise KitError(f"{path}: not a readable CSV ({' '.join(str(exc).split())}); {remedy}") from None
     if frame.empty:

@@ -8,6 +8,7 @@ import re
 
 import pytest
 
+from kit.config import ModelConfig
 from kit.errors import KitError, scrub_secrets
 from kit.leaderboard.client import clean_text, scrub
 
@@ -158,3 +159,101 @@ def test_a_missing_relative_path_says_it_is_relative_to_the_working_directory(tm
     monkeypatch.chdir(tmp_path)
     with pytest.raises(KitError, match=r"nope\.toml: config file not found \(relative to the working directory .*, not to the config file\)"):
         load_competition("nope.toml")
+
+
+# Data and numbers (class 3) and messages that point at the cause (class 5).
+
+FLOAT_KEYS = [name for name, f in ModelConfig.model_fields.items() if "float" in str(f.annotation)]
+
+
+@pytest.mark.parametrize("key", FLOAT_KEYS)
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan"])
+def test_every_float_key_of_a_recipe_refuses_inf_and_nan(tmp_path, key, value):
+    from kit.config import CompetitionConfig, PathsConfig, load_model
+
+    (tmp_path / "v.toml").write_text(f'backbone = "chestmnist_cnn"\n{key} = {value}\n' if key != "tta_scales" else
+                                     f'backbone = "chestmnist_cnn"\n{key} = [{value}]\n')
+    with pytest.raises(KitError, match=rf"v\.toml: key '{key}(\.0)?': Input should be a finite number"):
+        load_model("v", CompetitionConfig(paths=PathsConfig(models=tmp_path)))
+
+
+def test_competition_float_keys_refuse_inf(tmp_path):
+    from kit.config import load_competition
+
+    path = tmp_path / "c.toml"
+    path.write_text("[calibrate]\nshrinkage = inf\n")
+    with pytest.raises(KitError, match=r"key 'calibrate.shrinkage': Input should be a finite number"):
+        load_competition(path)
+
+
+def test_a_fixed_size_backbone_is_checked_against_image_size_at_load(tmp_path):
+    from kit.config import CompetitionConfig, PathsConfig, load_model
+
+    (tmp_path / "vit.toml").write_text('backbone = "test_vit"\npretrained = false\nimage_size = 64\n')
+    with pytest.raises(KitError, match=r"vit\.toml: key 'image_size' = 64: backbone 'test_vit' takes only 160 px images"):
+        load_model("vit", CompetitionConfig(paths=PathsConfig(models=tmp_path)))
+    (tmp_path / "cnn.toml").write_text('backbone = "test_resnet"\npretrained = false\nimage_size = 64\n')
+    assert load_model("cnn", CompetitionConfig(paths=PathsConfig(models=tmp_path))).image_size == 64
+
+
+def _layout(tmp_path, **data):
+    from tests.conftest import make_layout
+
+    cfg = make_layout(tmp_path, ["A", "B", "C"] * 5, ["t1", "t2", "t3"])
+    return cfg.model_copy(update={"data": cfg.data.model_copy(update=data)})
+
+
+def test_patient_ids_are_read_as_written(tmp_path):
+    import pandas as pd
+
+    from kit.data.sources import open_source
+
+    cfg = _layout(tmp_path, patient_column="patient")
+    train = pd.read_csv(cfg.data.dir / "train.csv", dtype=str)
+    train["patient"] = ["000012", "12", "12.0"] * 5
+    train.to_csv(cfg.data.dir / "train.csv", index=False)
+    groups = open_source(cfg).train.groups
+    assert groups[:3].tolist() == ["000012", "12", "12.0"]
+
+
+@pytest.mark.parametrize("edit, needles", [
+    (lambda text: text.replace("id,A,B,C", "id,A,B,C,patient").replace(",0\n", ",0,p7\n").replace(",1\n", ",1,p7\n"),
+     ["column 'patient' holds values other than 0/1", "data.patient_column", "data.class_columns"]),
+    (lambda text: text.replace("id,A,B,C", "id,A,B,C,").replace(",0\n", ",0,\n").replace(",1\n", ",1,\n"),
+     ["'Unnamed: 4' (an empty header field: a trailing comma in the header?)", "data.class_columns"]),
+])
+def test_a_one_hot_train_csv_with_other_columns_names_them_and_the_keys(tmp_path, edit, needles):
+    from kit.data.sources import open_source
+
+    cfg = _layout(tmp_path)
+    path = cfg.data.dir / "train.csv"
+    path.write_text(edit(path.read_text()))
+    with pytest.raises(KitError) as err:
+        open_source(cfg)
+    for needle in needles:
+        assert needle in str(err.value)
+
+
+def test_all_images_missing_blames_the_pattern_not_the_files(tmp_path):
+    from kit.data.sources import open_source
+
+    cfg = _layout(tmp_path, on_bad_image="skip")
+    for png in (cfg.data.dir / "train").iterdir():
+        png.unlink()
+    with pytest.raises(KitError, match=r"all 15 train images are missing .*data.train_images = 'train/\{id\}.png' under data.dir") as err:
+        open_source(cfg)
+    assert "skip" not in str(err.value)
+
+
+def test_an_image_over_the_pixel_limit_is_one_line_before_decoding(tmp_path):
+    from PIL import Image
+
+    from kit.data.sources import open_source
+
+    cfg = _layout(tmp_path, max_image_pixels=1000)
+    Image.new("L", (40, 30)).save(cfg.data.dir / "train" / "tr000.png")
+    Image.new("L", (20, 20)).save(cfg.data.dir / "train" / "tr001.png")
+    train = open_source(cfg).train
+    assert train.read_image(1).shape == (20, 20)
+    with pytest.raises(KitError, match=r"tr000.png: 40x30 = 1200 pixels, more than data.max_image_pixels = 1000"):
+        train.read_image(0)

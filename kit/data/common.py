@@ -14,6 +14,7 @@ a trainer drops them explicitly instead of training on a wrong label.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -69,6 +70,7 @@ class Split:
     missing: np.ndarray | None = None  # (n,) bool: image file absent at load (on_bad_image="skip")
     npz_images: ArrayImages | None = field(default=None, repr=False)
     images_fingerprint: str = ""  # the images' names, sizes and mtimes (or the npz's), wherever the folder lies
+    max_pixels: int | None = None  # data.max_image_pixels: larger images are refused before they are decoded
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -81,8 +83,14 @@ class Split:
         if self.missing is not None and self.missing[i]:
             raise KitError(f"{path}: image file is missing ({self.name} id '{self.ids[i]}')")
         try:
-            with Image.open(path) as img:
-                return gray_uint8(img, path)
+            with warnings.catch_warnings():  # PIL's own bomb warning: the kit's limit below says it in one line
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(path) as img:  # reads the header only: the size is known before any decoding
+                    _check_pixels(img.size, path, self.max_pixels)
+                    return gray_uint8(img, path)
+        except Image.DecompressionBombError:
+            raise KitError(f"{path}: the image is too large to decode safely (Pillow refuses it as a decompression bomb); "
+                           "shrink or replace the file") from None
         except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
             raise KitError(
                 f"{path}: cannot read image ({type(exc).__name__}: {exc}); replace the file, "
@@ -92,6 +100,15 @@ class Split:
     @property
     def n_missing(self) -> int:
         return 0 if self.missing is None else int(self.missing.sum())
+
+
+def _check_pixels(size: tuple[int, int], path: str, limit: int | None) -> None:
+    width, height = size
+    if limit is not None and width * height > limit:
+        raise KitError(
+            f"{path}: {width}x{height} = {width * height} pixels, more than data.max_image_pixels = {limit} (a decompression "
+            "bomb, or a scan far larger than training needs); shrink the image, or raise data.max_image_pixels"
+        )
 
 
 def gray_uint8(img: Image.Image, path: str) -> np.ndarray:

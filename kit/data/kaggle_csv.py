@@ -23,7 +23,7 @@ from kit.files import read_csv
 def read_layout_csv(path: Path, id_column: str, cfg: CompetitionConfig, key: str) -> pd.DataFrame:
     """One of the competition's CSVs (ids as strings, "NA" an id like any other), with an id column and rows."""
     remedy = f"restore it from the competition download, or set data.{key} in {cfg.source_file}"
-    frame = read_csv(path, id_column, remedy)
+    frame = read_csv(path, id_column, remedy, text_columns=[cfg.data.patient_column or ""])  # "000012" stays "000012"
     if id_column not in frame.columns:
         raise KitError(
             f"{path}: no id column '{id_column}' (columns: {first_items(frame.columns, 8)}); set data.id_column in {cfg.source_file}"
@@ -43,14 +43,25 @@ def _labels_from_columns(frame: pd.DataFrame, classes: list[str], path: Path, cf
     if absent:
         raise KitError(f"{path}: class columns not found: {first_items(absent)}; fix data.class_columns in {cfg.source_file}")
     values = frame[classes].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
-    bad_rows = ~np.isin(values, (0.0, 1.0)).all(axis=1)
-    if bad_rows.any():
-        ids = frame[cfg.data.id_column].to_numpy()[bad_rows]
+    bad = ~np.isin(values, (0.0, 1.0))
+    if bad.any():
+        columns = [classes[k] for k in np.flatnonzero(bad.any(axis=0))]
+        row, col = np.argwhere(bad)[0]
+        shown = ", ".join(_column_name(c) for c in columns[:5])
         raise KitError(
-            f"{path}: {int(bad_rows.sum())} rows have class values other than 0/1 (first ids: {first_items(ids)}); "
-            "class columns must be one-hot 0/1"
+            f"{path}: column{'s' if len(columns) > 1 else ''} {shown} hold{'' if len(columns) > 1 else 's'} values other than 0/1 "
+            f"(row {row + 2}: {frame[classes[col]].iloc[row]!r}), so {'they are' if len(columns) > 1 else 'it is'} not one-hot class "
+            f"columns; name the patient id column with data.patient_column and the class columns with data.class_columns "
+            f"(or one label column with data.label_column) in {cfg.source_file}"
         )
     return values.astype(np.uint8)
+
+
+def _column_name(column: str) -> str:
+    """A column as the user sees it in the header: an empty name (a trailing comma) said as such."""
+    if column.startswith("Unnamed: "):
+        return f"{column!r} (an empty header field: a trailing comma in the header?)"
+    return repr(column)
 
 
 def _labels_from_label_column(
@@ -149,6 +160,11 @@ def _check_missing(missing: np.ndarray, paths: np.ndarray, split: str, cfg: Comp
         return
     n = int(missing.sum())
     listed = first_items(paths[missing])
+    if n == len(paths):  # none found: a wrong pattern or folder, which skipping would hide
+        raise KitError(
+            f"all {n} {split} images are missing ({listed}); data.{key} = '{getattr(cfg.data, key)}' under data.dir = "
+            f"'{cfg.data.dir}' finds none of them: check both in {cfg.source_file}"
+        )
     if cfg.data.on_bad_image == "stop":
         raise KitError(
             f"{n} of {len(paths)} {split} images are missing ({listed}); check data.{key} in {cfg.source_file}, "
@@ -170,7 +186,8 @@ def _image_split(
     prefix = len(str(data_dir)) + 1  # the same images in a moved or copied (mtime-keeping) folder keep their fingerprint
     images = fingerprint("images", "\n".join(line[prefix:] for line in stat_lines))
     return Split(
-        ids, labels, groups, data_fingerprint, name=name, paths=paths, missing=missing if missing.any() else None, images_fingerprint=images
+        ids, labels, groups, data_fingerprint, name=name, paths=paths, missing=missing if missing.any() else None, images_fingerprint=images,
+        max_pixels=cfg.data.max_image_pixels,
     )
 
 

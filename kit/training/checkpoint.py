@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,9 +64,17 @@ class FoldCheckpoints:
         return self.last.is_file()
 
     def clear(self) -> None:
-        """A fresh start: no file of an earlier run may be mistaken for this one's."""
-        for stale in (self.preds, self.last, self.best):
-            stale.unlink(missing_ok=True)
+        """A fresh start: no checkpoint of an earlier run may be mistaken for this one's, yet nothing earlier is
+        lost before this run has its own result: last.pt and best.pt are moved aside (*.previous, removed once
+        the new preds.npz exists) and the earlier preds.npz stays until the new one replaces it (it carries its
+        identity, so it is only ever used for the inputs it was made from)."""
+        for stale in (self.last, self.best):
+            if stale.is_file():
+                os.replace(stale, self._previous(stale))
+
+    @staticmethod
+    def _previous(path: Path) -> Path:
+        return path.with_name(f"{path.name}.previous")
 
     def restore(self, trainer: Trainer) -> FoldState:
         """Load `last.pt` into `trainer` (and torch's RNG); the state to continue from."""
@@ -109,4 +118,6 @@ class FoldCheckpoints:
         """The job's result, with its identity and summary as JSON strings."""
         arrays = {**arrays, "identity": np.asarray(json.dumps(self.identity)), "metrics": np.asarray(json.dumps(summary))}
         atomic_write(self.preds, lambda f: np.savez(f, **arrays))
+        for kept in (self.last, self.best):  # the new result exists: the earlier run's checkpoints may go
+            self._previous(kept).unlink(missing_ok=True)
         return self.preds
