@@ -277,7 +277,8 @@ def download(
 
 def main() -> None:
     """Entry point: bad input (KitError, or a file operation that failed) becomes one line on stderr and
-    exit code 2; Ctrl-C becomes one "interrupted" line and exit code 130; never a traceback."""
+    exit code 2; Ctrl-C becomes one "interrupted" line and exit code 130 (SIGTERM: 143); never a traceback."""
+    previous_sigterm = _terminate_like_ctrl_c()
     try:
         app()
     except KitError as exc:
@@ -285,11 +286,11 @@ def main() -> None:
     except OSError as exc:  # a file operation the kit's own checks did not turn into a KitError
         where = f"{exc.filename}: " if exc.filename else ""
         _fail(f"{where}{exc.strerror or exc}; check that path (permissions, free space) and run again", 2)
-    except KeyboardInterrupt:
-        _interrupted()
+    except KeyboardInterrupt as exc:
+        _interrupted(_terminated(exc))
     except SystemExit as exc:
-        if exc.code == 130:  # typer turns Ctrl-C into a silent exit with code 130
-            _interrupted()
+        if exc.code == 130:  # typer turns Ctrl-C (and SIGTERM's Terminated) into a silent exit with code 130
+            _interrupted(_terminated(exc))
         raise
     except Exception:  # a bug in the kit: its traceback, without any form of a Kaggle credential it may hold
         import traceback
@@ -298,6 +299,25 @@ def main() -> None:
 
         sys.stderr.write(scrub_secrets(traceback.format_exc()))
         sys.exit(1)
+    finally:
+        if previous_sigterm is not None:
+            import signal
+
+            signal.signal(signal.SIGTERM, previous_sigterm)
+
+
+def _terminated(exc: BaseException) -> bool:
+    """Whether SIGTERM's Terminated is `exc` or in its chain (typer re-raises it as Exit(130))."""
+    from kit.errors import Terminated
+
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, Terminated):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _fail(message: str, code: int) -> None:
@@ -306,7 +326,34 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
-def _interrupted() -> None:
+def _terminate_like_ctrl_c():
+    """SIGTERM (kill, a scheduler's time limit) raises Terminated in this process, so temp files are removed and
+    one line is printed. Children forked later (loader workers) get the default action back."""
+    import os
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    pid = os.getpid()
+
+    def handler(signum, frame):
+        if os.getpid() != pid:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        from kit.errors import Terminated
+
+        raise Terminated()
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def _interrupted(terminated: bool = False) -> None:
+    if terminated:
+        err_console.print("terminated (SIGTERM): files written so far are complete, none is half-written; "
+                          "`kit train --resume` continues training", highlight=False, soft_wrap=True)
+        sys.exit(143)
     err_console.print("interrupted: files written so far are complete, none is half-written; `kit train --resume` continues training",
                       highlight=False, soft_wrap=True)
     sys.exit(130)

@@ -24,6 +24,10 @@ class KitError(Exception):
         return scrub_secrets(super().__str__())
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every clean-up on the way (temp files, locks) runs; exit code 143."""
+
+
 def credential_forms(user: str | None, key: str | None, token: str | None = None) -> list[str]:
     """Every form in which these credentials can appear in text, longest first."""
     forms: list[str] = []

@@ -10,10 +10,12 @@ not an archive) into one line naming the file.
 from __future__ import annotations
 
 import errno
+import glob
 import io
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +58,7 @@ def atomic_write(path: str | Path, write) -> None:
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -67,6 +70,21 @@ def atomic_write(path: str | Path, write) -> None:
     except BaseException:
         _remove(tmp)
         raise
+
+
+STALE_TEMP_SECONDS = 600.0  # a temp file untouched this long belongs to a writer that was killed (SIGKILL, power loss)
+
+
+def remove_stale_temps(path: Path, older_than: float = STALE_TEMP_SECONDS) -> None:
+    """Remove the temp files of earlier writes of `path` whose writer was killed before it could clean up.
+    Only files untouched for `older_than` seconds: a live writer (another process) keeps its file's mtime fresh."""
+    now = time.time()
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        try:
+            if now - tmp.stat().st_mtime > older_than:
+                tmp.unlink()
+        except OSError:
+            pass
 
 
 def ensure_writable_dir(path: str | Path) -> None:

@@ -257,3 +257,58 @@ def test_an_image_over_the_pixel_limit_is_one_line_before_decoding(tmp_path):
     assert train.read_image(1).shape == (20, 20)
     with pytest.raises(KitError, match=r"tr000.png: 40x30 = 1200 pixels, more than data.max_image_pixels = 1000"):
         train.read_image(0)
+
+
+def test_class_names_that_differ_only_by_a_space_are_quoted(tmp_path):
+    from kit.data.sources import open_source
+
+    cfg = _layout(tmp_path)
+    sample = cfg.data.dir / "sample_submission.csv"
+    sample.write_text(sample.read_text().replace("id,A,B,C", "id,A ,B,C"))
+    with pytest.raises(KitError, match=r"only in sample_submission: 'A '; only in train: 'A'"):
+        open_source(cfg)
+
+
+def test_temp_files_of_a_killed_writer_are_removed_by_the_next_write(tmp_path):
+    import os
+    import time
+
+    from kit.files import STALE_TEMP_SECONDS, atomic_write
+
+    target = tmp_path / "cache" / "train_32.u8"
+    target.parent.mkdir()
+    stale = target.parent / f".{target.name}.abc123.tmp"
+    live = target.parent / f".{target.name}.def456.tmp"  # another process writing right now
+    other = target.parent / ".other.u8.x.tmp"
+    for path in (stale, live, other):
+        path.write_bytes(b"half")
+    old = time.time() - STALE_TEMP_SECONDS - 60
+    os.utime(stale, (old, old))
+    os.utime(other, (old, old))
+    atomic_write(target, lambda f: f.write(b"whole"))
+    assert target.read_bytes() == b"whole" and not stale.exists() and live.exists() and other.exists()
+
+
+def test_sigterm_prints_one_line_and_leaves_no_temp_file(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, time\n"
+        "from kit import cli\n"
+        "from kit.files import atomic_write\n"
+        "def slow(f):\n"
+        "    f.write(b'part'); f.flush(); print('writing', flush=True); time.sleep(60)\n"
+        "cli.app = lambda: atomic_write(sys.argv[1], slow)\n"
+        "cli.main()\n"
+    )
+    target = tmp_path / "out.bin"
+    process = subprocess.Popen([sys.executable, "-c", script, str(target)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "writing"
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 143, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("terminated (SIGTERM)") and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []

@@ -668,3 +668,21 @@ def test_server_text_loses_escape_sequences_and_markup_is_shown_as_text(tmp_path
     assert "bad rows for key *** OK" in result.stderr
     assert read_ledger(good.parent / "ledger.csv").iloc[0]["error_description"] == "bad rows for key *** OK"
     _never_leaks(tmp_path, result.stdout, result.stderr)
+
+
+def test_download_never_overwrites_a_file_changed_since_the_last_download(tmp_path, fake_kaggle):
+    config, _ = _setup(tmp_path)
+    buf = tmp_path / "archive.zip"
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("train.csv", "id,A,B,C\nx,1,0,0\n")
+    fake_kaggle.archive = buf.read_bytes()
+    first = _kit(tmp_path, config, "download", fake=fake_kaggle)
+    assert first.returncode == 0, first.stderr
+    train = tmp_path / "data" / "fake-comp" / "train.csv"
+    train.write_text("id,A,B,C\nx,0,1,0\n")  # the user fixed a label
+    again = _kit(tmp_path, config, "download", fake=fake_kaggle)
+    assert_one_line_error(again.returncode, again.stderr, "changed after the last `kit download`", "'train.csv'", "nothing was unpacked")
+    assert train.read_text() == "id,A,B,C\nx,0,1,0\n" and not list(train.parent.glob("*.zip"))
+    train.unlink()
+    third = _kit(tmp_path, config, "download", fake=fake_kaggle)  # moved away: unpacked again
+    assert third.returncode == 0 and train.read_text() == "id,A,B,C\nx,1,0,0\n", third.stderr

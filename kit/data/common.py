@@ -22,6 +22,7 @@ from typing import Protocol
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 from rich.console import Console
+from rich.markup import escape
 
 from kit.errors import KitError
 
@@ -30,7 +31,7 @@ MAX_LISTED = 5
 
 def warn(message: str) -> None:
     """A warning line on stderr (the kit's warnings are for the user, not for `warnings` filters)."""
-    Console(stderr=True).print(f"[bold yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+    Console(stderr=True).print(f"[bold yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)  # a '[x]' in a file name is text
 
 
 def first_items(items, n: int = MAX_LISTED) -> str:

@@ -110,7 +110,8 @@ def _train_labels(cfg: CompetitionConfig, data_dir: Path, train: pd.DataFrame, p
         only_train = [c for c in classes if c not in sample_classes]
         raise KitError(
             f"{data_dir / d.sample_submission}: class columns differ from {train_path}: "
-            f"only in sample_submission: {first_items(only_sample) or 'none'}; only in train: {first_items(only_train) or 'none'}"
+            f"only in sample_submission: {first_items(map(repr, only_sample)) or 'none'}; "  # quoted: a stray space shows
+            f"only in train: {first_items(map(repr, only_train)) or 'none'}"
         )
     if cfg.task == "multi-class":
         active = labels.sum(axis=1)

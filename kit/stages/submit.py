@@ -11,6 +11,7 @@ print the ledger, draw public against nested CV. download: the competition's fil
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from rich.text import Text
 from kit.artifacts import read_meta
 from kit.config import CompetitionConfig, check_name
 from kit.errors import KitError
+from kit.files import write_json
 from kit.leaderboard import client
 from kit.leaderboard.ledger import (
     LEDGER_NAME,
@@ -352,25 +354,52 @@ def download(cfg: CompetitionConfig, competition: str | None = None, console: Co
     api = client.connect(console)
     client.download_files(api, slug, target)
     for archive in sorted(target.glob("*.zip")):
-        _safe_extract(archive, target)
-        archive.unlink()
+        try:
+            _safe_extract(archive, target)
+        finally:
+            archive.unlink(missing_ok=True)
     _say(console, f"downloaded '{slug}' into {target}")
     _say(console, f"next: point data.dir at {target} in your competition config (configs/chest-xray.toml for this competition), "
                   f"then run `kit --config <that file> folds`")
     return target
 
 
+DOWNLOAD_MANIFEST = ".kit-download.json"  # in data/<slug>/: sha256 of every file as the last download unpacked it
+
+
 def _safe_extract(archive: Path, target: Path) -> None:
-    """Unzip, refusing members that would land outside `target`."""
+    """Unzip, refusing members that would land outside `target`, and refusing to overwrite a file the user
+    has changed since the last download (its sha256 is neither the recorded one nor the new one); nothing is
+    unpacked then. The manifest beside the files records what this download unpacked."""
     root = target.resolve()
+    manifest_path = target / DOWNLOAD_MANIFEST
+    manifest = read_meta(manifest_path) or {}
     try:
         with zipfile.ZipFile(archive) as zf:
+            members = [m for m in zf.infolist() if not m.is_dir()]
             for member in zf.namelist():
                 if not (root / member).resolve().is_relative_to(root):
                     raise KitError(f"{archive}: member '{member}' would be written outside {target}; not unpacking")
+            hashes = {m.filename: _zip_member_sha256(zf, m) for m in members}
+            changed = [name for name, sha in hashes.items() if (target / name).is_file()
+                       and file_sha256(target / name) not in (sha, manifest.get(name))]
+            if changed:
+                raise KitError(
+                    f"{target}: {len(changed)} files were changed after the last `kit download` (e.g. {changed[0]!r}) and would "
+                    "be overwritten; move them away (or delete them) and run `kit download` again; nothing was unpacked"
+                )
             zf.extractall(target)
     except zipfile.BadZipFile:
         raise KitError(f"{archive}: not a valid zip file; delete it and run `kit download` again") from None
+    write_json(manifest_path, {**manifest, **hashes})
+
+
+def _zip_member_sha256(zf: zipfile.ZipFile, member: zipfile.ZipInfo) -> str:
+    digest = hashlib.sha256()
+    with zf.open(member) as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _print_scores(console: Console, file: Path, slug: str, row: dict[str, str]) -> None:
