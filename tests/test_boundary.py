@@ -312,3 +312,15 @@ def test_sigterm_prints_one_line_and_leaves_no_temp_file(tmp_path):
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("terminated (SIGTERM)") and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_empty_competition_slug_is_refused_before_any_folder_is_made(layout, capsys):
+    from tests.conftest import assert_one_line_error, run_kit
+
+    root, config = layout
+    config.write_text(config.read_text().replace('competition = "fake-comp"', 'competition = ""'))
+    before = _files(root)
+    for command in (["download"], ["submissions"], ["submit", "-m", "x"]):
+        code, _, err = run_kit(["--config", config, *command], capsys)
+        assert_one_line_error(code, err, "kaggle.competition is empty", "--competition SLUG")
+    assert _files(root) == before

@@ -88,7 +88,7 @@ def submit(
     if not timeout > 0 or timeout == float("inf"):
         raise KitError(f"--timeout {timeout:g}: give the seconds the command may take (upload and --wait), a number more than 0")
     deadline = client.Deadline(timeout)
-    slug = check_name(competition, "--competition") if competition else cfg.kaggle.competition
+    slug = _slug(cfg, competition)
     file = Path(file) if file is not None else newest_submission(cfg)
     if not message or not message.strip():
         raise KitError("--message is empty; say what this submission is (it shows on the leaderboard page)")
@@ -178,6 +178,16 @@ def submit(
     return {**result, **remote_fields(remote)}
 
 
+def _slug(cfg: CompetitionConfig, competition: str | None) -> str:
+    """The competition to talk to: --competition (a checked name) or the config's, which must be set."""
+    if competition is not None:
+        return check_name(competition, "--competition")
+    if not cfg.kaggle.competition:
+        raise KitError(f"{cfg.source_file or 'the config'}: kaggle.competition is empty (no Kaggle competition); "
+                       "set it, or pass --competition SLUG")
+    return cfg.kaggle.competition
+
+
 def _provenance(file: Path, sha: str) -> dict[str, Any] | None:
     """The provenance JSON beside `file`, only when it was written for these bytes: a JSON left from an
     earlier CSV of the same name would put another blend's scores in the ledger."""
@@ -251,7 +261,7 @@ def submissions(
     scores after the deadline), print the ledger beside the nested-CV scores, draw public against nested
     CV, and show today's remaining submissions when the API says. A failed refresh is one warning line."""
     console = console or Console()
-    slug = check_name(competition, "--competition") if competition else cfg.kaggle.competition
+    slug = _slug(cfg, competition)
     path = ledger_path(cfg.paths.submissions)
     ledger = read_ledger(path)
     if ledger.empty:
@@ -349,7 +359,7 @@ def _parse_time(text: str) -> dt.datetime | None:
 def download(cfg: CompetitionConfig, competition: str | None = None, console: Console | None = None) -> Path:
     """Download and unpack the competition's files into data/<slug>/ and print the next step."""
     console = console or Console()
-    slug = check_name(competition, "--competition") if competition else cfg.kaggle.competition
+    slug = _slug(cfg, competition)
     target = Path("data") / slug
     api = client.connect(console)
     client.download_files(api, slug, target)
