@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from kit.config import relative_to_what
 from kit.errors import KitError
 from kit.files import atomic_write, read_csv, read_npz, write_json
 
@@ -92,7 +93,7 @@ def load_oof(path: str | Path) -> OOF:
     path = Path(path)
     remedy = f"run `kit train --variant {path.stem}` to write it again"
     if not path.is_file():
-        raise KitError(f"{path}: OOF file not found; run `kit train` for that variant first")
+        raise KitError(f"{path}: OOF file not found{relative_to_what(path)}; run `kit train` for that variant first")
     arrays = read_npz(path, remedy)
     missing = [k for k in OOF.__dataclass_fields__ if k not in arrays]
     if missing:
@@ -146,7 +147,7 @@ def read_folds(path: str | Path) -> pd.DataFrame:
     """folds.csv as (id: str, fold: int64); KitError naming the file and row when it is not what `kit folds` writes."""
     path = Path(path)
     if not path.is_file():
-        raise KitError(f"{path}: folds file not found; run `kit folds` first")
+        raise KitError(f"{path}: folds file not found{relative_to_what(path)}; run `kit folds` first")
     remedy = "run `kit folds` to write it again"
     df = read_csv(path, "id", remedy)
     if list(df.columns[:2]) != ["id", "fold"]:

@@ -131,11 +131,16 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(obj).__name__}")
 
 
+def _relative_note(path: Path) -> str:
+    """A relative path is relative to the working directory (not to the config file): messages say so."""
+    return "" if path.is_absolute() else f" (relative to the working directory {Path.cwd()})"
+
+
 def read_text(path: str | Path, remedy: str) -> str:
     """A text file as UTF-8 (a leading BOM is dropped); KitError naming the line of a byte that is not UTF-8."""
     path = Path(path)
     if not path.is_file():
-        raise KitError(f"{path}: file not found; {remedy}")
+        raise KitError(f"{path}: file not found{_relative_note(path)}; {remedy}")
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -181,7 +186,7 @@ def read_npz(path: str | Path, remedy: str, keys: list[str] | None = None) -> di
     missing, empty, not an npz archive, truncated or holds pickled objects."""
     path = Path(path)
     if not path.is_file():
-        raise KitError(f"{path}: file not found; {remedy}")
+        raise KitError(f"{path}: file not found{_relative_note(path)}; {remedy}")
     with open(path, "rb") as f:
         head = f.read(2)
     if head != b"PK":  # every zip archive, hence every npz, starts with "PK"

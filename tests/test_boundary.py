@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import re
+from pathlib import Path
 
 import pytest
 
@@ -159,6 +160,20 @@ def test_a_missing_relative_path_says_it_is_relative_to_the_working_directory(tm
     monkeypatch.chdir(tmp_path)
     with pytest.raises(KitError, match=r"nope\.toml: config file not found \(relative to the working directory .*, not to the config file\)"):
         load_competition("nope.toml")
+    from kit.artifacts import load_oof, read_folds
+    from kit.data.sources import open_source
+
+    for read in (lambda: load_oof(Path("oof/v.npz")), lambda: read_folds(Path("folds/folds.csv")),
+                 lambda: open_source(load_competition_text(tmp_path, '[data]\ndir = "data/nowhere"\n'))):
+        with pytest.raises(KitError, match=r"\(relative to the working directory "):
+            read()
+
+
+def load_competition_text(root, text):
+    from kit.config import load_competition
+
+    (root / "c.toml").write_text(text)
+    return load_competition(root / "c.toml")
 
 
 # Data and numbers (class 3) and messages that point at the cause (class 5).

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from kit.config import CompetitionConfig
+from kit.config import CompetitionConfig, relative_to_what
 from kit.data.common import DataSource, Split, gray_uint8, warn
 from kit.data.kaggle_csv import kaggle_test_labels, open_kaggle
 from kit.data.medmnist_npz import CHESTMNIST_CLASSES, medmnist_test_labels, open_medmnist
@@ -30,7 +30,7 @@ def open_source(cfg: CompetitionConfig) -> DataSource:
             if cfg.data.source == "medmnist"
             else "run `make synth` for the synthetic benchmark, `kit download` for the competition, or point data.dir at the folder you placed"
         )
-        raise KitError(f"{cfg.source_file}: data.dir = '{data_dir}' does not exist; {how}")
+        raise KitError(f"{cfg.source_file}: data.dir = '{data_dir}' does not exist{relative_to_what(data_dir)}; {how}")
     if cfg.data.source == "medmnist":
         return open_medmnist(cfg, data_dir)
     return open_kaggle(cfg, data_dir)
