@@ -32,7 +32,7 @@ def credential_forms(user: str | None, key: str | None, token: str | None = None
     """Every form in which these credentials can appear in text, longest first."""
     forms: list[str] = []
     for secret in (key, token):
-        if secret and len(secret) >= 4:
+        if secret and len(secret) >= 8:  # shorter values are no real key, and masking them would mangle messages
             forms.append(secret)
     if user and key:
         pair = f"{user}:{key}"
@@ -45,10 +45,10 @@ def known_secrets() -> list[str]:
     """The credential forms of KAGGLE_USERNAME/KAGGLE_KEY, KAGGLE_API_TOKEN and the user's kaggle.json."""
     env = os.environ
     forms = credential_forms(env.get("KAGGLE_USERNAME"), env.get("KAGGLE_KEY"), env.get("KAGGLE_API_TOKEN"))
-    config = Path(env.get("KAGGLE_CONFIG_DIR") or Path.home() / ".kaggle") / "kaggle.json"
-    try:
+    try:  # no HOME, an unreadable or malformed file: no secrets from there
+        config = Path(env.get("KAGGLE_CONFIG_DIR") or Path.home() / ".kaggle") / "kaggle.json"
         values = json.loads(config.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RuntimeError):
         values = None
     if isinstance(values, dict):
         forms += credential_forms(str(values.get("username") or ""), str(values.get("key") or ""), None)
