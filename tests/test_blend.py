@@ -320,3 +320,29 @@ def test_reliability_bins_by_hand():
     assert count[0] == 1 and count[9] == 2 and count[1:9].sum() == 0
     assert acc[9] == pytest.approx(0.5) and conf[9] == pytest.approx(0.95)
     assert ece == pytest.approx(0.05 / 3 + 2 / 3 * 0.45)
+
+
+def test_a_blend_worse_than_trivial_in_every_fold_submits_the_trivial_prediction_and_says_so(tmp_path, capsys, monkeypatch):
+    from types import SimpleNamespace
+
+    from kit.decision.nested import NestedScore
+    from kit.stages import blend as stage
+
+    trivial = NestedScore((-3.0, -3.0))
+    def selection(*folds):
+        return SimpleNamespace(pairs=[("a", "x"), ("b", "y")], scores={("a", "x"): NestedScore(folds[0]), ("b", "y"): NestedScore(folds[1])},
+                               trivial=trivial)
+    assert stage._worse_than_trivial_everywhere(selection((-3.5, -3.1), (-4.0, -3.2)))
+    assert not stage._worse_than_trivial_everywhere(selection((-3.5, -3.0), (-4.0, -3.2)))  # a tie in one fold is not worse
+    assert not stage._worse_than_trivial_everywhere(selection((-3.5, -3.1), (-2.0, -3.2)))  # better in one fold
+
+    cfg, labels = _stage_setup(tmp_path)
+    monkeypatch.setattr(stage, "_worse_than_trivial_everywhere", lambda selection: True)
+    out = blend(cfg, None, "anti")
+    err = capsys.readouterr().err
+    assert "scores below the trivial baseline in every fold" in err and "anti.csv holds the trivial prediction" in err
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["decision_rule"] == "trivial" and meta["nested_cv_score"] == meta["trivial_baseline"]
+    majority = ["No Finding", "Effusion", "Mass", "Hernia"][int(labels.sum(axis=0).argmax())]
+    frame = check_submission_file(out, cfg)
+    assert (frame[majority].astype(int) == 1).all() and frame.drop(columns=["id", majority]).astype(int).to_numpy().sum() == 0

@@ -114,6 +114,12 @@ def _write_submission(cfg: CompetitionConfig, name: str, names: list[str], oofs:
     final, (weighting, rule) = selection.final, selection.chosen
     score, trivial = selection.scores[selection.chosen], selection.trivial
     test_pred = aggregate_predict(final, [m.test_logits for m in members])
+    if _worse_than_trivial_everywhere(selection):  # no pair has any skill: submit the no-skill prediction, and say so
+        test_pred = trivial_prediction(np.zeros((len(test_pred), labels.shape[1]), dtype=np.uint8), cfg.task, int(labels.sum(axis=0).argmax()))
+        rule, score = "trivial", trivial
+        print_line = f"every weighting × rule of blend '{name}' scores below the trivial baseline in every fold: " \
+                     f"{name}.csv holds the trivial prediction (majority class everywhere; multi-label: all negative); retrain the members"
+        Console(stderr=True).print(f"warning: {print_line}", style="yellow", markup=False, highlight=False, soft_wrap=True)
     provenance: dict[str, Any] = {
         "variants": names,
         "weights": {m: float(w) for m, w in zip(names, final.weights)},
@@ -136,6 +142,11 @@ def _write_submission(cfg: CompetitionConfig, name: str, names: list[str], oofs:
     }
     ref = oofs[names[0]]
     return write_submission(test_pred, ref.test_ids.astype(str), ref.classes.astype(str).tolist(), cfg, name, provenance), provenance
+
+
+def _worse_than_trivial_everywhere(selection: BlendSelection) -> bool:
+    """Whether every (weighting, rule) pair scores below the trivial baseline in every outer fold."""
+    return all(s < t for pair in selection.pairs for s, t in zip(selection.scores[pair].per_fold, selection.trivial.per_fold))
 
 
 def _write_blended_oof(cfg: CompetitionConfig, name: str, members: list[Member], labels: np.ndarray, ref: OOF, selection: BlendSelection,
