@@ -188,6 +188,19 @@ def download(
     run_download(_cfg(), competition, console=console)
 
 
+@app.command()
+def init(
+    data_dir: Annotated[Path, typer.Argument(help="The competition's folder (train.csv, sample_submission.csv, image folders).")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Config file to write (default: configs/<competition>.toml).")] = None,
+    competition: Annotated[str | None, typer.Option("--competition", help="Kaggle competition slug (default: the folder's name).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace the config file if it exists.")] = False,
+) -> None:
+    """Write a competition config from the folder's own files and print what was found and why (needs no config)."""
+    from kit.stages.init import init as run_init
+
+    run_init(data_dir, output, competition, force, console=console)
+
+
 def main() -> None:
     """Entry point: bad input (KitError, or a file operation that failed) becomes one line on stderr and
     exit code 2; Ctrl-C becomes one "interrupted" line and exit code 130; never a traceback."""

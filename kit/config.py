@@ -42,6 +42,11 @@ class DataConfig(_Strict):
     train_images: str = "train/{id}.png"
     test_images: str = "test/{id}.png"
     solution_csv: str | None = None
+    # label_column layouts (kit init writes these): a multi-label cell holds labels joined by label_separator;
+    # none_label is the value that means "no class" (e.g. "No Finding"), read as a row of zeros; integer labels
+    # are ordered numerically (0, 1, 2, ..., 10), names alphabetically, unless the sample's columns give the order
+    label_separator: str = Field("|", min_length=1)
+    none_label: str | None = None
     # MedMNIST layout: npz file inside dir
     npz: str = "chestmnist.npz"
     # what to do with a missing or unreadable image
