@@ -182,3 +182,28 @@ def test_existing_config_is_kept_unless_forced(tmp_path, capsys):
     code, _, err = run_kit(["init", data, "--output", config, "--force", "--competition", "my-comp"], capsys)
     assert code == 0, err
     assert load_competition(config).kaggle.competition == "my-comp"
+
+
+@pytest.mark.parametrize("separator, cells", [("|", ["A", "A|B", "C", "B|C"]), (" ", ["0", "0 2", "1", "1 2 0"])])
+def test_label_sample_with_joined_labels(tmp_path, capsys, separator, cells):
+    """A one-column sample whose train.csv joins several labels per cell: multi-label, the classes are the tokens."""
+    train = pd.DataFrame({"id": [f"a{i}" for i in range(24)], "labels": [cells[i % 4] for i in range(24)]})
+    sample = pd.DataFrame({"id": ["t1", "t2"], "labels": cells[0]})
+    data = write_folder(tmp_path, train, sample, "id")
+    _, cfg = init_and_folds(tmp_path, data, capsys)
+    assert cfg.task == "multi-label" and cfg.data.label_separator == separator
+    source = open_source(cfg)
+    assert len(source.classes) == 3 and source.train.labels[3].sum() == len(cells[3].split(separator))
+
+
+def test_ids_that_are_paths(tmp_path, capsys):
+    train = pd.DataFrame({"path": [f"train/p{i // 2}/v{i}.jpg" for i in range(20)], "label": ["x", "y"] * 10})
+    sample = pd.DataFrame({"path": ["test/q/t1.jpg"], "label": "x"})
+    data = tmp_path / "comp"
+    for p in [*train["path"], *sample["path"]]:
+        (data / p).parent.mkdir(parents=True, exist_ok=True)
+        (data / p).touch()
+    train.to_csv(data / "train.csv", index=False)
+    sample.to_csv(data / "sample_submission.csv", index=False)
+    _, cfg = init_and_folds(tmp_path, data, capsys)
+    assert cfg.data.train_images == cfg.data.test_images == "{id}"

@@ -212,7 +212,8 @@ def _read_as_labels(cells: list[str], classes: set[str]) -> tuple[str | None, st
 
 
 def _label_column_sample(answer: str, train: pd.DataFrame, id_column: str, train_name: str, layout: Layout) -> list[str]:
-    """A sample with one label column: train.csv's column of the same name (or a usual label name) gives the classes."""
+    """A sample with one label column: train.csv's column of the same name (or a usual label name) gives the
+    classes: one per row, or several joined by a separator (multi-label, written back joined the same way)."""
     named = [c for c in train.columns if c == answer] or [c for c in train.columns if c != id_column and c.strip().lower() in LABEL_NAMES]
     if len(named) != 1:
         raise KitError(
@@ -223,15 +224,33 @@ def _label_column_sample(answer: str, train: pd.DataFrame, id_column: str, train
     values = train[column]
     if values.isna().any():
         raise KitError(f"{train_name}: {int(values.isna().sum())} rows have an empty '{column}'; fill them, or set data.label_column to another column")
-    classes = label_order(set(values.str.strip()))
+    cells = values.str.strip().tolist()
+    separator = _joining_separator(cells)
+    tokens = {t.strip() for c in cells for t in (c.split(separator) if separator else [c]) if t.strip()}
+    classes = label_order(tokens)
     integers = all(c.lstrip("-").isdigit() for c in classes)
-    layout.task, layout.classes = "multi-class", classes
+    layout.task, layout.classes = ("multi-label" if separator else "multi-class"), classes
     layout.data["label_column"] = column
-    layout.found("label_column", column, f"the sample has one label column '{answer}': one label per image")
+    layout.found("label_column", column, f"the sample has one label column '{answer}'")
+    if separator:
+        layout.data["label_separator"] = separator
+        layout.found("label_separator", separator, "cells hold several labels joined by it")
     layout.found("classes", f"{len(classes)}: {first_items(classes, 6)}",
                  f"the distinct {'integers' if integers else 'names'} of '{column}', {'in numeric order' if integers else 'sorted'}")
-    layout.found("task", "multi-class", "one label per row")
+    layout.found("task", layout.task, "some rows have several labels" if separator else "one label per row")
     return [column]
+
+
+def _joining_separator(cells: list[str]) -> str | None:
+    """The separator that joins several labels in some cells: '|', ';' or ',', or a space between integers only
+    (a space inside class names like 'Pleural Thickening' is part of the name)."""
+    for separator in SEPARATORS[:-1]:
+        if any(len([p for p in c.split(separator) if p.strip()]) > 1 for c in cells):
+            return separator
+    parts = [c.split() for c in cells]
+    if any(len(p) > 1 for p in parts) and all(t.lstrip("-").isdigit() for p in parts for t in p):
+        return " "
+    return None
 
 
 def _group_column(train: pd.DataFrame, used: list[str], train_name: str, layout: Layout) -> str | None:
@@ -253,6 +272,9 @@ def _group_column(train: pd.DataFrame, used: list[str], train_name: str, layout:
 
 def _image_pattern(data_dir: Path, ids: list[str], split: str, key: str, layout: Layout) -> str:
     """The one (folder, extension) that finds every id's image; KitError naming `key` otherwise."""
+    if ids and "/" in ids[0] and all((data_dir / i).is_file() for i in ids):  # ids that are paths inside the folder
+        layout.found(key, "{id}", f"every {split} id is the path of its image file")
+        return "{id}"
     best: tuple[int, str] = (0, "")
     full = []
     for folder in _image_folders(data_dir):
