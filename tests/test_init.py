@@ -3,6 +3,7 @@ what cannot be decided stops with one line naming the key to set."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -207,3 +208,48 @@ def test_ids_that_are_paths(tmp_path, capsys):
     sample.to_csv(data / "sample_submission.csv", index=False)
     _, cfg = init_and_folds(tmp_path, data, capsys)
     assert cfg.data.train_images == cfg.data.test_images == "{id}"
+
+
+def test_label_column_round_trip_to_a_submission(tiny_competition, tmp_path, capsys):
+    """A competition whose train.csv has one integer label column and whose sample wants one label per row:
+    kit init → folds → train (tiny model, 1 epoch, 2 folds) → blend → a CSV in the sample's own format
+    (integers, the sample's id order) that kit submit --dry-run accepts."""
+    from tests.conftest import TINY_VARIANT, model_toml
+
+    source = tiny_competition.root / "data"
+    data = tmp_path / "comp"
+    data.mkdir()
+    for folder in ("train", "test"):
+        (data / folder).symlink_to(source / folder)
+    one_hot_train = pd.read_csv(source / "train.csv", dtype={"id": str, "patient_id": str})
+    classes = [c for c in one_hot_train.columns if c not in ("id", "patient_id")]
+    labels = one_hot_train[classes].to_numpy().argmax(axis=1)
+    pd.DataFrame({"id": one_hot_train["id"], "patient_id": one_hot_train["patient_id"], "label": labels}).to_csv(data / "train.csv", index=False)
+    test_ids = pd.read_csv(source / "sample_submission.csv", dtype={"id": str})["id"][::-1]  # the sample's own order
+    pd.DataFrame({"id": test_ids, "label": 0}).to_csv(data / "sample_submission.csv", index=False)
+    (data / "SYNTHETIC").touch()
+
+    config = tmp_path / "cfg.toml"
+    code, _, err = run_kit(["init", data, "--output", config, "--competition", "label-comp"], capsys)
+    assert code == 0, err
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "tiny.toml").write_text(model_toml({**TINY_VARIANT, "epochs": 1, "freeze_epochs": 0, "warmup_epochs": 0}))
+    text = config.read_text()
+    text = re.sub(r"n_folds = \d+", "n_folds = 2", text)
+    text = re.sub(r"variants = \[.*\]", 'variants = ["tiny"]', text).replace('models = "configs/models"', f'models = "{models}"')
+    config.write_text(text)
+    for step in (["folds"], ["train"], ["blend", "--name", "lab"]):
+        code, out, err = run_kit(["--config", config, *step], capsys)
+        assert code == 0, (step, err)
+    written = pd.read_csv(tmp_path / "submissions" / "label-comp" / "lab.csv", dtype=str)
+    assert list(written.columns) == ["id", "label"]
+    assert written["id"].tolist() == test_ids.tolist()
+    assert set(written["label"]) <= {str(k) for k in range(len(classes))}
+    code, out, err = run_kit(["--config", config, "submit", "-m", "label round trip", "--dry-run"], capsys)
+    assert code == 0, err
+    assert "lab.csv" in out
+    written.loc[0, "label"] = "99"
+    written.to_csv(tmp_path / "bad.csv", index=False)
+    code, _, err = run_kit(["--config", config, "submit", "-m", "bad", "--dry-run", tmp_path / "bad.csv"], capsys)
+    assert_one_line_error(code, err, "row 2", "'99'", "not one of the 20 classes")

@@ -89,7 +89,8 @@ def config_text(layout: Layout, data_dir: Path, name: str, slug: str, n_folds: i
     metric = (
         'name = "linear"  # this competition\'s: per class (TP - FP - 5 FN) / N_c, mean over classes\na = 1.0\nb = 1.0\nw = 5.0'
         if known_slug
-        else 'name = "macro_f1"  # CHECK: the files do not say the metric; "linear" (with a, b, w), "macro_f1" or "balanced_accuracy"'
+        else 'name = "linear"  # CHECK: the files do not say the metric; "linear" (with a, b, w), "macro_f1" or "balanced_accuracy"\n'
+        "a = 1.0  # linear: per class (a TP - b FP - w FN) / N_c, mean over classes\nb = 1.0\nw = 1.0"
     )
     slug_note = "" if slug_given else "  # the folder's name; `kit init --competition SLUG` sets it"
     return f"""# Written by `kit init {data_dir}` from the competition's own files; every key says why it was chosen.
