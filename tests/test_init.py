@@ -86,6 +86,21 @@ def test_label_column_of_names_and_nested_folders(tmp_path, capsys):
     assert "folds are not grouped" in out.replace("\n", " ")
 
 
+def test_one_hot_sample_with_a_label_column_and_an_unnamed_label_column(tmp_path, capsys):
+    """train.csv's one label column (any name: the only column besides id and patient) and a one-hot sample: multi-class."""
+    train = pd.DataFrame({"img": [f"a{i}" for i in range(30)], "level": [FINDINGS[i % 4] for i in range(30)], "patient": [i // 3 for i in range(30)]})
+    sample = pd.DataFrame({"img": ["t1"], **{c: 0 for c in FINDINGS}})
+    data = write_folder(tmp_path, train, sample, "img")
+    _, cfg = init_and_folds(tmp_path, data, capsys)
+    assert (cfg.task, cfg.data.label_column, cfg.data.patient_column) == ("multi-class", "level", "patient")
+    assert open_source(cfg).train.labels.sum(axis=0).tolist() == [8, 8, 7, 7]
+    label_sample = pd.DataFrame({"img": ["t1"], "diagnosis": FINDINGS[0]})
+    label_sample.to_csv(data / "sample_submission.csv", index=False)
+    code, _, err = run_kit(["init", data, "--output", tmp_path / "cfg2.toml"], capsys)
+    assert code == 0, err
+    assert load_competition(tmp_path / "cfg2.toml").data.label_column == "level"
+
+
 def test_label_column_of_integers_in_numeric_order(tmp_path, capsys):
     """Integer labels 0..11 are classes '0'..'11' in numeric order (not '0', '1', '10', '11', '2', ...); ids carry the extension."""
     train = pd.DataFrame({"file": [f"im{i}.png" for i in range(48)], "target": [i % 12 for i in range(48)]})

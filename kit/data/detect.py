@@ -214,11 +214,12 @@ def _read_as_labels(cells: list[str], classes: set[str]) -> tuple[str | None, st
 def _label_column_sample(answer: str, train: pd.DataFrame, id_column: str, train_name: str, layout: Layout) -> list[str]:
     """A sample with one label column: train.csv's column of the same name (or a usual label name) gives the
     classes: one per row, or several joined by a separator (multi-label, written back joined the same way)."""
-    named = [c for c in train.columns if c == answer] or [c for c in train.columns if c != id_column and c.strip().lower() in LABEL_NAMES]
+    others = [c for c in train.columns if c != id_column and not GROUP_NAME.match(re.sub(r"[^a-z]", "", c.lower()))]
+    named = [c for c in others if c == answer] or [c for c in others if c.strip().lower() in LABEL_NAMES] or others
     if len(named) != 1:
         raise KitError(
-            f"{train_name}: which column holds the labels ({first_items(named) if named else 'none is named ' + repr(answer) + ' or label/class/target'})? "
-            "set data.label_column"
+            f"{train_name}: which column holds the labels ({first_items(named) if named else 'none besides the id'}; "
+            f"none is named {answer!r} or label/class/target)? set data.label_column"
         )
     column = named[0]
     values = train[column]
@@ -306,7 +307,8 @@ def _image_folders(data_dir: Path) -> list[str]:
         top = data_dir / name
         if not top.is_dir():
             continue
-        subs = sorted(p.name for p in top.iterdir() if p.is_dir() and not p.name.startswith("."))
+        with os.scandir(top) as entries:  # the entry's own type: no stat per image file
+            subs = sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
         for folder in (name, *(f"{name}/{s}" if name else s for s in subs)):
             if folder not in folders:
                 folders.append(folder)
