@@ -166,7 +166,8 @@ def _simple() -> tuple[pd.DataFrame, pd.DataFrame]:
 @pytest.mark.parametrize(
     "case, key",
     [("two_ids", "data.id_column"), ("class_absent", "data.class_columns"), ("no_images", "data.train_images"),
-     ("two_patients", "data.patient_column"), ("dicom", "DICOM")],
+     ("two_patients", "data.patient_column"), ("dicom", "DICOM"), ("class_not_in_sample", "data.class_columns"),
+     ("label_not_in_sample", "data.none_label = 'C'")],
 )
 def test_undecidable_stops_with_one_line(tmp_path, capsys, case, key):
     train, sample = _simple()
@@ -175,6 +176,11 @@ def test_undecidable_stops_with_one_line(tmp_path, capsys, case, key):
         sample["uid"] = ["v1", "v2"]
     elif case == "class_absent":
         sample["C"] = 0
+    elif case == "class_not_in_sample":  # train.csv's one-hot has a class C the sample lacks
+        train["C"] = 0
+        train.loc[:4, ["A", "B", "C"]] = [0, 0, 1]
+    elif case == "label_not_in_sample":  # a label column with a value C that is neither a sample column nor a "none" name
+        train = pd.DataFrame({"id": train["id"], "findings": ["A", "B", "C", "A|B"] * 5})
     elif case == "two_patients":
         train["patient_id"] = [i // 2 for i in range(20)]
         train["subject"] = [i // 4 for i in range(20)]

@@ -32,6 +32,7 @@ SEPARATORS = ("|", ";", ",", " ")
 IMAGE_FOLDERS = ("train", "test", "images", "train_images", "test_images", "")
 EXTENSIONS = ("", ".png", ".jpg", ".jpeg", ".PNG", ".JPG", ".JPEG")
 ONE_HOT_VALUES = {"0", "1", "0.0", "1.0"}
+NONE_NAME = re.compile(r"^(no ?findings?|none|normal|healthy|negative|no ?labels?|nothing|background)$")  # lower case, "_" as space
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,9 @@ def _one_hot_train(train: pd.DataFrame, classes: list[str], train_name: str, lay
     if bad:
         raise KitError(f"{train_name}: class column '{bad[0]}' holds values other than 0/1; set data.class_columns to the one-hot columns")
     active = values.astype(float).sum(axis=1)
+    for column in (c for c in train.columns if c not in classes and train[c].isin(ONE_HOT_VALUES).all()):
+        if ((active + train[column].astype(float)) == 1).all():  # it completes the one-hot rows: a class the sample lacks
+            raise KitError(f"{train_name}: column '{column}' is one-hot with the sample's classes but the sample has no such column; set data.class_columns")
     layout.task = "multi-class" if (active == 1).all() else "multi-label"
     why = "every row has exactly one 1" if layout.task == "multi-class" else f"{int((active != 1).sum())} rows have no or several 1s"
     layout.data["class_columns"] = classes
@@ -177,6 +181,11 @@ def _joined_train(train: pd.DataFrame, classes: list[str], id_column: str, train
     if len(fits) > 1:
         raise KitError(f"{train_name}: several columns hold the sample's classes ({', '.join(f[0] for f in fits)}); set data.label_column")
     column, separator, none_label, task = fits[0]
+    if none_label is not None and not NONE_NAME.match(none_label.lower().replace("_", " ")):
+        raise KitError(
+            f"{train_name}: '{column}' has the value {none_label!r}, which is not a column of the sample submission: "
+            f"set data.none_label = {none_label!r} if it means no class (else the sample lacks a class)"
+        )
     layout.task = task
     layout.data["label_column"] = column
     layout.found("label_column", column, "its cells are the sample's class names")
@@ -214,7 +223,7 @@ def _read_as_labels(cells: list[str], classes: set[str]) -> tuple[str | None, st
 def _label_column_sample(answer: str, train: pd.DataFrame, id_column: str, train_name: str, layout: Layout) -> list[str]:
     """A sample with one label column: train.csv's column of the same name (or a usual label name) gives the
     classes: one per row, or several joined by a separator (multi-label, written back joined the same way)."""
-    others = [c for c in train.columns if c != id_column and not GROUP_NAME.match(re.sub(r"[^a-z]", "", c.lower()))]
+    others = [c for c in train.columns if c != id_column and not _patient_named(c)]
     named = [c for c in others if c == answer] or [c for c in others if c.strip().lower() in LABEL_NAMES] or others
     if len(named) != 1:
         raise KitError(
@@ -254,9 +263,13 @@ def _joining_separator(cells: list[str]) -> str | None:
     return None
 
 
+def _patient_named(column: str) -> bool:
+    return bool(GROUP_NAME.match(re.sub(r"[^a-z]", "", column.lower())))
+
+
 def _group_column(train: pd.DataFrame, used: list[str], train_name: str, layout: Layout) -> str | None:
     """The patient column: named like one (patient, subject, ...) and with repeated values."""
-    named = [c for c in train.columns if c not in used and GROUP_NAME.match(re.sub(r"[^a-z]", "", c.lower()))]
+    named = [c for c in train.columns if c not in used and _patient_named(c)]
     repeated = [c for c in named if train[c].notna().any() and not train[c].dropna().is_unique]
     if len(repeated) > 1:
         raise KitError(f"{train_name}: several patient-like columns ({', '.join(repeated)}); set data.patient_column")
