@@ -206,7 +206,9 @@ def test_existing_config_is_kept_unless_forced(tmp_path, capsys):
     assert load_competition(config).kaggle.competition == "my-comp"
 
 
-@pytest.mark.parametrize("separator, cells", [("|", ["A", "A|B", "C", "B|C"]), (" ", ["0", "0 2", "1", "1 2 0"])])
+@pytest.mark.parametrize("separator, cells", [
+    ("|", ["A", "A|B", "C", "B|C"]), (" ", ["0", "0 2", "1", "1 2 0"]), (" ", ["haze primary", "clear primary", "clear", "haze clear primary"]),
+])
 def test_label_sample_with_joined_labels(tmp_path, capsys, separator, cells):
     """A one-column sample whose train.csv joins several labels per cell: multi-label, the classes are the tokens."""
     train = pd.DataFrame({"id": [f"a{i}" for i in range(24)], "labels": [cells[i % 4] for i in range(24)]})
@@ -216,6 +218,15 @@ def test_label_sample_with_joined_labels(tmp_path, capsys, separator, cells):
     assert cfg.task == "multi-label" and cfg.data.label_separator == separator
     source = open_source(cfg)
     assert len(source.classes) == 3 and source.train.labels[3].sum() == len(cells[3].split(separator))
+
+
+def test_names_with_spaces_are_one_label(tmp_path, capsys):
+    """'Pleural Thickening' is one class, not 'Pleural' and 'Thickening' joined by a space."""
+    names = ["Pleural Thickening", "No Finding", "Mass", "Lung Opacity"]
+    train = pd.DataFrame({"id": [f"a{i}" for i in range(24)], "label": [names[i % 4] for i in range(24)]})
+    data = write_folder(tmp_path, train, pd.DataFrame({"id": ["t1"], "label": "Mass"}), "id")
+    _, cfg = init_and_folds(tmp_path, data, capsys)
+    assert cfg.task == "multi-class" and open_source(cfg).classes == sorted(names)
 
 
 def test_ids_that_are_paths(tmp_path, capsys):

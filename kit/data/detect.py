@@ -252,13 +252,15 @@ def _label_column_sample(answer: str, train: pd.DataFrame, id_column: str, train
 
 
 def _joining_separator(cells: list[str]) -> str | None:
-    """The separator that joins several labels in some cells: '|', ';' or ',', or a space between integers only
-    (a space inside class names like 'Pleural Thickening' is part of the name)."""
+    """The separator that joins several labels in some cells: '|', ';' or ',', or a space when it separates
+    integers, or words that combine in more ways than there are words ('haze primary', 'clear primary', ...);
+    a space inside class names ('Pleural Thickening', 'No Finding') is part of the name."""
     for separator in SEPARATORS[:-1]:
         if any(len([p for p in c.split(separator) if p.strip()]) > 1 for c in cells):
             return separator
     parts = [c.split() for c in cells]
-    if any(len(p) > 1 for p in parts) and all(t.lstrip("-").isdigit() for p in parts for t in p):
+    tokens = {t for p in parts for t in p}
+    if any(len(p) > 1 for p in parts) and (all(t.lstrip("-").isdigit() for t in tokens) or len(set(cells)) > len(tokens)):
         return " "
     return None
 
