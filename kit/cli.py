@@ -16,6 +16,7 @@ from rich.markup import escape
 
 from kit.config import DEFAULT_CONFIG, CompetitionConfig, load_competition
 from kit.errors import KitError
+from kit.leaderboard.client import DEFAULT_WAIT_SECONDS
 
 app = typer.Typer(
     add_completion=False,
@@ -131,11 +132,12 @@ def _split_names(values: list[str] | None) -> list[str] | None:
 def blend(
     variants: Annotated[list[str] | None, typer.Option("--variants", help="Variants to blend (comma list or repeated); default: the config's.")] = None,
     name: Annotated[str, typer.Option("--name", help="Submission name: submissions/<name>.csv")] = "blend",
+    oof: Annotated[list[Path] | None, typer.Option("--oof", help="OOF npz file(s) to blend instead of --variants (repeatable).")] = None,
 ) -> None:
     """Blend the variants (calibration, weights and rule fitted inside each outer fold), write the submission."""
     from kit.stages.blend import blend as run_blend
 
-    run_blend(_cfg(), _split_names(variants), name, console=console)
+    run_blend(_cfg(), _split_names(variants), name, console=console, oof=oof)
 
 
 @app.command()
@@ -157,7 +159,7 @@ def submit(
     competition: Annotated[str | None, typer.Option("--competition", help="Competition slug (default: kaggle.competition).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and show what would be sent; send nothing.")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Wait until Kaggle has scored it; print its public score beside its nested-CV score.")] = False,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds --wait waits for the score.")] = 900.0,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds --wait waits for the score.")] = DEFAULT_WAIT_SECONDS,
     force: Annotated[bool, typer.Option("--force", help="Send a file even if the ledger shows these bytes were sent already.")] = False,
 ) -> None:
     """Validate a submission against the sample, record it in submissions/ledger.csv and send it to Kaggle."""

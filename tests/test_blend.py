@@ -313,6 +313,33 @@ def test_cli_blend_score_and_bad_input(tmp_path):
     assert missing.returncode == 2 and "file not found" in missing.stderr and "Traceback" not in missing.stderr
 
 
+def test_cli_blend_oof_files_as_members(tmp_path, capsys):
+    """`kit blend --oof FILE` (repeatable), as `kit calibrate --oof`: members named by their file names, read from
+    anywhere; --oof with --variants, or two files with one name, is one line and exit code 2."""
+    import shutil
+
+    from tests.conftest import assert_one_line_error, run_kit
+
+    cfg, _ = _stage_setup(tmp_path)
+    config = _toml(cfg, tmp_path / "c.toml")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for src, dst in (("v1", "first"), ("v2", "second")):
+        for suffix in (".npz", ".json"):
+            shutil.copy(cfg.paths.oof / f"{src}{suffix}", elsewhere / f"{dst}{suffix}")
+    code, out, err = run_kit(["--config", config, "blend", "--oof", elsewhere / "first.npz", "--oof", elsewhere / "second.npz", "--name", "files"], capsys)
+    assert code == 0, err
+    assert json.loads((cfg.paths.submissions / "files.json").read_text())["variants"] == ["first", "second"]
+    assert (cfg.paths.oof / "blend_files.npz").is_file()
+    code, _, err = run_kit(["--config", config, "blend", "--oof", elsewhere / "first.npz", "--variants", "v1", "--name", "both"], capsys)
+    assert_one_line_error(code, err, "--oof", "--variants", "not both")
+    (elsewhere / "sub").mkdir()
+    shutil.copy(elsewhere / "first.npz", elsewhere / "sub" / "first.npz")
+    code, _, err = run_kit(["--config", config, "blend", "--oof", elsewhere / "first.npz", "--oof", elsewhere / "sub" / "first.npz"], capsys)
+    assert_one_line_error(code, err, "two files with one name")
+    assert not (cfg.paths.submissions / "both.csv").exists() and not (cfg.paths.submissions / "blend.csv").exists()
+
+
 def test_reliability_bins_by_hand():
     from kit.plots import reliability_bins
 

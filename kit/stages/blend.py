@@ -34,19 +34,18 @@ from kit.errors import KitError
 from kit.studies import exclusive_studies, open_storage
 
 
-def blend(cfg: CompetitionConfig, variants: list[str] | None, name: str = "blend", console: Console | None = None) -> Path:
+def blend(cfg: CompetitionConfig, variants: list[str] | None, name: str = "blend", console: Console | None = None,
+          oof: list[Path] | None = None) -> Path:
     """Nested-CV table of every (weighting, rule), the chosen blend refitted on all folds, the submission,
-    the blended OOF, its decision, an Optuna study and three PNGs."""
+    the blended OOF, its decision, an Optuna study and three PNGs. Members: `oof` files, else `variants`."""
     from kit.data.sources import open_source
 
     console = console or Console()
     if not name or any(ch in name for ch in "/\\ "):
         raise KitError(f"--name '{name}': use a plain file name (no spaces or slashes)")
-    names = resolve_variants(variants, cfg)
-    if len(set(names)) != len(names):
-        raise KitError(f"--variants lists a variant twice ({names}); list each once")
+    paths = _member_paths(cfg, variants, oof)
+    names = list(paths)
     metric = build_metric(cfg.metric)
-    paths = {n: cfg.paths.oof / f"{n}.npz" for n in names}
     oofs = {n: load_oof(p) for n, p in paths.items()}
     check_same_classes(oofs)
     for n, oof in oofs.items():
@@ -67,16 +66,32 @@ def blend(cfg: CompetitionConfig, variants: list[str] | None, name: str = "blend
         check_nested_inputs(oofs[n].logits, labels, fold, classes, cfg.task, str(paths[n]))
     with exclusive_studies(cfg.calibrate.storage, [f"blend/{name}"]):
         storage = open_storage(cfg.calibrate.storage)  # checked before the long computation
-        return _fit_and_write(cfg, name, names, oofs, labels, bool(source.synthetic), metric, storage, console)
+        return _fit_and_write(cfg, name, paths, oofs, labels, bool(source.synthetic), metric, storage, console)
 
 
-def _fit_and_write(cfg: CompetitionConfig, name: str, names: list[str], oofs: dict[str, OOF], labels: np.ndarray, synthetic: bool,
+def _member_paths(cfg: CompetitionConfig, variants: list[str] | None, oof: list[Path] | None) -> dict[str, Path]:
+    """Member name (the file's stem) -> OOF file: the --oof files as given, else the variants' files in paths.oof."""
+    if oof and variants:
+        raise KitError("kit blend: give the members by --oof files or by --variants, not both")
+    if oof:
+        paths = {Path(p).stem: Path(p) for p in oof}
+        if len(paths) != len(oof):
+            raise KitError(f"--oof lists two files with one name ({[str(p) for p in oof]}); members are named by their file name, give each once")
+        return paths
+    names = resolve_variants(variants, cfg)
+    if len(set(names)) != len(names):
+        raise KitError(f"--variants lists a variant twice ({names}); list each once")
+    return {n: cfg.paths.oof / f"{n}.npz" for n in names}
+
+
+def _fit_and_write(cfg: CompetitionConfig, name: str, paths: dict[str, Path], oofs: dict[str, OOF], labels: np.ndarray, synthetic: bool,
                    metric: Metric, storage, console: Console) -> Path:
     """The blend's selection (kit.ensemble.select), then every file the stage writes."""
+    names = list(paths)
     ref = oofs[names[0]]
     members = [Member(n, oofs[n].logits, oofs[n].test_logits, oofs[n].train_prior) for n in names]
     selection = _select(cfg, name, members, labels, ref, metric, console)
-    singles = _own_decisions(cfg, names, oofs)
+    singles = _own_decisions(paths, oofs)
     _print_table(console, name, metric.describe(), ref.n_folds, selection, singles)
     out, provenance = _write_submission(cfg, name, names, oofs, members, labels, selection, singles, synthetic, metric)
     blended, oof_path = _write_blended_oof(cfg, name, members, labels, ref, selection, provenance)
@@ -171,11 +186,11 @@ def _write_pictures(cfg: CompetitionConfig, name: str, members: list[Member], la
     ]
 
 
-def _own_decisions(cfg: CompetitionConfig, names: list[str], oofs: dict[str, OOF]) -> dict[str, dict | None]:
-    """Each variant's own nested-CV score from `kit calibrate`, when its report was made on this very OOF."""
+def _own_decisions(paths: dict[str, Path], oofs: dict[str, OOF]) -> dict[str, dict | None]:
+    """Each variant's own nested-CV score from `kit calibrate` (the report beside its OOF), when made on this very OOF."""
     out: dict[str, dict | None] = {}
-    for n in names:
-        report = read_meta(cfg.paths.oof / f"{n}.calibration.json")
+    for n, path in paths.items():
+        report = read_meta(path.with_name(f"{n}.calibration.json"))
         fresh = report is not None and report.get("fitted_on") == oof_fingerprint(oofs[n])
         out[n] = {"variant": n, "rule": report.get("chosen"), "nested_cv": float(report["chosen_nested_cv"])} if fresh else None
     return out
