@@ -27,9 +27,8 @@ from kit.decision.nested import as_report
 from kit.decision.record import write_study
 from kit.decision.select import check_nested_inputs
 from kit.ensemble.aggregate import TEST_AGGREGATION, aggregate_predict
-from kit.ensemble.pipeline import Member
-from kit.ensemble.select import BLEND_RULES, BlendSelection, blend_trials, pair_label, select_blend
-from kit.ensemble.weights import WEIGHTINGS
+from kit.ensemble.pipeline import Blend, Member
+from kit.ensemble.select import BLEND_RULES, BLEND_WEIGHTINGS, BlendSelection, blend_trials, pair_label, select_blend
 from kit.errors import KitError
 from kit.studies import exclusive_studies, open_storage
 
@@ -111,12 +110,13 @@ def _select(cfg: CompetitionConfig, name: str, members: list[Member], labels: np
     classes = tuple(ref.classes.astype(str).tolist())
     context = FitContext(cfg.task, classes, metric, np.ones(len(classes)) / len(classes), cfg.calibrate)
     rules = candidates_for(cfg.task, metric, BLEND_RULES[cfg.task])
-    weightings = list(WEIGHTINGS)
+    weightings = list(BLEND_WEIGHTINGS)
     n_folds = len(np.unique(ref.fold))
     with make_progress(console) as progress:
         bar = progress.add_task(f"blend {name}: {len(members)} members, {len(weightings)} weightings × {len(rules)} rules × {n_folds} folds",
                                 total=n_folds + 1)
-        return select_blend(members, labels, ref.fold.astype(np.int64), context, weightings, rules, on_fit=lambda: progress.advance(bar))
+        return select_blend(members, labels, ref.fold.astype(np.int64), context, weightings, rules, on_fit=lambda: progress.advance(bar),
+                            blend_settings=cfg.blend)
 
 
 def _write_submission(cfg: CompetitionConfig, name: str, names: list[str], oofs: dict[str, OOF], members: list[Member], labels: np.ndarray,
@@ -129,7 +129,7 @@ def _write_submission(cfg: CompetitionConfig, name: str, names: list[str], oofs:
     test_pred = aggregate_predict(final, [m.test_logits for m in members])
     provenance: dict[str, Any] = {
         "variants": names,
-        "weights": {m: float(w) for m, w in zip(names, final.weights)},
+        "weights": _weights(names, final),
         "weighting": weighting,
         "decision_rule": rule,
         "selection": selection.choice.rule,
@@ -138,7 +138,8 @@ def _write_submission(cfg: CompetitionConfig, name: str, names: list[str], oofs:
         "nested_cv_se": score.se,
         "trivial_baseline": trivial.mean,
         "nested_cv_table": as_report(selection.scores, selection.choice, name=pair_label),
-        "weights_per_fold": {str(k): {m: float(x) for m, x in zip(names, blends[selection.chosen].weights)} for k, blends in selection.per_fold.items()},
+        "weights_per_fold": {str(k): _weights(names, blends[selection.chosen]) for k, blends in selection.per_fold.items()},
+        "stacker": final.stacker.describe() if final.stacker is not None else None,
         "member_calibrations": {m: {"temperature": c.temperature, "alpha": c.alpha} for m, c in zip(names, final.calibrations)},
         "member_oof_fingerprints": {n: oof_fingerprint(oofs[n]) for n in names},
         "single_variant_own_decision": singles,
@@ -149,6 +150,11 @@ def _write_submission(cfg: CompetitionConfig, name: str, names: list[str], oofs:
     }
     ref = oofs[names[0]]
     return write_submission(test_pred, ref.test_ids.astype(str), ref.classes.astype(str).tolist(), cfg, name, provenance), provenance
+
+
+def _weights(names: list[str], b: Blend) -> dict[str, float] | None:
+    """Member -> weight; None for the stacker (its weights are per class: see "stacker")."""
+    return None if b.weights is None else {m: float(w) for m, w in zip(names, b.weights)}
 
 
 def _write_blended_oof(cfg: CompetitionConfig, name: str, members: list[Member], labels: np.ndarray, ref: OOF, selection: BlendSelection,
