@@ -17,6 +17,7 @@ from typer.core import TyperGroup
 
 from kit.config import DEFAULT_CONFIG, CompetitionConfig, load_competition
 from kit.errors import KitError
+from kit.leaderboard.client import DEFAULT_WAIT_SECONDS
 
 # One command line: the help shows words (N, NAME, FILE), not Python types, and `--config FILE` may
 # come before or after the command (`kit --config c.toml train` = `kit train --config c.toml`).
@@ -218,11 +219,12 @@ def blend(
         help="Variants to blend (comma list or repeated); default: the config's.")] = None,
     variant: Annotated[list[str] | None, typer.Option("--variant", metavar="NAME", help="A variant to blend, repeatable (the same as --variants).")] = None,
     name: Annotated[str, typer.Option("--name", metavar="NAME", help="Submission name: <paths.submissions>/<NAME>.csv")] = "blend",
+    oof: Annotated[list[Path] | None, typer.Option("--oof", metavar="FILE", help="OOF npz file to blend instead of variants (repeatable).")] = None,
 ) -> None:
     """Blend the variants (calibration, weights and rule fitted inside each outer fold), write the submission."""
     from kit.stages.blend import blend as run_blend
 
-    run_blend(_cfg(), _split_names([*(variant or []), *(variants or [])]), name, console=console)
+    run_blend(_cfg(), _split_names([*(variant or []), *(variants or [])]), name, console=console, oof=oof)
 
 
 @app.command()
@@ -244,7 +246,7 @@ def submit(
     competition: Annotated[str | None, typer.Option("--competition", help="Competition slug (default: kaggle.competition).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and show what would be sent; send nothing.")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Wait until Kaggle has scored it; print its public score beside its nested-CV score.")] = False,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds --wait waits for the score.")] = 900.0,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds --wait waits for the score.")] = DEFAULT_WAIT_SECONDS,
     force: Annotated[bool, typer.Option("--force", help="Send a file even if the ledger shows these bytes were sent already.")] = False,
 ) -> None:
     """Validate a submission against the sample, record it in submissions/ledger.csv and send it to Kaggle."""

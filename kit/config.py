@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -98,6 +98,15 @@ class CalibrateConfig(_Strict):
     threshold_method: Literal["metric", "youden", "f1"] = "metric"  # multi-label fitted thresholds
 
 
+class BlendConfig(_Strict):
+    """`kit blend`'s stacker (the weighting "stack", kit.ensemble.stack): its C grid, inner CV and class weighting."""
+
+    stack_cs: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]] = Field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0], min_length=1)
+    stack_inner_folds: int = Field(3, ge=2, le=20)  # inner stratified K-fold that chooses C (log-loss)
+    stack_max_inner_rows: int = Field(10_000, ge=100)  # the inner CV of C runs on at most this many fitting rows (fixed seed)
+    stack_class_weight: Literal["none", "balanced"] = "none"  # "balanced": classes weigh equally in the fit
+
+
 class PathsConfig(_Strict):
     oof: Path = Path("oof")
     submissions: Path = Path("submissions")
@@ -120,6 +129,7 @@ class CompetitionConfig(_Strict):
     metric: MetricConfig = MetricConfig()
     folds: FoldsConfig = FoldsConfig()
     calibrate: CalibrateConfig = CalibrateConfig()
+    blend: BlendConfig = BlendConfig()
     paths: PathsConfig = PathsConfig()
     kaggle: KaggleConfig = KaggleConfig()
     source_file: Path | None = Field(None, exclude=True)
