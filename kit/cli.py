@@ -240,7 +240,7 @@ def score(
 @app.command()
 def submit(
     message: Annotated[str, typer.Option("--message", "-m", help="Submission description (required).")],
-    file: Annotated[Path | None, typer.Argument(help="Submission CSV (default: the newest in submissions/).")] = None,
+    file: Annotated[Path | None, typer.Argument(help="Submission CSV (default: the newest in the config's paths.submissions folder).")] = None,
     competition: Annotated[str | None, typer.Option("--competition", help="Competition slug (default: kaggle.competition).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and show what would be sent; send nothing.")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Wait until Kaggle has scored it; print its public score beside its nested-CV score.")] = False,
