@@ -365,3 +365,8 @@ def with_overrides(mcfg: ModelConfig, overrides: dict | None, origin: str = "com
         key = ".".join(str(part) for part in first["loc"])
         where = f"--{key.replace('_', '-')} " if key else ""
         raise KitError(f"{origin}: {where}{first['msg'].removeprefix('Value error, ')} (variant '{mcfg.name}', {model_file(mcfg)})") from None
+
+
+def doctor_report_path(cfg: CompetitionConfig) -> Path:
+    """runs/doctor.json: written by `kit doctor` (the rates it measured here), read by `kit plan`."""
+    return Path(cfg.paths.runs) / "doctor.json"
