@@ -266,7 +266,8 @@ def test_label_column_round_trip_to_a_submission(tiny_competition, tmp_path, cap
     assert code == 0, err
     models = tmp_path / "models"
     models.mkdir()
-    (models / "tiny.toml").write_text(model_toml({**TINY_VARIANT, "epochs": 1, "freeze_epochs": 0, "warmup_epochs": 0}))
+    quick = {"epochs": 1, "freeze_epochs": 0, "warmup_epochs": 0, "ema_decay": 0.0, "tta_hflip": False, "augment": "none"}
+    (models / "tiny.toml").write_text(model_toml({**TINY_VARIANT, **quick}))
     text = config.read_text()
     text = re.sub(r"n_folds = \d+", "n_folds = 2", text)
     text = re.sub(r"variants = \[.*\]", 'variants = ["tiny"]', text).replace('models = "configs/models"', f'models = "{models}"')
