@@ -520,6 +520,7 @@ def test_download_unpacks_into_data_slug(tmp_path, fake_kaggle):
     assert not list(target.glob("*.zip"))  # the archive is removed once unpacked
     assert json.loads(fake_kaggle.requests[0]["body"]) == {"competitionName": "fake-comp"}
     assert "data/fake-comp" in result.stdout and "folds" in result.stdout
+    assert "kit init data/fake-comp" in " ".join(result.stdout.split())
 
 
 # Faults of the server and races (issue 18, class 1): nothing lost, nothing sent twice, nothing hangs.

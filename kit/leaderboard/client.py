@@ -126,6 +126,8 @@ def _with_timeouts(session, deadline: Deadline):
     session.mount("https://", adapter)
     return session
 
+DEFAULT_WAIT_SECONDS = 900.0  # how long `kit submit --wait` waits for Kaggle to score a submission
+
 
 @dataclass(frozen=True)
 class RemoteSubmission:
