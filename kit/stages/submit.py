@@ -289,6 +289,7 @@ def download(cfg: CompetitionConfig, competition: str | None = None, console: Co
     _say(console, f"downloaded '{slug}' into {target}")
     _say(console, f"next: point data.dir at {target} in your competition config (configs/chest-xray.toml for this competition), "
                   f"then run `kit --config <that file> folds`")
+    _say(console, f"or: `kit init {target}` writes a config from the files themselves (and says what it found)")
     return target
 
 
