@@ -117,10 +117,10 @@ def test_stacker_is_fitted_on_the_outer_training_rows_only():
         got, ref = fitted[k][("stack", "bayes")], reference[k][("stack", "bayes")]
         assert got.weights is None and got.stacker.chosen_c == ref.stacker.chosen_c
         assert got.stacker.inner_log_loss == ref.stacker.inner_log_loss and len(got.stacker.inner_log_loss[0]) == 4
-        np.testing.assert_array_equal(got.stacker.models[0].coef_, ref.stacker.models[0].coef_)
+        np.testing.assert_array_equal(got.stacker.models[0][-1].coef_, ref.stacker.models[0][-1].coef_)
         assert got.decision.to_dict() == ref.decision.to_dict()
     # the poison does reach the stackers of the folds that train on those rows
-    assert not np.array_equal(fitted[1][("stack", "bayes")].stacker.models[0].coef_, reference[1][("stack", "bayes")].stacker.models[0].coef_)
+    assert not np.array_equal(fitted[1][("stack", "bayes")].stacker.models[0][-1].coef_, reference[1][("stack", "bayes")].stacker.models[0][-1].coef_)
     balanced = fit_blends(_members(zs), labels, np.ones(len(labels), dtype=bool), ["stack"], candidates_for("multi-class", WEIGHTS, ["bayes"]),
                           _context(), BlendConfig(stack_class_weight="balanced"))[("stack", "bayes")]
     assert balanced.stacker.output_prior == pytest.approx(np.full(4, 0.25)) and balanced.stacker.describe()["class_weight"] == "balanced"

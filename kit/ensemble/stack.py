@@ -25,6 +25,8 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 from sklearn.model_selection import StratifiedKFold
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
 from sklearn.utils.class_weight import compute_sample_weight
 from threadpoolctl import threadpool_limits
 
@@ -40,7 +42,7 @@ class Stacker:
     """The fitted level-2 model(s): one multinomial regression (multi-class) or one per class (multi-label)."""
 
     task: str
-    models: tuple[LogisticRegression, ...]
+    models: tuple[Pipeline, ...]  # StandardScaler then LogisticRegression
     chosen_c: tuple[float, ...]  # per model
     inner_log_loss: tuple[dict[float, float], ...]  # per model: mean inner-CV log-loss per C (empty: too few rows)
     output_prior: np.ndarray  # (C,) the class distribution its output is calibrated to
@@ -53,7 +55,7 @@ class Stacker:
 
     def describe(self) -> dict:
         """What the provenance JSON records: the chosen C per model, the class weighting and the inner-CV curve."""
-        return {"chosen_c": list(self.chosen_c), "class_weight": self.models[0].class_weight or "none",
+        return {"chosen_c": list(self.chosen_c), "class_weight": self.models[0][-1].class_weight or "none",
                 "inner_log_loss": [{f"{c:g}": v for c, v in curve.items()} for curve in self.inner_log_loss]}
 
 
@@ -92,9 +94,12 @@ def _features(zs: list[np.ndarray], column: int | None = None) -> np.ndarray:
     return np.clip(x, _FLOOR, -_FLOOR)
 
 
-def _fit(x: np.ndarray, y: np.ndarray, c: float, class_weight: str | None, warm: LogisticRegression | None = None) -> LogisticRegression:
-    model = warm if warm is not None else LogisticRegression(C=c, class_weight=class_weight, max_iter=MAX_ITER, warm_start=True)
-    model.set_params(C=c)
+def _fit(x: np.ndarray, y: np.ndarray, c: float, class_weight: str | None, warm: Pipeline | None = None) -> Pipeline:
+    """Standardized features, then the regression (standardizing cut lbfgs from 500+ iterations, unconverged, to
+    about 60-80 on the demo-sized stack: 3.6 s to 0.7 s a fit)."""
+    model = warm if warm is not None else make_pipeline(
+        StandardScaler(), LogisticRegression(C=c, class_weight=class_weight, max_iter=MAX_ITER, warm_start=True))
+    model.set_params(logisticregression__C=c)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # the inner CV judges the fit; a near-converged one is fine
         return model.fit(x, y)
@@ -127,7 +132,7 @@ def _inner_curve(x: np.ndarray, y: np.ndarray, settings: BlendConfig, class_weig
     return {c: float(np.mean(v)) for c, v in losses.items()}
 
 
-def _proba(model: LogisticRegression, x: np.ndarray, classes: np.ndarray) -> np.ndarray:
+def _proba(model: Pipeline, x: np.ndarray, classes: np.ndarray) -> np.ndarray:
     """predict_proba with a column for every class (an inner training part may lack a rare one)."""
     out = np.full((len(x), len(classes)), 1e-15)
     out[:, np.searchsorted(classes, model.classes_)] = model.predict_proba(x)
