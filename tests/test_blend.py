@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import optuna
 import pandas as pd
 import pytest
 from scipy.special import log_softmax
@@ -190,6 +191,15 @@ def test_blend_stage_writes_submission_oof_and_pictures(tmp_path, capsys):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"t_{suffix}.png" in printed
     assert "trivial baseline" in printed and "nested CV" in printed
+    study = optuna.load_study(study_name="blend/t", storage=cfg.calibrate.storage)  # one trial per weighting × rule, plus trivial
+    assert study.metric_names == ["nested-CV score"] and len(study.trials) == 9 + 1
+    best = max(table.values(), key=lambda r: r["nested_cv"])
+    assert study.best_trial.value == pytest.approx(best["nested_cv"])
+    chosen = [t for t in study.trials if t.user_attrs["chosen"]]
+    assert len(chosen) == 1 and chosen[0].value == pytest.approx(meta["nested_cv_score"])
+    assert chosen[0].params == {"weighting": meta["weighting"], "rule": meta["decision_rule"]}
+    assert chosen[0].user_attrs["in_sample"] == pytest.approx(meta["in_sample_score"])
+    assert set(chosen[0].intermediate_values) == set(range(5)) and "fold0.members" in chosen[0].user_attrs
 
 
 def test_blend_refuses_mismatched_inputs(tmp_path):

@@ -80,12 +80,37 @@ def test_stage_writes_decision_report_and_png(stage):
     text = console.export_text()
     assert str(png) in text.replace("\n", "") and "trivial baseline" in text and "nested CV ± SE" in text and "chosen:" in text
     study = optuna.load_study(study_name="calibrate/v", storage=cfg.calibrate.storage)
-    assert len(study.trials) == 6 * (3 + 1)  # every candidate on every outer fold and refitted on all folds
-    held = [t for t in study.trials if t.user_attrs["candidate"] == "bayes" and t.user_attrs["fold"] != "all"]
-    assert [t.value for t in held] == pytest.approx(rows["bayes"]["per_fold"])
+    assert len(study.trials) == 6  # one trial per candidate
+    bayes = next(t for t in study.trials if t.params["candidate"] == "bayes")
+    assert [bayes.intermediate_values[k] for k in sorted(bayes.intermediate_values)] == pytest.approx(rows["bayes"]["per_fold"])
     calibrate(cfg, [root / "oof" / "v.npz"], quiet_console())  # a re-run replaces the study and reproduces the decision
-    assert len(optuna.load_study(study_name="calibrate/v", storage=cfg.calibrate.storage).trials) == 24
+    assert len(optuna.load_study(study_name="calibrate/v", storage=cfg.calibrate.storage).trials) == 6
     assert Decision.load(root / "oof" / "v.decision.json").to_dict() == decision.to_dict()
+
+
+def test_study_reads_true(stage):
+    """Through Optuna's public API: the objective is named, the best trial is the best candidate by nested
+    CV (not a fold's or an in-sample number), and exactly one trial is the kit's choice, valued at its nested score."""
+    cfg, oof, root = stage
+    calibrate(cfg, [root / "oof" / "v.npz"], quiet_console())
+    report = json.loads((root / "oof" / "v.calibration.json").read_text())
+    rows = {r["key"]: r for r in report["rows"]}
+    summaries = {s.study_name: s for s in optuna.get_all_study_summaries(cfg.calibrate.storage)}
+    assert summaries["calibrate/v"].n_trials == len(rows)
+    study = optuna.load_study(study_name="calibrate/v", storage=cfg.calibrate.storage)
+    assert study.metric_names == ["nested-CV score"]
+    best = max(rows.values(), key=lambda r: r["nested_cv"])
+    assert study.best_trial.value == pytest.approx(best["nested_cv"]) and study.best_trial.params["candidate"] == best["key"]
+    chosen = [t for t in study.trials if t.user_attrs["chosen"]]
+    assert len(chosen) == 1 and chosen[0].params["candidate"] == report["chosen"]
+    assert chosen[0].value == pytest.approx(report["chosen_nested_cv"])
+    for t in study.trials:
+        row = rows[t.params["candidate"]]
+        assert t.user_attrs["se"] == pytest.approx(row["se"]) and t.user_attrs["in_sample"] == pytest.approx(report["in_sample"][row["key"]])
+        assert sorted(t.intermediate_values) == [0, 1, 2]
+        assert all(f"fold{k}.temperature" in t.user_attrs and f"fold{k}.alpha" in t.user_attrs for k in range(3))
+    assert study.user_attrs["chosen"] == report["chosen"]
+    assert study.user_attrs["trivial_baseline"] == pytest.approx(report["trivial_baseline"]["nested_cv"])
 
 
 def test_stage_refuses_an_oof_made_for_another_metric(stage):

@@ -23,7 +23,7 @@ from kit.decision.calibration import class_prior
 from kit.decision.candidates import FitContext, candidates_for
 from kit.decision.metrics import Metric, build_metric, trivial_baseline, trivial_prediction
 from kit.decision.nested import as_report, choose, nested_cv
-from kit.decision.record import fit_trial, write_study
+from kit.decision.record import fitted_attrs, score_trial, study_summary, write_study
 from kit.decision.select import check_nested_inputs
 from kit.ensemble.aggregate import TEST_AGGREGATION, aggregate_predict
 from kit.ensemble.pipeline import Blend, Member, fit_blends
@@ -166,8 +166,8 @@ def _fit_and_write(cfg: CompetitionConfig, name: str, names: list[str], oofs: di
     oof_path = cfg.paths.oof / f"blend_{name}.npz"
     save_oof(oof_path, blended, {"blend": name, **{k: v for k, v in provenance.items() if k != "nested_cv_table"}})
     final_blend.decision.with_(fitted_on=oof_fingerprint(blended)).save(cfg.paths.oof / f"blend_{name}.decision.json")
-    write_study(storage, f"blend/{name}", _trials(per_fold, nested, final_blend, weighting, rule),
-                {"blend": name, "chosen": choice.chosen, "variants": names})
+    write_study(storage, f"blend/{name}", _trials(per_fold, nested, choice, trivial, final_blend, provenance["in_sample_score"]),
+                study_summary(choice, trivial, blend=name, variants=names))
 
     trivial_pred = trivial_prediction(labels, task)
     probs_before = np.exp(final_blend.decision.with_(temperature=1.0).log_probs(z))
@@ -219,12 +219,27 @@ def _print_table(console, name, metric_text, n_folds, nested, choice, simplicity
     console.print(table)
 
 
-def _trials(per_fold, nested, final_blend: Blend, weighting: str, rule: str) -> list:
-    trials = []
-    for i, (k, blends) in enumerate(per_fold.items()):
-        for (w, r), b in blends.items():
-            trials.append(fit_trial(b.decision, nested[pair_key(w, r)].per_fold[i], candidate=pair_key(w, r), fold=str(k),
-                                    weights=[float(x) for x in b.weights]))
-    trials.append(fit_trial(final_blend.decision, nested[pair_key(weighting, rule)].mean, candidate=pair_key(weighting, rule), fold="all",
-                            weights=[float(x) for x in final_blend.weights]))
+def _trials(per_fold, nested, choice, trivial, final_blend: Blend, in_sample: float) -> list:
+    """One trial per weighting × rule (and the trivial baseline): nested-CV mean, per-fold held-out scores as
+    intermediate values, each fold's weights and fitted T and α (the members' and the rule's) as attributes."""
+    from optuna.distributions import CategoricalDistribution
+
+    folds = list(per_fold)
+    pairs = [key.split(" + ") for key in nested]
+    dists = {"weighting": CategoricalDistribution(sorted({w for w, _ in pairs} | {"none"})),
+             "rule": CategoricalDistribution(sorted({r for _, r in pairs} | {"trivial"}))}
+    trials = [score_trial({"weighting": "none", "rule": "trivial"}, dists, trivial, folds, choice, "trivial", candidate="trivial baseline")]
+    for w, r in pairs:
+        key = pair_key(w, r)
+        attrs: dict[str, Any] = {"candidate": key}
+        for k, blends in per_fold.items():
+            b = blends[(w, r)]
+            attrs[f"fold{k}.weights"] = dict(zip(b.members, (round(float(x), 6) for x in b.weights)))
+            attrs[f"fold{k}.members"] = {m: {"temperature": round(float(c.temperature), 6), "alpha": round(float(c.alpha), 6)}
+                                         for m, c in zip(b.members, b.calibrations)}
+            attrs.update(fitted_attrs(b.decision, prefix=f"fold{k}."))
+        if key == choice.chosen:
+            attrs.update(in_sample=in_sample, **fitted_attrs(final_blend.decision, prefix="refit."),
+                         **{"refit.weights": dict(zip(final_blend.members, (round(float(x), 6) for x in final_blend.weights)))})
+        trials.append(score_trial({"weighting": w, "rule": r}, dists, nested[key], folds, choice, key, **attrs))
     return trials

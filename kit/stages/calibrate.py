@@ -23,7 +23,7 @@ from kit.config import CompetitionConfig
 from kit.decision.candidates import Candidate, FitContext, candidates_for
 from kit.decision.metrics import Metric, build_metric
 from kit.decision.nested import as_report
-from kit.decision.record import selection_trials, write_study
+from kit.decision.record import selection_trials, study_summary, write_study
 from kit.decision.rules import Decision
 from kit.decision.select import Selection, check_nested_inputs, select_decision
 from kit.errors import KitError
@@ -105,7 +105,8 @@ def _calibrate_target(cfg: CompetitionConfig, metric: Metric, candidates: list[C
     out = path.with_name(f"{name}.decision.json")
     decision.save(out)
     write_json(path.with_name(f"{name}.calibration.json"), report)
-    write_study(storage, f"calibrate/{name}", selection_trials(selection), {"target": name, "chosen": selection.choice.chosen})
+    write_study(storage, f"calibrate/{name}", selection_trials(selection, {c.name: c.label for c in candidates}),
+                study_summary(selection.choice, trivial, target=name))
     png = per_class_png(
         metric.per_class(labels, decision.predict(oof.logits)),
         metric.per_class(labels, selection.final["trivial"].predict(oof.logits)),
