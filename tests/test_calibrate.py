@@ -111,6 +111,27 @@ def test_study_reads_true(stage):
         assert all(f"fold{k}.temperature" in t.user_attrs and f"fold{k}.alpha" in t.user_attrs for k in range(3))
     assert study.user_attrs["chosen"] == report["chosen"]
     assert study.user_attrs["trivial_baseline"] == pytest.approx(report["trivial_baseline"]["nested_cv"])
+    searches = sorted(name for name in summaries if name.startswith("calibrate/v/offsets/"))
+    assert searches == sorted(f"calibrate/v/offsets/{where}/from_{start}" for where in ("fold0", "fold1", "fold2", "all") for start in ("argmax", "bayes"))
+    search = optuna.load_study(study_name="calibrate/v/offsets/all/from_argmax", storage=cfg.calibrate.storage)
+    assert search.metric_names == ["in-sample score (fitting folds)"] and search.user_attrs["search"] == "coordinate"
+    assert search.trials[0].params == {f"offset[{c}]": 0.0 for c in oof.classes} and len(search.trials) > 1
+
+
+def test_optuna_search_studies_hold_the_sampled_trials(stage):
+    """calibrate.search = "cmaes": each offsets search is an Optuna study of the sampler's trials; a run with
+    no offsets candidate removes the stale search studies."""
+    cfg, oof, root = stage
+    cfg = cfg.model_copy(update={"calibrate": cfg.calibrate.model_copy(update={"search": "cmaes", "search_trials": 15})})
+    calibrate(cfg, [root / "oof" / "v.npz"], quiet_console())
+    study = optuna.load_study(study_name="calibrate/v/offsets/fold1/from_bayes", storage=cfg.calibrate.storage)
+    assert len(study.trials) == 15 and study.user_attrs["search"] == "cmaes"
+    assert len({tuple(t.params.values()) for t in study.trials}) == 15  # sampled proposals, each scored
+    decision = json.loads((root / "oof" / "v.decision.json").read_text())
+    assert "_search_trials" not in decision["extra"]  # the history lives in the studies, not in the decision file
+    cfg = cfg.model_copy(update={"calibrate": cfg.calibrate.model_copy(update={"candidates": ["trivial", "argmax"]})})
+    calibrate(cfg, [root / "oof" / "v.npz"], quiet_console())
+    assert [s.study_name for s in optuna.get_all_study_summaries(cfg.calibrate.storage)] == ["calibrate/v"]
 
 
 def test_stage_refuses_an_oof_made_for_another_metric(stage):

@@ -11,7 +11,9 @@ One study per target (`calibrate/<variant>`, `blend/<name>`), objective named "n
 The only param is the candidate (categorical), since that is what the nested CV compares; the fitted
 numbers (temperature, α, offsets, thresholds) are attributes, never params of trials that did not sample them.
 
-A re-run replaces the studies, so the storage shows the latest run; the stages hold
+The offsets searches (kit.decision.search) get their own studies, `<target>/offsets/fold<k>/from_<start>`
+and `<target>/offsets/all/from_<start>`, holding every proposal the search scored, valued in-sample on
+the rows it searched (its nested score is the parent study's). A re-run replaces the studies, so the storage shows the latest run; the stages hold
 `kit.studies.exclusive_studies` while they write.
 """
 
@@ -30,6 +32,7 @@ from kit.decision.select import Selection
 from kit.studies import quiet_optuna
 
 METRIC_NAME = "nested-CV score"
+SEARCH_METRIC_NAME = "in-sample score (fitting folds)"
 
 
 def write_study(storage: str | optuna.storages.BaseStorage, study_name: str, trials: list[optuna.trial.FrozenTrial],
@@ -92,3 +95,31 @@ def study_summary(choice: Choice, trivial: NestedScore, **extra: Any) -> dict[st
     return {"chosen": choice.chosen, "best": choice.best, "selection": choice.rule,
             "trivial_baseline": trivial.mean, "trivial_baseline_se": trivial.se, **extra}
 
+
+
+def search_studies(selection: Selection) -> dict[str, tuple[list[optuna.trial.FrozenTrial], dict[str, Any]]]:
+    """The offsets searches of a selection, one study each: `offsets/fold<k>/from_<start>` for the outer folds'
+    fits, `offsets/all/from_<start>` for the refit; each holds every proposal the search scored."""
+    fits = {f"fold{k}": fitted.get("offsets") for k, fitted in selection.per_fold.items()}
+    fits["all"] = selection.final.get("offsets")
+    studies = {}
+    for where, decision in fits.items():
+        if decision is None:
+            continue
+        for start, trials in decision.extra.get("_search_trials", {}).items():
+            attrs = {"search": decision.extra.get("search"), "fitted_on": where, "start": start, "kept": start == decision.extra.get("start"),
+                     "objective": "in-sample score on the fitting rows (the nested CV scores the result on the held-out fold)"}
+            studies[f"offsets/{where}/from_{start}"] = (trials, attrs)
+    return studies
+
+
+def write_search_studies(storage: str | optuna.storages.BaseStorage, prefix: str,
+                         studies: dict[str, tuple[list[optuna.trial.FrozenTrial], dict[str, Any]]]) -> list[str]:
+    """Replace every study named `<prefix>/...` by `studies` (so a run without searches leaves none stale); their names."""
+    with quiet_optuna():
+        for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
+            if summary.study_name.startswith(prefix + "/") and summary.study_name.removeprefix(prefix + "/") not in studies:
+                optuna.delete_study(study_name=summary.study_name, storage=storage)
+    for suffix, (trials, attrs) in studies.items():
+        write_study(storage, f"{prefix}/{suffix}", trials, attrs, metric_name=SEARCH_METRIC_NAME)
+    return [f"{prefix}/{suffix}" for suffix in studies]

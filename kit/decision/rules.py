@@ -58,7 +58,7 @@ class Decision:
     offsets: np.ndarray | None = None  # (C,) multi-class offsets on log-probabilities
     thresholds: np.ndarray | None = None  # (C,) multi-label thresholds on probabilities
     fitted_on: str | None = None  # fingerprint of the OOF it was fitted on (kit.artifacts.oof_fingerprint)
-    extra: dict = field(default_factory=dict)  # what the fit chose beyond the fields (e.g. the search's start)
+    extra: dict = field(default_factory=dict)  # what the fit chose beyond the fields (e.g. the search's start); '_' keys are not saved
 
     def log_probs(self, logits: np.ndarray) -> np.ndarray:
         """Calibrated log-probabilities: temperature and α-scaled prior correction, before offsets."""
@@ -90,7 +90,8 @@ class Decision:
             "task": self.task, "classes": list(self.classes), "rule": self.rule, "temperature": float(self.temperature),
             "alpha": float(self.alpha), "train_prior": floats(self.train_prior), "target_prior": floats(self.target_prior),
             "metric": dict(self.metric), "bayes": bool(self.bayes), "offsets": floats(self.offsets),
-            "thresholds": floats(self.thresholds), "fitted_on": self.fitted_on, "extra": self.extra,
+            "thresholds": floats(self.thresholds), "fitted_on": self.fitted_on,
+            "extra": {k: v for k, v in self.extra.items() if not k.startswith("_")},  # "_" keys stay in memory (search trials)
         }
 
     @classmethod

@@ -23,7 +23,7 @@ from kit.config import CompetitionConfig
 from kit.decision.candidates import Candidate, FitContext, candidates_for
 from kit.decision.metrics import Metric, build_metric
 from kit.decision.nested import as_report
-from kit.decision.record import selection_trials, study_summary, write_study
+from kit.decision.record import search_studies, selection_trials, study_summary, write_search_studies, write_study
 from kit.decision.rules import Decision
 from kit.decision.select import Selection, check_nested_inputs, select_decision
 from kit.errors import KitError
@@ -107,6 +107,7 @@ def _calibrate_target(cfg: CompetitionConfig, metric: Metric, candidates: list[C
     write_json(path.with_name(f"{name}.calibration.json"), report)
     write_study(storage, f"calibrate/{name}", selection_trials(selection, {c.name: c.label for c in candidates}),
                 study_summary(selection.choice, trivial, target=name))
+    searches = write_search_studies(storage, f"calibrate/{name}", search_studies(selection))
     png = per_class_png(
         metric.per_class(labels, decision.predict(oof.logits)),
         metric.per_class(labels, selection.final["trivial"].predict(oof.logits)),
@@ -114,7 +115,8 @@ def _calibrate_target(cfg: CompetitionConfig, metric: Metric, candidates: list[C
         title=f"{name}: OOF score per class, rule '{selection.choice.chosen}' (refit on all folds) vs trivial baseline",
     )
     console.print(f"wrote {out}, {path.with_name(f'{name}.calibration.json')} and {png}", soft_wrap=True, highlight=False)
-    console.print(f"Optuna study 'calibrate/{name}' in {cfg.calibrate.storage} (`kit dashboard`)", soft_wrap=True, highlight=False)
+    console.print(f"Optuna study 'calibrate/{name}' and {len(searches)} studies of its offsets searches ('calibrate/{name}/offsets/…') "
+                  f"in {cfg.calibrate.storage} (`kit dashboard`)", soft_wrap=True, highlight=False)
     return decision
 
 
