@@ -16,6 +16,7 @@ Run: `.venv/bin/python -m benchmarks bench_decision`.
 
 from __future__ import annotations
 
+import json
 import statistics
 import tempfile
 import time
@@ -53,7 +54,9 @@ def compare_searches(logits, labels, fold, q, classes: tuple[str, ...], metric, 
         s = selection.scores["offsets"]
         trials = sum(len(t) for t in selection.final["offsets"].extra["_search_trials"].values())
         out[search] = {"nested_cv": round(s.mean, 4), "se": round(s.se, 4), "in_sample": round(selection.in_sample["offsets"], 4),
-                       "seconds": round(seconds, 1), "trials_in_refit": trials, "argmax_nested_cv": round(selection.scores["argmax"].mean, 4)}
+                       "seconds": round(seconds, 1), "trials_in_refit": trials, "argmax_nested_cv": round(selection.scores["argmax"].mean, 4),
+                       "per_fold": [round(x, 4) for x in s.per_fold]}
+        print(json.dumps({search: out[search]}), flush=True)  # each search as it finishes (the slow ones may be stopped)
     table = Table(title=f"offsets search: {title} (nested CV; seconds for argmax + offsets over all folds and the refit)")
     for column in ("calibrate.search", "nested CV ± SE", "in-sample", "seconds", "proposals scored (refit, both starts)"):
         table.add_column(column, justify="left" if column.startswith("calibrate") else "right")
@@ -162,7 +165,6 @@ def oof_main(oof_path: str, config: str) -> dict:
 
 if __name__ == "__main__":
     import argparse
-    import json
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--oof")

@@ -26,6 +26,7 @@ from typing import Any
 import optuna
 from optuna.distributions import CategoricalDistribution
 
+from kit.decision.names import display_name
 from kit.decision.nested import Choice, NestedScore
 from kit.decision.rules import Decision
 from kit.decision.select import Selection
@@ -84,7 +85,7 @@ def selection_trials(selection: Selection, labels: dict[str, str] | None = None)
             per_fold.update(fitted_attrs(fitted[name], prefix=f"fold{k}."))
         trials.append(score_trial(
             {"candidate": name}, dists, selection.scores[name], folds, selection.choice, name,
-            candidate=name, label=labels.get(name, name), in_sample=selection.in_sample[name],
+            candidate=name, label=labels.get(name, display_name(name)), in_sample=selection.in_sample[name],
             **fitted_attrs(selection.final[name], prefix="refit."), **per_fold,
         ))
     return trials

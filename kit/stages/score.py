@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kit.config import CompetitionConfig
+from kit.decision.names import degenerate_notes, display_name
 from kit.errors import KitError
 from kit.submission import check_one_label_per_row, check_submission_file, read_csv_str, to_indicator
 
@@ -90,7 +91,7 @@ def score_file(
     console.print(table)
 
     if compare_argmax:
-        result["argmax"] = argmax_scores(cfg, classes, sol_ids, y_true)
+        result["argmax"] = argmax_scores(cfg, classes, sol_ids, y_true, blend_members(Path(submission_csv)))
     summary = Table(title="Leaderboard metric on the solution")
     summary.add_column("what")
     summary.add_column("score", justify="right")
@@ -102,7 +103,7 @@ def score_file(
         trivial_name = "majority class of the solution everywhere: no training labels without the data directory"
     summary.add_row(f"trivial baseline ({trivial_name})", _fmt(baseline))
     if compare_argmax:
-        plain = "argmax" if multi_class else "sigmoid > 0.5"
+        plain = display_name("argmax") if multi_class else display_name("threshold_0.5")
         for variant, s in result["argmax"].items():
             summary.add_row(f"{variant} by {plain} (mean test logits)", _fmt(s))
         if result["argmax"]:
@@ -113,17 +114,34 @@ def score_file(
             summary.add_row(f"no oof/<variant>.npz for the variants {cfg.variants}", "—")
     summary.add_row(f"[bold]{Path(submission_name).name}", f"[bold]{_fmt(score)}")
     console.print(summary)
+    result["notes"] = degenerate_notes(None, y_pred, cfg.task, classes)  # kit.decision.names: one line each, not only a cell
+    for note in result["notes"]:
+        console.print(f"[bold yellow]{Path(submission_name).name}: {note}", soft_wrap=True, highlight=False)
     return result
 
 
-def argmax_scores(cfg: CompetitionConfig, classes: list[str], sol_ids: np.ndarray, y_true: np.ndarray) -> dict[str, float]:
-    """Score of argmax over the mean test logits for each variant that has an OOF file."""
+def blend_members(submission_csv: Path) -> list[str] | None:
+    """The variants `kit blend` recorded in the submission's provenance JSON (None without one)."""
+    import json
+
+    try:
+        members = json.loads(submission_csv.with_suffix(".json").read_text()).get("variants")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return [str(m) for m in members] if isinstance(members, list) and members else None
+
+
+def argmax_scores(
+    cfg: CompetitionConfig, classes: list[str], sol_ids: np.ndarray, y_true: np.ndarray, variants: list[str] | None = None
+) -> dict[str, float]:
+    """Score of argmax over the mean test logits for each variant (the blend's members, else the config's)
+    that has an OOF file."""
     from kit.artifacts import load_oof
     from kit.decision.metrics import build_metric
 
     metric = build_metric(cfg.metric)
     out: dict[str, float] = {}
-    for variant in cfg.variants:
+    for variant in variants or cfg.variants:
         path = cfg.paths.oof / f"{variant}.npz"
         if not path.is_file():
             continue

@@ -19,9 +19,10 @@ from kit.config import CompetitionConfig, ModelConfig
 from kit.data.sources import DataSource
 from kit.decision.metrics import build_metric
 from kit.errors import KitError
+from kit.training.evaluation import evaluate
 from kit.training.identity import fold_identity, identity_changes, read_preds
-from kit.training.loop import evaluate, run_dir
-from kit.training.samplers import class_prior
+from kit.training.layout import run_dir
+from kit.training.samplers import smoothed_class_prior
 
 
 def assemble_oof(cfg: CompetitionConfig, mcfg: ModelConfig, source: DataSource, fold_of: np.ndarray, console: Console | None = None) -> Path | None:
@@ -66,7 +67,7 @@ def assemble_oof(cfg: CompetitionConfig, mcfg: ModelConfig, source: DataSource, 
         test_ids=np.asarray(source.test.ids, dtype=str), test_logits=np.stack(test_logits), train_prior=train_prior,
     )
     labels = source.train.labels
-    overall = evaluate(logits, labels, source.task, list(source.classes), train_prior, class_prior(labels, source.task), cfg, mcfg.temperature)
+    overall = evaluate(logits, labels, source.task, list(source.classes), train_prior, smoothed_class_prior(labels, source.task), cfg, mcfg.temperature)
     meta = {
         "variant": mcfg.name, "model_config": mcfg.model_dump(mode="json"), "competition_config": cfg.model_dump(mode="json"),
         "task": source.task, "folds": fold_metrics, "train_prior_per_fold": [p.tolist() for p in priors],
