@@ -103,11 +103,11 @@ def _overview(targets: list[dict], blends: list[dict]) -> list[str]:
 
     fig, ax = plt.subplots(figsize=(9, 0.5 * len(rows) + 1.4))
     y = np.arange(len(rows))[::-1]
-    ax.barh(y, [r[2] for r in rows], xerr=[r[3] for r in rows], color=["#4c9a52" if r[5] else "#bbb" for r in rows], capsize=3,
-            label="chosen rule, nested CV ± SE")
+    # each bar runs from the target's trivial baseline to its chosen rule's score: its length is the gain
+    ax.barh(y, [r[2] - r[4] for r in rows], left=[r[4] for r in rows], xerr=[r[3] for r in rows],
+            color=["#4c9a52" if r[5] else "#bbb" for r in rows], capsize=3, label="chosen rule, nested CV ± SE (bar: gain over trivial)")
     ax.scatter([r[4] for r in rows], y, marker="|", s=400, color="#c33", zorder=3, label="trivial baseline (nested CV)")
     ax.set_yticks(y, [r[0] for r in rows])
-    ax.axvline(0, color="#999", lw=0.8)
     ax.set_xlabel("nested-CV score (higher is better)")
     ax.legend(loc="lower left", fontsize=8)
     lines = ["<h2>Scores</h2>", _png(fig),
