@@ -12,14 +12,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kit.config import BlendConfig
 from kit.decision.candidates import Candidate, FitContext
 from kit.decision.metrics import trivial_baseline
 from kit.decision.names import display_name
 from kit.decision.nested import Choice, NestedScore, choose, nested_cv
 from kit.decision.record import fitted_attrs, score_trial
 from kit.ensemble.pipeline import Blend, Member, fit_blends
+from kit.ensemble.stack import STACK
+from kit.ensemble.weights import WEIGHTINGS
 
 Pair = tuple[str, str]  # (weighting, rule)
+BLEND_WEIGHTINGS = [*WEIGHTINGS, STACK]  # simplest first: the stacker fits the most
 BLEND_RULES = {"multi-class": ["argmax", "bayes", "offsets"], "multi-label": ["threshold_0.5", "closed_form", "thresholds"]}
 
 
@@ -56,13 +60,14 @@ def select_blend(
     weightings: list[str],
     rules: list[Candidate],
     on_fit: Callable[[], None] | None = None,
+    blend_settings: BlendConfig | None = None,
 ) -> BlendSelection:
     """Nested CV of every (weighting, rule) pair, the one-SE choice, and the chosen pair's refit on all rows."""
     metric, task = context.metric, context.task
     per_fold: dict[int, dict[Pair, Blend]] = {}
 
     def fit_rows(rows: np.ndarray, ws: list[str] = weightings, rs: list[Candidate] = rules) -> dict[Pair, Blend]:
-        fitted = fit_blends(members, labels, rows, ws, rs, context)
+        fitted = fit_blends(members, labels, rows, ws, rs, context, blend_settings)
         if on_fit is not None:
             on_fit()
         return fitted
@@ -98,13 +103,20 @@ def blend_trials(selection: BlendSelection, in_sample: float) -> list:
         attrs: dict = {"candidate": pair_label(pair), "label": display_name(pair)}
         for k, blends in selection.per_fold.items():
             b = blends[pair]
-            attrs[f"fold{k}.weights"] = dict(zip(b.members, (round(float(x), 6) for x in b.weights)))
+            attrs.update({f"fold{k}.{key}": value for key, value in _combination(b).items()})
             attrs[f"fold{k}.members"] = {m: {"temperature": round(float(c.temperature), 6), "alpha": round(float(c.alpha), 6)}
                                          for m, c in zip(b.members, b.calibrations)}
             attrs.update(fitted_attrs(b.decision, prefix=f"fold{k}."))
         if pair == selection.chosen:
             final = selection.final
             attrs.update(in_sample=in_sample, **fitted_attrs(final.decision, prefix="refit."),
-                         **{"refit.weights": dict(zip(final.members, (round(float(x), 6) for x in final.weights)))})
+                         **{f"refit.{key}": value for key, value in _combination(final).items()})
         trials.append(score_trial({"weighting": pair[0], "rule": pair[1]}, dists, selection.scores[pair], folds, selection.choice, pair, **attrs))
     return trials
+
+
+def _combination(b: Blend) -> dict:
+    """A blend's weights (or, for the stacker, its chosen C per regression) as trial attributes."""
+    if b.stacker is not None:
+        return {"weights": None, "stack_c": list(b.stacker.chosen_c)}
+    return {"weights": [float(x) for x in b.weights]}

@@ -118,8 +118,8 @@ def _calibrate_target(cfg: CompetitionConfig, metric: Metric, candidates: list[C
         title=f"{name}: OOF score per class, rule '{selection.choice.chosen}' (refit on all folds) vs trivial baseline",
     )
     console.print(f"wrote {out}, {path.with_name(f'{name}.calibration.json')} and {png}", soft_wrap=True, highlight=False)
-    console.print(f"Optuna study 'calibrate/{name}' and {len(searches)} studies of its offsets searches ('calibrate/{name}/offsets/…') "
-                  f"in {cfg.calibrate.storage} (`kit dashboard`)", soft_wrap=True, highlight=False)
+    also = f" and {len(searches)} studies of its offsets searches ('calibrate/{name}/offsets/…')" if searches else ""
+    console.print(f"Optuna study 'calibrate/{name}'{also} in {cfg.calibrate.storage} (`kit dashboard`)", soft_wrap=True, highlight=False)
     return decision
 
 

@@ -108,8 +108,11 @@ def _overview(targets: list[dict], blends: list[dict]) -> list[str]:
             color=["#4c9a52" if r[5] else "#bbb" for r in rows], capsize=3, label="chosen rule, nested CV ± SE (bar: gain over trivial)")
     ax.scatter([r[4] for r in rows], y, marker="|", s=400, color="#c33", zorder=3, label="trivial baseline (nested CV)")
     ax.set_yticks(y, [r[0] for r in rows])
+    lo = min(min(r[4] for r in rows), min(r[2] - r[3] for r in rows))
+    hi = max(r[2] + r[3] for r in rows)
+    ax.set_xlim(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
     ax.set_xlabel("nested-CV score (higher is better)")
-    ax.legend(loc="lower left", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=2, fontsize=8)
     lines = ["<h2>Scores</h2>", _png(fig),
              "<table><tr><th>target</th><th>chosen rule</th><th>nested CV ± SE</th><th>trivial baseline</th><th>gain over trivial</th></tr>"]
     for name, rule, score, se, trivial, fresh in rows:
@@ -187,7 +190,7 @@ def _blend_tables(blends: list[dict]) -> list[str]:
     for b in blends:
         rows = b["nested_cv_table"]
         chosen = f"{b['weighting']} + {b['decision_rule']}"
-        weights = ", ".join(f"{m} {w:.2f}" for m, w in b["weights"].items())
+        weights = ", ".join(f"{m} {w:.2f}" for m, w in b["weights"].items()) if b.get("weights") else f"a stacker {b.get('stacker') or ''}"
         lines.append(f"<h3>{_e(b['name'])}</h3><p class='sub'>{_e(b['selection'])}; chosen: <b>{_e(display_name(chosen))}</b>, weights {_e(weights)}; "
                      f"each member's T and α are fitted inside the blend, on the fitting folds (its own kit calibrate score may differ)</p>")
         lines.append(_score_figure([display_name(r["key"]) for r in rows], rows, chosen, [r["key"] for r in rows], trivial=b["trivial_baseline"]))

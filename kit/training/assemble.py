@@ -22,6 +22,7 @@ from kit.errors import KitError
 from kit.training.evaluation import evaluate
 from kit.training.identity import fold_identity, identity_changes, read_preds
 from kit.training.layout import run_dir
+from kit.training.pseudo import pseudo_label_source
 from kit.training.samplers import smoothed_class_prior
 
 
@@ -75,6 +76,11 @@ def assemble_oof(cfg: CompetitionConfig, mcfg: ModelConfig, source: DataSource, 
         "torch": torch.__version__, "python": platform.python_version(), "data_fingerprint": source.train.fingerprint,
         "metric": build_metric(cfg.metric).params(),  # checkpoints were chosen by it: calibrate and blend check it
     }
+    if mcfg.pseudo_label_from is not None:  # a second round: which first round soft-labelled its test images
+        meta["pseudo_labels"] = {
+            **pseudo_label_source(cfg, mcfg, source, fold_of).provenance(),
+            "temperature": mcfg.pseudo_label_temperature, "min_confidence": mcfg.pseudo_label_min_confidence,
+        }
     out = Path(cfg.paths.oof) / f"{mcfg.name}.npz"
     save_oof(out, oof, meta)
     console.print(
