@@ -6,13 +6,17 @@ Measured:
 - `kit calibrate`'s selection with the default settings: every candidate by nested CV, refits, the Optuna
   study written (SQLite), wall-clock seconds, and each candidate's nested score ± SE;
 - the baseline the engine replaced: per-class offsets searched by Optuna's TPE from the Bayes rule,
-  300 trials per fit, the same nested CV — its seconds and its nested score.
+  300 trials per fit, the same nested CV — its seconds and its nested score;
+- the offsets candidate under each `calibrate.search` ("coordinate", "cmaes", "tpe"): nested score ± SE,
+  in-sample score and seconds, side by side (`compare_searches`, also on any OOF:
+  `python -m benchmarks.bench_decision --oof oof/<variant>.npz [--config configs/competition.toml]`).
 
 Run: `.venv/bin/python -m benchmarks bench_decision`.
 """
 
 from __future__ import annotations
 
+import json
 import statistics
 import tempfile
 import time
@@ -35,6 +39,31 @@ from kit.decision.select import select_decision
 from kit.studies import quiet_optuna
 
 TPE_TRIALS = 300
+
+
+def compare_searches(logits, labels, fold, q, classes: tuple[str, ...], metric, title: str) -> dict:
+    """The offsets candidate by nested CV under each offsets search: (nested mean, SE, in-sample, seconds)."""
+    from kit.decision.search import SEARCHES
+
+    out = {}
+    for search in SEARCHES:
+        context = FitContext("multi-class", classes, metric, q, CalibrateConfig(search=search))
+        t0 = time.perf_counter()
+        selection = select_decision(logits, labels, fold, context, candidates_for("multi-class", metric, ["argmax", "offsets"]))
+        seconds = time.perf_counter() - t0
+        s = selection.scores["offsets"]
+        trials = sum(len(t) for t in selection.final["offsets"].extra["_search_trials"].values())
+        out[search] = {"nested_cv": round(s.mean, 4), "se": round(s.se, 4), "in_sample": round(selection.in_sample["offsets"], 4),
+                       "seconds": round(seconds, 1), "trials_in_refit": trials, "argmax_nested_cv": round(selection.scores["argmax"].mean, 4),
+                       "per_fold": [round(x, 4) for x in s.per_fold]}
+        print(json.dumps({search: out[search]}), flush=True)  # each search as it finishes (the slow ones may be stopped)
+    table = Table(title=f"offsets search: {title} (nested CV; seconds for argmax + offsets over all folds and the refit)")
+    for column in ("calibrate.search", "nested CV ± SE", "in-sample", "seconds", "proposals scored (refit, both starts)"):
+        table.add_column(column, justify="left" if column.startswith("calibrate") else "right")
+    for search, r in out.items():
+        table.add_row(search, f"{r['nested_cv']:+.4f} ± {r['se']:.4f}", f"{r['in_sample']:+.4f}", f"{r['seconds']:.1f}", str(r["trials_in_refit"]))
+    Console().print(table)
+    return out
 
 
 def median_ms(fn, repeat: int) -> float:
@@ -101,6 +130,7 @@ def main() -> dict:
         "in_sample": {k: round(v, 4) for k, v in selection.in_sample.items()},
         "chosen": selection.choice.chosen, "best": selection.choice.best,
         "tpe_offsets_from_bayes_nested_cv": round(tpe_nested, 4),
+        "offsets_search": compare_searches(logits, labels, fold, q, context.classes, metric, f"{n:,} × {c} simulated OOF"),
     }
     table = Table(title=f"decision layer on {n:,} × {c} simulated OOF (sqrt-sampler model, {result['folds']} folds)")
     table.add_column("what")
@@ -118,5 +148,34 @@ def main() -> dict:
     return result
 
 
+def oof_main(oof_path: str, config: str) -> dict:
+    """compare_searches on a trained variant's OOF (labels from the config's data source)."""
+    from kit.artifacts import load_oof
+    from kit.config import load_competition
+    from kit.data.sources import open_source
+    from kit.decision.metrics import build_metric
+
+    cfg = load_competition(config)
+    oof = load_oof(Path(oof_path))
+    labels = open_source(cfg).train_labels_for(oof.ids, oof_path)
+    classes = tuple(oof.classes.astype(str).tolist())
+    title = f"{Path(oof_path).stem}, {len(labels):,} × {len(classes)} OOF"
+    return compare_searches(oof.logits.astype(np.float64), labels, oof.fold, oof.train_prior, classes, build_metric(cfg.metric), title)
+
+
 if __name__ == "__main__":
-    main()
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--oof")
+    parser.add_argument("--config", default="configs/competition.toml")
+    parser.add_argument("--searches-only", action="store_true", help="only the offsets searches on the simulated OOF")
+    args = parser.parse_args()
+    if args.oof:
+        print(json.dumps(oof_main(args.oof, args.config), indent=2))
+    elif args.searches_only:
+        logits, labels, fold, q = sampler_model_oof()
+        classes = tuple(str(i) for i in range(labels.shape[1]))
+        print(json.dumps(compare_searches(logits, labels, fold, q, classes, LinearCountMetric(), f"{len(labels):,} × {len(classes)} simulated OOF"), indent=2))
+    else:
+        main()

@@ -214,6 +214,16 @@ def dashboard(
 
 
 @app.command()
+def report(
+    out: Annotated[Path | None, typer.Option("--out", help="HTML file to write (default: <paths.submissions>/report.html).")] = None,
+) -> None:
+    """Write one static HTML report (images embedded, no server): scores vs trivial, recall, candidates, blends, ledger."""
+    from kit.stages.report import report as run_report
+
+    run_report(_cfg(), out, console=console)
+
+
+@app.command()
 def blend(
     variants: Annotated[list[str] | None, typer.Option("--variants", metavar="A,B",
         help="Variants to blend (comma list or repeated); default: the config's.")] = None,

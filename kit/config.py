@@ -166,6 +166,8 @@ class CalibrateConfig(_Strict):
     grid_points: int = Field(17, ge=3)  # grid of the coordinate ascent per class
     sweeps: int = Field(3, ge=1)  # passes over the classes
     shrinkage: float = Field(20.0, ge=0, allow_inf_nan=False)  # a class with N fitting images may move range * N / (N + shrinkage)
+    search: Literal["coordinate", "cmaes", "tpe"] = "coordinate"  # the offsets search (docs/decision.md: measured)
+    search_trials: int = Field(300, ge=1)  # trials of the "cmaes" / "tpe" searches
     selection: Literal["one_se", "best"] = "one_se"  # the simplest candidate within one SE of the best, or the best
     storage: str = "sqlite:///oof/optuna.db"
     threshold_method: Literal["metric", "youden", "f1"] = "metric"  # multi-label fitted thresholds

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import optuna
 import pandas as pd
 import pytest
 from scipy.special import log_softmax
@@ -246,6 +247,52 @@ def test_blend_stage_writes_submission_oof_and_pictures(tmp_path, capsys):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"t_{suffix}.png" in printed
     assert "trivial baseline" in printed and "nested CV" in printed
+    study = optuna.load_study(study_name="blend/t", storage=cfg.calibrate.storage)  # one trial per weighting × rule, plus trivial
+    assert study.metric_names == ["nested-CV score"] and len(study.trials) == len(table) + 1
+    best = max(table.values(), key=lambda r: r["nested_cv"])
+    assert study.best_trial.value == pytest.approx(best["nested_cv"])
+    chosen = [t for t in study.trials if t.user_attrs["chosen"]]
+    assert len(chosen) == 1 and chosen[0].value == pytest.approx(meta["nested_cv_score"])
+    assert chosen[0].params == {"weighting": meta["weighting"], "rule": meta["decision_rule"]}
+    assert chosen[0].user_attrs["in_sample"] == pytest.approx(meta["in_sample_score"])
+    assert set(chosen[0].intermediate_values) == set(range(5)) and "fold0.members" in chosen[0].user_attrs
+
+
+def test_display_names_are_one_vocabulary_in_calibrate_blend_and_studies(tmp_path, capsys):
+    """calibrate's report, blend's table and provenance, and both studies name each rule with kit.decision.names."""
+    from kit.decision.candidates import CANDIDATES
+    from kit.decision.names import DISPLAY_NAMES, display_name
+    from kit.ensemble.weights import WEIGHTINGS
+    from kit.stages.calibrate import calibrate
+
+    assert {c.name for c in CANDIDATES.values()} | set(WEIGHTINGS) | {"stack"} <= set(DISPLAY_NAMES)
+    cfg, _ = _stage_setup(tmp_path)
+    calibrate(cfg, [cfg.paths.oof / "v1.npz"])
+    blend(cfg, ["v1", "v2"], "names")
+    printed = capsys.readouterr().out
+    calibration = {r["key"]: r["label"] for r in json.loads((cfg.paths.oof / "v1.calibration.json").read_text())["rows"]}
+    meta = json.loads((cfg.paths.submissions / "names.json").read_text())
+    blended = {r["key"]: r["label"] for r in meta["nested_cv_table"]}
+    for rule in ("argmax", "bayes", "offsets"):
+        assert calibration[rule] == display_name(rule)
+        assert blended[f"equal + {rule}"] == f"{display_name('equal')} + {calibration[rule]}"
+    chosen = json.loads((cfg.paths.oof / "v1.calibration.json").read_text())["chosen"]
+    assert f"chosen: {display_name(chosen)} ({chosen})" in printed  # the summary lines are not wrapped, the tables may be
+    assert f"({display_name((meta['weighting'], meta['decision_rule']))}, members' T and α fitted inside the blend;" in printed
+    study = optuna.load_study(study_name="calibrate/v1", storage=cfg.calibrate.storage)
+    assert {t.params["candidate"]: t.user_attrs["label"] for t in study.trials} == calibration
+    study = optuna.load_study(study_name="blend/names", storage=cfg.calibrate.storage)
+    assert {t.user_attrs["candidate"]: t.user_attrs["label"] for t in study.trials if t.params["rule"] != "trivial"} == blended
+
+
+def test_degenerate_results_get_a_line_of_their_own():
+    from kit.decision.names import degenerate_notes
+
+    one_class = np.eye(3, dtype=np.uint8)[[1, 1, 1]]
+    assert degenerate_notes("argmax", one_class, "multi-class", ["a", "b", "c"]) == ["note: every row is predicted as the single class 'b'"]
+    assert "trivial baseline" in degenerate_notes("trivial", np.eye(3, dtype=np.uint8), "multi-class")[0]
+    assert degenerate_notes(None, np.zeros((4, 3), dtype=np.uint8), "multi-label") == ["note: this multi-label prediction has no positive label in any row"]
+    assert degenerate_notes("bayes", np.eye(3, dtype=np.uint8), "multi-class") == []
 
 
 def test_blend_refuses_mismatched_inputs(tmp_path):

@@ -80,12 +80,58 @@ def test_stage_writes_decision_report_and_png(stage):
     text = console.export_text()
     assert str(png) in text.replace("\n", "") and "trivial baseline" in text and "nested CV ± SE" in text and "chosen:" in text
     study = optuna.load_study(study_name="calibrate/v", storage=cfg.calibrate.storage)
-    assert len(study.trials) == 6 * (3 + 1)  # every candidate on every outer fold and refitted on all folds
-    held = [t for t in study.trials if t.user_attrs["candidate"] == "bayes" and t.user_attrs["fold"] != "all"]
-    assert [t.value for t in held] == pytest.approx(rows["bayes"]["per_fold"])
+    assert len(study.trials) == 6  # one trial per candidate
+    bayes = next(t for t in study.trials if t.params["candidate"] == "bayes")
+    assert [bayes.intermediate_values[k] for k in sorted(bayes.intermediate_values)] == pytest.approx(rows["bayes"]["per_fold"])
     calibrate(cfg, [root / "oof" / "v.npz"], quiet_console())  # a re-run replaces the study and reproduces the decision
-    assert len(optuna.load_study(study_name="calibrate/v", storage=cfg.calibrate.storage).trials) == 24
+    assert len(optuna.load_study(study_name="calibrate/v", storage=cfg.calibrate.storage).trials) == 6
     assert Decision.load(root / "oof" / "v.decision.json").to_dict() == decision.to_dict()
+
+
+def test_study_reads_true(stage):
+    """Through Optuna's public API: the objective is named, the best trial is the best candidate by nested
+    CV (not a fold's or an in-sample number), and exactly one trial is the kit's choice, valued at its nested score."""
+    cfg, oof, root = stage
+    calibrate(cfg, [root / "oof" / "v.npz"], quiet_console())
+    report = json.loads((root / "oof" / "v.calibration.json").read_text())
+    rows = {r["key"]: r for r in report["rows"]}
+    summaries = {s.study_name: s for s in optuna.get_all_study_summaries(cfg.calibrate.storage)}
+    assert summaries["calibrate/v"].n_trials == len(rows)
+    study = optuna.load_study(study_name="calibrate/v", storage=cfg.calibrate.storage)
+    assert study.metric_names == ["nested-CV score"]
+    best = max(rows.values(), key=lambda r: r["nested_cv"])
+    assert study.best_trial.value == pytest.approx(best["nested_cv"]) and study.best_trial.params["candidate"] == best["key"]
+    chosen = [t for t in study.trials if t.user_attrs["chosen"]]
+    assert len(chosen) == 1 and chosen[0].params["candidate"] == report["chosen"]
+    assert chosen[0].value == pytest.approx(report["chosen_nested_cv"])
+    for t in study.trials:
+        row = rows[t.params["candidate"]]
+        assert t.user_attrs["se"] == pytest.approx(row["se"]) and t.user_attrs["in_sample"] == pytest.approx(report["in_sample"][row["key"]])
+        assert sorted(t.intermediate_values) == [0, 1, 2]
+        assert all(f"fold{k}.temperature" in t.user_attrs and f"fold{k}.alpha" in t.user_attrs for k in range(3))
+    assert study.user_attrs["chosen"] == report["chosen"]
+    assert study.user_attrs["trivial_baseline"] == pytest.approx(report["trivial_baseline"]["nested_cv"])
+    searches = sorted(name for name in summaries if name.startswith("calibrate/v/offsets/"))
+    assert searches == sorted(f"calibrate/v/offsets/{where}/from_{start}" for where in ("fold0", "fold1", "fold2", "all") for start in ("argmax", "bayes"))
+    search = optuna.load_study(study_name="calibrate/v/offsets/all/from_argmax", storage=cfg.calibrate.storage)
+    assert search.metric_names == ["in-sample score (fitting folds)"] and search.user_attrs["search"] == "coordinate"
+    assert search.trials[0].params == {f"offset[{c}]": 0.0 for c in oof.classes} and len(search.trials) > 1
+
+
+def test_optuna_search_studies_hold_the_sampled_trials(stage):
+    """calibrate.search = "cmaes": each offsets search is an Optuna study of the sampler's trials; a run with
+    no offsets candidate removes the stale search studies."""
+    cfg, oof, root = stage
+    cfg = cfg.model_copy(update={"calibrate": cfg.calibrate.model_copy(update={"search": "cmaes", "search_trials": 15})})
+    calibrate(cfg, [root / "oof" / "v.npz"], quiet_console())
+    study = optuna.load_study(study_name="calibrate/v/offsets/fold1/from_bayes", storage=cfg.calibrate.storage)
+    assert len(study.trials) == 15 and study.user_attrs["search"] == "cmaes"
+    assert len({tuple(t.params.values()) for t in study.trials}) == 15  # sampled proposals, each scored
+    decision = json.loads((root / "oof" / "v.decision.json").read_text())
+    assert "_search_trials" not in decision["extra"]  # the history lives in the studies, not in the decision file
+    cfg = cfg.model_copy(update={"calibrate": cfg.calibrate.model_copy(update={"candidates": ["trivial", "argmax"]})})
+    calibrate(cfg, [root / "oof" / "v.npz"], quiet_console())
+    assert [s.study_name for s in optuna.get_all_study_summaries(cfg.calibrate.storage)] == ["calibrate/v"]
 
 
 def test_stage_refuses_an_oof_made_for_another_metric(stage):
@@ -223,7 +269,7 @@ def test_stage_multilabel_on_a_medmnist_npz(tiny_chestmnist, tmp_path):
     assert saved.rule == report["chosen"] != "trivial" and saved.thresholds.shape == (c,)
     assert saved.to_dict() == decisions["ml"].to_dict()
     assert report["fitted_per_fold"]["0"]["thresholds"]["thresholds"] is not None
-    assert "per-class thresholds fitted" in console.export_text()
+    assert "per-class thresholds (fitted)" in console.export_text()  # kit.decision.names
 
 
 def _processes_with(marker: str) -> list[int]:

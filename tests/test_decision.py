@@ -16,7 +16,7 @@ from kit.decision.candidates import CANDIDATES, FitContext, candidates_for, fit,
 from kit.decision.metrics import BalancedAccuracy, LinearCountMetric, MacroF1
 from kit.decision.nested import NestedScore, choose, nested_cv
 from kit.decision.rules import Decision, closed_form_decision, decide_indices, fit_thresholds
-from kit.decision.search import coordinate_ascent, offset_grid
+from kit.decision.search import coordinate_ascent, offset_grid, sampled_search, search_offsets
 from kit.decision.select import select_decision
 from kit.errors import KitError
 
@@ -158,6 +158,35 @@ def test_coordinate_ascent_starts_at_the_rule_never_loses_in_sample_and_shrinks_
         # the reported score is the score of the decision it returns (exactly, ties included)
         assert W.score_from_indices(y, decide_indices(lp, result.offsets, weights), c) == pytest.approx(result.score)
         assert all(abs(o) <= g + 1e-12 for o, g in zip(np.abs(result.offsets), grid.max(axis=1)))
+
+
+def test_searches_return_their_real_history_as_optuna_trials():
+    """Each search's trials are the proposals it scored: the start first (zero offsets, the start score), then
+    the coordinate steps or the sampler's draws, inside the shrunk ranges; the result is the best of them."""
+    import optuna
+
+    rng = np.random.default_rng(3)
+    c, n = 4, 1500
+    pi = skewed_prior(c)
+    probs = softmax(rng.normal(0, 1.0, size=(n, c)) + np.log(pi) + rng.normal(0, 0.6, c), axis=1)
+    y = draw_labels(softmax(np.log(probs) - rng.normal(0, 0.6, c), axis=1), rng)
+    lp, counts, names = np.log(probs), np.bincount(y, minlength=c), [f"offset[{k}]" for k in range(c)]
+    grid = offset_grid(counts, 2.0, 9, 20.0)
+    coord = coordinate_ascent(lp, y, W, None, grid, sweeps=2, names=names)
+    assert coord.trials[0].params == dict.fromkeys(names, 0.0) and coord.trials[0].value == pytest.approx(coord.start_score)
+    assert 1 + c <= len(coord.trials) <= 1 + 2 * c and max(t.value for t in coord.trials) == pytest.approx(coord.score)
+    assert sum(t.user_attrs.get("accepted", False) for t in coord.trials) == len(coord.history)
+    for sampler in ("cmaes", "tpe"):
+        found = sampled_search(lp, y, W, None, np.abs(grid).max(axis=1), sampler, 40, names)
+        assert len(found.trials) == 40 and all(t.state == optuna.trial.TrialState.COMPLETE for t in found.trials)
+        assert found.trials[0].params == dict.fromkeys(names, 0.0) and found.score >= found.start_score
+        assert len({tuple(t.params.values()) for t in found.trials}) > 30  # sampled, not replayed
+        assert W.score_from_indices(y, decide_indices(lp, found.offsets, None), c) == pytest.approx(found.score)
+        assert all(abs(t.params[m]) <= b + 1e-12 for t in found.trials for m, b in zip(names, np.abs(grid).max(axis=1)))
+    settings = CalibrateConfig(search="cmaes", search_trials=25, grid_points=9)
+    assert len(search_offsets(lp, y, W, None, counts, settings, names).trials) == 25
+    with pytest.raises(ValueError):
+        CalibrateConfig(search="random")
 
 
 def test_candidates_registry_order_and_metric_support():

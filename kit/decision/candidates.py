@@ -31,7 +31,7 @@ from kit.config import CalibrateConfig
 from kit.decision.calibration import Calibrator, class_prior, fit_calibrator
 from kit.decision.metrics import Metric
 from kit.decision.rules import Decision, decide_calibrated, fit_thresholds
-from kit.decision.search import coordinate_ascent, offset_grid
+from kit.decision.search import search_offsets
 
 TRIVIAL_OFFSET = 1e6  # added to the majority class: argmax then picks it for every row
 NEVER = float(np.nextafter(1.0, 2.0))  # a multi-label threshold no probability reaches
@@ -167,16 +167,16 @@ def _mc_offsets(logits, labels, ctx):
     the start that ends higher on these rows wins."""
     calibrated = decide_calibrated(_calibrator(logits, labels, ctx, None), ctx.classes, ctx.metric, "offsets")
     lp, y_idx = calibrated.log_probs(logits), labels.argmax(axis=1)
-    s = ctx.settings
-    grid = offset_grid(labels.sum(axis=0), s.offset_range, s.grid_points, s.shrinkage)
     starts = {"argmax": None}
     if ctx.metric.bayes_weights(calibrated.target_prior) is not None:
         starts["bayes"] = ctx.metric.bayes_weights(calibrated.target_prior)
-    results = {name: coordinate_ascent(lp, y_idx, ctx.metric, w, grid, s.sweeps) for name, w in starts.items()}
+    names = [f"offset[{c}]" for c in ctx.classes]
+    results = {name: search_offsets(lp, y_idx, ctx.metric, w, labels.sum(axis=0), ctx.settings, names) for name, w in starts.items()}
     start = max(results, key=lambda k: (results[k].score, k == "argmax"))  # ties: the argmax start
     found = results[start]
     extra = {"start": start, "in_sample": found.score, "start_score": found.start_score,
-             "starts": {k: r.score for k, r in results.items()}, "moves": len(found.history)}
+             "starts": {k: r.score for k, r in results.items()}, "moves": len(found.history), "search": ctx.settings.search,
+             "_search_trials": {k: r.trials for k, r in results.items()}}  # in memory only: the studies of the search
     return calibrated.with_(bayes=start == "bayes", offsets=found.offsets, extra=extra)
 
 

@@ -55,7 +55,7 @@ class Decision:
     offsets: np.ndarray | None = None  # (C,) multi-class offsets on log-probabilities
     thresholds: np.ndarray | None = None  # (C,) multi-label thresholds on probabilities
     fitted_on: str | None = None  # fingerprint of the OOF it was fitted on (kit.artifacts.oof_fingerprint)
-    extra: dict = field(default_factory=dict)  # what the fit chose beyond the fields (e.g. the search's start)
+    extra: dict = field(default_factory=dict)  # what the fit chose beyond the fields (e.g. the search's start); '_' keys are not saved
 
     @property
     def task(self) -> str:
@@ -104,7 +104,8 @@ class Decision:
             "task": self.task, "classes": list(self.classes), "rule": self.rule, "temperature": float(cal.temperature),
             "alpha": float(cal.alpha), "train_prior": floats(cal.train_prior), "target_prior": floats(cal.target_prior),
             "metric": self.metric.params(), "bayes": bool(self.bayes), "offsets": floats(self.offsets),
-            "thresholds": floats(self.thresholds), "fitted_on": self.fitted_on, "extra": self.extra,
+            "thresholds": floats(self.thresholds), "fitted_on": self.fitted_on,
+            "extra": {k: v for k, v in self.extra.items() if not k.startswith("_")},  # "_" keys stay in memory (search trials)
         }
 
     @classmethod

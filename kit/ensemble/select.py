@@ -15,8 +15,9 @@ import numpy as np
 from kit.config import BlendConfig
 from kit.decision.candidates import Candidate, FitContext
 from kit.decision.metrics import trivial_baseline
+from kit.decision.names import display_name
 from kit.decision.nested import Choice, NestedScore, choose, nested_cv
-from kit.decision.record import fit_trial
+from kit.decision.record import fitted_attrs, score_trial
 from kit.ensemble.pipeline import Blend, Member, fit_blends
 from kit.ensemble.stack import STACK
 from kit.ensemble.weights import WEIGHTINGS
@@ -87,15 +88,30 @@ def select_blend(
     return BlendSelection(pairs, scores, trivial, choice, final, per_fold)
 
 
-def blend_trials(selection: BlendSelection) -> list:
-    """One Optuna trial per (pair, outer fold) valued by its held-out score, and one for the chosen pair's refit."""
-    trials = []
-    for i, (k, blends) in enumerate(selection.per_fold.items()):  # per_fold and the scores follow the same fold order
-        for pair, b in blends.items():
-            trials.append(fit_trial(b.decision, selection.scores[pair].per_fold[i], candidate=pair_label(pair), fold=str(k), **_combination(b)))
-    final = selection.final
-    trials.append(fit_trial(final.decision, selection.scores[selection.chosen].mean, candidate=pair_label(selection.chosen), fold="all",
-                            **_combination(final)))
+def blend_trials(selection: BlendSelection, in_sample: float) -> list:
+    """One Optuna trial per (weighting, rule) and one for the trivial baseline (kit.decision.record): the nested-CV
+    mean as value, per-fold held-out scores as intermediate values, each fold's weights and fitted T and α
+    (the members' and the rule's) as attributes; the chosen pair also carries its refit and in-sample score."""
+    from optuna.distributions import CategoricalDistribution
+
+    folds = list(selection.per_fold)
+    dists = {"weighting": CategoricalDistribution(sorted({w for w, _ in selection.pairs} | {"none"})),
+             "rule": CategoricalDistribution(sorted({r for _, r in selection.pairs} | {"trivial"}))}
+    trials = [score_trial({"weighting": "none", "rule": "trivial"}, dists, selection.trivial, folds, selection.choice, "trivial",
+                          candidate="trivial", label=display_name("trivial"))]
+    for pair in selection.pairs:
+        attrs: dict = {"candidate": pair_label(pair), "label": display_name(pair)}
+        for k, blends in selection.per_fold.items():
+            b = blends[pair]
+            attrs.update({f"fold{k}.{key}": value for key, value in _combination(b).items()})
+            attrs[f"fold{k}.members"] = {m: {"temperature": round(float(c.temperature), 6), "alpha": round(float(c.alpha), 6)}
+                                         for m, c in zip(b.members, b.calibrations)}
+            attrs.update(fitted_attrs(b.decision, prefix=f"fold{k}."))
+        if pair == selection.chosen:
+            final = selection.final
+            attrs.update(in_sample=in_sample, **fitted_attrs(final.decision, prefix="refit."),
+                         **{f"refit.{key}": value for key, value in _combination(final).items()})
+        trials.append(score_trial({"weighting": pair[0], "rule": pair[1]}, dists, selection.scores[pair], folds, selection.choice, pair, **attrs))
     return trials
 
 

@@ -23,8 +23,9 @@ from kit.config import CompetitionConfig, check_name, resolve_variants
 from kit.decision.calibration import class_prior
 from kit.decision.candidates import FitContext, candidates_for
 from kit.decision.metrics import Metric, build_metric, trivial_prediction
+from kit.decision.names import MEMBERS_CALIBRATED, degenerate_notes, display_name
 from kit.decision.nested import as_report
-from kit.decision.record import write_study
+from kit.decision.record import study_summary, write_study
 from kit.decision.select import check_nested_inputs
 from kit.ensemble.aggregate import TEST_AGGREGATION, aggregate_predict
 from kit.ensemble.pipeline import Blend, Member
@@ -95,8 +96,12 @@ def _fit_and_write(cfg: CompetitionConfig, name: str, paths: dict[str, Path], oo
     singles = _own_decisions(paths, oofs)
     _print_table(console, name, metric.describe(), ref.n_folds, selection, singles)
     out, provenance = _write_submission(cfg, name, names, oofs, members, labels, selection, singles, synthetic, metric)
+    for note in provenance["notes"]:
+        console.print(f"[bold yellow]submission {out.name}: {note}", soft_wrap=True, highlight=False)
     blended, oof_path = _write_blended_oof(cfg, name, members, labels, ref, selection, provenance)
-    write_study(storage, f"blend/{name}", blend_trials(selection), {"blend": name, "chosen": pair_label(selection.chosen), "variants": names})
+    write_study(storage, f"blend/{name}", blend_trials(selection, provenance["in_sample_score"]),
+                study_summary(selection.choice, selection.trivial, blend=name, chosen=pair_label(selection.chosen), best=pair_label(selection.choice.best),
+                              variants=names))
     pictures = _write_pictures(cfg, name, members, labels, blended, selection, metric)
     for p in (out, out.with_suffix(".json"), oof_path, *pictures):
         console.print(f"wrote {p}", soft_wrap=True, highlight=False)
@@ -145,7 +150,7 @@ def _write_submission(cfg: CompetitionConfig, name: str, names: list[str], oofs:
         "nested_cv_score": score.mean,
         "nested_cv_se": score.se,
         "trivial_baseline": trivial.mean,
-        "nested_cv_table": as_report(selection.scores, selection.choice, name=pair_label),
+        "nested_cv_table": as_report(selection.scores, selection.choice, {p: display_name(p) for p in selection.scores}, name=pair_label),
         "weights_per_fold": {str(k): _weights(names, blends[selection.chosen]) for k, blends in selection.per_fold.items()},
         "stacker": final.stacker.describe() if final.stacker is not None else None,
         "member_calibrations": {m: {"temperature": c.temperature, "alpha": c.alpha} for m, c in zip(names, final.calibrations)},
@@ -155,6 +160,7 @@ def _write_submission(cfg: CompetitionConfig, name: str, names: list[str], oofs:
         "test_aggregation": TEST_AGGREGATION,
         "in_sample_score": metric.score(labels, final.predict([m.logits for m in members])),
         "synthetic": synthetic,
+        "notes": degenerate_notes(None, test_pred, cfg.task, oofs[names[0]].classes.astype(str).tolist()),  # single class, no positive
     }
     ref = oofs[names[0]]
     return write_submission(test_pred, ref.test_ids.astype(str), ref.classes.astype(str).tolist(), cfg, name, provenance), provenance
@@ -226,15 +232,16 @@ def _print_table(console: Console, name: str, metric_text: str, n_folds: int, se
         s = selection.scores[pair]
         mark = "[bold green]" if pair == choice.chosen else ""
         delta = "best" if pair == choice.best else f"{choice.delta[pair]:+.4f} ± {choice.delta_se[pair]:.4f}"
-        table.add_row(f"{mark}{pair_label(pair)}", f"{mark}{s.mean:+.4f} ± {s.se:.4f}", f"{mark}{delta}")
+        note = f" [dim]({MEMBERS_CALIBRATED})" if pair[0] == "single_best" else ""
+        table.add_row(f"{mark}{display_name(pair)}{note}", f"{mark}{s.mean:+.4f} ± {s.se:.4f}", f"{mark}{delta}")
     for n, own in singles.items():
-        text = "— (no `kit calibrate` report for this OOF)" if own is None else f"{own['nested_cv']:+.4f} ({own['rule']})"
+        text = "— (no `kit calibrate` report for this OOF)" if own is None else f"{own['nested_cv']:+.4f} ({display_name(own['rule'])})"
         table.add_row(f"[dim]{n} alone, its own decision (kit calibrate)", f"[dim]{text}", "")
     console.print(table)
     score = selection.scores[choice.chosen]
     best_single = max((s for s in singles.values() if s is not None), key=lambda s: s["nested_cv"], default=None)
     console.print(
-        f"blend {score.mean:+.4f} ± {score.se:.4f} ({pair_label(selection.chosen)}; {choice.rule})"
+        f"blend {score.mean:+.4f} ± {score.se:.4f} ({display_name(selection.chosen)}, {MEMBERS_CALIBRATED}; {choice.rule})"
         + (f" vs best single variant {best_single['variant']} {best_single['nested_cv']:+.4f}" if best_single else "")
         + f" vs trivial baseline {trivial.mean:+.4f} (nested CV)",
         soft_wrap=True, highlight=False,

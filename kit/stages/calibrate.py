@@ -22,8 +22,9 @@ from kit.artifacts import OOF, check_against_folds, load_oof, oof_fingerprint, r
 from kit.config import CompetitionConfig, resolve_variants
 from kit.decision.candidates import Candidate, FitContext, candidates_for
 from kit.decision.metrics import Metric, build_metric
+from kit.decision.names import degenerate_notes, display_name
 from kit.decision.nested import as_report
-from kit.decision.record import selection_trials, write_study
+from kit.decision.record import search_studies, selection_trials, study_summary, write_search_studies, write_study
 from kit.decision.rules import Decision
 from kit.decision.select import Selection, check_nested_inputs, select_decision
 from kit.errors import KitError
@@ -94,7 +95,7 @@ def _calibrate_target(cfg: CompetitionConfig, metric: Metric, candidates: list[C
     trivial = selection.scores["trivial"]
     report = {
         "target": name, "task": cfg.task, "metric": metric.params(), "n_folds": n_folds, "fitted_on": decision.fitted_on,
-        "selection": selection.choice.rule, "rows": as_report(selection.scores, selection.choice, {c.name: c.label for c in candidates}),
+        "selection": selection.choice.rule, "rows": as_report(selection.scores, selection.choice, {c.name: display_name(c.name) for c in candidates}),
         "in_sample": selection.in_sample, "nested_cv": {k: s.mean for k, s in selection.scores.items()},
         "trivial_baseline": {"nested_cv": trivial.mean, "se": trivial.se},
         "chosen": selection.choice.chosen, "chosen_nested_cv": selection.scores[selection.choice.chosen].mean,
@@ -103,10 +104,14 @@ def _calibrate_target(cfg: CompetitionConfig, metric: Metric, candidates: list[C
         "storage": cfg.calibrate.storage, "study": f"calibrate/{name}",
     }
     print_selection(console, f"{name}: competition metric {metric.describe()} by decision rule", selection, n_folds)
+    for note in degenerate_notes(selection.choice.chosen, decision.predict(oof.logits), cfg.task, classes):
+        console.print(f"[bold yellow]{name}: {note} (OOF, refit on all folds)", soft_wrap=True, highlight=False)
     out = path.with_name(f"{name}.decision.json")
     decision.save(out)
     write_json(path.with_name(f"{name}.calibration.json"), report)
-    write_study(storage, f"calibrate/{name}", selection_trials(selection), {"target": name, "chosen": selection.choice.chosen})
+    write_study(storage, f"calibrate/{name}", selection_trials(selection, {c.name: display_name(c.name) for c in candidates}),
+                study_summary(selection.choice, trivial, target=name))
+    searches = write_search_studies(storage, f"calibrate/{name}", search_studies(selection))
     png = per_class_png(
         metric.per_class(labels, decision.predict(oof.logits)),
         metric.per_class(labels, selection.final["trivial"].predict(oof.logits)),
@@ -114,7 +119,8 @@ def _calibrate_target(cfg: CompetitionConfig, metric: Metric, candidates: list[C
         title=f"{name}: OOF score per class, rule '{selection.choice.chosen}' (refit on all folds) vs trivial baseline",
     )
     console.print(f"wrote {out}, {path.with_name(f'{name}.calibration.json')} and {png}", soft_wrap=True, highlight=False)
-    console.print(f"Optuna study 'calibrate/{name}' in {cfg.calibrate.storage} (`kit dashboard`)", soft_wrap=True, highlight=False)
+    also = f" and {len(searches)} studies of its offsets searches ('calibrate/{name}/offsets/…')" if searches else ""
+    console.print(f"Optuna study 'calibrate/{name}'{also} in {cfg.calibrate.storage} (`kit dashboard`)", soft_wrap=True, highlight=False)
     return decision
 
 
@@ -128,11 +134,12 @@ def print_selection(console: Console, title: str, selection: Selection, n_folds:
         s = selection.scores[c.name]
         mark = "[bold green]" if c.name == choice.chosen else ("[dim]" if c.name == "trivial" else "")
         delta = "best" if c.name == choice.best else f"{choice.delta[c.name]:+.4f} ± {choice.delta_se[c.name]:.4f}"
-        table.add_row(f"{mark}{escape(c.label)}", f"{mark}{s.mean:+.4f} ± {s.se:.4f}", f"{mark}{delta}", f"{mark}{selection.in_sample[c.name]:+.4f}")
+        label = escape(display_name(c.name))
+        table.add_row(f"{mark}{label}", f"{mark}{s.mean:+.4f} ± {s.se:.4f}", f"{mark}{delta}", f"{mark}{selection.in_sample[c.name]:+.4f}")
     console.print(table)
     chosen = selection.scores[choice.chosen]
     console.print(
-        f"chosen: [bold]{choice.chosen}[/] — {choice.rule} — nested CV {chosen.mean:+.4f} vs trivial baseline "
+        f"chosen: [bold]{escape(display_name(choice.chosen))}[/] ({choice.chosen}) — {choice.rule} — nested CV {chosen.mean:+.4f} vs trivial baseline "
         f"{selection.scores['trivial'].mean:+.4f}; temperature {selection.decision.temperature:.3f}, α {selection.decision.alpha:.3f}",
         soft_wrap=True, highlight=False,
     )

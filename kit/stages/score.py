@@ -20,6 +20,7 @@ from rich.table import Table
 
 from kit.config import CompetitionConfig
 from kit.decision.metrics import signed
+from kit.decision.names import degenerate_notes, display_name
 from kit.errors import KitError
 from kit.submission import check_one_label_per_row, check_submission_file, read_csv_str, to_indicator
 
@@ -103,7 +104,7 @@ def score_file(
         trivial_name = "majority class of the solution everywhere: no training labels without the data directory"
     summary.add_row(f"trivial baseline ({trivial_name})", signed(baseline))
     if compare_argmax:
-        plain = "argmax" if multi_class else "sigmoid > 0.5"
+        plain = display_name("argmax") if multi_class else display_name("threshold_0.5")
         for variant, s in result["argmax"].items():
             summary.add_row(f"{variant} by {plain} (mean test logits)", signed(s))
         if result["argmax"]:
@@ -114,6 +115,9 @@ def score_file(
             summary.add_row(f"no oof/<variant>.npz for the variants {cfg.variants}", "—")
     summary.add_row(f"[bold]{Path(submission_name).name}", f"[bold]{signed(score)}")
     console.print(summary)
+    result["notes"] = degenerate_notes(None, y_pred, cfg.task, classes)  # kit.decision.names: one line each, not only a cell
+    for note in result["notes"]:
+        console.print(f"[bold yellow]{Path(submission_name).name}: {note}", soft_wrap=True, highlight=False)
     return result
 
 
