@@ -12,9 +12,9 @@ import pytest
 from scipy.special import log_softmax
 
 from kit.artifacts import OOF, load_oof, save_oof
-from kit.config import BlendConfig, CalibrateConfig
+from kit.config import BlendConfig, CalibrateConfig, MetricConfig
 from kit.decision.candidates import FitContext, candidates_for
-from kit.decision.metrics import LinearCountMetric
+from kit.decision.metrics import LinearCountMetric, build_metric
 from kit.decision.nested import nested_cv
 from kit.ensemble.aggregate import AGGREGATIONS, TEST_AGGREGATION, aggregate_predict
 from kit.ensemble.pipeline import Member, fit_blends, mixture_scorer
@@ -341,6 +341,17 @@ def test_blend_refuses_an_oof_made_for_another_metric(tmp_path):
     with pytest.raises(KitError, match=r"v2.json: made for metric linear\(a=1, b=1, w=3\).*rerun `kit train --variant v2`"):
         blend(cfg, ["v1", "v2"], "x")
     assert not (cfg.paths.submissions / "x.csv").exists()
+
+
+def test_blend_under_a_metric_without_a_bayes_rule_compares_the_rules_it_supports(tmp_path):
+    """macro-F1 has no closed-form Bayes rule: the blend drops that rule instead of stopping."""
+    cfg, _ = _stage_setup(tmp_path)
+    cfg = cfg.model_copy(update={"metric": MetricConfig(name="macro_f1")})
+    for name in ("v1", "v2"):
+        save_oof(cfg.paths.oof / f"{name}.npz", load_oof(cfg.paths.oof / f"{name}.npz"), {"metric": build_metric(cfg.metric).params()})
+    meta = json.loads(blend(cfg, None, "f1").with_suffix(".json").read_text())
+    rules = {row["key"].split(" + ")[1] for row in meta["nested_cv_table"] if " + " in row["key"]}
+    assert "bayes" not in rules and {"argmax", "offsets"} <= rules
 
 
 def test_multi_label_blend_and_score_on_a_medmnist_npz(tmp_path):

@@ -116,7 +116,7 @@ def _select(cfg: CompetitionConfig, name: str, members: list[Member], labels: np
 
     classes = tuple(ref.classes.astype(str).tolist())
     context = FitContext(cfg.task, classes, metric, np.ones(len(classes)) / len(classes), cfg.calibrate)
-    rules = candidates_for(cfg.task, metric, BLEND_RULES[cfg.task])
+    rules = [c for c in candidates_for(cfg.task, metric) if c.name in BLEND_RULES[cfg.task]]  # those this metric supports
     weightings = list(BLEND_WEIGHTINGS)
     n_folds = len(np.unique(ref.fold))
     with make_progress(console) as progress:
