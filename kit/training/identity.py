@@ -58,12 +58,15 @@ def fold_data_fingerprint(source: DataSource, fold_of: np.ndarray, fold: int) ->
 # How a job is run, not what it computes: loader workers re-seed exactly as the main process would
 # (kit.training.loader), so changing these keeps a finished fold valid.
 EXECUTION_ONLY_KEYS = frozenset({"num_workers", "persistent_workers", "prefetch_factor"})
+# Which jobs a variant has, not what one job computes: a seed job's own seed is the identity's "seed" field,
+# so adding a seed to `seeds` keeps the finished seeds valid (and the key's absence changes no old identity).
+JOB_LIST_KEYS = frozenset({"seeds"})
 
 
 def job_identity(mcfg: ModelConfig, data_fingerprint: dict[str, str], extra: dict[str, Any] | None = None) -> dict[str, str]:
     """{part: digest} of everything a job's result depends on: model config (but its execution-only keys),
     data, and `extra` fields (each compared on its own, so a mismatch can say which part changed)."""
-    recipe = mcfg.model_dump(mode="json", exclude=set(EXECUTION_ONLY_KEYS))
+    recipe = mcfg.model_dump(mode="json", exclude=set(EXECUTION_ONLY_KEYS | JOB_LIST_KEYS))
     identity = {"model config": _digest(recipe), **data_fingerprint}
     identity.update({name: _digest(value) for name, value in (extra or {}).items()})
     return identity

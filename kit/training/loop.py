@@ -150,8 +150,18 @@ class FoldState:
     seconds: float = 0.0
 
 
-def run_dir(cfg: CompetitionConfig, variant: str, fold: int) -> Path:
-    return Path(cfg.paths.runs) / variant / f"fold{fold}"
+def run_dir(cfg: CompetitionConfig, variant: str, fold: int, seed: int | None = None) -> Path:
+    """runs/<variant>/fold<k>; a job of a variant's `seeds` list: runs/<variant>/seed<s>/fold<k>, except the
+    competition's own seed, which is the variant's own job (same identity, same draws) and shares its folder."""
+    base = Path(cfg.paths.runs) / variant
+    if seed is not None and seed != cfg.seed:
+        base = base / f"seed{seed}"
+    return base / f"fold{fold}"
+
+
+def seeded_config(cfg: CompetitionConfig, seed: int | None) -> CompetitionConfig:
+    """The config a seed job trains under: its seed replaces the competition's in every draw and in the identity."""
+    return cfg if seed is None or seed == cfg.seed else cfg.model_copy(update={"seed": seed})
 
 
 def _set_backbone_trainable(model: nn.Module, trainable: bool) -> None:
@@ -188,14 +198,17 @@ def train_fold(
     resume: bool = False,
     console: Console | None = None,
     stop_after_epoch: int | None = None,
+    seed: int | None = None,
 ) -> Path | None:
     """Train on the other folds, predict fold `fold` and the test set; write runs/<v>/fold<k>/preds.npz.
 
     `stop_after_epoch` ends the job after that epoch as if it had been interrupted (tests, time boxes);
-    it returns None then, the preds path otherwise.
+    it returns None then, the preds path otherwise. `seed` (a job of the variant's `seeds` list) replaces
+    the competition seed (`seeded_config`) and writes to `run_dir(..., seed)`.
     """
     console = console or Console()
-    out_dir = run_dir(cfg, mcfg.name, fold)
+    out_dir = run_dir(cfg, mcfg.name, fold, seed)
+    cfg = seeded_config(cfg, seed)
     preds_path, last_path, best_path = out_dir / "preds.npz", out_dir / "last.pt", out_dir / "best.pt"
     identity, hint = fold_identity(cfg, mcfg, source, fold_of, fold), retrain_hint(mcfg.name, fold)
     if resume and preds_path.is_file():
@@ -281,14 +294,14 @@ def train_fold(
             _set_backbone_trainable(model, epoch >= mcfg.freeze_epochs)
             if epoch == mcfg.freeze_epochs:
                 _scale_lr(optimizer, scheduler, mcfg.unfreeze_lr_factor)
-        seed = job_seed(cfg.seed, mcfg.name, fold, epoch)
-        torch.manual_seed(seed)
-        sampler.set_epoch(seed)
+        epoch_seed = job_seed(cfg.seed, mcfg.name, fold, epoch)
+        torch.manual_seed(epoch_seed)
+        sampler.set_epoch(epoch_seed)
         loss_fn = make_loss(mcfg, task, y_train, device, epoch)  # deferred re-weighting changes it per epoch
         train_prior = recipe_prior(y_train, weights, mcfg, task, epoch)
         train_loss = _train_epoch(
             step_model, loader, loss_fn, optimizer, scheduler, scaler, ema, mcfg, device, precision, console,
-            f"{mcfg.name} f{fold} e{epoch + 1}/{mcfg.epochs}", make_mixer(mcfg, len(classes), task, seed),
+            f"{mcfg.name} f{fold} e{epoch + 1}/{mcfg.epochs}", make_mixer(mcfg, len(classes), task, epoch_seed),
         )
         eval_model = ema.module if ema is not None else model
         val_logits = predict_logits(eval_model, train_cache.images, val_idx, mcfg, device)
