@@ -19,12 +19,11 @@ from benchmarks.simulate import complementary_members
 from kit.config import CalibrateConfig, CompetitionConfig, DataConfig, PathsConfig
 from kit.decision.candidates import FitContext, candidates_for
 from kit.decision.metrics import LinearCountMetric
-from kit.decision.nested import choose, nested_cv
 from kit.decision.select import select_decision
 from kit.ensemble.aggregate import aggregate_predict
-from kit.ensemble.pipeline import Member, fit_blends
+from kit.ensemble.pipeline import Member
+from kit.ensemble.select import BLEND_RULES, pair_label, select_blend
 from kit.ensemble.weights import WEIGHTINGS
-from kit.stages.blend import BLEND_RULES, pair_key
 from kit.submission import write_submission
 
 N_TEST = 17_015
@@ -45,17 +44,8 @@ def main() -> dict:
     calibrate_s = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    nested = nested_cv(
-        lambda rows: fit_blends(members, labels, rows, weightings, rules, context),
-        lambda fitted, held: {pair_key(w, r): metric.score(labels[held], b.predict([m.logits[held] for m in members])) for (w, r), b in fitted.items()},
-        fold,
-    )
-    keys = [pair_key(w, r.name) for w in weightings for r in rules]
-    choice = choose(nested, keys)
-    weighting, rule = choice.chosen.split(" + ")
-    final = fit_blends(members, labels, np.ones(len(labels), dtype=bool), [weighting], candidates_for("multi-class", metric, [rule]), context)
-    blend_ = final[(weighting, rule)]
-    test_pred = aggregate_predict(blend_, [m.test_logits for m in members])
+    selection = select_blend(members, labels, fold, context, weightings, rules)
+    test_pred = aggregate_predict(selection.final, [m.test_logits for m in members])
     blend_s = time.perf_counter() - t0
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -73,8 +63,8 @@ def main() -> dict:
         "blend_nested_and_refit_s": round(blend_s, 2), "one_member_calibrate_s": round(calibrate_s, 2),
         "ratio_blend_to_one_calibrate": round(blend_s / calibrate_s, 2),
         "write_submission_17015_rows_s": round(write_s, 3),
-        "nested_cv": {k: round(s.mean, 4) for k, s in nested.items()},
-        "chosen": choice.chosen, "best_single_member_calibrated_nested_cv": round(single.scores[single.choice.chosen].mean, 4),
+        "nested_cv": {pair_label(k): round(s.mean, 4) for k, s in selection.scores.items()},
+        "chosen": pair_label(selection.chosen), "best_single_member_calibrated_nested_cv": round(single.scores[single.choice.chosen].mean, 4),
     }
     for key, value in result.items():
         print(f"{key}: {value}")

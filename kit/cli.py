@@ -13,11 +13,72 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperGroup
 
 from kit.config import DEFAULT_CONFIG, CompetitionConfig, load_competition
 from kit.errors import KitError
 
+# One command line: the help shows words (N, NAME, FILE), not Python types, and `--config FILE` may
+# come before or after the command (`kit --config c.toml train` = `kit train --config c.toml`).
+_WORDS = {"int": "N", "float": "NUMBER", "str": "TEXT", "Path": "FILE", "list[str]": "NAME", "list[Path]": "FILE"}
+_CONFIG_FLAGS = ("--config", "-c")
+
+
+def _config_first(args: list[str]) -> list[str]:
+    """Move `--config FILE` (or `-c FILE`, `--config=FILE`) given after the command to before it, where the
+    root option is parsed. Tokens after a bare `--` are left alone."""
+    i = 0
+    while i < len(args) and args[i].startswith("-") and args[i] != "--":  # root options before the command
+        i += 2 if args[i] in _CONFIG_FLAGS else 1
+    head, tail, moved = args[: i + 1], [], []
+    rest = iter(args[i + 1 :])
+    for token in rest:
+        if token == "--":
+            tail += [token, *rest]
+            break
+        if token in _CONFIG_FLAGS:
+            moved += [token, next(rest, "")]
+        elif token.startswith("--config="):
+            moved.append(token)
+        else:
+            tail.append(token)
+    return moved + head + tail
+
+
+def _in_words(params: list) -> None:
+    """Help in words: flags show no type, other options a word (unless they name their own metavar);
+    arguments are named in words already (FILE, OUT), so their type column stays empty."""
+    for param in params:
+        if param is None or param.metavar is not None:
+            continue
+        if param.param_type_name == "argument":
+            param.display_type_rich = lambda ctx: None  # the rich help's type column; the name says it
+            continue
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+        else:
+            bare = param.bare_type() if hasattr(param, "bare_type") else ""
+            param.metavar = _WORDS.get(bare.removesuffix(" | None"), "VALUE")
+
+
+class _KitGroup(TyperGroup):
+    def main(self, args=None, *rest, **kwargs):
+        return super().main(_config_first(list(sys.argv[1:] if args is None else args)), *rest, **kwargs)
+
+    def get_command(self, ctx, name):
+        command = super().get_command(ctx, name)
+        if command is not None:
+            _in_words([*command.params, command.get_help_option(ctx)])
+        return command
+
+    def get_help_option(self, ctx):
+        option = super().get_help_option(ctx)
+        _in_words([*self.params, option])
+        return option
+
+
 app = typer.Typer(
+    cls=_KitGroup,
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -30,13 +91,25 @@ _state: dict[str, Path] = {"config": DEFAULT_CONFIG}
 
 @app.callback()
 def _root(
-    config: Annotated[Path, typer.Option("--config", "-c", envvar="KIT_CONFIG", help="Competition config (TOML).")] = DEFAULT_CONFIG,
+    config: Annotated[Path, typer.Option("--config", "-c", envvar="KIT_CONFIG", metavar="FILE",
+                                         help="Competition config (TOML); before or after the command.")] = DEFAULT_CONFIG,
 ) -> None:
     _state["config"] = config
 
 
 def _cfg() -> CompetitionConfig:
     return load_competition(_state["config"])
+
+
+def _split_names(values: list[str] | None) -> list[str] | None:
+    """`--variants a,b` and `--variants a --variants b` both mean [a, b] (duplicates dropped, order kept)."""
+    names = [n.strip() for v in values or [] for n in v.split(",") if n.strip()]
+    return list(dict.fromkeys(names)) or None
+
+
+def _variant_names(variant: str | None, variants: list[str] | None) -> list[str] | None:
+    """`--variant X` and `--variants A,B` together: every name given, None (the config's) when none is."""
+    return _split_names([*([variant] if variant else []), *(variants or [])])
 
 
 @app.command()
@@ -72,15 +145,28 @@ def folds() -> None:
 
 @app.command()
 def train(
-    variant: Annotated[str, typer.Option(help="Variant name (configs/models/<name>.toml) or 'all' (the config's variants).")] = "all",
-    fold: Annotated[str, typer.Option(help="Fold index K or 'all'; each (variant, fold) is an independent job.")] = "all",
+    variant: Annotated[str | None, typer.Option(metavar="NAME",
+        help="One variant (configs/models/<NAME>.toml) or 'all' (the config's variants, the default).")] = None,
+    variants: Annotated[list[str] | None, typer.Option("--variants", metavar="A,B", help="Several variants: a comma list, or the option repeated.")] = None,
+    fold: Annotated[str, typer.Option(metavar="K", help="Fold index K or 'all'; each (variant, fold) is an independent job.")] = "all",
     resume: Annotated[bool, typer.Option("--resume", help="Continue interrupted folds from their last checkpoint; skip finished ones.")] = False,
-    executor: Annotated[str, typer.Option("--executor", help="'local' (one job after another) or 'ray' (a Ray task per job).")] = "local",
-    address: Annotated[str | None, typer.Option("--address", help="Ray cluster to join ('auto' or HOST:PORT); default: local Ray.")] = None,
-    cpus_per_job: Annotated[int | None, typer.Option("--cpus-per-job", help="CPU cores (torch threads) per job; Ray default 1.")] = None,
-    gpus_per_job: Annotated[float | None, typer.Option("--gpus-per-job", help="GPUs per Ray job; default 1 when the cluster has GPUs.")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", metavar="N", help="Quick run: train N epochs instead of the variant's.")] = None,
+    image_size: Annotated[int | None, typer.Option("--image-size", metavar="PIXELS",
+        help="Quick run: images of PIXELS x PIXELS instead of the variant's size.")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", metavar="N", help="Batches of N images instead of the variant's.")] = None,
+    max_train_images: Annotated[int | None, typer.Option("--max-train-images", metavar="N",
+        help="Quick run: at most N training images per fold (a seeded subset).")] = None,
+    executor: Annotated[str, typer.Option("--executor", metavar="local|ray", help="'local' (one job after another) or 'ray' (a Ray task per job).")] = "local",
+    address: Annotated[str | None, typer.Option("--address", metavar="HOST:PORT",
+        help="Ray cluster to join ('auto' or HOST:PORT); default: local Ray.")] = None,
+    cpus_per_job: Annotated[int | None, typer.Option("--cpus-per-job", metavar="N", help="CPU cores (torch threads) per job; Ray default 1.")] = None,
+    gpus_per_job: Annotated[float | None, typer.Option("--gpus-per-job", metavar="G", help="GPUs per Ray job; default 1 when the cluster has GPUs.")] = None,
 ) -> None:
-    """Train variants × folds; write runs/<variant>/fold<k>/ and, once all folds exist, oof/<variant>.npz."""
+    """Train variants × folds; write runs/<variant>/fold<k>/ and, once all folds exist, oof/<variant>.npz.
+
+    --epochs, --image-size, --batch-size and --max-train-images change the variant's recipe for this run:
+    they are part of each job's identity, so a quick run never resumes into a full one (or back).
+    """
     from kit.config import resolve_variants
     from kit.stages.train import train as train_stage
 
@@ -91,23 +177,28 @@ def train(
         folds_wanted = [int(fold)]
     else:
         raise KitError(f"--fold {fold!r}: give a fold number 0..{cfg.folds.n_folds - 1} or 'all'")
+    overrides = {k: v for k, v in {"epochs": epochs, "image_size": image_size, "batch_size": batch_size,
+                                   "max_train_images": max_train_images}.items() if v is not None}
     train_stage(
-        cfg, resolve_variants([variant], cfg), folds_wanted, resume,
+        cfg, resolve_variants(_variant_names(variant, variants), cfg), folds_wanted, resume,
         executor=executor, address=address, cpus_per_job=cpus_per_job, gpus_per_job=gpus_per_job, console=console,
+        overrides=overrides or None,
     )
 
 
 @app.command()
 def calibrate(
-    oof: Annotated[list[Path] | None, typer.Option("--oof", help="OOF npz file(s) to calibrate (repeatable).")] = None,
-    variant: Annotated[list[str] | None, typer.Option("--variant", help="Variant name(s), repeatable; default: the configured ones with an OOF file.")] = None,
+    oof: Annotated[list[Path] | None, typer.Option("--oof", metavar="FILE", help="OOF npz file(s) to calibrate (repeatable).")] = None,
+    variant: Annotated[list[str] | None, typer.Option("--variant", metavar="NAME",
+        help="A variant, repeatable; default: the configured ones with an OOF file.")] = None,
+    variants: Annotated[list[str] | None, typer.Option("--variants", metavar="A,B", help="Several variants: a comma list, or the option repeated.")] = None,
 ) -> None:
     """Choose each variant's decision rule by nested CV (table vs trivial baseline) and save it beside its OOF."""
     from kit.stages.calibrate import calibrate as run_calibrate
     from kit.stages.calibrate import find_oof_paths
 
     cfg = _cfg()
-    run_calibrate(cfg, find_oof_paths(cfg, oof, variant), console=console)
+    run_calibrate(cfg, find_oof_paths(cfg, oof, _split_names([*(variant or []), *(variants or [])])), console=console)
 
 
 @app.command()
@@ -121,21 +212,17 @@ def dashboard(
     run_dashboard(_cfg(), host, port, console=console)
 
 
-def _split_names(values: list[str] | None) -> list[str] | None:
-    """`--variants a,b` and `--variants a --variants b` both mean [a, b]."""
-    names = [n.strip() for v in values or [] for n in v.split(",") if n.strip()]
-    return names or None
-
-
 @app.command()
 def blend(
-    variants: Annotated[list[str] | None, typer.Option("--variants", help="Variants to blend (comma list or repeated); default: the config's.")] = None,
-    name: Annotated[str, typer.Option("--name", help="Submission name: submissions/<name>.csv")] = "blend",
+    variants: Annotated[list[str] | None, typer.Option("--variants", metavar="A,B",
+        help="Variants to blend (comma list or repeated); default: the config's.")] = None,
+    variant: Annotated[list[str] | None, typer.Option("--variant", metavar="NAME", help="A variant to blend, repeatable (the same as --variants).")] = None,
+    name: Annotated[str, typer.Option("--name", metavar="NAME", help="Submission name: <paths.submissions>/<NAME>.csv")] = "blend",
 ) -> None:
     """Blend the variants (calibration, weights and rule fitted inside each outer fold), write the submission."""
     from kit.stages.blend import blend as run_blend
 
-    run_blend(_cfg(), _split_names(variants), name, console=console)
+    run_blend(_cfg(), _split_names([*(variant or []), *(variants or [])]), name, console=console)
 
 
 @app.command()

@@ -256,6 +256,23 @@ def seed_oof_stem(variant: str, seed: int) -> str:
     return f"{variant}.seed{seed}"
 
 
+SOFTMAX_ONLY_LOSSES = (*REBALANCING_LOSSES, "ce")  # losses over a softmax: one label per image
+
+
+def recipe_task_conflict(m: ModelConfig, task: str) -> str | None:
+    """Why a variant's keys do not fit the competition's task (None when they do): the task is known
+    only with the competition config, so this is checked when a job is built, not at load."""
+    if task != "multi-label":
+        return None
+    if m.loss in SOFTMAX_ONLY_LOSSES:
+        return f"key 'loss': \"{m.loss}\" is a softmax loss for multi-class; use \"bce\" or \"focal\" for multi-label"
+    if m.tau_norm > 0:
+        return "key 'tau_norm': τ-normalisation balances a softmax head; the task is multi-label"
+    if m.class_weights != "none":
+        return "key 'class_weights': multi-label losses weight labels by pos_weight; the task is multi-label"
+    return None
+
+
 def _first_error_line(path: Path, err: ValidationError) -> str:
     first = err.errors()[0]
     if not first["loc"]:  # a check across keys: its message names them
@@ -280,11 +297,21 @@ def _read_toml(path: Path) -> dict:
 def load_competition(path: str | Path = DEFAULT_CONFIG) -> CompetitionConfig:
     """Read and validate the competition config; raise KitError naming file and key."""
     path = Path(path)
-    raw = _read_toml(path)
+    raw = _submissions_per_config(_read_toml(path), path)
     try:
         return CompetitionConfig.model_validate({**raw, "source_file": path})
     except ValidationError as exc:
         raise KitError(_first_error_line(path, exc)) from None
+
+
+def _submissions_per_config(raw: dict, path: Path) -> dict:
+    """One submissions folder (and ledger) per competition: a config other than the default one
+    (configs/competition.toml) that does not set `paths.submissions` writes to submissions/<its stem>/,
+    so two competitions' files, ledgers and `kit submit`'s newest file never mix."""
+    paths = raw.get("paths", {})
+    if path.stem == DEFAULT_CONFIG.stem or not isinstance(paths, dict) or "submissions" in paths:
+        return raw
+    return {**raw, "paths": {**paths, "submissions": f"submissions/{path.stem}"}}
 
 
 def load_model(name: str, cfg: CompetitionConfig) -> ModelConfig:
@@ -318,3 +345,17 @@ def resolve_variants(names: list[str] | None, cfg: CompetitionConfig) -> list[st
             raise KitError(f"{cfg.source_file}: key 'variants' is empty; list the variants to train")
         return list(cfg.variants)
     return names
+
+
+def with_overrides(mcfg: ModelConfig, overrides: dict | None, origin: str = "command line") -> ModelConfig:
+    """The variant with some keys replaced (e.g. `kit train --epochs 1`), validated again as a whole, so the
+    new values enter the job identity like any key of the TOML. Bad values: one line naming the key."""
+    if not overrides:
+        return mcfg
+    try:
+        return ModelConfig.model_validate({**mcfg.model_dump(), **overrides, "source_file": mcfg.source_file})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(part) for part in first["loc"])
+        where = f"--{key.replace('_', '-')} " if key else ""
+        raise KitError(f"{origin}: {where}{first['msg'].removeprefix('Value error, ')} (variant '{mcfg.name}', {model_file(mcfg)})") from None

@@ -69,7 +69,7 @@ def test_stage_writes_decision_report_and_png(stage):
     assert decisions["v"].to_dict() == decision.to_dict()
     report = json.loads((root / "oof" / "v.calibration.json").read_text())
     assert report["chosen"] == decision.rule and decision.fitted_on == oof_fingerprint(oof) == report["fitted_on"]
-    assert report["metric"] == decision.metric == {"name": "linear", "a": 1.0, "b": 1.0, "w": 5.0}
+    assert report["metric"] == decision.metric.params() == {"name": "linear", "a": 1.0, "b": 1.0, "w": 5.0}
     rows = {r["key"]: r for r in report["rows"]}
     assert list(rows) == ["trivial", "argmax", "prior_argmax", "bayes", "bayes_alpha", "offsets"]
     for r in rows.values():

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kit.decision.calibration import class_prior, fit_temperature_and_alpha, prior_shift
+from kit.decision.calibration import Calibrator, class_prior, fit_calibrator
 from kit.decision.candidates import Candidate, FitContext, fit
 from kit.decision.rules import Decision, closed_form_decision
 from kit.ensemble.weights import WEIGHTINGS, mix
@@ -34,18 +34,16 @@ class Member:
     train_prior: np.ndarray  # (C,)
 
 
-def member_calibration(member: Member, logits: np.ndarray, labels: np.ndarray, context: FitContext) -> Decision:
-    """(T, α) of one member fitted by NLL on labelled rows, as a decision whose `log_probs` calibrates."""
-    target = class_prior(labels)
-    t, alpha = fit_temperature_and_alpha(logits, labels, prior_shift(member.train_prior, target, context.task), context.task)
-    decision = closed_form_decision(context.task, context.classes, member.train_prior, target, context.metric, t, alpha)
-    return decision.with_(rule="member_calibration")
+def member_calibration(member: Member, logits: np.ndarray, labels: np.ndarray, task: str) -> Calibrator:
+    """(T, α) of one member fitted by NLL on labelled rows, undoing its own training prior."""
+    return fit_calibrator(logits, labels, member.train_prior, task)
 
 
-def calibrated_logits(calibration: Decision, logits: np.ndarray) -> np.ndarray:
-    """Logits whose softmax (multi-class) or sigmoid (multi-label) is the calibrated probability."""
-    lp = calibration.log_probs(logits)
-    if calibration.task == "multi-label":
+def pool_term(calibrator: Calibrator, logits: np.ndarray) -> np.ndarray:
+    """A member's term in the pool (float32): its calibrated log-probabilities (multi-class), or its calibrated
+    log-odds log p − log(1 − p) (multi-label); either way their softmax / sigmoid is the calibrated probability."""
+    lp = calibrator.log_probs(logits)
+    if calibrator.task == "multi-label":
         return (lp - np.log(np.clip(-np.expm1(lp), _TINY, None))).astype(np.float32)
     return lp.astype(np.float32)
 
@@ -55,13 +53,13 @@ class Blend:
     """Fitted member calibrations, weights and the decision on their mixture."""
 
     members: tuple[str, ...]
-    calibrations: tuple[Decision, ...]
+    calibrations: tuple[Calibrator, ...]
     weights: np.ndarray
     decision: Decision
 
     def mixture(self, member_logits: list[np.ndarray]) -> np.ndarray:
         """The pooled calibrated logits the decision reads."""
-        return mix([calibrated_logits(c, z) for c, z in zip(self.calibrations, member_logits)], self.weights)
+        return mix([pool_term(c, z) for c, z in zip(self.calibrations, member_logits)], self.weights)
 
     def predict(self, member_logits: list[np.ndarray]) -> np.ndarray:
         return self.decision.predict(self.mixture(member_logits))
@@ -83,8 +81,8 @@ def fit_blends(
     """Every (weighting, rule) blend fitted on `rows` (a boolean mask), sharing the member calibrations
     and each weighting's weights."""
     y = labels[rows]
-    calibrations = tuple(member_calibration(m, m.logits[rows], y, context) for m in members)
-    zs = [calibrated_logits(c, m.logits[rows]) for c, m in zip(calibrations, members)]
+    calibrations = tuple(member_calibration(m, m.logits[rows], y, context.task) for m in members)
+    zs = [pool_term(c, m.logits[rows]) for c, m in zip(calibrations, members)]
     score = mixture_scorer(y, context)
     names = tuple(m.name for m in members)
     out = {}

@@ -90,7 +90,7 @@ def score_file(
     console.print(table)
 
     if compare_argmax:
-        result["argmax"] = argmax_scores(cfg, classes, sol_ids, y_true)
+        result["argmax"] = argmax_scores(cfg, classes, sol_ids, y_true, blend_members(Path(submission_csv)))
     summary = Table(title="Leaderboard metric on the solution")
     summary.add_column("what")
     summary.add_column("score", justify="right")
@@ -116,14 +116,28 @@ def score_file(
     return result
 
 
-def argmax_scores(cfg: CompetitionConfig, classes: list[str], sol_ids: np.ndarray, y_true: np.ndarray) -> dict[str, float]:
-    """Score of argmax over the mean test logits for each variant that has an OOF file."""
+def blend_members(submission_csv: Path) -> list[str] | None:
+    """The variants `kit blend` recorded in the submission's provenance JSON (None without one)."""
+    import json
+
+    try:
+        members = json.loads(submission_csv.with_suffix(".json").read_text()).get("variants")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return [str(m) for m in members] if isinstance(members, list) and members else None
+
+
+def argmax_scores(
+    cfg: CompetitionConfig, classes: list[str], sol_ids: np.ndarray, y_true: np.ndarray, variants: list[str] | None = None
+) -> dict[str, float]:
+    """Score of argmax over the mean test logits for each variant (the blend's members, else the config's)
+    that has an OOF file."""
     from kit.artifacts import load_oof
     from kit.decision.metrics import build_metric
 
     metric = build_metric(cfg.metric)
     out: dict[str, float] = {}
-    for variant in cfg.variants:
+    for variant in variants or cfg.variants:
         path = cfg.paths.oof / f"{variant}.npz"
         if not path.is_file():
             continue

@@ -6,7 +6,7 @@ from collections import Counter
 
 from rich.console import Console
 
-from kit.config import CompetitionConfig, load_model
+from kit.config import CompetitionConfig, load_model, with_overrides
 from kit.data.folds import load_fold_assignment
 from kit.data.sources import open_source
 from kit.errors import KitError
@@ -28,6 +28,7 @@ def train(
     address: str | None = None,
     cpus_per_job: int | None = None,
     gpus_per_job: float | None = None,
+    overrides: dict | None = None,
 ) -> None:
     """Stage `kit train`: every variant × fold job, then the OOF of each variant whose folds are all done.
 
@@ -36,7 +37,8 @@ def train(
     it reserves; default 1 there, all cores locally); `gpus_per_job` (Ray only) defaults to one GPU per
     job when the cluster has GPUs. A variant's OOF is written as soon as its last fold finishes. A variant
     with `seeds` has a job per (seed, fold), each seed's OOF written when its folds are done and the
-    variant's (the seeds' mean) when all are.
+    variant's (the seeds' mean) when all are. `overrides` (`--epochs`, `--image-size`, ...) replace keys
+    of every variant before the jobs are built, so they are part of each job's identity.
     """
     console = console or Console()
     if executor not in EXECUTORS:
@@ -45,7 +47,7 @@ def train(
         raise KitError("--address and --gpus-per-job are for --executor ray")
     if cpus_per_job is not None and cpus_per_job < 1:
         raise KitError(f"--cpus-per-job {cpus_per_job}: give 1 or more cores")
-    mcfgs = [load_model(name, cfg) for name in variants]  # fail on a bad config before any training
+    mcfgs = [with_overrides(load_model(name, cfg), overrides) for name in variants]  # fail on a bad config before any training
     source = open_source(cfg)
     fold_of = load_fold_assignment(cfg, source.train.ids)
     n_folds = cfg.folds.n_folds

@@ -20,9 +20,10 @@ from kit.config import CompetitionConfig, ModelConfig, seed_oof_stem
 from kit.data.sources import DataSource
 from kit.decision.metrics import build_metric
 from kit.errors import KitError
+from kit.training.evaluation import evaluate
 from kit.training.identity import fold_identity, identity_changes, read_preds
-from kit.training.loop import evaluate, run_dir, seeded_config
-from kit.training.samplers import class_prior
+from kit.training.layout import run_dir, seeded_config
+from kit.training.samplers import smoothed_class_prior
 
 
 def assemble_oof(
@@ -108,7 +109,7 @@ def _collect_folds(
 def _meta(cfg: CompetitionConfig, mcfg: ModelConfig, source: DataSource, oof: OOF) -> dict:
     """The OOF JSON's fields every OOF of `kit train` carries (calibrate and blend check its metric)."""
     labels = source.train.labels
-    overall = evaluate(oof.logits, labels, source.task, list(source.classes), oof.train_prior, class_prior(labels, source.task), cfg, mcfg.temperature)
+    overall = evaluate(oof.logits, labels, source.task, list(source.classes), oof.train_prior, smoothed_class_prior(labels, source.task), cfg, mcfg.temperature)
     return {
         "variant": mcfg.name, "model_config": mcfg.model_dump(mode="json"), "competition_config": cfg.model_dump(mode="json"),
         "task": source.task, "oof_metrics_closed_form_rule": overall,
