@@ -540,18 +540,19 @@ def comparison_line(results: dict) -> str | None:
 def conditions_line(results: dict) -> str:
     c = results["conditions"]
     return (f"{c['n_train']} train / {c['n_test']} test images ({c['difficulty']}) at {c['image_size']} px, at least {c['min_per_class']} images "
-            f"per class, 5 folds, {c['backbone']} from scratch, {c['epochs']} epochs, {c['cpu_count']} CPU cores, "
+            f"per class, 5 folds, {c['backbone']} from scratch, {c['epochs']} epoch{'s' if c['epochs'] != 1 else ''}, {c['cpu_count']} CPU cores, "
             f"{c.get('total_minutes', 0):.1f} minutes in all. Competition score, higher is better; ± is the standard error over the 5 outer folds.")
 
 
-def markdown(results: dict) -> str:
-    """The results table as markdown, generated from the JSON (README and docs/training.md take it from here)."""
-    lines = [f"Measured (`benchmarks/results/longtail.json`): {conditions_line(results)}", "",
+def markdown(results: dict, json_name: str = "benchmarks/results/longtail.json") -> str:
+    """The results table as markdown, generated from the JSON (README and docs/training.md take it from here);
+    the best nested-CV score in bold."""
+    lines = [f"Measured (`{json_name}`): {conditions_line(results)}", "",
              "| " + " | ".join(COLUMNS) + " |", "|---|---|" + "---:|" * (len(COLUMNS) - 2)]
     scored = [*results["recipes"].values(), *([results["blend"]] if "blend" in results else []), *results.get("pipelines", {}).values()]
     best = max((r["nested_cv"] for r in scored), default=None)
-    for row in table_rows(results):
-        if best is not None and row[2].startswith(_f(best)):
+    for i, row in enumerate(table_rows(results)):
+        if i > 0 and best is not None and row[2].startswith(_f(best)):
             row = [*row[:2], f"**{row[2]}**", *row[3:]]
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")
     extra = comparison_line(results)
@@ -594,7 +595,11 @@ def write_outputs(results: dict, out: Path, console: Console) -> None:
 
     write_json(out, results)
     md = out.with_suffix(".md")
-    write_text(md, markdown(results))
+    try:
+        shown = out.resolve().relative_to(HERE.parent.parent)
+    except ValueError:
+        shown = out
+    write_text(md, markdown(results, str(shown)))
     console.print(f"wrote {out} and {md}")
 
 
