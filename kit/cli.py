@@ -17,6 +17,7 @@ from typer.core import TyperGroup
 
 from kit.config import DEFAULT_CONFIG, CompetitionConfig, load_competition
 from kit.errors import KitError
+from kit.leaderboard.client import DEFAULT_WAIT_SECONDS
 
 # One command line: the help shows words (N, NAME, FILE), not Python types, and `--config FILE` may
 # come before or after the command (`kit --config c.toml train` = `kit train --config c.toml`).
@@ -218,11 +219,12 @@ def blend(
         help="Variants to blend (comma list or repeated); default: the config's.")] = None,
     variant: Annotated[list[str] | None, typer.Option("--variant", metavar="NAME", help="A variant to blend, repeatable (the same as --variants).")] = None,
     name: Annotated[str, typer.Option("--name", metavar="NAME", help="Submission name: <paths.submissions>/<NAME>.csv")] = "blend",
+    oof: Annotated[list[Path] | None, typer.Option("--oof", metavar="FILE", help="OOF npz file to blend instead of variants (repeatable).")] = None,
 ) -> None:
     """Blend the variants (calibration, weights and rule fitted inside each outer fold), write the submission."""
     from kit.stages.blend import blend as run_blend
 
-    run_blend(_cfg(), _split_names([*(variant or []), *(variants or [])]), name, console=console)
+    run_blend(_cfg(), _split_names([*(variant or []), *(variants or [])]), name, console=console, oof=oof)
 
 
 @app.command()
@@ -240,11 +242,11 @@ def score(
 @app.command()
 def submit(
     message: Annotated[str, typer.Option("--message", "-m", help="Submission description (required).")],
-    file: Annotated[Path | None, typer.Argument(help="Submission CSV (default: the newest in submissions/).")] = None,
+    file: Annotated[Path | None, typer.Argument(help="Submission CSV (default: the newest in the config's paths.submissions folder).")] = None,
     competition: Annotated[str | None, typer.Option("--competition", help="Competition slug (default: kaggle.competition).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and show what would be sent; send nothing.")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Wait until Kaggle has scored it; print its public score beside its nested-CV score.")] = False,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds --wait waits for the score.")] = 900.0,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds --wait waits for the score.")] = DEFAULT_WAIT_SECONDS,
     force: Annotated[bool, typer.Option("--force", help="Send a file even if the ledger shows these bytes were sent already.")] = False,
 ) -> None:
     """Validate a submission against the sample, record it in submissions/ledger.csv and send it to Kaggle."""
@@ -273,6 +275,61 @@ def download(
     from kit.stages.submit import download as run_download
 
     run_download(_cfg(), competition, console=console)
+
+
+@app.command()
+def init(
+    data_dir: Annotated[Path, typer.Argument(help="The competition's folder (train.csv, sample_submission.csv, image folders).")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Config file to write (default: configs/<competition>.toml).")] = None,
+    competition: Annotated[str | None, typer.Option("--competition", help="Kaggle competition slug (default: the folder's name).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace the config file if it exists.")] = False,
+) -> None:
+    """Write a competition config from the folder's own files and print what was found and why (needs no config)."""
+    from kit.stages.init import init as run_init
+
+    run_init(data_dir, output, competition, force, console=console)
+
+
+# First contact: doctor (will it fit, how fast) and plan (how long the grid takes).
+_Variants = Annotated[list[str] | None, typer.Option("--variants", "--variant", metavar="A,B",
+        help="Variants (comma list or repeated); default: the config's.")]
+
+
+@app.command()
+def doctor(
+    variants: _Variants = None,
+    image_size: Annotated[int | None, typer.Option("--image-size", metavar="PIXELS",
+        help="Check at this size instead of the variant's (as kit train --image-size).")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", metavar="N", help="Check batches of N (as kit train --batch-size).")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", metavar="N", help="Epochs `kit plan` counts (as kit train --epochs).")] = None,
+    max_train_images: Annotated[int | None, typer.Option("--max-train-images", metavar="N", help="Training images per fold `kit plan` counts.")] = None,
+    memory_gb: Annotated[float | None, typer.Option("--memory-gb", metavar="GB",
+        help="Advise for a device with GB of memory (e.g. 16 for a T4) instead of this one's.")] = None,
+    compile_model: Annotated[bool | None, typer.Option("--compile/--no-compile",
+        help="Compile each model to check torch.compile (default: on a GPU, or when the variant sets compile = true).")] = None,
+) -> None:
+    """Check each variant on this machine before hours are spent: device, precision, compile, memory, speed, disk."""
+    from kit.config import resolve_variants
+    from kit.stages.doctor import doctor as run_doctor
+
+    cfg = _cfg()
+    overrides = {k: v for k, v in {"epochs": epochs, "image_size": image_size, "batch_size": batch_size,
+                                   "max_train_images": max_train_images}.items() if v is not None}
+    if memory_gb is not None and memory_gb <= 0:
+        raise KitError(f"--memory-gb {memory_gb}: give the device's memory in GB, e.g. 16")
+    run_doctor(cfg, resolve_variants(_split_names(variants), cfg), overrides or None,
+               device_memory=None if memory_gb is None else int(memory_gb * 2**30), compile_check=compile_model, console=console)
+
+
+@app.command()
+def plan(
+    hours: Annotated[float | None, typer.Option("--hours", metavar="H", help="Time available: what of the grid fits in H hours.")] = None,
+    gpus: Annotated[int | None, typer.Option("--gpus", metavar="N", help="Devices that run jobs at once (default: 1, 2, 4 and 8 side by side).")] = None,
+) -> None:
+    """The grid's time (variants × folds × epochs × images) from the rates `kit doctor` measured, and the commands to run it."""
+    from kit.stages.plan import plan as run_plan
+
+    run_plan(_cfg(), hours=hours, gpus=gpus, console=console)
 
 
 def main() -> None:

@@ -8,10 +8,11 @@ file and the key.
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
 
@@ -43,6 +44,11 @@ class DataConfig(_Strict):
     train_images: str = "train/{id}.png"
     test_images: str = "test/{id}.png"
     solution_csv: str | None = None
+    # label_column layouts (kit init writes these): a multi-label cell holds labels joined by label_separator;
+    # none_label is the value that means "no class" (e.g. "No Finding"), read as a row of zeros; integer labels
+    # are ordered numerically (0, 1, 2, ..., 10), names alphabetically, unless the sample's columns give the order
+    label_separator: str = Field("|", min_length=1)
+    none_label: str | None = None
     # MedMNIST layout: npz file inside dir
     npz: str = "chestmnist.npz"
     # what to do with a missing or unreadable image
@@ -94,6 +100,15 @@ class CalibrateConfig(_Strict):
     threshold_method: Literal["metric", "youden", "f1"] = "metric"  # multi-label fitted thresholds
 
 
+class BlendConfig(_Strict):
+    """`kit blend`'s stacker (the weighting "stack", kit.ensemble.stack): its C grid, inner CV and class weighting."""
+
+    stack_cs: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]] = Field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0], min_length=1)
+    stack_inner_folds: int = Field(3, ge=2, le=20)  # inner stratified K-fold that chooses C (log-loss)
+    stack_max_inner_rows: int = Field(10_000, ge=100)  # the inner CV of C runs on at most this many fitting rows (fixed seed)
+    stack_class_weight: Literal["none", "balanced"] = "none"  # "balanced": classes weigh equally in the fit
+
+
 class PathsConfig(_Strict):
     oof: Path = Path("oof")
     submissions: Path = Path("submissions")
@@ -116,6 +131,7 @@ class CompetitionConfig(_Strict):
     metric: MetricConfig = MetricConfig()
     folds: FoldsConfig = FoldsConfig()
     calibrate: CalibrateConfig = CalibrateConfig()
+    blend: BlendConfig = BlendConfig()
     paths: PathsConfig = PathsConfig()
     kaggle: KaggleConfig = KaggleConfig()
     source_file: Path | None = Field(None, exclude=True)
@@ -189,6 +205,11 @@ class ModelConfig(_Strict):
     compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
     persistent_workers: bool = True  # with num_workers > 0: keep loader workers alive across epochs
     prefetch_factor: int = Field(2, ge=1)  # with num_workers > 0: batches each worker prepares ahead
+    # second round and scale TTA (docs/training.md, "Pseudo-labels" and "Test-time augmentation")
+    pseudo_label_from: str | None = None  # first-round variant whose test_logits[k] soft-label the test images in fold k
+    pseudo_label_temperature: float = Field(1.0, gt=0, allow_inf_nan=False)  # soft labels softmax(logits / T)
+    pseudo_label_min_confidence: float = Field(0.0, ge=0, lt=1, allow_inf_nan=False)  # drop test images less sure than this
+    tta_scales: list[float] = Field(default_factory=lambda: [1.0], min_length=1)  # held-out/test logits averaged over rescaled images
     # seed ensembles (docs/training.md): each seed is its own job; the OOF is the seeds' mean
     seeds: list[StrictInt] | None = None
 
@@ -197,6 +218,19 @@ class ModelConfig(_Strict):
         problem = recipe_conflict(self)
         if problem:
             raise ValueError(problem)
+        return self
+
+    @model_validator(mode="after")
+    def _second_round_and_tta(self) -> ModelConfig:
+        bad_scales = [s for s in self.tta_scales if not (math.isfinite(s) and 0.5 < s <= 2.0)]
+        if bad_scales:
+            raise ValueError(f"key 'tta_scales': {bad_scales[0]} is not a rescaling factor in (0.5, 2]")
+        if self.pseudo_label_from is None:
+            unused = [k for k in ("pseudo_label_temperature", "pseudo_label_min_confidence") if k in self.model_fields_set]
+            if unused:
+                raise ValueError(f"key '{unused[0]}': it applies to pseudo-labels, but pseudo_label_from is not set")
+        elif self.pseudo_label_from in ("", self.name):
+            raise ValueError(f"key 'pseudo_label_from' = {self.pseudo_label_from!r}: name a first-round variant, not this one")
         return self
 
 
@@ -359,3 +393,8 @@ def with_overrides(mcfg: ModelConfig, overrides: dict | None, origin: str = "com
         key = ".".join(str(part) for part in first["loc"])
         where = f"--{key.replace('_', '-')} " if key else ""
         raise KitError(f"{origin}: {where}{first['msg'].removeprefix('Value error, ')} (variant '{mcfg.name}', {model_file(mcfg)})") from None
+
+
+def doctor_report_path(cfg: CompetitionConfig) -> Path:
+    """runs/doctor.json: written by `kit doctor` (the rates it measured here), read by `kit plan`."""
+    return Path(cfg.paths.runs) / "doctor.json"

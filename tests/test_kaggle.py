@@ -484,3 +484,4 @@ def test_download_unpacks_into_data_slug(tmp_path, fake_kaggle):
     assert not list(target.glob("*.zip"))  # the archive is removed once unpacked
     assert json.loads(fake_kaggle.requests[0]["body"]) == {"competitionName": "fake-comp"}
     assert "data/fake-comp" in result.stdout and "folds" in result.stdout
+    assert "kit init data/fake-comp" in " ".join(result.stdout.split())

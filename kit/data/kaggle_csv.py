@@ -53,19 +53,37 @@ def _labels_from_columns(frame: pd.DataFrame, classes: list[str], path: Path, cf
     return values.astype(np.uint8)
 
 
+def label_order(names: set[str]) -> list[str]:
+    """Class names of a label column in their natural order: numerically when all are integers, else alphabetically."""
+    if names and all(n.lstrip("-").isdigit() for n in names):
+        return sorted(names, key=int)
+    return sorted(names)
+
+
+def split_labels(values: list[str], task: str, separator: str, none_label: str | None) -> list[list[str]]:
+    """The class names of each cell: joined by `separator` for multi-label, one per cell otherwise;
+    `none_label` (and an empty cell) stands for no class."""
+    out = []
+    for value in values:
+        parts = value.split(separator) if task == "multi-label" else [value]
+        out.append([p.strip() for p in parts if p.strip() and p.strip() != none_label])
+    return out
+
+
 def _labels_from_label_column(
     frame: pd.DataFrame, column: str, task: str, path: Path, cfg: CompetitionConfig, classes: list[str] | None
 ) -> tuple[np.ndarray, list[str]]:
     if column not in frame.columns:
         raise KitError(f"{path}: no label column '{column}'; fix data.label_column in {cfg.source_file}")
-    raw = frame[column].fillna("").astype(str).to_numpy()
-    split = [[p.strip() for p in v.split("|") if p.strip()] if task == "multi-label" else ([v.strip()] if v.strip() else []) for v in raw]
+    raw = frame[column].fillna("").astype(str).tolist()
+    split = split_labels(raw, task, cfg.data.label_separator, cfg.data.none_label)
     if classes is None:
-        classes = sorted({name for names in split for name in names})
+        classes = label_order({name for names in split for name in names})
     index = {c: k for k, c in enumerate(classes)}
     unknown = sorted({name for names in split for name in names if name not in index})
     if unknown:
-        raise KitError(f"{path}: column '{column}' has labels that are not classes: {first_items(unknown)}")
+        hint = "; if one of them means no class, set data.none_label" if task == "multi-label" and not cfg.data.none_label else ""
+        raise KitError(f"{path}: column '{column}' has labels that are not classes: {first_items(unknown)}{hint}")
     labels = np.zeros((len(raw), len(classes)), dtype=np.uint8)
     for row, names in enumerate(split):
         labels[row, [index[n] for n in names]] = 1

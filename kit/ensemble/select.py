@@ -12,13 +12,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kit.config import BlendConfig
 from kit.decision.candidates import Candidate, FitContext
 from kit.decision.metrics import trivial_baseline
 from kit.decision.nested import Choice, NestedScore, choose, nested_cv
 from kit.decision.record import fit_trial
 from kit.ensemble.pipeline import Blend, Member, fit_blends
+from kit.ensemble.stack import STACK
+from kit.ensemble.weights import WEIGHTINGS
 
 Pair = tuple[str, str]  # (weighting, rule)
+BLEND_WEIGHTINGS = [*WEIGHTINGS, STACK]  # simplest first: the stacker fits the most
 BLEND_RULES = {"multi-class": ["argmax", "bayes", "offsets"], "multi-label": ["threshold_0.5", "closed_form", "thresholds"]}
 
 
@@ -55,13 +59,14 @@ def select_blend(
     weightings: list[str],
     rules: list[Candidate],
     on_fit: Callable[[], None] | None = None,
+    blend_settings: BlendConfig | None = None,
 ) -> BlendSelection:
     """Nested CV of every (weighting, rule) pair, the one-SE choice, and the chosen pair's refit on all rows."""
     metric, task = context.metric, context.task
     per_fold: dict[int, dict[Pair, Blend]] = {}
 
     def fit_rows(rows: np.ndarray, ws: list[str] = weightings, rs: list[Candidate] = rules) -> dict[Pair, Blend]:
-        fitted = fit_blends(members, labels, rows, ws, rs, context)
+        fitted = fit_blends(members, labels, rows, ws, rs, context, blend_settings)
         if on_fit is not None:
             on_fit()
         return fitted
@@ -87,9 +92,15 @@ def blend_trials(selection: BlendSelection) -> list:
     trials = []
     for i, (k, blends) in enumerate(selection.per_fold.items()):  # per_fold and the scores follow the same fold order
         for pair, b in blends.items():
-            trials.append(fit_trial(b.decision, selection.scores[pair].per_fold[i], candidate=pair_label(pair), fold=str(k),
-                                    weights=[float(x) for x in b.weights]))
+            trials.append(fit_trial(b.decision, selection.scores[pair].per_fold[i], candidate=pair_label(pair), fold=str(k), **_combination(b)))
     final = selection.final
     trials.append(fit_trial(final.decision, selection.scores[selection.chosen].mean, candidate=pair_label(selection.chosen), fold="all",
-                            weights=[float(x) for x in final.weights]))
+                            **_combination(final)))
     return trials
+
+
+def _combination(b: Blend) -> dict:
+    """A blend's weights (or, for the stacker, its chosen C per regression) as trial attributes."""
+    if b.stacker is not None:
+        return {"weights": None, "stack_c": list(b.stacker.chosen_c)}
+    return {"weights": [float(x) for x in b.weights]}

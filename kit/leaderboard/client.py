@@ -33,6 +33,8 @@ ENVIRONMENTS = ("PROD", "TEST", "LOCALHOST", "ADMIN", "STAGING", "QA")  # what k
 STATUSES = ("PENDING", "COMPLETE", "ERROR")
 BACKOFF_SECONDS = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)  # between checks of a pending submission; 30 s from then on
 
+DEFAULT_WAIT_SECONDS = 900.0  # how long `kit submit --wait` waits for Kaggle to score a submission
+
 
 @dataclass(frozen=True)
 class RemoteSubmission:

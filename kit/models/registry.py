@@ -64,16 +64,18 @@ def classifier_of(model: nn.Module) -> nn.Module:
 def _timm_model(mcfg: ModelConfig, num_classes: int, pretrained: bool) -> nn.Module:
     import timm
 
-    from kit.models.weights import hub_offline, hub_reachable
+    from kit.models.weights import create_sourced_model, hub_offline, hub_reachable, is_sourced_name
 
-    if not timm.is_model(mcfg.backbone):
+    if not timm.is_model(mcfg.backbone) and not is_sourced_name(mcfg.backbone):
         raise KitError(
             f"{model_file(mcfg)}: key 'backbone': unknown model '{mcfg.backbone}'; "
-            f"use one of {list_models()} or a name from timm.list_models()"
+            f"use one of {list_models()}, a name from timm.list_models(), or hf-hub:org/repo / local-dir:/path"
         )
     kwargs = dict(num_classes=num_classes, drop_rate=mcfg.dropout, in_chans=mcfg.in_chans)
     if mcfg.drop_path_rate > 0:  # stochastic depth; passed only when asked, as not every timm family takes it
         kwargs["drop_path_rate"] = mcfg.drop_path_rate
+    if is_sourced_name(mcfg.backbone):  # hf-hub:/local-dir: (contact helper's block: kit.models.weights)
+        return create_sourced_model(mcfg.backbone, pretrained, mcfg.name, model_file(mcfg), **kwargs)
     if not pretrained:
         return timm.create_model(mcfg.backbone, pretrained=False, **kwargs)
     offline = contextlib.nullcontext() if hub_reachable() else hub_offline()

@@ -89,3 +89,41 @@ def load_weights(model: nn.Module, source: str, variant: str, config_file: str |
         )
     model.load_state_dict(usable, strict=False)
     return dropped
+
+
+# Backbones named by where they come from, as timm takes them: `hf-hub:org/repo` (a Hugging Face repo with
+# timm's config.json, e.g. a chest X-ray checkpoint) or `local-dir:/path` (the same files on disk).
+HUB_PREFIXES = ("hf-hub:", "local-dir:")
+
+
+def is_sourced_name(backbone: str) -> bool:
+    """`hf-hub:...` or `local-dir:...`: timm reads the architecture from the repo's config.json."""
+    return backbone.startswith(HUB_PREFIXES)
+
+
+def create_sourced_model(backbone: str, pretrained: bool, variant: str, config_file: str | Path, **kwargs) -> nn.Module:
+    """timm's model for an `hf-hub:`/`local-dir:` name. Without hub weights (pretrained = false, or a local
+    `weights` file) the hub is never asked: the architecture comes from the local Hugging Face cache (or the
+    folder), and when it is not there, one line says how to get it."""
+    import timm
+
+    if pretrained:
+        context = contextlib.nullcontext() if hub_reachable() else hub_offline()
+    else:
+        context = hub_offline()
+    try:
+        with context:
+            return timm.create_model(backbone, pretrained=pretrained, **kwargs)
+    except Exception as exc:  # huggingface_hub / timm raise many types (LocalEntryNotFoundError, OSError, RuntimeError)
+        if backbone.startswith("local-dir:"):
+            where = f"the folder {backbone.removeprefix('local-dir:')} needs timm's config.json (and the weights file when pretrained = true)"
+        elif pretrained:
+            where = "its config and weights cannot be downloaded and are not in the local Hugging Face cache"
+        else:
+            where = ("its architecture (the repo's config.json) is not in the local Hugging Face cache, and with pretrained = false "
+                     "or a local weights file the hub is not asked")
+        raise KitError(
+            f"variant '{variant}': backbone '{backbone}': {where} ({type(exc).__name__}); download the repo once "
+            f"(`huggingface-cli download {backbone.split(':', 1)[1]}`) or point backbone = \"local-dir:/path/to/repo\" "
+            f"at a copy, in {config_file}"
+        ) from None

@@ -27,26 +27,24 @@ from kit.decision.nested import as_report
 from kit.decision.record import write_study
 from kit.decision.select import check_nested_inputs
 from kit.ensemble.aggregate import TEST_AGGREGATION, aggregate_predict
-from kit.ensemble.pipeline import Member
-from kit.ensemble.select import BLEND_RULES, BlendSelection, blend_trials, pair_label, select_blend
-from kit.ensemble.weights import WEIGHTINGS
+from kit.ensemble.pipeline import Blend, Member
+from kit.ensemble.select import BLEND_RULES, BLEND_WEIGHTINGS, BlendSelection, blend_trials, pair_label, select_blend
 from kit.errors import KitError
 from kit.studies import exclusive_studies, open_storage
 
 
-def blend(cfg: CompetitionConfig, variants: list[str] | None, name: str = "blend", console: Console | None = None) -> Path:
+def blend(cfg: CompetitionConfig, variants: list[str] | None, name: str = "blend", console: Console | None = None,
+          oof: list[Path] | None = None) -> Path:
     """Nested-CV table of every (weighting, rule), the chosen blend refitted on all folds, the submission,
-    the blended OOF, its decision, an Optuna study and three PNGs."""
+    the blended OOF, its decision, an Optuna study and three PNGs. Members: `oof` files, else `variants`."""
     from kit.data.sources import open_source
 
     console = console or Console()
     if not name or any(ch in name for ch in "/\\ "):
         raise KitError(f"--name '{name}': use a plain file name (no spaces or slashes)")
-    names = resolve_variants(variants, cfg)
-    if len(set(names)) != len(names):
-        raise KitError(f"--variants lists a variant twice ({names}); list each once")
+    paths = _member_paths(cfg, variants, oof)
+    names = list(paths)
     metric = build_metric(cfg.metric)
-    paths = {n: cfg.paths.oof / f"{n}.npz" for n in names}
     oofs = {n: load_oof(p) for n, p in paths.items()}
     check_same_classes(oofs)
     for n, oof in oofs.items():
@@ -67,16 +65,32 @@ def blend(cfg: CompetitionConfig, variants: list[str] | None, name: str = "blend
         check_nested_inputs(oofs[n].logits, labels, fold, classes, cfg.task, str(paths[n]))
     with exclusive_studies(cfg.calibrate.storage, [f"blend/{name}"]):
         storage = open_storage(cfg.calibrate.storage)  # checked before the long computation
-        return _fit_and_write(cfg, name, names, oofs, labels, bool(source.synthetic), metric, storage, console)
+        return _fit_and_write(cfg, name, paths, oofs, labels, bool(source.synthetic), metric, storage, console)
 
 
-def _fit_and_write(cfg: CompetitionConfig, name: str, names: list[str], oofs: dict[str, OOF], labels: np.ndarray, synthetic: bool,
+def _member_paths(cfg: CompetitionConfig, variants: list[str] | None, oof: list[Path] | None) -> dict[str, Path]:
+    """Member name (the file's stem) -> OOF file: the --oof files as given, else the variants' files in paths.oof."""
+    if oof and variants:
+        raise KitError("kit blend: give the members by --oof files or by --variants, not both")
+    if oof:
+        paths = {Path(p).stem: Path(p) for p in oof}
+        if len(paths) != len(oof):
+            raise KitError(f"--oof lists two files with one name ({[str(p) for p in oof]}); members are named by their file name, give each once")
+        return paths
+    names = resolve_variants(variants, cfg)
+    if len(set(names)) != len(names):
+        raise KitError(f"--variants lists a variant twice ({names}); list each once")
+    return {n: cfg.paths.oof / f"{n}.npz" for n in names}
+
+
+def _fit_and_write(cfg: CompetitionConfig, name: str, paths: dict[str, Path], oofs: dict[str, OOF], labels: np.ndarray, synthetic: bool,
                    metric: Metric, storage, console: Console) -> Path:
     """The blend's selection (kit.ensemble.select), then every file the stage writes."""
+    names = list(paths)
     ref = oofs[names[0]]
     members = [Member(n, oofs[n].logits, oofs[n].test_logits, oofs[n].train_prior) for n in names]
     selection = _select(cfg, name, members, labels, ref, metric, console)
-    singles = _own_decisions(cfg, names, oofs)
+    singles = _own_decisions(paths, oofs)
     _print_table(console, name, metric.describe(), ref.n_folds, selection, singles)
     out, provenance = _write_submission(cfg, name, names, oofs, members, labels, selection, singles, synthetic, metric)
     blended, oof_path = _write_blended_oof(cfg, name, members, labels, ref, selection, provenance)
@@ -96,12 +110,13 @@ def _select(cfg: CompetitionConfig, name: str, members: list[Member], labels: np
     classes = tuple(ref.classes.astype(str).tolist())
     context = FitContext(cfg.task, classes, metric, np.ones(len(classes)) / len(classes), cfg.calibrate)
     rules = candidates_for(cfg.task, metric, BLEND_RULES[cfg.task])
-    weightings = list(WEIGHTINGS)
+    weightings = list(BLEND_WEIGHTINGS)
     n_folds = len(np.unique(ref.fold))
     with make_progress(console) as progress:
         bar = progress.add_task(f"blend {name}: {len(members)} members, {len(weightings)} weightings × {len(rules)} rules × {n_folds} folds",
                                 total=n_folds + 1)
-        return select_blend(members, labels, ref.fold.astype(np.int64), context, weightings, rules, on_fit=lambda: progress.advance(bar))
+        return select_blend(members, labels, ref.fold.astype(np.int64), context, weightings, rules, on_fit=lambda: progress.advance(bar),
+                            blend_settings=cfg.blend)
 
 
 def _write_submission(cfg: CompetitionConfig, name: str, names: list[str], oofs: dict[str, OOF], members: list[Member], labels: np.ndarray,
@@ -114,7 +129,7 @@ def _write_submission(cfg: CompetitionConfig, name: str, names: list[str], oofs:
     test_pred = aggregate_predict(final, [m.test_logits for m in members])
     provenance: dict[str, Any] = {
         "variants": names,
-        "weights": {m: float(w) for m, w in zip(names, final.weights)},
+        "weights": _weights(names, final),
         "weighting": weighting,
         "decision_rule": rule,
         "selection": selection.choice.rule,
@@ -123,7 +138,8 @@ def _write_submission(cfg: CompetitionConfig, name: str, names: list[str], oofs:
         "nested_cv_se": score.se,
         "trivial_baseline": trivial.mean,
         "nested_cv_table": as_report(selection.scores, selection.choice, name=pair_label),
-        "weights_per_fold": {str(k): {m: float(x) for m, x in zip(names, blends[selection.chosen].weights)} for k, blends in selection.per_fold.items()},
+        "weights_per_fold": {str(k): _weights(names, blends[selection.chosen]) for k, blends in selection.per_fold.items()},
+        "stacker": final.stacker.describe() if final.stacker is not None else None,
         "member_calibrations": {m: {"temperature": c.temperature, "alpha": c.alpha} for m, c in zip(names, final.calibrations)},
         "member_oof_fingerprints": {n: oof_fingerprint(oofs[n]) for n in names},
         "single_variant_own_decision": singles,
@@ -134,6 +150,11 @@ def _write_submission(cfg: CompetitionConfig, name: str, names: list[str], oofs:
     }
     ref = oofs[names[0]]
     return write_submission(test_pred, ref.test_ids.astype(str), ref.classes.astype(str).tolist(), cfg, name, provenance), provenance
+
+
+def _weights(names: list[str], b: Blend) -> dict[str, float] | None:
+    """Member -> weight; None for the stacker (its weights are per class: see "stacker")."""
+    return None if b.weights is None else {m: float(w) for m, w in zip(names, b.weights)}
 
 
 def _write_blended_oof(cfg: CompetitionConfig, name: str, members: list[Member], labels: np.ndarray, ref: OOF, selection: BlendSelection,
@@ -171,11 +192,11 @@ def _write_pictures(cfg: CompetitionConfig, name: str, members: list[Member], la
     ]
 
 
-def _own_decisions(cfg: CompetitionConfig, names: list[str], oofs: dict[str, OOF]) -> dict[str, dict | None]:
-    """Each variant's own nested-CV score from `kit calibrate`, when its report was made on this very OOF."""
+def _own_decisions(paths: dict[str, Path], oofs: dict[str, OOF]) -> dict[str, dict | None]:
+    """Each variant's own nested-CV score from `kit calibrate` (the report beside its OOF), when made on this very OOF."""
     out: dict[str, dict | None] = {}
-    for n in names:
-        report = read_meta(cfg.paths.oof / f"{n}.calibration.json")
+    for n, path in paths.items():
+        report = read_meta(path.with_name(f"{n}.calibration.json"))
         fresh = report is not None and report.get("fitted_on") == oof_fingerprint(oofs[n])
         out[n] = {"variant": n, "rule": report.get("chosen"), "nested_cv": float(report["chosen_nested_cv"])} if fresh else None
     return out

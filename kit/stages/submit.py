@@ -24,6 +24,7 @@ from rich.text import Text
 
 from kit.artifacts import read_meta
 from kit.config import CompetitionConfig
+from kit.decision.metrics import signed
 from kit.errors import KitError
 from kit.leaderboard import client
 from kit.leaderboard.ledger import (
@@ -45,7 +46,6 @@ from kit.leaderboard.ledger import (
 )
 from kit.submission import check_submission_file, is_synthetic
 
-DEFAULT_WAIT_SECONDS = 900.0
 PICTURE_NAME = "cv_vs_public.png"
 SENDING_MATCH_SECONDS = 600  # a SENDING row matches a Kaggle submission of the same file and message made this soon after
 
@@ -71,7 +71,7 @@ def submit(
     competition: str | None = None,
     dry_run: bool = False,
     wait: bool = False,
-    timeout: float = DEFAULT_WAIT_SECONDS,
+    timeout: float = client.DEFAULT_WAIT_SECONDS,
     force: bool = False,
     console: Console | None = None,
 ) -> dict[str, Any]:
@@ -289,6 +289,7 @@ def download(cfg: CompetitionConfig, competition: str | None = None, console: Co
     _say(console, f"downloaded '{slug}' into {target}")
     _say(console, f"next: point data.dir at {target} in your competition config (configs/chest-xray.toml for this competition), "
                   f"then run `kit --config <that file> folds`")
+    _say(console, f"or: `kit init {target}` writes a config from the files themselves (and says what it found)")
     return target
 
 
@@ -312,12 +313,12 @@ def _print_scores(console: Console, file: Path, slug: str, row: dict[str, str]) 
     table = Table(title=escape(f"{file.name} on '{slug}' (ref {row['ref']})"))
     table.add_column("what")
     table.add_column("score", justify="right")
-    table.add_row("public leaderboard score (Kaggle)", _fmt(public))
+    table.add_row("public leaderboard score (Kaggle)", signed(public))
     if number(row["private_score"]) is not None:
-        table.add_row("private leaderboard score (Kaggle)", _fmt(number(row["private_score"])))
-    table.add_row("nested-CV score (kit blend)", _fmt(cv) + (f" ± {se:.4f}" if se is not None and cv is not None else ""))
-    table.add_row("trivial baseline (nested CV)", _fmt(trivial))
-    table.add_row("[bold]public − nested CV", "[bold]" + _fmt(_difference(public, cv)))
+        table.add_row("private leaderboard score (Kaggle)", signed(number(row["private_score"])))
+    table.add_row("nested-CV score (kit blend)", signed(cv) + (f" ± {se:.4f}" if se is not None and cv is not None else ""))
+    table.add_row("trivial baseline (nested CV)", signed(trivial))
+    table.add_row("[bold]public − nested CV", "[bold]" + signed(_difference(public, cv)))
     console.print(table)
 
 
@@ -326,7 +327,7 @@ def _print_ledger(console: Console, rows: pd.DataFrame, slug: str, path: Path) -
     private = any(number(p) is not None for p in rows["private_score"])  # known once the competition has ended
     trivials = {t for t in rows["trivial_baseline"] if number(t) is not None}
     shared_trivial = len(trivials) <= 1
-    caption = f"trivial baseline (nested CV): {_fmt(number(next(iter(trivials))))}" if len(trivials) == 1 else None
+    caption = f"trivial baseline (nested CV): {signed(number(next(iter(trivials))))}" if len(trivials) == 1 else None
     table = Table(title=escape(f"submissions to '{slug}' ({path})"), caption=caption)
     names = ["sent (UTC)", "file", "message", "ref", "status", "public"] + (["private"] if private else [])
     names += ["nested CV", "public − CV"] + ([] if shared_trivial else ["trivial"]) + ["made of"]
@@ -339,8 +340,8 @@ def _print_ledger(console: Console, rows: pd.DataFrame, slug: str, path: Path) -
         made_of = ", ".join(x for x in (row["weights"] or row["variants"], row["decision_rule"]) if x)
         sent = _parse_time(row["time"])
         cells = [sent.strftime("%Y-%m-%d %H:%M") if sent else row["time"], Path(row["file"]).name, row["message"], row["ref"] or "—",
-                 status, _fmt(public)] + ([_fmt(number(row["private_score"]))] if private else [])
-        cells += [_fmt(cv), _fmt(_difference(public, cv))] + ([] if shared_trivial else [_fmt(number(row["trivial_baseline"]))])
+                 status, signed(public)] + ([signed(number(row["private_score"]))] if private else [])
+        cells += [signed(cv), signed(_difference(public, cv))] + ([] if shared_trivial else [signed(number(row["trivial_baseline"]))])
         table.add_row(*(Text(c) for c in [*cells, made_of or "—"]))  # Text: a message like "[v2]" is shown, not read as markup
     console.print(table)
 
@@ -353,10 +354,6 @@ def _describe(row: pd.Series) -> str:
 
 def _difference(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a - b
-
-
-def _fmt(x: float | None) -> str:
-    return "—" if x is None else f"{x:+.4f}"
 
 
 def _say(console: Console, text: str) -> None:

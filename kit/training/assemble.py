@@ -23,6 +23,7 @@ from kit.errors import KitError
 from kit.training.evaluation import evaluate
 from kit.training.identity import fold_identity, identity_changes, read_preds
 from kit.training.layout import run_dir, seeded_config
+from kit.training.pseudo import pseudo_label_source
 from kit.training.samplers import smoothed_class_prior
 
 
@@ -101,21 +102,27 @@ def _collect_folds(
         classes=np.asarray(source.classes, dtype=str), ids=ids, fold=fold_of.astype(np.int64), logits=logits,
         test_ids=np.asarray(source.test.ids, dtype=str), test_logits=np.stack(test_logits), train_prior=train_prior,
     )
-    meta = _meta(cfg, mcfg, source, oof)
+    meta = _meta(cfg, mcfg, source, fold_of, oof)
     meta.update(folds=fold_metrics, train_prior_per_fold=[p.tolist() for p in priors], seconds_total=float(sum(m["seconds"] for m in fold_metrics)))
     return oof, meta
 
 
-def _meta(cfg: CompetitionConfig, mcfg: ModelConfig, source: DataSource, oof: OOF) -> dict:
+def _meta(cfg: CompetitionConfig, mcfg: ModelConfig, source: DataSource, fold_of: np.ndarray, oof: OOF) -> dict:
     """The OOF JSON's fields every OOF of `kit train` carries (calibrate and blend check its metric)."""
     labels = source.train.labels
     overall = evaluate(oof.logits, labels, source.task, list(source.classes), oof.train_prior, smoothed_class_prior(labels, source.task), cfg, mcfg.temperature)
-    return {
+    meta = {
         "variant": mcfg.name, "model_config": mcfg.model_dump(mode="json"), "competition_config": cfg.model_dump(mode="json"),
         "task": source.task, "oof_metrics_closed_form_rule": overall,
         "torch": torch.__version__, "python": platform.python_version(), "data_fingerprint": source.train.fingerprint,
         "metric": build_metric(cfg.metric).params(),  # checkpoints were chosen by it: calibrate and blend check it
     }
+    if mcfg.pseudo_label_from is not None:  # a second round: which first round soft-labelled its test images
+        meta["pseudo_labels"] = {
+            **pseudo_label_source(cfg, mcfg, source, fold_of).provenance(),
+            "temperature": mcfg.pseudo_label_temperature, "min_confidence": mcfg.pseudo_label_min_confidence,
+        }
+    return meta
 
 
 def seed_mean(oofs: list[OOF]) -> OOF:
@@ -144,7 +151,7 @@ def _assemble_seed_mean(cfg: CompetitionConfig, mcfg: ModelConfig, source: DataS
         return None
     per_seed = {s: c for s, c in collected.items() if c is not None}
     oof = seed_mean([c[0] for c in per_seed.values()])
-    meta = _meta(cfg, mcfg, source, oof)
+    meta = _meta(cfg, mcfg, source, fold_of, oof)
     meta.update(
         seeds=seeds,
         per_seed={str(s): {"oof": f"{seed_oof_stem(mcfg.name, s)}.npz", "score_closed_form_rule": c[1]["oof_metrics_closed_form_rule"]["score"]}

@@ -47,6 +47,7 @@ from kit.training.layout import run_dir, seeded_config
 from kit.training.loader import make_train_loader
 from kit.training.losses import make_loss, prior_basis, recipe_prior
 from kit.training.optim import build_optimizer
+from kit.training.pseudo import StackedImages, pseudo_label_source, soft_labels
 from kit.training.samplers import sample_weights, smoothed_class_prior
 from kit.training.seeding import JobSeeds
 
@@ -55,16 +56,18 @@ from kit.training.seeding import JobSeeds
 class FoldSplit:
     """The images a job trains on and holds out (rows of the image caches), with their labels and priors."""
 
-    train_images: np.ndarray
+    train_images: np.ndarray  # the train cache (held-out rows are predicted from it)
     test_images: np.ndarray
-    train_idx: np.ndarray
+    fit_images: np.ndarray | StackedImages  # what training draws from: the train cache (+ the test cache in a second round)
+    train_idx: np.ndarray  # rows of fit_images
     val_idx: np.ndarray
     val_ok: np.ndarray  # held-out rows whose image was readable (the others are predicted but not scored)
-    y_train: np.ndarray
+    y_train: np.ndarray  # uint8 labels; float32 with the soft pseudo-labels of a second round
     y_val: np.ndarray
     weights: np.ndarray  # the sampler's per-image weights
-    target_prior: np.ndarray  # the training folds' class distribution: what the checkpoint's rule predicts under
+    target_prior: np.ndarray  # the labelled training folds' class distribution: what the checkpoint's rule predicts under
     skipped_train: int
+    n_pseudo: int = 0  # soft-labelled test images among the training rows
 
 
 @dataclass
@@ -145,12 +148,18 @@ def _split(cfg: CompetitionConfig, mcfg: ModelConfig, source: DataSource, fold_o
     if len(train_idx) == 0 or len(val_idx) == 0:
         raise KitError(f"{cfg.folds.path}: fold {fold} leaves {len(train_idx)} training and {len(val_idx)} held-out images; run `kit folds` again")
     labels = source.train.labels
-    y_train = labels[train_idx]
+    y_train, fit_images, n_pseudo = labels[train_idx], train_cache.images, 0
+    target_prior = smoothed_class_prior(y_train, source.task)
+    if mcfg.pseudo_label_from is not None:  # second round: fold k's own first-round model labels the test images
+        rows, soft = soft_labels(pseudo_label_source(cfg, mcfg, source, fold_of).test_logits[fold], mcfg, source.task, test_cache.ok)
+        fit_images, n_pseudo = StackedImages(train_cache.images, test_cache.images), len(rows)
+        train_idx = np.concatenate([train_idx, len(train_cache.images) + rows])
+        y_train = np.concatenate([y_train.astype(np.float32), soft])
     return FoldSplit(
-        train_images=train_cache.images, test_images=test_cache.images, train_idx=train_idx, val_idx=val_idx,
+        train_images=train_cache.images, test_images=test_cache.images, fit_images=fit_images, train_idx=train_idx, val_idx=val_idx,
         val_ok=train_cache.ok[val_idx], y_train=y_train, y_val=labels[val_idx],
-        weights=sample_weights(y_train, mcfg.sampler_power), target_prior=smoothed_class_prior(y_train, source.task),
-        skipped_train=int((~train_cache.ok).sum()),
+        weights=sample_weights(y_train, mcfg.sampler_power), target_prior=target_prior,
+        skipped_train=int((~train_cache.ok).sum()), n_pseudo=n_pseudo,
     )
 
 
@@ -161,7 +170,7 @@ def _set_up(model: nn.Module, split: FoldSplit, mcfg: ModelConfig, device: torch
     ema = WeightEMA(model, mcfg.ema_decay) if mcfg.ema_decay > 0 else None
     optimizer = build_optimizer(model, mcfg, device)
     dataset = CachedDataset(
-        split.train_images, split.train_idx, split.y_train, mcfg.augment,
+        split.fit_images, split.train_idx, split.y_train, mcfg.augment,
         randaugment_magnitude=mcfg.randaugment_magnitude, randaugment_ops=mcfg.randaugment_ops,
     )
     n_train = len(split.train_idx)
@@ -187,11 +196,17 @@ def _resume_or_start(run: FoldRun, resume: bool) -> FoldState:
     return FoldState()
 
 
+def _pseudo_note(run: FoldRun) -> str:
+    if run.mcfg.pseudo_label_from is None:
+        return ""
+    return f" (of which {run.split.n_pseudo} test images soft-labelled by {run.mcfg.pseudo_label_from}'s fold-{run.fold} model)"
+
+
 def _print_header(run: FoldRun, n_test: int) -> None:
     mcfg, split = run.mcfg, run.split
     trivial = trivial_baseline(split.y_val[split.val_ok], build_metric(run.cfg.metric), task=run.task)
     run.console.print(
-        f"[bold]{mcfg.name}[/] fold {run.fold}/{run.cfg.folds.n_folds}: {len(split.train_idx)} train, {len(split.val_idx)} held-out, "
+        f"[bold]{mcfg.name}[/] fold {run.fold}/{run.cfg.folds.n_folds}: {len(split.train_idx)} train{_pseudo_note(run)}, {len(split.val_idx)} held-out, "
         f"{n_test} test images at {mcfg.image_size} px on {run.device.type}; "
         f"sampler power {mcfg.sampler_power}, loss {mcfg.loss}{_recipe_extras(mcfg)}; trivial baseline on this fold {trivial:.4f}"
     )
@@ -213,7 +228,7 @@ def _run_epoch(run: FoldRun, state: FoldState) -> None:
     train_loss = train_one_epoch(
         trainer.step_model, trainer.loader, loss_fn, trainer.optimizer, trainer.scheduler, trainer.scaler, trainer.ema, mcfg,
         run.device, trainer.precision, run.console, f"{mcfg.name} f{run.fold} e{epoch + 1}/{mcfg.epochs}",
-        make_mixer(mcfg, len(run.classes), run.task, seed),
+        make_mixer(mcfg, len(run.classes), run.task, seed, soft_targets=split.y_train.dtype.kind == "f"),
     )
     val_logits = predict_logits(trainer.eval_model, split.train_images, split.val_idx, mcfg, run.device)
     ok = split.val_ok
@@ -265,7 +280,7 @@ def _finish(run: FoldRun, state: FoldState, source: DataSource) -> Path:
     best_epoch, val_logits = run.checkpoints.load_best(trainer, run.device)
     train_prior = recipe_prior(split.y_train, split.weights, mcfg, run.task, best_epoch)
     decoupled = rebalance_classifier(
-        trainer.eval_model, split.train_images, split.train_idx, split.y_train, mcfg, run.task, run.device, run.seeds.crt_head, run.console
+        trainer.eval_model, split.fit_images, split.train_idx, split.y_train, mcfg, run.task, run.device, run.seeds.crt_head, run.console
     )
     decoupled_metrics = None
     if decoupled is not None:  # cRT or τ-norm: a new head, so new held-out logits and the head's prior
@@ -285,6 +300,8 @@ def _finish(run: FoldRun, state: FoldState, source: DataSource) -> Path:
         "n_train": int(len(split.train_idx)), "n_val": int(len(split.val_idx)), "skipped_train_images": split.skipped_train,
         "device": run.device.type, "train_prior_basis": prior_basis(mcfg),
     }
+    if mcfg.pseudo_label_from is not None:
+        summary["n_pseudo_labelled"] = split.n_pseudo
     if decoupled_metrics is not None:
         summary.update(_prefixed(decoupled_metrics))
         summary["val_score_before_decoupling"] = float(best_row["val_score"])
