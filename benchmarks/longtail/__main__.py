@@ -13,12 +13,12 @@ with one line saying why, and the JSON says so under "skipped". The JSON compare
 the best recipe by the paired standard error of their per-fold nested-CV differences (the same 5 outer
 folds), and benchmarks/results/longtail.md holds the table as markdown (`--render` rewrites it from a JSON).
 
-Sizing of the full run (about 40 minutes on 2 CPU cores: 8 recipes about 23, the pipelines' 3 extra
-trainings and blends about 15): 5,000 training / 1,700 test images at 64 px (the size of `make demo`),
+Sizing of the full run (estimated 40-45 minutes alone on 2 CPU cores: the 8 recipes took 22.8 in v1; the
+pipelines add 3 trainings, one on 1.3x the images, and two blends with the stacker): 5,000 training / 1,700 test images at 64 px (the size of `make demo`),
 every class with at least 10 training images so that each of the 5 folds holds at least one image of
 every class (the harness checks it after `kit folds` and stops if a class is missing from a fold: its
 metric term would be undefined there), test_resnet from scratch, 5 epochs. `--recipes core` (4 recipes)
-takes about 25 minutes. `--quick` (400 / 200 images at 32 px, 1 epoch, recipes ce, logit_adjusted and
+should take about 25. `--quick` (400 / 200 images at 32 px, 1 epoch, recipes ce, logit_adjusted and
 crt, on the data `kit synth` makes by default) checks the plumbing, not the numbers.
 """
 
