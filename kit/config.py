@@ -15,7 +15,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, ValidationError, field_validator, model_validator
 
 from kit.errors import KitError
 from kit.files import read_text
@@ -292,6 +292,8 @@ class ModelConfig(_Strict):
     pseudo_label_temperature: float = Field(1.0, gt=0, allow_inf_nan=False)  # soft labels softmax(logits / T)
     pseudo_label_min_confidence: float = Field(0.0, ge=0, lt=1, allow_inf_nan=False)  # drop test images less sure than this
     tta_scales: list[float] = Field(default_factory=lambda: [1.0], min_length=1)  # held-out/test logits averaged over rescaled images
+    # seed ensembles (docs/training.md): each seed is its own job; the OOF is the seeds' mean
+    seeds: list[StrictInt] | None = None
 
     @model_validator(mode="after")
     def _recipe_combinations(self) -> ModelConfig:
@@ -319,6 +321,10 @@ REBALANCING_LOSSES = ("logit_adjusted", "balanced_softmax", "ldam")
 
 def recipe_conflict(m: ModelConfig) -> str | None:
     """Why a variant's keys do not go together (None when they do); checked once, at load."""
+    if m.seeds is not None:
+        seeds_problem = seeds_conflict(m.seeds)
+        if seeds_problem:
+            return seeds_problem
     rebalancing_loss = m.loss in REBALANCING_LOSSES or m.class_weights != "none"
     if m.sampler_power > 0 and rebalancing_loss and not m.allow_double_rebalancing:
         key, value = ("class_weights", m.class_weights) if m.class_weights != "none" else ("loss", m.loss)
@@ -345,6 +351,25 @@ def recipe_conflict(m: ModelConfig) -> str | None:
     if m.class_weights_from_epoch >= m.epochs:
         return f"key 'class_weights_from_epoch' = {m.class_weights_from_epoch}: epochs = {m.epochs}, so the weights would never apply"
     return None
+
+
+# --- seed ensembles: the seed list's checks and the per-seed OOF name (kept in one block) ---
+SEED_SUFFIX = re.compile(r"\.seed\d+$")  # oof/<variant>.seed<s>.npz: a variant name may not end like this
+
+
+def seeds_conflict(seeds: list[int]) -> str | None:
+    """Why a `seeds` list is unusable (None when it is fine): it must name at least one seed, each once."""
+    if not seeds:
+        return "key 'seeds': the list is empty; give at least one seed (e.g. seeds = [0, 1, 2]) or remove the key"
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        return f"key 'seeds': seed {repeated[0]} is listed twice; each seed trains one job, list each once"
+    return None
+
+
+def seed_oof_stem(variant: str, seed: int) -> str:
+    """The per-seed OOF's file stem, oof/<variant>.seed<s>.npz; `load_model` refuses variant names of this form."""
+    return f"{variant}.seed{seed}"
 
 
 SOFTMAX_ONLY_LOSSES = (*REBALANCING_LOSSES, "ce")  # losses over a softmax: one label per image
@@ -409,6 +434,8 @@ def load_model(name: str, cfg: CompetitionConfig) -> ModelConfig:
     """Read and validate `configs/models/<name>.toml` (the directory comes from paths.models)."""
     check_name(name, "variant")
     path = cfg.paths.models / f"{name}.toml"
+    if SEED_SUFFIX.search(name):
+        raise KitError(f"{path}: variant name '{name}' ends like a per-seed OOF file (oof/<variant>.seed<N>.npz); rename the file")
     if not path.is_file():
         known = ", ".join(available_variants(cfg)) or "none"
         raise KitError(f"{path}: no such variant '{name}' (known: {known}){relative_to_what(path)}")

@@ -114,6 +114,26 @@ def test_a_request_no_node_can_meet_is_refused(local_ray, tiny_run, tmp_path):
         train(cfg, ["tiny"], None, resume=False, console=quiet(), executor="ray", cpus_per_job=64)
 
 
+def test_seed_jobs_run_at_once_on_local_ray_each_in_its_folder_with_the_sequential_bytes(local_ray, tiny_run, tmp_path):
+    import numpy as np
+
+    from kit.config import load_model
+
+    cfg = tiny_run(tmp_path / "ray", epochs=1, seeds=[0, 7])
+    train(cfg, ["tiny"], [0], resume=False, console=quiet(), executor="ray", cpus_per_job=1)
+    seed0, seed7 = run_dir(cfg, "tiny", 0), run_dir(cfg, "tiny", 0, seed=7)
+    assert seed7 == Path(cfg.paths.runs) / "tiny" / "seed7" / "fold0"
+    records = [json.loads((d / "job.json").read_text()) for d in (seed0, seed7)]
+    assert all(r["status"] == "done" for r in records)
+    with np.load(seed0 / "preds.npz") as a, np.load(seed7 / "preds.npz") as b:
+        assert not np.allclose(a["val_logits"], b["val_logits"])
+        ray_logits = b["val_logits"]
+    local = tiny_run(tmp_path / "local", epochs=1, seeds=[0, 7])
+    preds = run_job(Job(local, load_model("tiny", local), 0, threads=1, seed=7), quiet())
+    with np.load(preds) as c:
+        assert np.array_equal(c["val_logits"], ray_logits)
+
+
 def test_the_grid_runs_on_a_two_node_cluster(sequential, tiny_run, tmp_path):
     from ray.cluster_utils import Cluster
 

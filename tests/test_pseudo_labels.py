@@ -141,7 +141,7 @@ def test_default_keys_leave_the_job_identity_unchanged(tiny_competition, tmp_pat
     fold_of = load_fold_assignment(cfg, source.train.ids)
     identity = fold_identity(cfg, mcfg, source, fold_of, 0)
     old_dump = {k: v for k, v in mcfg.model_dump(mode="json", exclude=set(EXECUTION_ONLY_KEYS)).items()
-                if k not in ("pseudo_label_from", "pseudo_label_temperature", "pseudo_label_min_confidence", "tta_scales")}
+                if k not in ("pseudo_label_from", "pseudo_label_temperature", "pseudo_label_min_confidence", "tta_scales", "seeds")}
     assert identity["model config"] == _digest(old_dump)  # what the kit computed before these keys existed
     scaled = mcfg.model_copy(update={"tta_scales": [0.9, 1.0, 1.1]})
     assert fold_identity(cfg, scaled, source, fold_of, 0)["model config"] != identity["model config"]

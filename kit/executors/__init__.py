@@ -1,4 +1,4 @@
-"""Who runs which (variant, fold) job: `local` runs them one after another in this process, `ray`
+"""Who runs which (variant, seed, fold) job: `local` runs them one after another in this process, `ray`
 runs each as a Ray task (one GPU, or N CPU cores, per job) on this machine or on a cluster.
 
 Both call the same job function (`run_job`, which calls `kit.training.loop.train_fold`) and

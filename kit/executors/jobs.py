@@ -1,4 +1,4 @@
-"""One (variant, fold) job: its inputs by value, and the one function that runs it wherever it runs."""
+"""One (variant, seed, fold) job: its inputs by value, and the one function that runs it wherever it runs."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from kit.config import CompetitionConfig, ModelConfig
 from kit.data.folds import load_fold_assignment
 from kit.data.sources import DataSource, open_source
 from kit.training.device import cpu_threads, deterministic_algorithms
+from kit.training.layout import run_dir
 from kit.training.loop import train_fold
 
 
@@ -26,16 +27,22 @@ class Job:
     resume: bool = False
     stop_after_epoch: int | None = None
     threads: int | None = None  # torch CPU threads for the job (None: torch's default)
+    seed: int | None = None  # one seed of the variant's `seeds` list (None: the competition seed, no list)
 
     @property
     def name(self) -> str:
-        return f"{self.mcfg.name} fold {self.fold}"
+        return f"{self.mcfg.name}{'' if self.seed is None else f' seed {self.seed}'} fold {self.fold}"
+
+    @property
+    def out_dir(self) -> Path:
+        """The job's run folder (runs/<v>/fold<k>, or runs/<v>/seed<s>/fold<k>)."""
+        return run_dir(self.cfg, self.mcfg.name, self.fold, self.seed)
 
 
 @dataclass(frozen=True)
 class JobResult:
     job: Job
-    preds: Path | None  # runs/<v>/fold<k>/preds.npz; None when the job stopped early (stop_after_epoch)
+    preds: Path | None  # <job.out_dir>/preds.npz; None when the job stopped early (stop_after_epoch)
     seconds: float = 0.0
     where: str = ""  # which process/node ran it (the Ray executor says which node and attempt)
 
@@ -51,5 +58,6 @@ def run_job(job: Job, console: Console | None = None, source: DataSource | None 
         if fold_of is None:
             fold_of = load_fold_assignment(job.cfg, source.train.ids)
         return train_fold(
-            job.cfg, job.mcfg, source, fold_of, job.fold, resume=job.resume, console=console, stop_after_epoch=job.stop_after_epoch
+            job.cfg, job.mcfg, source, fold_of, job.fold, resume=job.resume, console=console, stop_after_epoch=job.stop_after_epoch,
+            seed=job.seed,
         )

@@ -1,4 +1,4 @@
-"""The Ray executor: each (variant, fold) job is one Ray task, reserving one GPU (or N CPU cores).
+"""The Ray executor: each (variant, seed, fold) job is one Ray task, reserving one GPU (or N CPU cores).
 
 Local Ray by default (a private instance on this machine, nothing to set up); a running cluster by
 address (`--address auto` or `HOST:6379`). Jobs get their configs by value and open the data
@@ -7,7 +7,7 @@ runs/ and oof/ must be at the same paths on every node (a shared filesystem).
 
 Failures: a job whose worker process or node dies is retried by Ray (`max_retries`), and the retry
 resumes from the job's last checkpoint (runs/<v>/fold<k>/last.pt, written after every epoch).
-Each attempt records itself in runs/<v>/fold<k>/job.json (run token, attempt, node, pid); an attempt
+Each attempt records itself in the job's run folder (runs/<v>[/seed<s>]/fold<k>/job.json) (run token, attempt, node, pid); an attempt
 after the first of the same run resumes instead of starting over. A job that fails with an error
 (bad input, a bug) is not retried; the other jobs go on, and the failures are listed at the end.
 """
@@ -33,7 +33,6 @@ from kit.errors import KitError
 from kit.executors.jobs import Job, JobResult, run_job
 from kit.files import write_json
 from kit.progress import make_progress
-from kit.training.layout import run_dir
 
 JOB_RECORD = "job.json"
 
@@ -128,7 +127,7 @@ def absolute_paths(cfg: CompetitionConfig) -> CompetitionConfig:
 
 def _attempt(job: Job, token: str, job_fn: Callable[..., Path | None]) -> tuple[Path | None, float, str]:
     """One attempt at a job, inside a Ray worker. A second attempt of the same run resumes."""
-    record = run_dir(job.cfg, job.mcfg.name, job.fold) / JOB_RECORD
+    record = job.out_dir / JOB_RECORD
     previous = _read_record(record)
     attempt = previous["attempt"] + 1 if previous.get("run") == token else 1
     node = ray.get_runtime_context().get_node_id()

@@ -1,6 +1,8 @@
-"""Stage `kit train`: every (variant, fold) job on an executor, then the OOF of each variant whose folds are all done."""
+"""Stage `kit train`: every (variant, seed, fold) job on an executor, then the OOF of each variant whose folds are all done."""
 
 from __future__ import annotations
+
+from collections import Counter
 
 from rich.console import Console
 
@@ -33,9 +35,10 @@ def train(
     `executor` "local" runs the jobs one after another here; "ray" runs them as Ray tasks (local Ray,
     or the cluster at `address`). `cpus_per_job` sets each job's torch threads (and, on Ray, the cores
     it reserves; default 1 there, all cores locally); `gpus_per_job` (Ray only) defaults to one GPU per
-    job when the cluster has GPUs. A variant's OOF is written as soon as its last fold finishes.
-    `overrides` (`--epochs`, `--image-size`, ...) replace keys of every variant before the jobs are built,
-    so they are part of each job's identity.
+    job when the cluster has GPUs. A variant's OOF is written as soon as its last fold finishes. A variant
+    with `seeds` has a job per (seed, fold), each seed's OOF written when its folds are done and the
+    variant's (the seeds' mean) when all are. `overrides` (`--epochs`, `--image-size`, ...) replace keys
+    of every variant before the jobs are built, so they are part of each job's identity.
     """
     console = console or Console()
     if executor not in EXECUTORS:
@@ -58,7 +61,10 @@ def train(
         check_recipe_for_task(mcfg, source.task, cfg.source_file)
     for folder in (cfg.paths.runs, cfg.paths.oof, cfg.paths.cache):  # a read-only output fails now, not after training
         ensure_writable_dir(folder)
-    jobs = [Job(cfg, mcfg, k, resume, stop_after_epoch, cpus_per_job) for mcfg in mcfgs for k in fold_list]
+    jobs = [
+        Job(cfg, mcfg, k, resume, stop_after_epoch, cpus_per_job, seed=seed)
+        for mcfg in mcfgs for seed in (mcfg.seeds or [None]) for k in fold_list
+    ]
     if executor == "ray":
         try:
             from kit.executors.ray import run_ray
@@ -70,8 +76,13 @@ def train(
         from kit.executors.local import run_local
 
         results = run_local(jobs, source, fold_of, console)
-    remaining = {mcfg.name: len(fold_list) for mcfg in mcfgs}
+    per_seed = Counter((job.mcfg.name, job.seed) for job in jobs)
+    per_variant = Counter(job.mcfg.name for job in jobs)
     for result in results:
-        remaining[result.job.mcfg.name] -= 1
-        if remaining[result.job.mcfg.name] == 0:
-            assemble_oof(cfg, result.job.mcfg, source, fold_of, console=console)
+        job = result.job
+        per_seed[job.mcfg.name, job.seed] -= 1
+        if job.seed is not None and per_seed[job.mcfg.name, job.seed] == 0:
+            assemble_oof(cfg, job.mcfg, source, fold_of, console=console, seed=job.seed)
+        per_variant[job.mcfg.name] -= 1
+        if per_variant[job.mcfg.name] == 0:
+            assemble_oof(cfg, job.mcfg, source, fold_of, console=console)

@@ -59,6 +59,9 @@ def fold_data_fingerprint(source: DataSource, fold_of: np.ndarray, fold: int) ->
 # How a job is run, not what it computes: loader workers re-seed exactly as the main process would
 # (kit.training.loader), so changing these keeps a finished fold valid.
 EXECUTION_ONLY_KEYS = frozenset({"num_workers", "persistent_workers", "prefetch_factor"})
+# Which jobs a variant has, not what one job computes: a seed job's own seed is the identity's "seed" field,
+# so adding a seed to `seeds` keeps the finished seeds valid (and the key's absence changes no old identity).
+JOB_LIST_KEYS = frozenset({"seeds"})
 # Keys added after identities were first recorded: part of the identity only when set, so a config that
 # leaves them at their defaults keeps the identity (and the finished folds) it had before they existed.
 IDENTITY_WHEN_SET_KEYS = ("pseudo_label_from", "pseudo_label_temperature", "pseudo_label_min_confidence", "tta_scales")
@@ -66,7 +69,7 @@ IDENTITY_WHEN_SET_KEYS = ("pseudo_label_from", "pseudo_label_temperature", "pseu
 
 def _identity_exclusions(mcfg: ModelConfig) -> set[str]:
     at_default = {k for k in IDENTITY_WHEN_SET_KEYS if getattr(mcfg, k) == ModelConfig.model_fields[k].get_default(call_default_factory=True)}
-    return set(EXECUTION_ONLY_KEYS) | at_default
+    return set(EXECUTION_ONLY_KEYS | JOB_LIST_KEYS) | at_default
 
 
 def job_identity(mcfg: ModelConfig, data_fingerprint: dict[str, str], extra: dict[str, Any] | None = None) -> dict[str, str]:

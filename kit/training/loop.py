@@ -43,7 +43,7 @@ from kit.training.epoch import Trainer, WeightEMA, apply_freeze_schedule, make_s
 from kit.training.evaluation import evaluate, predict_logits
 from kit.training.heads import use_cosine_head
 from kit.training.identity import fold_identity, retrain_hint
-from kit.training.layout import run_dir
+from kit.training.layout import run_dir, seeded_config
 from kit.training.loader import make_train_loader
 from kit.training.losses import make_loss, prior_basis, recipe_prior
 from kit.training.optim import build_optimizer
@@ -96,14 +96,18 @@ def train_fold(
     resume: bool = False,
     console: Console | None = None,
     stop_after_epoch: int | None = None,
+    seed: int | None = None,
 ) -> Path | None:
     """Train on the other folds, predict fold `fold` and the test set; write runs/<v>/fold<k>/preds.npz.
 
     `stop_after_epoch` ends the job after that epoch as if it had been interrupted (tests, time boxes);
-    it returns None then, the preds path otherwise.
+    it returns None then, the preds path otherwise. `seed` (a job of the variant's `seeds` list) replaces
+    the competition seed (`seeded_config`) and writes to `run_dir(..., seed)`.
     """
     console = console or Console()
-    checkpoints = FoldCheckpoints(run_dir(cfg, mcfg.name, fold), fold_identity(cfg, mcfg, source, fold_of, fold), retrain_hint(mcfg.name, fold))
+    out_dir = run_dir(cfg, mcfg.name, fold, seed)
+    cfg = seeded_config(cfg, seed)
+    checkpoints = FoldCheckpoints(out_dir, fold_identity(cfg, mcfg, source, fold_of, fold), retrain_hint(mcfg.name, fold))
     if resume and checkpoints.finished():
         console.print(f"{mcfg.name} fold {fold}: already done ({checkpoints.preds}), skipped")
         return checkpoints.preds
