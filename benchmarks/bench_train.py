@@ -2,7 +2,7 @@
 
 Same model (built by the kit's registry from the variant's config, same seed), same batch size,
 sampler, loss, AdamW, gradient clipping, cosine schedule and augmentation, on the same uint8 cache.
-Kit side: the trainer's epoch function (`kit.training.loop._train_epoch`) over the kit's loader
+Kit side: the trainer's epoch function (`kit.training.epoch.train_one_epoch`) over the kit's loader
 (`make_train_loader`), model preparation, precision and GradScaler, exactly as `train_fold` sets
 them up, with its progress bar rendered to a terminal-like console (so drawing it is paid).
 Plain side: the loop below, a plain Dataset over the same cache and albumentations pipeline, no
@@ -51,8 +51,8 @@ from kit.models import create_model
 from kit.training.augment import build_augment
 from kit.training.dataset import IMAGENET_MEAN, IMAGENET_STD, CachedDataset
 from kit.training.device import pick_device, pick_precision, prepare_model
+from kit.training.epoch import make_scheduler, train_one_epoch
 from kit.training.loader import make_train_loader
-from kit.training.loop import _make_scheduler, _train_epoch
 from kit.training.losses import make_loss
 from kit.training.samplers import sample_weights
 
@@ -134,7 +134,7 @@ def kit_trainer(mcfg, images, labels, task, n_classes, device):
     precision = pick_precision(device, mcfg.amp)
     optimizer = torch.optim.AdamW(model.parameters(), lr=mcfg.lr, weight_decay=mcfg.weight_decay)
     dataset = CachedDataset(images, np.arange(len(images)), labels, mcfg.augment)
-    scheduler = _make_scheduler(optimizer, mcfg, len(images) // mcfg.batch_size)
+    scheduler = make_scheduler(optimizer, mcfg, len(images) // mcfg.batch_size)
     loss_fn = make_loss(mcfg, task, labels, device)
     weights = sample_weights(labels, mcfg.sampler_power) if mcfg.sampler_power > 0 else None
     loader, sampler = make_train_loader(dataset, weights, mcfg, device, drop_last=True, seed=0)
@@ -145,7 +145,7 @@ def kit_trainer(mcfg, images, labels, task, n_classes, device):
     def epoch() -> int:
         e = next(epochs)
         sampler.set_epoch(e)
-        _train_epoch(step_model, loader, loss_fn, optimizer, scheduler, scaler, None, mcfg, device, precision, console, f"bench e{e}")
+        train_one_epoch(step_model, loader, loss_fn, optimizer, scheduler, scaler, None, mcfg, device, precision, console, f"bench e{e}")
         return len(images) // mcfg.batch_size * mcfg.batch_size
 
     return epoch

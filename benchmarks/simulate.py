@@ -9,6 +9,11 @@ from kit.data.synth import COMPETITION_COUNTS
 COUNTS = list(COMPETITION_COUNTS.values())  # in the order of the classes
 
 
+def demo_counts(n: int = 5000, floor: int = 8) -> list[int]:
+    """The competition's class balance scaled to about n rows, every class at least `floor` (so each fold has it)."""
+    return [max(floor, round(c * n / sum(COUNTS))) for c in COUNTS]
+
+
 def stratified(y: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     fold = np.empty(len(y), dtype=np.int64)
     for cls in np.unique(y):
@@ -33,15 +38,17 @@ def sampler_model_oof(seed: int = 0, signal: float = 1.6, overconfidence: float 
     return logits.astype(np.float32), np.eye(c, dtype=np.uint8)[y], stratified(y, k, rng), q
 
 
-def complementary_members(n_members: int, seed: int = 0, k: int = 5, n_test: int = 2000):
+def complementary_members(n_members: int, seed: int = 0, k: int = 5, n_test: int = 2000, counts: list[int] | None = None):
     """(labels, fold, [(logits, test_logits, train_prior)]): each member sees its own share of the classes
-    well and the rest weakly, so a blend has something to gain; member j trained under a sampler of power j/2."""
+    well and the rest weakly, so a blend has something to gain; member j trained under a sampler of power j/2.
+    `counts`: rows per class (default: the competition's)."""
+    counts = COUNTS if counts is None else counts
     rng = np.random.default_rng(seed)
-    c = len(COUNTS)
-    y = rng.permutation(np.repeat(np.arange(c), COUNTS))
+    c = len(counts)
+    y = rng.permutation(np.repeat(np.arange(c), counts))
     labels = np.eye(c, dtype=np.uint8)[y]
     fold = stratified(y, k, rng)
-    prior = np.asarray(COUNTS) / sum(COUNTS)
+    prior = np.asarray(counts) / sum(counts)
     y_test = rng.choice(c, size=n_test, p=prior)
     members = []
     for j in range(n_members):

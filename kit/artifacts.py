@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from kit.config import relative_to_what
 from kit.errors import KitError
 from kit.files import atomic_write, read_csv, read_npz, write_json
 
@@ -92,7 +93,7 @@ def load_oof(path: str | Path) -> OOF:
     path = Path(path)
     remedy = f"run `kit train --variant {path.stem}` to write it again"
     if not path.is_file():
-        raise KitError(f"{path}: OOF file not found; run `kit train` for that variant first")
+        raise KitError(f"{path}: OOF file not found{relative_to_what(path)}; run `kit train` for that variant first")
     arrays = read_npz(path, remedy)
     missing = [k for k in OOF.__dataclass_fields__ if k not in arrays]
     if missing:
@@ -146,7 +147,7 @@ def read_folds(path: str | Path) -> pd.DataFrame:
     """folds.csv as (id: str, fold: int64); KitError naming the file and row when it is not what `kit folds` writes."""
     path = Path(path)
     if not path.is_file():
-        raise KitError(f"{path}: folds file not found; run `kit folds` first")
+        raise KitError(f"{path}: folds file not found{relative_to_what(path)}; run `kit folds` first")
     remedy = "run `kit folds` to write it again"
     df = read_csv(path, "id", remedy)
     if list(df.columns[:2]) != ["id", "fold"]:
@@ -188,6 +189,21 @@ def read_meta(path: str | Path) -> dict | None:
     if not isinstance(meta, dict):
         raise KitError(f"{path}: expected a JSON object; rewrite it with the stage that made it")
     return meta
+
+
+def require_same_data(meta: dict | None, current: str, source: str | Path, variant: str, accept: bool,
+                      config: str | Path | None = None) -> None:
+    """One line when an OOF was trained on other data than the data source holds now (a label fixed in
+    train.csv, images replaced): fitting or scoring its logits against the new labels would be silently wrong.
+    `calibrate.accept_stale_oof = true` accepts it on purpose; an OOF with no recorded fingerprint is accepted."""
+    recorded = (meta or {}).get("data_fingerprint")
+    if recorded is None or recorded == current or accept:
+        return
+    raise KitError(
+        f"{source}: trained on other data than the data source holds now (train labels or images changed after `kit train`); "
+        f"retrain it with `kit train --variant {variant}`, or set calibrate.accept_stale_oof = true in {config or 'the config'} "
+        "to use the old logits anyway"
+    )
 
 
 def require_metric(recorded: dict | None, current: dict, source: str | Path, rerun: str, config: str | Path | None = None) -> None:

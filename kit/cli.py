@@ -17,6 +17,7 @@ from typer.core import TyperGroup
 
 from kit.config import DEFAULT_CONFIG, CompetitionConfig, load_competition
 from kit.errors import KitError
+from kit.leaderboard.client import DEFAULT_WAIT_SECONDS
 
 # One command line: the help shows words (N, NAME, FILE), not Python types, and `--config FILE` may
 # come before or after the command (`kit --config c.toml train` = `kit train --config c.toml`).
@@ -218,11 +219,12 @@ def blend(
         help="Variants to blend (comma list or repeated); default: the config's.")] = None,
     variant: Annotated[list[str] | None, typer.Option("--variant", metavar="NAME", help="A variant to blend, repeatable (the same as --variants).")] = None,
     name: Annotated[str, typer.Option("--name", metavar="NAME", help="Submission name: <paths.submissions>/<NAME>.csv")] = "blend",
+    oof: Annotated[list[Path] | None, typer.Option("--oof", metavar="FILE", help="OOF npz file to blend instead of variants (repeatable).")] = None,
 ) -> None:
     """Blend the variants (calibration, weights and rule fitted inside each outer fold), write the submission."""
     from kit.stages.blend import blend as run_blend
 
-    run_blend(_cfg(), _split_names([*(variant or []), *(variants or [])]), name, console=console)
+    run_blend(_cfg(), _split_names([*(variant or []), *(variants or [])]), name, console=console, oof=oof)
 
 
 @app.command()
@@ -244,7 +246,7 @@ def submit(
     competition: Annotated[str | None, typer.Option("--competition", help="Competition slug (default: kaggle.competition).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and show what would be sent; send nothing.")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Wait until Kaggle has scored it; print its public score beside its nested-CV score.")] = False,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds --wait waits for the score.")] = 900.0,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds --wait waits for the score.")] = DEFAULT_WAIT_SECONDS,
     force: Annotated[bool, typer.Option("--force", help="Send a file even if the ledger shows these bytes were sent already.")] = False,
 ) -> None:
     """Validate a submission against the sample, record it in submissions/ledger.csv and send it to Kaggle."""
@@ -273,6 +275,19 @@ def download(
     from kit.stages.submit import download as run_download
 
     run_download(_cfg(), competition, console=console)
+
+
+@app.command()
+def init(
+    data_dir: Annotated[Path, typer.Argument(help="The competition's folder (train.csv, sample_submission.csv, image folders).")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Config file to write (default: configs/<competition>.toml).")] = None,
+    competition: Annotated[str | None, typer.Option("--competition", help="Kaggle competition slug (default: the folder's name).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace the config file if it exists.")] = False,
+) -> None:
+    """Write a competition config from the folder's own files and print what was found and why (needs no config)."""
+    from kit.stages.init import init as run_init
+
+    run_init(data_dir, output, competition, force, console=console)
 
 
 # First contact: doctor (will it fit, how fast) and plan (how long the grid takes).
@@ -319,7 +334,8 @@ def plan(
 
 def main() -> None:
     """Entry point: bad input (KitError, or a file operation that failed) becomes one line on stderr and
-    exit code 2; Ctrl-C becomes one "interrupted" line and exit code 130; never a traceback."""
+    exit code 2; Ctrl-C becomes one "interrupted" line and exit code 130 (SIGTERM: 143); never a traceback."""
+    previous_sigterm = _terminate_like_ctrl_c()
     try:
         app()
     except KitError as exc:
@@ -327,12 +343,38 @@ def main() -> None:
     except OSError as exc:  # a file operation the kit's own checks did not turn into a KitError
         where = f"{exc.filename}: " if exc.filename else ""
         _fail(f"{where}{exc.strerror or exc}; check that path (permissions, free space) and run again", 2)
-    except KeyboardInterrupt:
-        _interrupted()
+    except KeyboardInterrupt as exc:
+        _interrupted(_terminated(exc))
     except SystemExit as exc:
-        if exc.code == 130:  # typer turns Ctrl-C into a silent exit with code 130
-            _interrupted()
+        if exc.code == 130:  # typer turns Ctrl-C (and SIGTERM's Terminated) into a silent exit with code 130
+            _interrupted(_terminated(exc))
         raise
+    except Exception:  # a bug in the kit: its traceback, without any form of a Kaggle credential it may hold
+        import traceback
+
+        from kit.errors import scrub_secrets
+
+        sys.stderr.write(scrub_secrets(traceback.format_exc()))
+        sys.exit(1)
+    finally:
+        if previous_sigterm is not None:
+            import signal
+
+            signal.signal(signal.SIGTERM, previous_sigterm)
+
+
+def _terminated(exc: BaseException) -> bool:
+    """Whether SIGTERM's Terminated is `exc` or in its chain (typer re-raises it as Exit(130))."""
+    from kit.errors import Terminated
+
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, Terminated):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _fail(message: str, code: int) -> None:
@@ -341,7 +383,34 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
-def _interrupted() -> None:
+def _terminate_like_ctrl_c():
+    """SIGTERM (kill, a scheduler's time limit) raises Terminated in this process, so temp files are removed and
+    one line is printed. Children forked later (loader workers) get the default action back."""
+    import os
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    pid = os.getpid()
+
+    def handler(signum, frame):
+        if os.getpid() != pid:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        from kit.errors import Terminated
+
+        raise Terminated()
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def _interrupted(terminated: bool = False) -> None:
+    if terminated:
+        err_console.print("terminated (SIGTERM): files written so far are complete, none is half-written; "
+                          "`kit train --resume` continues training", highlight=False, soft_wrap=True)
+        sys.exit(143)
     err_console.print("interrupted: files written so far are complete, none is half-written; `kit train --resume` continues training",
                       highlight=False, soft_wrap=True)
     sys.exit(130)

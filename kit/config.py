@@ -8,11 +8,14 @@ file and the key.
 
 from __future__ import annotations
 
+import math
+import os
+import re
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kit.errors import KitError
 from kit.files import read_text
@@ -22,15 +25,83 @@ DEFAULT_MODELS = Path("configs/models")
 Task = Literal["multi-class", "multi-label"]
 
 
+# Names and paths are data (issue 18): one alphabet for every name that becomes part of a file name, checked
+# before anything is read or written; `~` and `$VAR` in path keys expanded, an unset variable refused.
+NAME_ALPHABET = "letters, digits, '.', '_' and '-'"
+NAME_MAX_LENGTH = 100
+_NAME = re.compile(r"[A-Za-z0-9._-]+")
+RESERVED_NAMES = ("ledger", "cv_vs_public", "optuna", "folds", "all")  # files the kit writes itself, or a keyword
+RESERVED_SUFFIXES = (".calibration", ".decision", ".per_class", ".holder", ".lock", ".tmp", "_confusion", "_per_class", "_reliability")
+
+
+def name_problem(value: object) -> str | None:
+    """Why `value` cannot be a name the kit makes file names of (None when it can)."""
+    if not isinstance(value, str) or not value:
+        return "a name must be non-empty text"
+    if len(value) > NAME_MAX_LENGTH:
+        return f"{len(value)} characters; a name has at most {NAME_MAX_LENGTH}"
+    bad = sorted({c for c in value if not _NAME.fullmatch(c)})
+    if bad:
+        return f"holds {', '.join(repr(c) for c in bad[:5])}; a name may hold only {NAME_ALPHABET}"
+    if ".." in value or value[0] in ".-":
+        return "may not start with '.' or '-' nor hold '..'"
+    lower = value.lower()
+    if lower in RESERVED_NAMES:
+        return f"reserved: the kit uses it for its own files or as a keyword ({', '.join(RESERVED_NAMES)})"
+    if lower.endswith(RESERVED_SUFFIXES):
+        return f"ends like a file the kit writes beside a variant's ({', '.join(RESERVED_SUFFIXES)})"
+    return None
+
+
+def check_name(value: object, what: str) -> str:
+    """`value` when it is a valid name; else KitError naming `what` (e.g. "--name") and the rule."""
+    problem = name_problem(value)
+    if problem:
+        raise KitError(f"{what} {value!r}: {problem}")
+    return value  # type: ignore[return-value]
+
+
+def _name_field(value: object) -> object:
+    problem = name_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def expand_path(value: object) -> object:
+    """`~` and `$VAR`/`${VAR}` in a path key expanded; a variable that is not set is refused (a literal `$HOME/x`
+    folder would otherwise be created in the working directory)."""
+    if not isinstance(value, str | Path):
+        return value
+    text = os.path.expandvars(os.path.expanduser(str(value)))
+    unset = re.search(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", text)
+    if unset:
+        raise ValueError(f"environment variable ${unset.group(1)} is not set; set it, or write the path out")
+    if text.startswith("~"):
+        raise ValueError(f"'{text.split('/')[0]}' is not a user of this machine; write the path out")
+    return Path(text)
+
+
+def relative_to_what(path: Path) -> str:
+    """For messages about a missing path: a relative path is relative to the working directory, not the config."""
+    return "" if Path(path).is_absolute() else f" (relative to the working directory {Path.cwd()}, not to the config file)"
+
+
+Name = Annotated[str, BeforeValidator(_name_field)]
+Slug = Annotated[str, BeforeValidator(lambda v: v if v == "" else _name_field(v))]  # "": no Kaggle competition (MedMNIST)
+PathKey = Annotated[Path, BeforeValidator(expand_path)]
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: no float key of any config or recipe may be inf or nan (issue 18)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DataConfig(_Strict):
     """Where the competition's files are and how to read them."""
 
     source: Literal["kaggle", "medmnist"] = "kaggle"
-    dir: Path = Path("data/synth")
+    dir: PathKey = Path("data/synth")
     # Kaggle layout
     train_csv: str = "train.csv"
     test_csv: str = "sample_submission.csv"
@@ -42,10 +113,17 @@ class DataConfig(_Strict):
     train_images: str = "train/{id}.png"
     test_images: str = "test/{id}.png"
     solution_csv: str | None = None
+    # label_column layouts (kit init writes these): a multi-label cell holds labels joined by label_separator;
+    # none_label is the value that means "no class" (e.g. "No Finding"), read as a row of zeros; integer labels
+    # are ordered numerically (0, 1, 2, ..., 10), names alphabetically, unless the sample's columns give the order
+    label_separator: str = Field("|", min_length=1)
+    none_label: str | None = None
     # MedMNIST layout: npz file inside dir
     npz: str = "chestmnist.npz"
     # what to do with a missing or unreadable image
     on_bad_image: Literal["stop", "skip"] = "stop"
+    # an image with more pixels is refused in one line before it is decoded (a decompression bomb, a huge scan)
+    max_image_pixels: int = Field(50_000_000, ge=1)
 
     @model_validator(mode="after")
     def _one_label_format(self) -> DataConfig:
@@ -77,7 +155,7 @@ class MetricConfig(_Strict):
 class FoldsConfig(_Strict):
     n_folds: int = Field(5, ge=2)
     seed: int = 42
-    path: Path = Path("folds/folds.csv")
+    path: PathKey = Path("folds/folds.csv")
 
 
 class CalibrateConfig(_Strict):
@@ -91,18 +169,28 @@ class CalibrateConfig(_Strict):
     selection: Literal["one_se", "best"] = "one_se"  # the simplest candidate within one SE of the best, or the best
     storage: str = "sqlite:///oof/optuna.db"
     threshold_method: Literal["metric", "youden", "f1"] = "metric"  # multi-label fitted thresholds
+    accept_stale_oof: bool = False  # calibrate/blend an OOF trained on data that has changed since (normally refused)
+
+
+class BlendConfig(_Strict):
+    """`kit blend`'s stacker (the weighting "stack", kit.ensemble.stack): its C grid, inner CV and class weighting."""
+
+    stack_cs: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]] = Field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0], min_length=1)
+    stack_inner_folds: int = Field(3, ge=2, le=20)  # inner stratified K-fold that chooses C (log-loss)
+    stack_max_inner_rows: int = Field(10_000, ge=100)  # the inner CV of C runs on at most this many fitting rows (fixed seed)
+    stack_class_weight: Literal["none", "balanced"] = "none"  # "balanced": classes weigh equally in the fit
 
 
 class PathsConfig(_Strict):
-    oof: Path = Path("oof")
-    submissions: Path = Path("submissions")
-    cache: Path = Path(".cache/kit")
-    models: Path = Path("configs/models")
-    runs: Path = Path("runs")
+    oof: PathKey = Path("oof")
+    submissions: PathKey = Path("submissions")
+    cache: PathKey = Path(".cache/kit")
+    models: PathKey = Path("configs/models")
+    runs: PathKey = Path("runs")
 
 
 class KaggleConfig(_Strict):
-    competition: str = "26-t-1-dl-gen-ainppe-1"
+    competition: Slug = "26-t-1-dl-gen-ainppe-1"
 
 
 class CompetitionConfig(_Strict):
@@ -110,14 +198,23 @@ class CompetitionConfig(_Strict):
 
     task: Task = "multi-class"
     seed: int = 42
-    variants: list[str] = Field(default_factory=list)
+    variants: list[Name] = Field(default_factory=list)
     data: DataConfig = DataConfig()
     metric: MetricConfig = MetricConfig()
     folds: FoldsConfig = FoldsConfig()
     calibrate: CalibrateConfig = CalibrateConfig()
+    blend: BlendConfig = BlendConfig()
     paths: PathsConfig = PathsConfig()
     kaggle: KaggleConfig = KaggleConfig()
     source_file: Path | None = Field(None, exclude=True)
+
+    @field_validator("variants")
+    @classmethod
+    def _each_variant_once(cls, variants: list[str]) -> list[str]:
+        repeated = sorted({v for v in variants if variants.count(v) > 1})
+        if repeated:
+            raise ValueError(f"variant {repeated[0]!r} is listed {variants.count(repeated[0])} times; list each variant once")
+        return variants
 
     @model_validator(mode="after")
     def _metric_fits_task(self) -> CompetitionConfig:
@@ -129,7 +226,7 @@ class CompetitionConfig(_Strict):
 class ModelConfig(_Strict):
     """One variant's training recipe; defaults follow the published ConvNeXt report."""
 
-    name: str = ""
+    name: Name = ""
     backbone: str = "convnext_tiny"
     pretrained: bool = True
     weights: str | None = None
@@ -188,12 +285,30 @@ class ModelConfig(_Strict):
     compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
     persistent_workers: bool = True  # with num_workers > 0: keep loader workers alive across epochs
     prefetch_factor: int = Field(2, ge=1)  # with num_workers > 0: batches each worker prepares ahead
+    # second round and scale TTA (docs/training.md, "Pseudo-labels" and "Test-time augmentation")
+    pseudo_label_from: str | None = None  # first-round variant whose test_logits[k] soft-label the test images in fold k
+    pseudo_label_temperature: float = Field(1.0, gt=0, allow_inf_nan=False)  # soft labels softmax(logits / T)
+    pseudo_label_min_confidence: float = Field(0.0, ge=0, lt=1, allow_inf_nan=False)  # drop test images less sure than this
+    tta_scales: list[float] = Field(default_factory=lambda: [1.0], min_length=1)  # held-out/test logits averaged over rescaled images
 
     @model_validator(mode="after")
     def _recipe_combinations(self) -> ModelConfig:
         problem = recipe_conflict(self)
         if problem:
             raise ValueError(problem)
+        return self
+
+    @model_validator(mode="after")
+    def _second_round_and_tta(self) -> ModelConfig:
+        bad_scales = [s for s in self.tta_scales if not (math.isfinite(s) and 0.5 < s <= 2.0)]
+        if bad_scales:
+            raise ValueError(f"key 'tta_scales': {bad_scales[0]} is not a rescaling factor in (0.5, 2]")
+        if self.pseudo_label_from is None:
+            unused = [k for k in ("pseudo_label_temperature", "pseudo_label_min_confidence") if k in self.model_fields_set]
+            if unused:
+                raise ValueError(f"key '{unused[0]}': it applies to pseudo-labels, but pseudo_label_from is not set")
+        elif self.pseudo_label_from in ("", self.name):
+            raise ValueError(f"key 'pseudo_label_from' = {self.pseudo_label_from!r}: name a first-round variant, not this one")
         return self
 
 
@@ -230,6 +345,23 @@ def recipe_conflict(m: ModelConfig) -> str | None:
     return None
 
 
+SOFTMAX_ONLY_LOSSES = (*REBALANCING_LOSSES, "ce")  # losses over a softmax: one label per image
+
+
+def recipe_task_conflict(m: ModelConfig, task: str) -> str | None:
+    """Why a variant's keys do not fit the competition's task (None when they do): the task is known
+    only with the competition config, so this is checked when a job is built, not at load."""
+    if task != "multi-label":
+        return None
+    if m.loss in SOFTMAX_ONLY_LOSSES:
+        return f"key 'loss': \"{m.loss}\" is a softmax loss for multi-class; use \"bce\" or \"focal\" for multi-label"
+    if m.tau_norm > 0:
+        return "key 'tau_norm': τ-normalisation balances a softmax head; the task is multi-label"
+    if m.class_weights != "none":
+        return "key 'class_weights': multi-label losses weight labels by pos_weight; the task is multi-label"
+    return None
+
+
 def _first_error_line(path: Path, err: ValidationError) -> str:
     first = err.errors()[0]
     if not first["loc"]:  # a check across keys: its message names them
@@ -244,7 +376,7 @@ def _first_error_line(path: Path, err: ValidationError) -> str:
 
 def _read_toml(path: Path) -> dict:
     if not path.is_file():
-        raise KitError(f"{path}: config file not found")
+        raise KitError(f"{path}: config file not found{relative_to_what(path)}")
     try:
         return tomllib.loads(read_text(path, "check the path"))
     except tomllib.TOMLDecodeError as exc:
@@ -273,15 +405,45 @@ def _submissions_per_config(raw: dict, path: Path) -> dict:
 
 def load_model(name: str, cfg: CompetitionConfig) -> ModelConfig:
     """Read and validate `configs/models/<name>.toml` (the directory comes from paths.models)."""
+    check_name(name, "variant")
     path = cfg.paths.models / f"{name}.toml"
     if not path.is_file():
         known = ", ".join(available_variants(cfg)) or "none"
-        raise KitError(f"{path}: no such variant '{name}' (known: {known})")
+        raise KitError(f"{path}: no such variant '{name}' (known: {known}){relative_to_what(path)}")
     raw = _read_toml(path)
+    if "name" in raw and raw["name"] != name:
+        raise KitError(
+            f"{path}: key 'name' = {raw['name']!r} differs from the file's name {name!r}; a variant is named by its file: "
+            "remove the key (or rename the file), so that two files never write one variant's runs and OOF"
+        )
     try:
-        return ModelConfig.model_validate({"name": name, **raw, "source_file": path})
+        mcfg = ModelConfig.model_validate({**raw, "name": name, "source_file": path})
     except ValidationError as exc:
         raise KitError(_first_error_line(path, exc)) from None
+    problem = input_size_problem(mcfg)
+    if problem:
+        raise KitError(f"{path}: {problem}")
+    return mcfg
+
+
+def input_size_problem(mcfg: ModelConfig) -> str | None:
+    """Why the backbone cannot take `image_size` images (None when it can, or when timm does not know it):
+    a fixed-size transformer (ViT, Swin) fails at its first batch otherwise, after the data is cached."""
+    import timm
+
+    if not timm.is_model(mcfg.backbone):
+        return None
+    pretrained = timm.models.get_pretrained_cfg(mcfg.backbone)
+    if pretrained is None or not pretrained.input_size:
+        return None
+    size = int(pretrained.input_size[-1])
+    if pretrained.fixed_input_size and mcfg.image_size != size:
+        return (f"key 'image_size' = {mcfg.image_size}: backbone '{mcfg.backbone}' takes only {size} px images (a fixed input size); "
+                f"set image_size = {size}, or choose a convolutional backbone")
+    smallest = int(pretrained.min_input_size[-1]) if pretrained.min_input_size else None
+    if smallest and mcfg.image_size < smallest:
+        return f"key 'image_size' = {mcfg.image_size}: backbone '{mcfg.backbone}' needs images of at least {smallest} px; set image_size >= {smallest}"
+    return None
 
 
 def model_file(mcfg: ModelConfig) -> Path:
@@ -299,6 +461,11 @@ def resolve_variants(names: list[str] | None, cfg: CompetitionConfig) -> list[st
         if not cfg.variants:
             raise KitError(f"{cfg.source_file}: key 'variants' is empty; list the variants to train")
         return list(cfg.variants)
+    for name in names:
+        check_name(name, "variant")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise KitError(f"variant {repeated[0]!r} is given {names.count(repeated[0])} times; give each variant once")
     return names
 
 

@@ -10,10 +10,12 @@ not an archive) into one line naming the file.
 from __future__ import annotations
 
 import errno
+import glob
 import io
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +58,7 @@ def atomic_write(path: str | Path, write) -> None:
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -67,6 +70,21 @@ def atomic_write(path: str | Path, write) -> None:
     except BaseException:
         _remove(tmp)
         raise
+
+
+STALE_TEMP_SECONDS = 600.0  # a temp file untouched this long belongs to a writer that was killed (SIGKILL, power loss)
+
+
+def remove_stale_temps(path: Path, older_than: float = STALE_TEMP_SECONDS) -> None:
+    """Remove the temp files of earlier writes of `path` whose writer was killed before it could clean up.
+    Only files untouched for `older_than` seconds: a live writer (another process) keeps its file's mtime fresh."""
+    now = time.time()
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        try:
+            if now - tmp.stat().st_mtime > older_than:
+                tmp.unlink()
+        except OSError:
+            pass
 
 
 def ensure_writable_dir(path: str | Path) -> None:
@@ -113,11 +131,16 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(obj).__name__}")
 
 
+def _relative_note(path: Path) -> str:
+    """A relative path is relative to the working directory (not to the config file): messages say so."""
+    return "" if path.is_absolute() else f" (relative to the working directory {Path.cwd()})"
+
+
 def read_text(path: str | Path, remedy: str) -> str:
     """A text file as UTF-8 (a leading BOM is dropped); KitError naming the line of a byte that is not UTF-8."""
     path = Path(path)
     if not path.is_file():
-        raise KitError(f"{path}: file not found; {remedy}")
+        raise KitError(f"{path}: file not found{_relative_note(path)}; {remedy}")
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -132,9 +155,10 @@ def read_text(path: str | Path, remedy: str) -> str:
         ) from None
 
 
-def read_csv(path: str | Path, id_column: str, remedy: str) -> pd.DataFrame:
-    """A CSV with at least one row; ids are strings and only empty fields are missing values
-    ("NA" or "null" is an id, not a gap). KitError naming the file when it is empty, not UTF-8 or not CSV."""
+def read_csv(path: str | Path, id_column: str, remedy: str, text_columns: list[str] | None = None) -> pd.DataFrame:
+    """A CSV with at least one row; ids (and `text_columns`, e.g. patient ids) are strings exactly as written
+    ("000012" is not "12") and only empty fields are missing values ("NA" or "null" is an id, not a gap).
+    KitError naming the file when it is empty, not UTF-8 or not CSV."""
     import pandas as pd  # here: the config loader imports this module and should stay light
 
     path = Path(path)
@@ -142,7 +166,8 @@ def read_csv(path: str | Path, id_column: str, remedy: str) -> pd.DataFrame:
     if not text.strip():
         raise KitError(f"{path}: file is empty; {remedy}")
     try:
-        frame = pd.read_csv(io.StringIO(text), dtype={id_column: str}, keep_default_na=False, na_values=[""])
+        dtypes = {c: str for c in [id_column, *(text_columns or [])] if c}
+        frame = pd.read_csv(io.StringIO(text), dtype=dtypes, keep_default_na=False, na_values=[""])
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
         raise KitError(f"{path}: not a readable CSV ({' '.join(str(exc).split())}); {remedy}") from None
     if frame.empty:
@@ -161,7 +186,7 @@ def read_npz(path: str | Path, remedy: str, keys: list[str] | None = None) -> di
     missing, empty, not an npz archive, truncated or holds pickled objects."""
     path = Path(path)
     if not path.is_file():
-        raise KitError(f"{path}: file not found; {remedy}")
+        raise KitError(f"{path}: file not found{_relative_note(path)}; {remedy}")
     with open(path, "rb") as f:
         head = f.read(2)
     if head != b"PK":  # every zip archive, hence every npz, starts with "PK"

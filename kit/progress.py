@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from typing import TypeVar
-
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -14,8 +11,6 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-
-T = TypeVar("T")
 
 
 def make_progress(console: Console | None = None, *extra_columns, refresh_per_second: float = 10) -> Progress:
@@ -32,14 +27,3 @@ def make_progress(console: Console | None = None, *extra_columns, refresh_per_se
         transient=False,
         refresh_per_second=refresh_per_second,
     )
-
-
-def track(items: Iterable[T], description: str, total: int | None = None, console: Console | None = None) -> Iterator[T]:
-    """Iterate with a progress bar (the kit's replacement for tqdm)."""
-    if total is None and hasattr(items, "__len__"):
-        total = len(items)  # type: ignore[arg-type]
-    with make_progress(console) as progress:
-        task = progress.add_task(description, total=total)
-        for item in items:
-            yield item
-            progress.advance(task)

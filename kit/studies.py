@@ -202,4 +202,20 @@ def dashboard(cfg: CompetitionConfig, host: str = "127.0.0.1", port: int = 8080,
     console = console or Console()
     storage = open_storage(cfg.calibrate.storage)
     console.print(f"optuna-dashboard on {masked(cfg.calibrate.storage)}: http://{host}:{port}/  (Ctrl-C stops it)", highlight=False, soft_wrap=True)
+    if not is_loopback(host):
+        console.print(f"warning: --host {host} is not a loopback address: anyone who can reach this machine on port {port} "
+                      "can read (and delete) these studies, without authentication; use --host 127.0.0.1 and an SSH tunnel",
+                      style="yellow", markup=False, highlight=False, soft_wrap=True)
     optuna_dashboard.run_server(storage, host=host, port=port)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` only listens on this machine (127.0.0.0/8, ::1, localhost); '0.0.0.0' and '' are every interface."""
+    import ipaddress
+
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False

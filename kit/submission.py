@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import hashlib
 import io
 from pathlib import Path
 from typing import Any
@@ -64,11 +65,18 @@ def sample_path(cfg: CompetitionConfig) -> Path | None:
 
 
 def read_sample(path: Path) -> pd.DataFrame:
-    """The sample submission, which must have rows: a header alone would let a 0-row submission pass."""
+    """The sample submission, which must have rows (a header alone would let a 0-row submission pass)
+    and each id once (a file matching a sample with a repeated id would repeat it, and be refused by Kaggle)."""
     remedy = "download the competition data again (`kit download`)"
     sample = read_csv_str(path, remedy)
     if sample.empty:
         raise KitError(f"{path}: has a header but no rows, so no submission can be checked against it; {remedy}")
+    ids = sample.iloc[:, 0].astype(str)
+    repeated = ids.duplicated(keep=False).to_numpy()
+    if repeated.any():
+        rows = [int(r) + 2 for r in np.flatnonzero(repeated)[:2]]
+        raise KitError(f"{path}: rows {rows[0]} and {rows[1]} have the same id {ids.iloc[rows[0] - 2]!r} (column "
+                       f"'{sample.columns[0]}'); each test id must appear once; {remedy}")
     return sample
 
 
@@ -96,8 +104,12 @@ def template_frame(test_ids: np.ndarray, classes: list[str], id_column: str) -> 
     return frame
 
 
-def to_indicator(frame: pd.DataFrame, classes: list[str], id_column: str, source: str) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, (n, C) uint8 indicator) from a one-hot or label-column frame; KitError names the bad row."""
+def to_indicator(
+    frame: pd.DataFrame, classes: list[str], id_column: str, source: str, separator: str | None = None, none_label: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, (n, C) uint8 indicator) from a one-hot or label-column frame; KitError names the bad row.
+    A label column holds one class per row, or (multi-label, `separator` given) classes joined by it,
+    `none_label` standing for none."""
     fmt = submission_format(frame, classes, id_column, source)
     ids = frame[id_column].astype(str).to_numpy()
     if fmt == "one-hot":
@@ -119,9 +131,11 @@ def to_indicator(frame: pd.DataFrame, classes: list[str], id_column: str, source
     index = {c: k for k, c in enumerate(classes)}
     out = np.zeros((len(frame), len(classes)), dtype=np.uint8)
     for row, label in enumerate(labels.tolist()):
-        if not isinstance(label, str) or label not in index:
-            raise KitError(f"{source}: row {row + 2} (id {ids[row]}) has label {label!r}, not one of the {len(classes)} classes")
-        out[row, index[label]] = 1
+        names = [] if label == none_label else label.split(separator) if separator and isinstance(label, str) else [label]
+        for name in names:
+            if not isinstance(name, str) or name.strip() not in index:
+                raise KitError(f"{source}: row {row + 2} (id {ids[row]}) has label {name!r}, not one of the {len(classes)} classes")
+            out[row, index[name.strip()]] = 1
     return ids, out
 
 
@@ -132,6 +146,8 @@ def validate_submission(
     classes: list[str] | None = None,
     source: str = "submission",
     reference: str = "the sample submission",
+    separator: str | None = None,
+    none_label: str | None = None,
 ) -> None:
     """Raise KitError unless `df` has the sample's columns and ids (same order), no missing values,
     values the sample's format allows, and one positive per row for multi-class."""
@@ -164,7 +180,7 @@ def validate_submission(
         classes = others if len(others) > 1 else None
     if classes is None:  # label column without a known class list: only non-empty strings can be checked
         return
-    ids, indicator = to_indicator(df, list(classes), id_column, source)
+    ids, indicator = to_indicator(df, list(classes), id_column, source, separator, none_label)
     check_one_label_per_row(ids, indicator, task, source)
 
 
@@ -189,8 +205,13 @@ def _value_text(sample: pd.DataFrame, classes: list[str]) -> tuple[str, str]:
     return "0", "1"
 
 
-def build_submission(pred: np.ndarray, test_ids: np.ndarray, classes: list[str], sample: pd.DataFrame, id_column: str) -> pd.DataFrame:
-    """Fill the sample's frame with `pred` rows matched by id (the sample's order wins)."""
+def build_submission(
+    pred: np.ndarray, test_ids: np.ndarray, classes: list[str], sample: pd.DataFrame, id_column: str,
+    separator: str | None = None, none_label: str | None = None,
+) -> pd.DataFrame:
+    """Fill the sample's frame with `pred` rows matched by id (the sample's order wins). A one-label-column
+    sample gets each row's class name (integers stay integers: they are the names); with a `separator`
+    (multi-label) the row's classes joined by it, and `none_label` for a row of none."""
     test_ids = np.asarray(test_ids, dtype=str)
     if pred.shape != (len(test_ids), len(classes)):
         raise KitError(f"predictions have shape {pred.shape}, expected ({len(test_ids)}, {len(classes)})")
@@ -214,11 +235,24 @@ def build_submission(pred: np.ndarray, test_ids: np.ndarray, classes: list[str],
             if col not in out.columns:
                 out[col] = sample[col].to_numpy()
     else:
-        label_col = [c for c in sample.columns if c != id_column][0]
-        if (ordered.sum(axis=1) != 1).any():
-            raise KitError("sample submission has one label column, but some rows have no or several predicted classes")
-        out[label_col] = np.asarray(classes, dtype=object)[ordered.argmax(axis=1)]
+        out[[c for c in sample.columns if c != id_column][0]] = _label_cells(ordered, classes, separator, none_label)
     return out[list(sample.columns)]
+
+
+def _label_cells(ordered: np.ndarray, classes: list[str], separator: str | None, none_label: str | None) -> np.ndarray:
+    """The label column's cells: one class name per row, or (multi-label) the row's classes joined by `separator`."""
+    counts = ordered.sum(axis=1)
+    if separator is None:
+        if (counts != 1).any():
+            raise KitError("sample submission has one label column, but some rows have no or several predicted classes")
+        return np.asarray(classes, dtype=object)[ordered.argmax(axis=1)]
+    if (counts == 0).any() and none_label is None:
+        raise KitError(
+            f"{int((counts == 0).sum())} rows have no predicted class and the label column has no value for none; "
+            "set data.none_label to the competition's (e.g. \"No Finding\")"
+        )
+    names = np.asarray(classes, dtype=object)
+    return np.array([separator.join(names[row == 1]) if row.any() else none_label for row in ordered], dtype=object)
 
 
 def write_submission(
@@ -233,13 +267,15 @@ def write_submission(
     classes = [str(c) for c in classes]
     spath = sample_path(cfg)
     sample = read_sample(spath) if spath is not None else template_frame(test_ids, classes, cfg.data.id_column)
-    frame = build_submission(pred, test_ids, classes, sample, cfg.data.id_column)
+    separator, none_label = label_joining(cfg)
+    frame = build_submission(pred, test_ids, classes, sample, cfg.data.id_column, separator, none_label)
     reference = "the sample submission" if spath is not None else "the test ids of the data source"
-    validate_submission(frame, sample, cfg.task, classes, source=f"submission {name}", reference=reference)
+    validate_submission(frame, sample, cfg.task, classes, source=f"submission {name}", reference=reference, separator=separator, none_label=none_label)
     out = cfg.paths.submissions / f"{name}.csv"
     text = frame.to_csv(index=False, lineterminator="\n")
     atomic_write(out, lambda f: f.write(text.encode()))
     meta = {
+        "csv_sha256": hashlib.sha256(text.encode()).hexdigest(),  # `kit submit` uses this JSON only beside these bytes
         "name": name,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "task": cfg.task,
@@ -253,6 +289,13 @@ def write_submission(
     }
     write_json(out.with_suffix(".json"), meta)
     return out
+
+
+def label_joining(cfg: CompetitionConfig) -> tuple[str | None, str | None]:
+    """(separator, none value) of a one-label-column submission: multi-label rows join their classes."""
+    if cfg.task != "multi-label":
+        return None, None
+    return cfg.data.label_separator, cfg.data.none_label
 
 
 def is_synthetic(cfg: CompetitionConfig) -> bool:
@@ -272,6 +315,11 @@ def check_submission_file(path: Path, cfg: CompetitionConfig, classes: list[str]
         sample = template_frame(np.asarray(source.test.ids, dtype=str), classes, cfg.data.id_column)
     else:
         sample = read_sample(spath)
+        if classes is None and len(sample.columns) == 2:  # one label column: its values must be the training classes
+            from kit.data.sources import open_source
+
+            classes = list(open_source(cfg).classes)
     reference = "the sample submission" if spath is not None else "the test ids of the data source"
-    validate_submission(frame, sample, cfg.task, classes, source=str(path), reference=reference)
+    separator, none_label = label_joining(cfg)
+    validate_submission(frame, sample, cfg.task, classes, source=str(path), reference=reference, separator=separator, none_label=none_label)
     return frame

@@ -11,12 +11,13 @@ import pytest
 from scipy.special import log_softmax
 
 from kit.artifacts import OOF, load_oof, save_oof
-from kit.config import CalibrateConfig
+from kit.config import BlendConfig, CalibrateConfig
 from kit.decision.candidates import FitContext, candidates_for
 from kit.decision.metrics import LinearCountMetric
 from kit.decision.nested import nested_cv
 from kit.ensemble.aggregate import AGGREGATIONS, TEST_AGGREGATION, aggregate_predict
 from kit.ensemble.pipeline import Member, fit_blends, mixture_scorer
+from kit.ensemble.select import BLEND_WEIGHTINGS, select_blend
 from kit.ensemble.weights import equal, greedy, mix, single_best
 from kit.errors import KitError
 from kit.stages.blend import blend
@@ -52,12 +53,12 @@ def _context(classes=("a", "b", "c", "d")):
     return FitContext("multi-class", tuple(classes), WEIGHTS, PRIOR, CalibrateConfig())
 
 
-def _nested_pipeline(zs, labels, fold, weightings, rules):
+def _nested_pipeline(zs, labels, fold, weightings, rules, blend_settings=None):
     members, ctx = _members(zs), _context()
     fitted_per_fold = {}
 
     def fit_rows(rows):
-        return fit_blends(members, labels, rows, weightings, candidates_for("multi-class", WEIGHTS, rules), ctx)
+        return fit_blends(members, labels, rows, weightings, candidates_for("multi-class", WEIGHTS, rules), ctx, blend_settings)
 
     def evaluate(fitted, held):
         return {f"{w} + {r}": WEIGHTS.score(labels[held], b.predict([m.logits[held] for m in members])) for (w, r), b in fitted.items()}
@@ -100,6 +101,59 @@ def test_nested_blend_never_sees_the_held_out_fold():
             np.testing.assert_array_equal(b.weights, reference[k][key].weights)
             assert b.decision.to_dict() == reference[k][key].decision.to_dict()
             assert [c.temperature for c in b.calibrations] == [c.temperature for c in reference[k][key].calibrations]
+
+
+def test_stacker_is_fitted_on_the_outer_training_rows_only():
+    """Poisoned held-out labels of fold k leave fold k's stacker (C chosen by inner CV, coefficients) and the rule
+    fitted on its output unchanged; class-balanced stacking predicts under a flat prior and says so."""
+    labels, fold, zs = complementary(600, seed=1)
+    _, reference = _nested_pipeline(zs, labels, fold, ["stack"], ["bayes"])
+    rng = np.random.default_rng(0)
+    for k in (0, 3):
+        scrambled = labels.copy()
+        held = np.flatnonzero(fold == k)
+        scrambled[held] = scrambled[rng.permutation(held)][:, ::-1]
+        _, fitted = _nested_pipeline(zs, scrambled, fold, ["stack"], ["bayes"])
+        got, ref = fitted[k][("stack", "bayes")], reference[k][("stack", "bayes")]
+        assert got.weights is None and got.stacker.chosen_c == ref.stacker.chosen_c
+        assert got.stacker.inner_log_loss == ref.stacker.inner_log_loss and len(got.stacker.inner_log_loss[0]) == 4
+        np.testing.assert_array_equal(got.stacker.models[0][-1].coef_, ref.stacker.models[0][-1].coef_)
+        assert got.decision.to_dict() == ref.decision.to_dict()
+    # the poison does reach the stackers of the folds that train on those rows
+    assert not np.array_equal(fitted[1][("stack", "bayes")].stacker.models[0][-1].coef_, reference[1][("stack", "bayes")].stacker.models[0][-1].coef_)
+    balanced = fit_blends(_members(zs), labels, np.ones(len(labels), dtype=bool), ["stack"], candidates_for("multi-class", WEIGHTS, ["bayes"]),
+                          _context(), BlendConfig(stack_class_weight="balanced"))[("stack", "bayes")]
+    assert balanced.stacker.output_prior == pytest.approx(np.full(4, 0.25)) and balanced.stacker.describe()["class_weight"] == "balanced"
+    assert balanced.decision.calibrator.train_prior == pytest.approx(np.full(4, 0.25))  # the rule's prior correction undoes it
+
+
+def test_stack_is_compared_and_chosen_where_members_complement_each_other():
+    """Complementary members: a per-class combination beats any one weight per member, and the one-SE choice takes it."""
+    labels, fold, zs = complementary(1000)
+    rules = candidates_for("multi-class", WEIGHTS, ["argmax", "bayes", "offsets"])
+    selection = select_blend(_members(zs), labels, fold, _context(), BLEND_WEIGHTINGS, rules)
+    assert [p for p in selection.pairs if p[0] == "stack"] == [("stack", "argmax"), ("stack", "bayes"), ("stack", "offsets")]
+    assert selection.pairs[-1] == ("stack", "offsets")  # the most fitted pair is the last in simplicity
+    assert selection.chosen[0] == "stack" and selection.final.stacker is not None
+    best_weighted = max(s.mean for p, s in selection.scores.items() if p[0] != "stack")
+    assert selection.scores[selection.chosen].mean > best_weighted + 0.2
+    pred = aggregate_predict(selection.final, [np.stack([z[:50]] * 3) for z in zs])  # the test set through the stacker
+    np.testing.assert_array_equal(pred, selection.final.predict([z[:50] for z in zs]))
+
+
+@pytest.mark.parametrize(
+    "line, key",
+    [("stack_cs = [0.1, 0.0]", "blend.stack_cs.1"), ("stack_cs = []", "blend.stack_cs"), ("stack_cs = [nan]", "blend.stack_cs.0"),
+     ("stack_inner_folds = 1", "blend.stack_inner_folds"), ("stack_max_inner_rows = 10", "blend.stack_max_inner_rows"),
+     ('stack_class_weight = "inverse"', "blend.stack_class_weight"), ("stack_c = 1.0", "blend.stack_c")],
+)
+def test_blend_config_keys_refused_with_one_line(tmp_path, capsys, line, key):
+    from tests.conftest import assert_one_line_error, run_kit
+
+    path = tmp_path / "bad.toml"
+    path.write_text(f"[blend]\n{line}\n")
+    code, _, err = run_kit(["--config", path, "blend"], capsys)
+    assert_one_line_error(code, err, str(path), f"'{key}'")
 
 
 def test_member_calibration_undoes_each_members_own_sampler():
@@ -176,11 +230,13 @@ def test_blend_stage_writes_submission_oof_and_pictures(tmp_path, capsys):
     assert len(frame) == 40
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["variants"] == ["v1", "v2"]
-    assert sum(meta["weights"].values()) == pytest.approx(1.0)
+    assert meta["weighting"] == "stack" and meta["weights"] is None  # complementary members: the stacker wins
+    assert len(meta["stacker"]["chosen_c"]) == 1 and set(meta["weights_per_fold"]) == {str(k) for k in range(5)}
     assert meta["nested_cv_score"] > meta["trivial_baseline"]
     assert meta["metric"] == WEIGHTS.params() and meta["test_aggregation"] == "mean_probs"
     table = {row["key"]: row for row in meta["nested_cv_table"]}
-    assert len(table) == 9 and table[f"{meta['weighting']} + {meta['decision_rule']}"]["chosen"]
+    assert len(table) == 12 and {"stack + argmax", "stack + bayes", "stack + offsets"} <= set(table)
+    assert table[f"{meta['weighting']} + {meta['decision_rule']}"]["chosen"]
     assert meta["nested_cv_score"] == table[f"{meta['weighting']} + {meta['decision_rule']}"]["nested_cv"]
     blended = load_oof(cfg.paths.oof / "blend_t.npz")
     assert blended.logits.shape == (300, 4) and blended.test_logits.shape == (5, 40, 4)
@@ -313,6 +369,33 @@ def test_cli_blend_score_and_bad_input(tmp_path):
     assert missing.returncode == 2 and "file not found" in missing.stderr and "Traceback" not in missing.stderr
 
 
+def test_cli_blend_oof_files_as_members(tmp_path, capsys):
+    """`kit blend --oof FILE` (repeatable), as `kit calibrate --oof`: members named by their file names, read from
+    anywhere; --oof with --variants, or two files with one name, is one line and exit code 2."""
+    import shutil
+
+    from tests.conftest import assert_one_line_error, run_kit
+
+    cfg, _ = _stage_setup(tmp_path)
+    config = _toml(cfg, tmp_path / "c.toml")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for src, dst in (("v1", "first"), ("v2", "second")):
+        for suffix in (".npz", ".json"):
+            shutil.copy(cfg.paths.oof / f"{src}{suffix}", elsewhere / f"{dst}{suffix}")
+    code, out, err = run_kit(["--config", config, "blend", "--oof", elsewhere / "first.npz", "--oof", elsewhere / "second.npz", "--name", "files"], capsys)
+    assert code == 0, err
+    assert json.loads((cfg.paths.submissions / "files.json").read_text())["variants"] == ["first", "second"]
+    assert (cfg.paths.oof / "blend_files.npz").is_file()
+    code, _, err = run_kit(["--config", config, "blend", "--oof", elsewhere / "first.npz", "--variants", "v1", "--name", "both"], capsys)
+    assert_one_line_error(code, err, "--oof", "--variants", "not both")
+    (elsewhere / "sub").mkdir()
+    shutil.copy(elsewhere / "first.npz", elsewhere / "sub" / "first.npz")
+    code, _, err = run_kit(["--config", config, "blend", "--oof", elsewhere / "first.npz", "--oof", elsewhere / "sub" / "first.npz"], capsys)
+    assert_one_line_error(code, err, "two files with one name")
+    assert not (cfg.paths.submissions / "both.csv").exists() and not (cfg.paths.submissions / "blend.csv").exists()
+
+
 def test_reliability_bins_by_hand():
     from kit.plots import reliability_bins
 
@@ -320,3 +403,29 @@ def test_reliability_bins_by_hand():
     assert count[0] == 1 and count[9] == 2 and count[1:9].sum() == 0
     assert acc[9] == pytest.approx(0.5) and conf[9] == pytest.approx(0.95)
     assert ece == pytest.approx(0.05 / 3 + 2 / 3 * 0.45)
+
+
+def test_a_blend_worse_than_trivial_in_every_fold_submits_the_trivial_prediction_and_says_so(tmp_path, capsys, monkeypatch):
+    from types import SimpleNamespace
+
+    from kit.decision.nested import NestedScore
+    from kit.stages import blend as stage
+
+    trivial = NestedScore((-3.0, -3.0))
+    def selection(*folds):
+        return SimpleNamespace(pairs=[("a", "x"), ("b", "y")], scores={("a", "x"): NestedScore(folds[0]), ("b", "y"): NestedScore(folds[1])},
+                               trivial=trivial)
+    assert stage._worse_than_trivial_everywhere(selection((-3.5, -3.1), (-4.0, -3.2)))
+    assert not stage._worse_than_trivial_everywhere(selection((-3.5, -3.0), (-4.0, -3.2)))  # a tie in one fold is not worse
+    assert not stage._worse_than_trivial_everywhere(selection((-3.5, -3.1), (-2.0, -3.2)))  # better in one fold
+
+    cfg, labels = _stage_setup(tmp_path)
+    monkeypatch.setattr(stage, "_worse_than_trivial_everywhere", lambda selection: True)
+    out = blend(cfg, None, "anti")
+    err = capsys.readouterr().err
+    assert "scores below the trivial baseline in every fold" in err and "anti.csv holds the trivial prediction" in err
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["decision_rule"] == "trivial" and meta["nested_cv_score"] == meta["trivial_baseline"]
+    majority = ["No Finding", "Effusion", "Mass", "Hernia"][int(labels.sum(axis=0).argmax())]
+    frame = check_submission_file(out, cfg)
+    assert (frame[majority].astype(int) == 1).all() and frame.drop(columns=["id", majority]).astype(int).to_numpy().sum() == 0

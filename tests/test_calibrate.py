@@ -69,7 +69,7 @@ def test_stage_writes_decision_report_and_png(stage):
     assert decisions["v"].to_dict() == decision.to_dict()
     report = json.loads((root / "oof" / "v.calibration.json").read_text())
     assert report["chosen"] == decision.rule and decision.fitted_on == oof_fingerprint(oof) == report["fitted_on"]
-    assert report["metric"] == decision.metric == {"name": "linear", "a": 1.0, "b": 1.0, "w": 5.0}
+    assert report["metric"] == decision.metric.params() == {"name": "linear", "a": 1.0, "b": 1.0, "w": 5.0}
     rows = {r["key"]: r for r in report["rows"]}
     assert list(rows) == ["trivial", "argmax", "prior_argmax", "bayes", "bayes_alpha", "offsets"]
     for r in rows.values():
@@ -93,6 +93,21 @@ def test_stage_refuses_an_oof_made_for_another_metric(stage):
     save_oof(root / "oof" / "w3.npz", oof, {"metric": LinearCountMetric(w=3.0).params()})
     expected = r"w3.json: made for metric linear\(a=1, b=1, w=3\) but .* has linear\(a=1, b=1, w=5\); rerun `kit train --variant w3`"
     _expect_refusal(cfg, root / "oof" / "w3.npz", root, expected)
+
+
+def test_stage_refuses_an_oof_trained_on_data_that_changed_since_unless_accepted(stage):
+    from kit.data.sources import open_source
+
+    cfg, oof, root = stage
+    current = open_source(cfg).train.fingerprint
+    save_oof(root / "oof" / "old.npz", oof, {"metric": LinearCountMetric().params(), "data_fingerprint": "before-the-label-fix"})
+    expected = r"old.npz: trained on other data than the data source holds now .*kit train --variant old.*calibrate.accept_stale_oof = true"
+    _expect_refusal(cfg, root / "oof" / "old.npz", root, expected)
+    save_oof(root / "oof" / "same.npz", oof, {"metric": LinearCountMetric().params(), "data_fingerprint": current})
+    calibrate(cfg, [root / "oof" / "same.npz"], quiet_console())
+    accepting = cfg.model_copy(update={"calibrate": cfg.calibrate.model_copy(update={"accept_stale_oof": True})})
+    calibrate(accepting, [root / "oof" / "old.npz"], quiet_console())
+    assert (root / "oof" / "old.decision.json").is_file()
 
 
 def test_stage_refuses_an_unknown_candidate(stage):

@@ -179,7 +179,7 @@ def test_every_candidate_fits_and_predicts_one_class_per_row(make_oof):
     for name, decision in fitted.items():
         pred = decision.predict(logits)
         assert pred.shape == labels.shape and (pred.sum(axis=1) == 1).all(), name
-        assert decision.rule == name and decision.metric == W.params()
+        assert decision.rule == name and decision.metric.params() == W.params()
     assert (fitted["trivial"].predict(logits)[:, 0] == 1).all()  # the majority class everywhere
     np.testing.assert_array_equal(fitted["argmax"].predict_indices(logits), logits.argmax(axis=1))
     assert fitted["offsets"].extra["start"] in ("argmax", "bayes")

@@ -15,7 +15,7 @@ from rich.console import Console
 from kit.config import ModelConfig
 from kit.stages.train import train
 from kit.training.device import pick_precision, prepare_model
-from kit.training.loop import run_dir
+from kit.training.layout import run_dir
 
 
 def quiet() -> Console:

@@ -67,11 +67,42 @@ class FakeKaggle:
         self.limits = {"numToday": 2, "numTotal": 9, "numAllowedNow": 3}
         self.submissions: dict[int, dict] = {}
         self.next_ref = 4242
+        self.faults: dict[str, list[str]] = {}  # call name (e.g. "CreateSubmission") -> fault modes, one per request
+        self.release = threading.Event()  # a stalled request waits for this (set when the test ends)
+        self.headers: dict[str, str] = {}  # of the request being answered, for the "echo" fault
+
+    def fail(self, call: str, *modes: str) -> None:
+        """The next requests of `call` fail with these modes, in order (FAULTS); later ones are answered normally."""
+        self.faults.setdefault(call, []).extend(modes)
 
     def calls(self) -> list[tuple[str, str]]:
         return [(r["method"], r["path"]) for r in self.requests]
 
     def answer(self, method: str, path: str, body: bytes) -> tuple[int, dict | bytes, dict]:
+        modes = self.faults.get(path.rsplit("/", 1)[-1])
+        mode = modes.pop(0) if modes else None
+        if mode == "stall":  # the request takes effect, but no answer comes until the test ends (30 s at most)
+            self._answer(method, path, body)
+            self.release.wait(30)
+            return 503, {"code": 503, "message": "stalled"}, {}
+        if mode == "429":
+            return 429, {"code": 429, "message": "Too many requests"}, {"Retry-After": "0"}
+        if mode == "5xx":
+            return 503, {"code": 503, "message": "backend unavailable"}, {}
+        if mode == "echo":  # a server error page that repeats the request's Authorization header
+            return 400, {"code": 400, "message": f"bad request; Authorization: {self.headers.get('Authorization', '')}"}, {}
+        status, payload, headers = self._answer(method, path, body)
+        if mode == "created-then-502":  # the submission exists, but the answer is lost
+            return 502, b"<html>Bad Gateway</html>", {"Content-Type": "text/html"}
+        if mode == "garbled":
+            return 200, b'{"message": "Successfully submitted", "ref": 42', {"Content-Type": "application/json"}
+        if mode == "no-ref":
+            return 200, {"message": "Successfully submitted"}, {}
+        if mode == "ansi":
+            return 200, {**payload, "message": "\x1b[2J\x1b[31mSuccessfully\x1b[0m [bold red]submitted[/]\x07\rOVERWRITE"}, headers
+        return status, payload, headers
+
+    def _answer(self, method: str, path: str, body: bytes) -> tuple[int, dict | bytes, dict]:
         if self.reject_auth:
             return 401, {"code": 401, "message": "Unauthenticated"}, {}
         if method == "POST" and path == "/api/v1/security.OAuthService/IntrospectToken":
@@ -117,16 +148,20 @@ def _handler(state: FakeKaggle):
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
             state.requests.append({"method": method, "path": self.path, "headers": dict(self.headers), "body": body})
+            state.headers = dict(self.headers)
             status, payload, headers = state.answer(method, self.path, body)
             data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-            self.send_response(status)
-            if not isinstance(payload, bytes):
-                self.send_header("Content-Type", "application/json")
-            for key, value in headers.items():
-                self.send_header(key, value)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            try:
+                self.send_response(status)
+                if not isinstance(payload, bytes):
+                    self.send_header("Content-Type", "application/json")
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            except OSError:  # the client gave up waiting (a stalled answer)
+                pass
 
         def do_POST(self):
             self._handle("POST")
@@ -149,6 +184,7 @@ def fake_kaggle():
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield state
+    state.release.set()
     server.shutdown()
     server.server_close()
     thread.join(timeout=5)
@@ -484,3 +520,170 @@ def test_download_unpacks_into_data_slug(tmp_path, fake_kaggle):
     assert not list(target.glob("*.zip"))  # the archive is removed once unpacked
     assert json.loads(fake_kaggle.requests[0]["body"]) == {"competitionName": "fake-comp"}
     assert "data/fake-comp" in result.stdout and "folds" in result.stdout
+    assert "kit init data/fake-comp" in " ".join(result.stdout.split())
+
+
+# Faults of the server and races (issue 18, class 1): nothing lost, nothing sent twice, nothing hangs.
+
+@pytest.mark.parametrize("mode, extra", [
+    ("created-then-502", []), ("garbled", []), ("no-ref", []), ("stall", ["--timeout", "3"]),
+])
+def test_a_created_submission_whose_answer_is_lost_is_unknown_until_submissions_finds_it(tmp_path, fake_kaggle, capsys, mode, extra):
+    config, good = _setup(tmp_path)
+    ledger = good.parent / "ledger.csv"
+    fake_kaggle.fail("CreateSubmission", mode)
+    result = _kit(tmp_path, config, "submit", str(good), "-m", "lost answer", *extra, fake=fake_kaggle, timeout=60)
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "may have been submitted" in lines[0] and "UNKNOWN" in lines[0] and "kit submissions" in lines[0], result.stderr
+    assert "check the competition slug" not in result.stderr and "Traceback" not in result.stderr
+    row = read_ledger(ledger).iloc[0]
+    assert row["status"] == "UNKNOWN" and row["ref"] == "" and row["error_description"]
+    code, _, err = run_kit(["--config", config, "submit", good, "-m", "try again"], capsys)  # the same bytes: refused, nothing asked
+    assert_one_line_error(code, err, "may already be on 'fake-comp'", "UNKNOWN", "kit submissions", "--force")
+    assert [c for c in fake_kaggle.calls() if c[1].endswith("CreateSubmission")] == [("POST", f"{API}/CreateSubmission")]
+
+    later = _kit(tmp_path, config, "submissions", fake=fake_kaggle)
+    assert later.returncode == 0, later.stderr
+    row = read_ledger(ledger).iloc[0]
+    assert row["ref"] == "4242" and row["status"] in ("PENDING", "COMPLETE") and len(read_ledger(ledger)) == 1
+    assert "is on Kaggle as ref 4242" in later.stdout
+    code, _, err = run_kit(["--config", config, "submit", good, "-m", "try again"], capsys)
+    assert_one_line_error(code, err, "already sent to 'fake-comp' as ref 4242")
+    _never_leaks(tmp_path, result.stdout, result.stderr, later.stdout, later.stderr)
+
+
+def test_an_unknown_submission_that_kaggle_does_not_have_becomes_not_found_and_may_be_sent_again(tmp_path, fake_kaggle):
+    config, good = _setup(tmp_path)
+    fake_kaggle.fail("CreateSubmission", "5xx")  # a server error before anything was created
+    first = _kit(tmp_path, config, "submit", str(good), "-m", "server down", fake=fake_kaggle)
+    assert first.returncode == 1 and "may have been submitted" in first.stderr and "HTTP 503" in first.stderr, first.stderr
+    later = _kit(tmp_path, config, "submissions", fake=fake_kaggle)
+    assert later.returncode == 0 and "not among Kaggle's latest submissions: it was not created" in later.stdout, later.stdout
+    assert read_ledger(good.parent / "ledger.csv")["status"].tolist() == ["NOT_FOUND"]
+    again = _kit(tmp_path, config, "submit", str(good), "-m", "server back", fake=fake_kaggle)
+    assert again.returncode == 0, again.stderr
+    assert read_ledger(good.parent / "ledger.csv")["status"].tolist() == ["NOT_FOUND", "PENDING"]
+
+
+def test_read_calls_retry_429_and_5xx_but_create_submission_is_never_retried(tmp_path, fake_kaggle):
+    config, good = _setup(tmp_path)
+    fake_kaggle.fail("GetSubmissionLimits", "429", "5xx")
+    fake_kaggle.fail("GetSubmission", "5xx", "429")
+    fake_kaggle.pending_answers = 0
+    result = _kit(tmp_path, config, "submit", str(good), "-m", "busy server", "--wait", fake=fake_kaggle)
+    assert result.returncode == 0, result.stderr
+    calls = [c[1].rsplit("/", 1)[-1] for c in fake_kaggle.calls()]
+    assert calls.count("GetSubmissionLimits") == 3 and calls.count("GetSubmission") == 3 and calls.count("CreateSubmission") == 1
+
+    fake_kaggle.fail("CreateSubmission", "429")
+    other = tmp_path / "submissions" / "other.csv"
+    other.write_text(good.read_text().replace("t1,1,0,0", "t1,0,1,0"))
+    limited = _kit(tmp_path, config, "submit", str(other), "-m", "rate limited", fake=fake_kaggle)
+    assert_one_line_error(limited.returncode, limited.stderr, "rate-limited (HTTP 429", "wait a few minutes", "nothing was submitted")
+    assert [c[1] for c in fake_kaggle.calls()].count(f"{API}/CreateSubmission") == 2  # the refused one was not retried
+    assert read_ledger(good.parent / "ledger.csv")["file"].tolist() == [str(good)]
+
+    fake_kaggle.fail("ListSubmissions", "5xx", "5xx", "5xx", "5xx")
+    fake_kaggle.fail("GetSubmission", "5xx", "5xx", "5xx", "5xx")
+    shown = _kit(tmp_path, config, "submissions", "--all", fake=fake_kaggle)
+    assert shown.returncode == 0 and "server error (HTTP 503" in shown.stdout and "retry later" in shown.stdout, shown.stdout
+
+
+def test_a_stalled_server_never_holds_submit_past_its_timeout(tmp_path, fake_kaggle):
+    config, good = _setup(tmp_path)
+    fake_kaggle.fail("GetSubmissionLimits", "stall")
+    fake_kaggle.fail("StartSubmissionUpload", "stall")
+    result = _kit(tmp_path, config, "submit", str(good), "-m", "stalled", "--timeout", "2", fake=fake_kaggle, timeout=60)
+    assert_one_line_error(result.returncode, result.stderr, "nothing was submitted")
+    assert read_ledger(good.parent / "ledger.csv").empty
+    assert ("POST", f"{API}/CreateSubmission") not in fake_kaggle.calls()
+
+
+def test_two_submits_of_one_file_at_the_same_moment_send_it_once(tmp_path, fake_kaggle):
+    config, good = _setup(tmp_path)
+    command = [sys.executable, "-c", LAUNCHER, "--config", str(config), "submit", str(good), "-m", "race"]
+    env = _env(tmp_path, fake_kaggle)
+    runs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path) for _ in range(2)]
+    results = [(p.wait(timeout=90), p.stderr.read()) for p in runs]
+    for p in runs:
+        p.stdout.close()
+        p.stderr.close()
+    assert sorted(code for code, _ in results) == [0, 2], results
+    assert "already sent to 'fake-comp'" in next(err for code, err in results if code == 2)
+    assert [c[1] for c in fake_kaggle.calls()].count(f"{API}/CreateSubmission") == 1
+    rows = read_ledger(good.parent / "ledger.csv")
+    assert rows["ref"].tolist() == ["4242"] and rows["row_id"].str.len().tolist() == [32]
+
+
+def test_another_competition_than_the_config_is_refused_unless_forced(tmp_path, fake_kaggle, capsys):
+    config, good = _setup(tmp_path)
+    code, _, err = run_kit(["--config", config, "submit", good, "-m", "x", "--competition", "other-comp"], capsys)
+    assert_one_line_error(code, err, "--competition 'other-comp' is not the config's kaggle.competition 'fake-comp'", "--force")
+    code, out, _ = run_kit(["--config", config, "submit", good, "-m", "x", "--competition", "other-comp", "--dry-run"], capsys)
+    assert code == 0 and "would be refused without --force" in out
+    assert fake_kaggle.requests == [] and not (good.parent / "ledger.csv").exists()
+
+
+def test_a_sample_with_a_repeated_id_is_refused(tmp_path, fake_kaggle, capsys):
+    config, good = _setup(tmp_path)
+    sample = tmp_path / "data" / "sample_submission.csv"
+    sample.write_text("id,A,B,C\nt1,0,0,0\nt2,0,0,0\nt1,0,0,0\n")
+    code, _, err = run_kit(["--config", config, "submit", good, "-m", "x"], capsys)
+    assert_one_line_error(code, err, str(sample), "rows 2 and 4 have the same id 't1'")
+    assert fake_kaggle.requests == []
+
+
+def test_a_provenance_json_of_another_csv_is_refused(tmp_path, fake_kaggle, capsys):
+    config, good = _setup(tmp_path)
+    assert json.loads(good.with_suffix(".json").read_text())["csv_sha256"] == file_sha256(good)
+    good.write_text(good.read_text().replace("t1,1,0,0", "t1,0,1,0"))  # edited after `kit blend`: still a valid file
+    code, _, err = run_kit(["--config", config, "submit", good, "-m", "x"], capsys)
+    assert_one_line_error(code, err, str(good.with_suffix(".json")), "describes another CSV", "kit blend")
+    assert fake_kaggle.requests == [] and not (good.parent / "ledger.csv").exists()
+
+
+# Text from outside (issue 18, class 4): shown as text, never a credential in any form.
+
+@pytest.mark.parametrize("creds", ["key", "token"])
+def test_a_server_message_that_echoes_the_authorization_header_is_scrubbed(tmp_path, fake_kaggle, creds):
+    config, good = _setup(tmp_path)
+    fake_kaggle.fail("StartSubmissionUpload", "echo")
+    result = _kit(tmp_path, config, "submit", str(good), "-m", "echo", fake=fake_kaggle, creds=creds)
+    assert_one_line_error(result.returncode, result.stderr, "HTTP 400", "Authorization: ", "***", "nothing was submitted")
+    echoed = fake_kaggle.requests[-1]["headers"]["Authorization"]
+    assert echoed.split()[1] not in result.stderr  # the header really was echoed, and masked
+    _never_leaks(tmp_path, result.stdout, result.stderr)
+
+
+def test_server_text_loses_escape_sequences_and_markup_is_shown_as_text(tmp_path, fake_kaggle):
+    config, good = _setup(tmp_path)
+    fake_kaggle.fail("CreateSubmission", "ansi")
+    fake_kaggle.pending_answers = 0
+    fake_kaggle.outcome = {"status": "ERROR", "errorDescription": f"\x1b[31mbad rows\x1b[0m\x1b]0;title\x07 for key {SECRET}\r\nOK"}
+    result = _kit(tmp_path, config, "submit", str(good), "-m", "ansi", "--wait", fake=fake_kaggle)
+    assert result.returncode == 1, result.stderr
+    for text in (result.stdout, result.stderr, (good.parent / "ledger.csv").read_text()):
+        assert not any(c in text for c in "\x1b\x07\r"), repr(text)
+    assert "Successfully [bold red]submitted[/] OVERWRITE" in result.stdout
+    assert "bad rows for key *** OK" in result.stderr
+    assert read_ledger(good.parent / "ledger.csv").iloc[0]["error_description"] == "bad rows for key *** OK"
+    _never_leaks(tmp_path, result.stdout, result.stderr)
+
+
+def test_download_never_overwrites_a_file_changed_since_the_last_download(tmp_path, fake_kaggle):
+    config, _ = _setup(tmp_path)
+    buf = tmp_path / "archive.zip"
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("train.csv", "id,A,B,C\nx,1,0,0\n")
+    fake_kaggle.archive = buf.read_bytes()
+    first = _kit(tmp_path, config, "download", fake=fake_kaggle)
+    assert first.returncode == 0, first.stderr
+    train = tmp_path / "data" / "fake-comp" / "train.csv"
+    train.write_text("id,A,B,C\nx,0,1,0\n")  # the user fixed a label
+    again = _kit(tmp_path, config, "download", fake=fake_kaggle)
+    assert_one_line_error(again.returncode, again.stderr, "changed after the last `kit download`", "'train.csv'", "nothing was unpacked")
+    assert train.read_text() == "id,A,B,C\nx,0,1,0\n" and not list(train.parent.glob("*.zip"))
+    train.unlink()
+    third = _kit(tmp_path, config, "download", fake=fake_kaggle)  # moved away: unpacked again
+    assert third.returncode == 0 and train.read_text() == "id,A,B,C\nx,1,0,0\n", third.stderr

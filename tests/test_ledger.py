@@ -159,7 +159,7 @@ def test_submissions_completes_pending_rows_and_finds_interrupted_uploads(record
         RemoteSubmission(ref=13, status="COMPLETE", public_score="-1.5", file_name="good.csv", description="never arrived",
                          date="2025-03-01T09:00:00"),  # before the row was written: another submission
     ]
-    monkeypatch.setattr(client, "connect", lambda console=None: object())
+    monkeypatch.setattr(client, "connect", lambda console=None, deadline=None: object())
     monkeypatch.setattr(client, "get_submission", lambda api, ref: answers[ref])
     monkeypatch.setattr(client, "list_submissions", lambda api, slug: listed)
     monkeypatch.setattr(client, "submission_limits", lambda api, slug: SubmissionLimits(used_today=1, left_today=4))
@@ -177,7 +177,7 @@ def test_submissions_shows_the_ledger_when_kaggle_cannot_be_asked(recorded, monk
     cfg, ledger = recorded
     before = ledger.read_bytes()
 
-    def no_credentials(console=None):
+    def no_credentials(console=None, deadline=None):
         raise KitError("Kaggle credentials not found: put your API token in ~/.kaggle/kaggle.json")
 
     monkeypatch.setattr(client, "connect", no_credentials)
@@ -195,11 +195,11 @@ def test_submit_wait_that_times_out_exits_1_and_keeps_the_row_pending(tmp_path, 
     cfg = make_layout(tmp_path, ["A", "B", "C"], ["t1", "t2", "t3"])
     good = write_submission(one_hot(["A", "C", "B"]), np.array(["t1", "t2", "t3"]), CLASSES, cfg, "good", {"nested_cv_score": -1.0})
     sent: list[tuple] = []
-    monkeypatch.setattr(client, "connect", lambda console=None: object())
+    monkeypatch.setattr(client, "connect", lambda console=None, deadline=None: object())
     monkeypatch.setattr(client, "submission_limits", lambda api, slug: None)
     monkeypatch.setattr(client, "send", lambda api, file, message, slug: (sent.append((file, message, slug)), (31, "ok"))[1])
     monkeypatch.setattr(client, "get_submission", lambda api, ref: RemoteSubmission(ref=ref, status="PENDING"))
-    with pytest.raises(KitError, match=r"\(ref 31\) is not scored after 0\.05 s; it stays PENDING") as err:
+    with pytest.raises(KitError, match=r"\(ref 31\) is not scored within --timeout 0\.05 s; it stays PENDING") as err:
         submit(cfg, good, "slow day", wait=True, timeout=0.05, console=Console(record=True))
     assert err.value.exit_code == 1 and sent == [(good, "slow day", cfg.kaggle.competition)]
     row = read_ledger(cfg.paths.submissions / "ledger.csv").iloc[0]

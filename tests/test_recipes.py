@@ -24,11 +24,11 @@ from kit.training.crt import retrain_classifier, tau_normalise
 from kit.training.heads import NormedLinear, use_cosine_head
 from kit.training.losses import check_recipe_for_task, effective_number_weights, recipe_prior
 from kit.training.optim import build_optimizer
-from kit.training.samplers import class_prior, sample_weights, sampler_prior
+from kit.training.samplers import sample_weights, sampler_prior, smoothed_class_prior
 
 COUNTS = np.array([400, 100, 25, 5])
 LABELS = np.repeat(np.eye(4, dtype=np.uint8), COUNTS, axis=0)
-FREQ = class_prior(LABELS, "multi-class")  # (n + 0.5) / Σ: the training folds' class frequencies
+FREQ = smoothed_class_prior(LABELS, "multi-class")  # (n + 0.5) / Σ: the training folds' class frequencies
 
 
 def _normalised(x: np.ndarray) -> np.ndarray:
@@ -282,7 +282,7 @@ def test_layer_decay_scales_learning_rate_by_depth():
 
 def test_gradient_accumulation_equals_one_large_batch():
     from kit.training.device import pick_precision
-    from kit.training.loop import _train_epoch
+    from kit.training.epoch import train_one_epoch
 
     rng = np.random.default_rng(0)
     x = torch.from_numpy(rng.integers(0, 256, (16, 1, 8, 8), dtype=np.uint8))
@@ -300,7 +300,7 @@ def test_gradient_accumulation_equals_one_large_batch():
             return torch.nn.functional.cross_entropy(logits, t.argmax(1))
 
         cpu = torch.device("cpu")
-        _train_epoch(model, batches, loss_fn, optimizer, None, scaler, None, mcfg, cpu, pick_precision(cpu, False), Console(quiet=True), "t")
+        train_one_epoch(model, batches, loss_fn, optimizer, None, scaler, None, mcfg, cpu, pick_precision(cpu, False), Console(quiet=True), "t")
         assert optimizer.state[model[1].weight]["step"] == 1  # one optimizer step for the whole group
         assert not torch.equal(before[0], model[1].weight)
         results.append([p.detach().clone() for p in model.parameters()])

@@ -268,12 +268,16 @@ def test_resume_with_unchanged_inputs_skips_every_fold(trained, tmp_path, capsys
 def test_resume_of_an_interrupted_fold_after_labels_changed_names_the_checkpoint(trained, tmp_path, capsys):
     root = clone(trained, tmp_path)
     cfg = load_competition(root / "competition.toml")
+    fold0 = root / "runs" / "tiny" / "fold0"
+    earlier = {name: (fold0 / name).read_bytes() for name in ("preds.npz", "last.pt", "best.pt")}
     train(cfg, ["tiny"], [0], resume=False, stop_after_epoch=1, console=quiet())
-    assert (root / "runs" / "tiny" / "fold0" / "last.pt").is_file() and not (root / "runs" / "tiny" / "fold0" / "preds.npz").exists()
+    # a fresh run that did not finish loses nothing of the earlier one: its preds stay, its checkpoints are kept aside
+    assert (fold0 / "last.pt").is_file() and (fold0 / "preds.npz").read_bytes() == earlier["preds.npz"]
+    assert (fold0 / "last.pt.previous").read_bytes() == earlier["last.pt"] and (fold0 / "best.pt.previous").read_bytes() == earlier["best.pt"]
     change_one_label(root / "data")
     before = snapshot(root, "runs", "oof")
     code, _, err = kit(root, capsys, "train", "--variant", "tiny", "--fold", "0", "--resume")
-    assert_one_line_error(code, err, str(root / "runs" / "tiny" / "fold0" / "last.pt"), "train labels changed")
+    assert_one_line_error(code, err, str(fold0 / "preds.npz"), "train labels changed")
     assert snapshot(root, "runs", "oof") == before
 
 

@@ -48,6 +48,23 @@ def test_label_column_submission(tmp_path):
     assert out.read_text().splitlines() == ["id,label", "t5,C", "t1,A", "t3,A", "t2,B", "t4,B"]
 
 
+def test_multi_label_label_column_submission_joins_classes(tmp_path):
+    """A one-label-column sample in a multi-label competition: each row's classes joined by data.label_separator,
+    data.none_label for a row of none; read back by the same checks; no none value means a one-line refusal."""
+    from kit.submission import check_submission_file
+
+    base = make_layout(tmp_path, ["A", "B", "C", "A"], TEST_IDS, sample="label")
+    cfg = base.model_copy(update={"task": "multi-label", "data": base.data.model_copy(update={"none_label": "none"})})
+    pred = np.array([[1, 0, 1], [0, 0, 0], [0, 1, 0], [1, 1, 1], [0, 0, 1]], dtype=np.uint8)
+    ids = np.array(["t1", "t2", "t3", "t4", "t5"])
+    out = write_submission(pred, ids, CLASSES, cfg, "ml", {})
+    assert out.read_text().splitlines() == ["id,label", "t5,C", "t1,A|C", "t3,B", "t2,none", "t4,A|B|C"]
+    assert len(check_submission_file(out, cfg, CLASSES)) == 5
+    no_none = cfg.model_copy(update={"data": cfg.data.model_copy(update={"none_label": None})})
+    with pytest.raises(KitError, match="1 rows have no predicted class.*data.none_label"):
+        write_submission(pred, ids, CLASSES, no_none, "ml2", {})
+
+
 def test_without_sample_writes_id_and_class_columns(tmp_path):
     cfg = CompetitionConfig(
         task="multi-label",

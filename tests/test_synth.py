@@ -160,3 +160,15 @@ def test_calibration_step_moves_each_factor_towards_its_target():
     second["table"][low]["contrast"] = nxt[low]
     third = update_contrast([first, second])
     assert 1.0 < third[low] < nxt[low] and third[rare] < 1.0
+
+
+def test_every_finding_has_one_painter():
+    """The painter registry covers every class the generator can draw, and refuses a second painter for a name."""
+    from kit.data.synth import PAINTERS, painter
+    from kit.errors import KitError
+
+    assert set(PAINTERS) == set(FINDING_NAMES)
+    with pytest.raises(KitError, match="two painters"):
+        painter("Nodule")(lambda canvas, mark: None)
+    with pytest.raises(KitError, match="no painter for finding 'Ghost'"):
+        draw_chest(16, ["Ghost"], np.random.default_rng(0), patient_anatomy(np.random.default_rng(1)))

@@ -1,4 +1,4 @@
-"""Data: sources (Kaggle layout, MedMNIST npz), the synthetic benchmark, the image cache and folds."""
+"""Data: layout readers (Kaggle CSV, MedMNIST npz), the synthetic benchmark, the image cache and folds."""
 
 from kit.data.cache import CachedImages, cached_images
 from kit.data.folds import load_fold_assignment, make_folds

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from kit.data.sources import Split, warn
+from kit.data.common import Split, warn
 from kit.errors import KitError
 from kit.files import atomic_write, ensure_writable_dir, write_json
 from kit.progress import make_progress

@@ -27,14 +27,15 @@ import multiprocessing
 import os
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
-from kit.data.sources import CHESTMNIST_CLASSES
+from kit.data.medmnist_npz import CHESTMNIST_CLASSES
 from kit.errors import KitError
 from kit.files import write_json
 from kit.progress import make_progress
@@ -196,6 +197,281 @@ def _support_devices(y: np.ndarray, x: np.ndarray, rng: np.random.Generator) -> 
     return out
 
 
+# findings as painters
+
+
+@dataclass(frozen=True)
+class Mark:
+    """One finding on one image: its strength, side (-1 or 1), contrast factor and the stream its shape is drawn from."""
+
+    strength: float
+    side: float
+    contrast: float
+    rng: np.random.Generator
+
+
+@dataclass
+class Canvas:
+    """The chest being drawn: the (tilted) grid, the patient's anatomy, the structures painters refer to, the image."""
+
+    size: int
+    y: np.ndarray
+    x: np.ndarray
+    a: dict[str, float]
+    body: np.ndarray
+    lungs: np.ndarray
+    lung_r: dict[float, np.ndarray]  # ellipse radius of each lung field, by side
+    ribs: np.ndarray
+    img: np.ndarray
+    diaphragm_y: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Painter:
+    """How a finding is drawn. phase "anatomy": `draw(anatomy, mark)` changes the patient's shape before
+    anything is drawn; "under_lungs": `draw(canvas, mark)` before the lung fields darken the chest;
+    "overlay": `draw(canvas, mark)` on the finished chest."""
+
+    phase: str
+    draw: Callable
+
+
+PAINTERS: dict[str, Painter] = {}
+
+
+def painter(name: str, phase: str = "overlay") -> Callable:
+    """Register the decorated function as the painter of finding `name`; a name registered twice is an error."""
+
+    def register(draw: Callable) -> Callable:
+        if name in PAINTERS:
+            raise KitError(f"finding {name!r} has two painters ({PAINTERS[name].draw.__name__}, {draw.__name__}); keep one")
+        PAINTERS[name] = Painter(phase, draw)
+        return draw
+
+    return register
+
+
+def _lung_side(c: Canvas, m: Mark) -> np.ndarray:
+    return _soft(c.lung_r[m.side], 0.15)
+
+
+def _center(c: Canvas, m: Mark) -> tuple[float, float]:
+    """(cy, cx): the centre of the finding's lung field."""
+    return c.a["lung_cy"], m.side * c.a["lung_dx"]
+
+
+@painter("Emphysema", "anatomy")
+def _emphysema(a: dict[str, float], m: Mark) -> None:
+    """Hyperinflated, darker lungs, flat diaphragm."""
+    a["lung_ry"] += m.contrast * 0.12 * m.strength
+    a["lung_dark"] += m.contrast * 0.12 * m.strength
+    a["rib_freq"] *= 1 - min(1.0, m.contrast * 0.15 * m.strength)
+
+
+@painter("Cardiomegaly", "anatomy")
+def _cardiomegaly(a: dict[str, float], m: Mark) -> None:
+    a["heart_rx"] *= 1 + m.contrast * 0.5 * m.strength
+
+
+@painter("Pneumothorax", "under_lungs")
+def _pneumothorax(c: Canvas, m: Mark) -> None:
+    """Collapsed rim at the apex-lateral edge: dark, no lung markings."""
+    sgn, st, k, a, y, x = m.side, m.strength, m.contrast, c.a, c.y, c.x
+    r = c.lung_r[sgn]
+    rim = np.clip((r - (1 - 0.45 * st)) / 0.04, 0, 1) * (r < 1.02) * (y < a["lung_cy"] + 0.15) * (sgn * x > a["lung_dx"] - 0.1)
+    c.ribs = c.ribs * (1 - min(1.0, k * 0.8) * rim)
+    c.img -= k * 0.14 * (0.4 + st) * rim
+    c.img += k * 0.12 * st * np.exp(-(((r - (1 - 0.45 * st)) / 0.02) ** 2)) * (rim > 0)
+
+
+@painter("Effusion")
+def _effusion(c: Canvas, m: Mark) -> None:
+    """Fluid level at a lung base with a meniscus rising laterally."""
+    (cy, cx), st, x = _center(c, m), m.strength, c.x
+    level = cy + c.a["lung_ry"] * (0.55 - 0.4 * st) - 0.12 * np.abs(x - cx) * (m.side * (x - cx) > 0)
+    c.img += m.contrast * 0.32 * (0.4 + 0.6 * st) * _lung_side(c, m) / (1 + np.exp(-(c.y - level) / 0.015))
+
+
+@painter("Atelectasis")
+def _atelectasis(c: Canvas, m: Mark) -> None:
+    """Plate-like linear density in the mid-lower lung."""
+    cy, cx = _center(c, m)
+    y0 = cy + m.rng.uniform(0.05, 0.3)
+    slope = m.rng.uniform(-0.3, 0.3)
+    c.img += m.contrast * 0.3 * m.strength * np.exp(-(((c.y - y0 - slope * (c.x - cx)) / 0.03) ** 2)) * _lung_side(c, m)
+
+
+@painter("Infiltration")
+def _infiltration(c: Canvas, m: Mark) -> None:
+    """Several small patchy spots in both lungs."""
+    cy, draw = c.a["lung_cy"], m.rng
+    for _ in range(int(draw.integers(5, 10))):
+        side_k = draw.choice((-1.0, 1.0))
+        spot_y, spot_x, spot_r = cy + draw.uniform(-0.35, 0.35), side_k * c.a["lung_dx"] + draw.uniform(-0.15, 0.15), draw.uniform(0.03, 0.06)
+        c.img += m.contrast * 0.18 * m.strength * _blob(c.y, c.x, spot_y, spot_x, spot_r) * c.lungs
+
+
+@painter("Nodule")
+def _nodule(c: Canvas, m: Mark) -> None:
+    (cy, cx), draw = _center(c, m), m.rng
+    c.img += m.contrast * 0.4 * m.strength * _blob(c.y, c.x, cy + draw.uniform(-0.35, 0.3), cx + draw.uniform(-0.12, 0.12), draw.uniform(0.025, 0.04))
+
+
+@painter("Mass")
+def _mass(c: Canvas, m: Mark) -> None:
+    """Bigger than a nodule, lobulated."""
+    (cy, cx), draw = _center(c, m), m.rng
+    my, mx = cy + draw.uniform(-0.3, 0.2), cx + draw.uniform(-0.1, 0.1)
+    for _ in range(3):
+        c.img += m.contrast * 0.16 * m.strength * _blob(c.y, c.x, my + draw.normal(0, 0.04), mx + draw.normal(0, 0.04), draw.uniform(0.07, 0.11))
+
+
+@painter("Consolidation")
+def _consolidation(c: Canvas, m: Mark) -> None:
+    """Large homogeneous density in a lower zone."""
+    (cy, cx), draw = _center(c, m), m.rng
+    g = _blob(c.y, c.x, cy + draw.uniform(0.1, 0.3), cx + draw.uniform(-0.08, 0.08), draw.uniform(0.14, 0.2))
+    c.img += m.contrast * 0.3 * m.strength * np.minimum(1, 2 * g) * _lung_side(c, m)
+
+
+@painter("Pleural Thickening")
+def _pleural_thickening(c: Canvas, m: Mark) -> None:
+    """Bright band along the lateral lung borders."""
+    for side_k in (-1.0, 1.0):
+        r = c.lung_r[side_k]
+        c.img += m.contrast * 0.25 * m.strength * np.exp(-(((r - 0.93) / 0.05) ** 2)) * (side_k * c.x > c.a["lung_dx"])
+
+
+@painter("Edema")
+def _edema(c: Canvas, m: Mark) -> None:
+    """Bilateral perihilar haze ("bat wings")."""
+    cy = c.a["lung_cy"]
+    for side_k in (-1.0, 1.0):
+        c.img += m.contrast * 0.24 * m.strength * _blob(c.y, c.x, cy + 0.1, side_k * (c.a["lung_dx"] - 0.12), 0.15) * c.lungs
+
+
+@painter("Fibrosis")
+def _fibrosis(c: Canvas, m: Mark) -> None:
+    """Reticular pattern in the lower zones."""
+    y, x = c.y, c.x
+    net = np.maximum(np.sin(40 * x + 3 * y), np.sin(40 * y - 2 * x)) ** 8
+    c.img += m.contrast * 0.22 * m.strength * net * c.lungs * (y > c.a["lung_cy"])
+
+
+@painter("Pneumonia")
+def _pneumonia(c: Canvas, m: Mark) -> None:
+    """Patchy, textured opacity in an upper/mid zone."""
+    (cy, cx), draw = _center(c, m), m.rng
+    g = _blob(c.y, c.x, cy - draw.uniform(0.05, 0.25), cx + draw.uniform(-0.08, 0.08), 0.15)
+    tex = np.clip(_coarse_noise(draw, c.size, 12) + 0.5, 0, 1.5)
+    c.img += m.contrast * 0.28 * m.strength * g * tex * _lung_side(c, m)
+
+
+@painter("Tortuous Aorta")
+def _tortuous_aorta(c: Canvas, m: Mark) -> None:
+    """Wavy bright aortic contour at the upper mediastinum."""
+    y, st = c.y, m.strength
+    xc = -0.12 - 0.1 * st * np.sin(4 * (y + 0.3))
+    c.img += m.contrast * 0.22 * (0.4 + 0.6 * st) * np.exp(-(((c.x - xc) / 0.04) ** 2)) * (y > -0.6) * (y < 0.15)
+
+
+@painter("Calcification of the Aorta")
+def _aortic_calcification(c: Canvas, m: Mark) -> None:
+    """Thin very bright arc at the aortic knob."""
+    r = _ellipse(c.y, c.x, -0.35, -0.14, 0.07, 0.07)
+    c.img += m.contrast * 0.55 * m.strength * np.exp(-(((r - 1) / 0.15) ** 2)) * (c.y < -0.33)
+
+
+@painter("Subcutaneous Emphysema")
+def _subcutaneous_emphysema(c: Canvas, m: Mark) -> None:
+    """Dark gas streaks in the lateral soft tissue."""
+    draw = m.rng
+    for _ in range(int(draw.integers(6, 12))):
+        side_k = draw.choice((-1.0, 1.0))
+        c.img -= m.contrast * 0.22 * m.strength * _blob(c.y, c.x, draw.uniform(-0.6, 0.6), side_k * draw.uniform(0.68, 0.8) * c.a["body_rx"], 0.025) * c.body
+
+
+@painter("Hernia")
+def _hernia(c: Canvas, m: Mark) -> None:
+    """Retrocardiac gas bubble with a fluid level."""
+    r = _ellipse(c.y, c.x, 0.38, 0.0, 0.09, 0.1)
+    c.img -= m.contrast * 0.3 * (0.3 + 0.7 * m.strength) * _soft(r, 0.3) * (c.y < 0.4)
+
+
+@painter("Pneumoperitoneum")
+def _pneumoperitoneum(c: Canvas, m: Mark) -> None:
+    """Dark crescent of free gas under a hemidiaphragm."""
+    st, (_, cx) = m.strength, _center(c, m)
+    crescent = np.exp(-(((c.y - c.diaphragm_y - 0.05) / (0.015 + 0.02 * st)) ** 2)) * (np.abs(c.x - cx) < c.a["lung_rx"])
+    c.img -= m.contrast * 0.3 * (0.3 + 0.7 * st) * crescent
+
+
+@painter("Pneumomediastinum")
+def _pneumomediastinum(c: Canvas, m: Mark) -> None:
+    """Dark streaks along the mediastinal borders."""
+    for side_k in (-1.0, 1.0):
+        c.img -= m.contrast * 0.25 * (0.3 + 0.7 * m.strength) * np.exp(-(((c.x - side_k * 0.13) / 0.012) ** 2)) * (c.y > -0.55) * (c.y < 0.2)
+
+
+# drawing a chest
+
+
+def _marks(
+    findings: list[str], rng: np.random.Generator, hide_rng: np.random.Generator, extra_rng: np.random.Generator,
+    realistic: bool, contrast: Mapping[str, float] | None,
+) -> dict[str, Mark]:
+    """Each finding's strength (faint findings stay hard), side and contrast; in the realistic preset a share
+    is all but hidden and some images get a faint look-alike of another class (from its own stream)."""
+    unknown = [f for f in findings if f not in PAINTERS]
+    if unknown:
+        raise KitError(f"no painter for finding {unknown[0]!r}; findings are {', '.join(PAINTERS)}")
+    strength = {f: rng.uniform(0.15, 1.0) for f in findings}
+    side = {f: rng.choice((-1.0, 1.0)) for f in findings}
+    if not realistic:  # contrast factor 1.0 for every finding
+        return {f: Mark(strength[f], side[f], 1.0, rng) for f in findings}
+    contrast = REALISTIC_CONTRAST if contrast is None else contrast
+    amp = {f: contrast[f] * (OCCULT_CONTRAST if hide_rng.random() < OCCULT_FRACTION else 1.0) for f in findings}
+    marks = {f: Mark(strength[f], side[f], amp[f], rng) for f in findings}
+    if extra_rng.random() < DISTRACTOR_RATE:
+        extra = str(extra_rng.choice(FINDING_NAMES, p=FINDING_SHARE))
+        if extra not in marks:
+            marks[extra] = Mark(extra_rng.uniform(0.15, 1.0), extra_rng.choice((-1.0, 1.0)), contrast[extra] * DISTRACTOR_CONTRAST, extra_rng)
+    return marks
+
+
+def _bare_chest(size: int, y: np.ndarray, x: np.ndarray, a: dict[str, float]) -> tuple[Canvas, np.ndarray]:
+    """Body, spine and lung fields of one patient, before the lungs darken it; also the heart's mask."""
+    body = _soft(_ellipse(y, x, 0.1, 0.0, 1.05, a["body_rx"]), 0.08)
+    img = 0.12 + 0.38 * body
+    img += 0.1 * np.exp(-(x / 0.09) ** 2) * body  # spine / mediastinum
+    lungs = np.zeros_like(y)
+    lung_r = {}
+    for sgn in (-1.0, 1.0):
+        r = _ellipse(y, x, a["lung_cy"], sgn * a["lung_dx"], a["lung_ry"], a["lung_rx"])
+        lung_r[sgn] = r
+        lungs = np.maximum(lungs, _soft(r, 0.15))
+    heart_r = _ellipse(y, x, 0.3, a["heart_cx"], 0.22, a["heart_rx"])
+    heart = _soft(heart_r, 0.2)
+    ribs = np.clip(np.sin(2 * np.pi * (a["rib_freq"] * 0.5 * (y + 0.35 * x * x))), 0, 1) ** 3
+    return Canvas(size, y, x, a, body, lungs, lung_r, ribs, img), heart
+
+
+def _finish_chest(c: Canvas, heart: np.ndarray, look_rng: np.random.Generator | None) -> None:
+    """Dark lung fields with ribs, the heart, the diaphragm; in the realistic preset (`look_rng` given)
+    vessel markings that hide small findings, and tubes/leads in some exams."""
+    a, y, x = c.a, c.y, c.x
+    c.img -= a["lung_dark"] * c.lungs * (1 - 0.7 * heart)
+    c.img += 0.07 * c.ribs * c.lungs
+    c.img += 0.22 * heart
+    c.diaphragm_y = a["lung_cy"] + a["lung_ry"] * 0.85 - 0.12 * (x * x)
+    below = 1 / (1 + np.exp(-(y - c.diaphragm_y) / 0.02))
+    c.img += 0.1 * below * c.body
+    if look_rng is not None:
+        c.img += 0.05 * _coarse_noise(look_rng, c.size, 14) * c.lungs
+        if look_rng.random() < DEVICE_RATE:
+            c.img += _support_devices(y, x, look_rng)
+
+
 def draw_chest(
     size: int,
     findings: list[str],
@@ -209,6 +485,7 @@ def draw_chest(
     `difficulty="realistic"` scales each finding's contrast by `contrast` (default
     REALISTIC_CONTRAST), hides a share of findings, adds faint findings of other classes, support
     devices, lung markings and per-exam tilt/exposure; "easy" is the original benchmark.
+    Each finding is drawn by its painter (PAINTERS), in the order the findings are given.
     """
     y, x = _grid(size)
     a = dict(anatomy)
@@ -218,126 +495,26 @@ def draw_chest(
     shift_y, shift_x = noise_rng.normal(0, 0.03, 2)
     y = y - shift_y
     x = x - shift_x
-    s = {f: rng.uniform(0.15, 1.0) for f in findings}  # strength: faint findings stay hard
-    side = {f: rng.choice((-1.0, 1.0)) for f in findings}
-    amp = dict.fromkeys(findings, 1.0)  # contrast factor per finding: 1.0 in the easy preset
-    draws = dict.fromkeys(findings, rng)  # the stream each finding's shape is drawn from
     realistic = difficulty == "realistic"
+    marks = _marks(findings, rng, hide_rng, extra_rng, realistic, contrast)
     if realistic:
-        contrast = REALISTIC_CONTRAST if contrast is None else contrast
-        for f in findings:
-            amp[f] = contrast[f] * (OCCULT_CONTRAST if hide_rng.random() < OCCULT_FRACTION else 1.0)
-        if extra_rng.random() < DISTRACTOR_RATE:
-            extra = str(extra_rng.choice(FINDING_NAMES, p=FINDING_SHARE))
-            if extra not in s:
-                s[extra] = extra_rng.uniform(0.15, 1.0)
-                side[extra] = extra_rng.choice((-1.0, 1.0))
-                amp[extra] = contrast[extra] * DISTRACTOR_CONTRAST
-                draws[extra] = extra_rng
         y, x, ramp = _realistic_look(size, y, x, look_rng)
-    lung_dark = a["lung_dark"]
-    if "Emphysema" in s:  # hyperinflated, darker lungs, flat diaphragm
-        a["lung_ry"] += amp["Emphysema"] * 0.12 * s["Emphysema"]
-        lung_dark += amp["Emphysema"] * 0.12 * s["Emphysema"]
-        a["rib_freq"] *= 1 - min(1.0, amp["Emphysema"] * 0.15 * s["Emphysema"])
-    if "Cardiomegaly" in s:
-        a["heart_rx"] *= 1 + amp["Cardiomegaly"] * 0.5 * s["Cardiomegaly"]
-
-    body = _soft(_ellipse(y, x, 0.1, 0.0, 1.05, a["body_rx"]), 0.08)
-    img = 0.12 + 0.38 * body
-    img += 0.1 * np.exp(-(x / 0.09) ** 2) * body  # spine / mediastinum
-    lungs = np.zeros_like(y)
-    lung_r = {}
-    for sgn in (-1.0, 1.0):
-        r = _ellipse(y, x, a["lung_cy"], sgn * a["lung_dx"], a["lung_ry"], a["lung_rx"])
-        lung_r[sgn] = r
-        lungs = np.maximum(lungs, _soft(r, 0.15))
-    heart_r = _ellipse(y, x, 0.3, a["heart_cx"], 0.22, a["heart_rx"])
-    heart = _soft(heart_r, 0.2)
-    ribs = np.clip(np.sin(2 * np.pi * (a["rib_freq"] * 0.5 * (y + 0.35 * x * x))), 0, 1) ** 3
-    if "Pneumothorax" in s:  # collapsed rim at the apex-lateral edge: dark, no lung markings
-        sgn, st, k = side["Pneumothorax"], s["Pneumothorax"], amp["Pneumothorax"]
-        r = lung_r[sgn]
-        rim = np.clip((r - (1 - 0.45 * st)) / 0.04, 0, 1) * (r < 1.02) * (y < a["lung_cy"] + 0.15) * (sgn * x > a["lung_dx"] - 0.1)
-        ribs = ribs * (1 - min(1.0, k * 0.8) * rim)
-        img -= k * 0.14 * (0.4 + st) * rim
-        img += k * 0.12 * st * np.exp(-(((r - (1 - 0.45 * st)) / 0.02) ** 2)) * (rim > 0)
-    img -= lung_dark * lungs * (1 - 0.7 * heart)
-    img += 0.07 * ribs * lungs
-    img += 0.22 * heart
-    diaphragm_y = a["lung_cy"] + a["lung_ry"] * 0.85 - 0.12 * (x * x)
-    below = 1 / (1 + np.exp(-(y - diaphragm_y) / 0.02))
-    img += 0.1 * below * body
-    if realistic:  # vessel markings that hide small findings, and tubes/leads in some exams
-        img += 0.05 * _coarse_noise(look_rng, size, 14) * lungs
-        if look_rng.random() < DEVICE_RATE:
-            img += _support_devices(y, x, look_rng)
-
-    for f, st in s.items():
-        sgn, k, draw = side[f], amp[f], draws[f]
-        cx, cy = sgn * a["lung_dx"], a["lung_cy"]
-        lung_side = _soft(lung_r[sgn], 0.15)
-        if f == "Effusion":  # fluid level at a lung base with a meniscus rising laterally
-            level = cy + a["lung_ry"] * (0.55 - 0.4 * st) - 0.12 * np.abs(x - cx) * (sgn * (x - cx) > 0)
-            img += k * 0.32 * (0.4 + 0.6 * st) * lung_side / (1 + np.exp(-(y - level) / 0.015))
-        elif f == "Atelectasis":  # plate-like linear density in the mid-lower lung
-            y0 = cy + draw.uniform(0.05, 0.3)
-            slope = draw.uniform(-0.3, 0.3)
-            img += k * 0.3 * st * np.exp(-(((y - y0 - slope * (x - cx)) / 0.03) ** 2)) * lung_side
-        elif f == "Infiltration":  # several small patchy spots in both lungs
-            for _ in range(int(draw.integers(5, 10))):
-                side_k = draw.choice((-1.0, 1.0))
-                spot_y, spot_x, spot_r = cy + draw.uniform(-0.35, 0.35), side_k * a["lung_dx"] + draw.uniform(-0.15, 0.15), draw.uniform(0.03, 0.06)
-                img += k * 0.18 * st * _blob(y, x, spot_y, spot_x, spot_r) * lungs
-        elif f == "Nodule":
-            img += k * 0.4 * st * _blob(y, x, cy + draw.uniform(-0.35, 0.3), cx + draw.uniform(-0.12, 0.12), draw.uniform(0.025, 0.04))
-        elif f == "Mass":  # bigger, lobulated
-            my, mx = cy + draw.uniform(-0.3, 0.2), cx + draw.uniform(-0.1, 0.1)
-            for _ in range(3):
-                img += k * 0.16 * st * _blob(y, x, my + draw.normal(0, 0.04), mx + draw.normal(0, 0.04), draw.uniform(0.07, 0.11))
-        elif f == "Consolidation":  # large homogeneous density in a lower zone
-            g = _blob(y, x, cy + draw.uniform(0.1, 0.3), cx + draw.uniform(-0.08, 0.08), draw.uniform(0.14, 0.2))
-            img += k * 0.3 * st * np.minimum(1, 2 * g) * lung_side
-        elif f == "Pleural Thickening":  # bright band along the lateral lung borders
-            for side_k in (-1.0, 1.0):
-                r = lung_r[side_k]
-                img += k * 0.25 * st * np.exp(-(((r - 0.93) / 0.05) ** 2)) * (side_k * x > a["lung_dx"])
-        elif f == "Edema":  # bilateral perihilar haze ("bat wings")
-            for side_k in (-1.0, 1.0):
-                img += k * 0.24 * st * _blob(y, x, cy + 0.1, side_k * (a["lung_dx"] - 0.12), 0.15) * lungs
-        elif f == "Fibrosis":  # reticular pattern in the lower zones
-            net = np.maximum(np.sin(40 * x + 3 * y), np.sin(40 * y - 2 * x)) ** 8
-            img += k * 0.22 * st * net * lungs * (y > cy)
-        elif f == "Pneumonia":  # patchy, textured opacity in an upper/mid zone
-            g = _blob(y, x, cy - draw.uniform(0.05, 0.25), cx + draw.uniform(-0.08, 0.08), 0.15)
-            tex = np.clip(_coarse_noise(draw, size, 12) + 0.5, 0, 1.5)
-            img += k * 0.28 * st * g * tex * lung_side
-        elif f == "Tortuous Aorta":  # wavy bright aortic contour at the upper mediastinum
-            xc = -0.12 - 0.1 * st * np.sin(4 * (y + 0.3))
-            img += k * 0.22 * (0.4 + 0.6 * st) * np.exp(-(((x - xc) / 0.04) ** 2)) * (y > -0.6) * (y < 0.15)
-        elif f == "Calcification of the Aorta":  # thin very bright arc at the aortic knob
-            r = _ellipse(y, x, -0.35, -0.14, 0.07, 0.07)
-            img += k * 0.55 * st * np.exp(-(((r - 1) / 0.15) ** 2)) * (y < -0.33)
-        elif f == "Subcutaneous Emphysema":  # dark gas streaks in the lateral soft tissue
-            for _ in range(int(draw.integers(6, 12))):
-                side_k = draw.choice((-1.0, 1.0))
-                img -= k * 0.22 * st * _blob(y, x, draw.uniform(-0.6, 0.6), side_k * draw.uniform(0.68, 0.8) * a["body_rx"], 0.025) * body
-        elif f == "Hernia":  # retrocardiac gas bubble with a fluid level
-            r = _ellipse(y, x, 0.38, 0.0, 0.09, 0.1)
-            img -= k * 0.3 * (0.3 + 0.7 * st) * _soft(r, 0.3) * (y < 0.4)
-        elif f == "Pneumoperitoneum":  # dark crescent of free gas under a hemidiaphragm
-            crescent = np.exp(-(((y - diaphragm_y - 0.05) / (0.015 + 0.02 * st)) ** 2)) * (np.abs(x - cx) < a["lung_rx"])
-            img -= k * 0.3 * (0.3 + 0.7 * st) * crescent
-        elif f == "Pneumomediastinum":  # dark streaks along the mediastinal borders
-            for side_k in (-1.0, 1.0):
-                img -= k * 0.25 * (0.3 + 0.7 * st) * np.exp(-(((x - side_k * 0.13) / 0.012) ** 2)) * (y > -0.55) * (y < 0.2)
+    by_phase = {phase: [(PAINTERS[f].draw, m) for f, m in marks.items() if PAINTERS[f].phase == phase] for phase in ("anatomy", "under_lungs", "overlay")}
+    for draw, mark in by_phase["anatomy"]:
+        draw(a, mark)
+    canvas, heart = _bare_chest(size, y, x, a)
+    for draw, mark in by_phase["under_lungs"]:
+        draw(canvas, mark)
+    _finish_chest(canvas, heart, look_rng if realistic else None)
+    for draw, mark in by_phase["overlay"]:
+        draw(canvas, mark)
+    img = canvas.img
     img += 0.02 * _coarse_noise(noise_rng, size, 6)
     img += noise_rng.normal(0, 0.02, img.shape).astype(np.float32)
     if realistic:
         img += ramp
     img = img * a["gain"] + a["bias"] + 0.08
     return np.clip(img * 255, 0, 255).astype(np.uint8)
-
 
 # generation
 
@@ -544,12 +721,26 @@ def _generate_chestmnist(tmp: Path, n_train: int, n_test: int, size: int, seed: 
 
 def preview(source: Path, png_path: Path, per_class: int = 4) -> Path:
     """PNG grid: `per_class` example images per class (one row per class, class names as titles)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    source = Path(source)
+    from kit.plots import save_figure
+
+    rows = _preview_rows(Path(source), per_class)
+    fig, axes = plt.subplots(len(rows), per_class, figsize=(1.6 * per_class, 1.7 * len(rows)), squeeze=False)
+    for r, (name, imgs) in enumerate(rows):
+        for c in range(per_class):
+            ax = axes[r][c]
+            ax.axis("off")
+            if c < len(imgs):
+                ax.imshow(imgs[c], cmap="gray", vmin=0, vmax=255)
+            if c == 0:
+                ax.set_title(name, fontsize=8, loc="left")
+    fig.tight_layout()
+    return save_figure(fig, png_path)
+
+
+def _preview_rows(source: Path, per_class: int) -> list[tuple[str, list[np.ndarray]]]:
+    """(class name, up to `per_class` images) per class of a `kit synth` folder."""
     rows: list[tuple[str, list[np.ndarray]]] = []
     if (source / "train.csv").is_file():
         frame = pd.read_csv(source / "train.csv", dtype={"id": str})
@@ -567,20 +758,4 @@ def preview(source: Path, png_path: Path, per_class: int = 4) -> Path:
         rows.insert(0, ("no label", [images[i] for i in none]))
     else:
         raise KitError(f"{source}: neither train.csv nor chestmnist.npz found; nothing to preview")
-    fig, axes = plt.subplots(len(rows), per_class, figsize=(1.6 * per_class, 1.7 * len(rows)), squeeze=False)
-    for r, (name, imgs) in enumerate(rows):
-        for c in range(per_class):
-            ax = axes[r][c]
-            ax.axis("off")
-            if c < len(imgs):
-                ax.imshow(imgs[c], cmap="gray", vmin=0, vmax=255)
-            if c == 0:
-                ax.set_title(name, fontsize=8, loc="left")
-    fig.tight_layout()
-    png_path = Path(png_path)
-    png_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = png_path.with_name(f".{png_path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    os.replace(tmp, png_path)
-    return png_path
+    return rows

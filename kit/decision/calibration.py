@@ -10,6 +10,8 @@ problems: the shift is in logit units and the probabilities are sigmoids.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy.optimize import minimize, minimize_scalar
 from scipy.special import log_softmax
@@ -83,6 +85,38 @@ def fit_temperature_and_alpha(logits: np.ndarray, labels: np.ndarray, shift: np.
 
     result = minimize(nll, x0=np.array([0.0, 1.0]), method="L-BFGS-B", bounds=bounds)
     return float(np.exp(result.x[0])), float(result.x[1])
+
+
+@dataclass(frozen=True, eq=False)
+class Calibrator:
+    """A fitted calibration, apart from any decision rule (as scikit-learn keeps its calibrators apart from
+    the classifier): ``z = logits / T + α · (log π − log q)`` and its log-probabilities."""
+
+    task: str
+    temperature: float
+    alpha: float  # strength of the prior correction log π − log q
+    train_prior: np.ndarray  # (C,) distribution the logits were trained under (q)
+    target_prior: np.ndarray  # (C,) the true class distribution (π)
+
+    def logits(self, logits: np.ndarray) -> np.ndarray:
+        """Calibrated logits (float64): their softmax (sigmoid for multi-label) is the calibrated probability."""
+        return calibrated_logits(logits, self.temperature, self.alpha, prior_shift(self.train_prior, self.target_prior, self.task))
+
+    def log_probs(self, logits: np.ndarray) -> np.ndarray:
+        """Calibrated log-probabilities under the target prior."""
+        return log_probs(self.logits(logits), self.task)
+
+
+def fit_calibrator(logits: np.ndarray, labels: np.ndarray, train_prior: np.ndarray, task: str, alpha: float | None = None) -> Calibrator:
+    """The one fit behind every calibration (calibrate's candidates and the blend's members): T by NLL with α
+    fixed at `alpha`, or T and α jointly by NLL when `alpha` is None; target prior = these labels' prior."""
+    target = class_prior(labels)
+    shift = prior_shift(train_prior, target, task)
+    if alpha is None:
+        t, alpha = fit_temperature_and_alpha(logits, labels, shift, task)
+    else:
+        t = fit_temperature(logits, labels, shift, task, alpha=alpha)
+    return Calibrator(task, t, alpha, np.asarray(train_prior, dtype=np.float64), target)
 
 
 def _logit(p: np.ndarray) -> np.ndarray:

@@ -21,15 +21,16 @@ one, macro-F1 has none); `candidates_for` leaves out what the metric cannot do.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from kit.config import CalibrateConfig
-from kit.decision.calibration import class_prior, fit_temperature, fit_temperature_and_alpha, prior_shift
+from kit.decision.calibration import Calibrator, class_prior, fit_calibrator
 from kit.decision.metrics import Metric
-from kit.decision.rules import Decision, closed_form_decision, fit_thresholds
+from kit.decision.rules import Decision, decide_calibrated, fit_thresholds
 from kit.decision.search import coordinate_ascent, offset_grid
 
 TRIVIAL_OFFSET = 1e6  # added to the majority class: argmax then picks it for every row
@@ -66,7 +67,10 @@ def register_candidate(name: str, label: str, task: str, needs: str | None = Non
     the order of simplicity within a task."""
 
     def wrap(fn):
-        CANDIDATES[f"{task}/{name}"] = Candidate(name, label, task, fn, needs)
+        key = f"{task}/{name}"
+        if key in CANDIDATES:  # as timm's register_model: a second registration replaces the first, loudly
+            warnings.warn(f"Overwriting decision candidate {key} with {fn.__module__}.{fn.__name__}: the name is registered twice", stacklevel=2)
+        CANDIDATES[key] = Candidate(name, label, task, fn, needs)
         return fn
 
     return wrap
@@ -111,25 +115,26 @@ def _supported(c: Candidate, metric: Metric) -> bool:
     return True
 
 
-def _base(labels: np.ndarray, ctx: FitContext, rule: str, temperature: float = 1.0, alpha: float = 1.0) -> Decision:
-    decision = closed_form_decision(ctx.task, ctx.classes, ctx.train_prior, class_prior(labels), ctx.metric, temperature, alpha)
-    return decision.with_(rule=rule)
+def _calibrator(logits: np.ndarray, labels: np.ndarray, ctx: FitContext, alpha: float | None) -> Calibrator:
+    """T by NLL with α fixed (the nominal 1), or T and α by NLL when alpha is None; shared through ctx.cache."""
+    key = "t_alpha" if alpha is None else f"t@{alpha}"
+    if key not in ctx.cache:
+        ctx.cache[key] = fit_calibrator(logits, labels, ctx.train_prior, ctx.task, alpha)
+    return ctx.cache[key]
 
 
-def _temperature(logits, labels, ctx: FitContext) -> float:
-    """T by NLL under the nominal correction (α = 1)."""
-    if "t" not in ctx.cache:
-        shift = prior_shift(ctx.train_prior, class_prior(labels), ctx.task)
-        ctx.cache["t"] = fit_temperature(logits, labels, shift, ctx.task, alpha=1.0)
-    return ctx.cache["t"]
+def _fixed(labels: np.ndarray, ctx: FitContext, alpha: float) -> Calibrator:
+    """No fit: T = 1 and a fixed correction strength (0: plain logits, 1: the nominal correction)."""
+    return Calibrator(ctx.task, 1.0, alpha, np.asarray(ctx.train_prior, dtype=np.float64), class_prior(labels))
 
 
-def _temperature_alpha(logits, labels, ctx: FitContext) -> tuple[float, float]:
-    """(T, α) by NLL."""
-    if "t_alpha" not in ctx.cache:
-        shift = prior_shift(ctx.train_prior, class_prior(labels), ctx.task)
-        ctx.cache["t_alpha"] = fit_temperature_and_alpha(logits, labels, shift, ctx.task)
-    return ctx.cache["t_alpha"]
+def _closed_form(rule: str, alpha: float | None):
+    """A candidate that fits the calibration (α fixed or fitted) and keeps the metric's closed-form rule."""
+
+    def fit_closed_form(logits, labels, ctx):
+        return decide_calibrated(_calibrator(logits, labels, ctx, alpha), ctx.classes, ctx.metric, rule)
+
+    return fit_closed_form
 
 
 # multi-class
@@ -139,36 +144,28 @@ def _temperature_alpha(logits, labels, ctx: FitContext) -> tuple[float, float]:
 def _mc_trivial(logits, labels, ctx):
     offsets = np.zeros(len(ctx.classes))
     offsets[int(labels.sum(axis=0).argmax())] = TRIVIAL_OFFSET
-    return _base(labels, ctx, "trivial", alpha=0.0).with_(bayes=False, offsets=offsets)
+    return decide_calibrated(_fixed(labels, ctx, 0.0), ctx.classes, ctx.metric, "trivial").with_(bayes=False, offsets=offsets)
 
 
 @register_candidate("argmax", "argmax (plain logits)", "multi-class")
 def _mc_argmax(logits, labels, ctx):
-    return _base(labels, ctx, "argmax", alpha=0.0).with_(bayes=False)
+    return decide_calibrated(_fixed(labels, ctx, 0.0), ctx.classes, ctx.metric, "argmax").with_(bayes=False)
 
 
 @register_candidate("prior_argmax", "prior-corrected argmax (nominal α = 1)", "multi-class")
 def _mc_prior_argmax(logits, labels, ctx):
-    return _base(labels, ctx, "prior_argmax").with_(bayes=False)
+    return decide_calibrated(_fixed(labels, ctx, 1.0), ctx.classes, ctx.metric, "prior_argmax").with_(bayes=False)
 
 
-@register_candidate("bayes", "Bayes rule, T fitted (closed form)", "multi-class", needs="bayes")
-def _mc_bayes(logits, labels, ctx):
-    return _base(labels, ctx, "bayes", temperature=_temperature(logits, labels, ctx))
-
-
-@register_candidate("bayes_alpha", "Bayes rule, T and α fitted by NLL", "multi-class", needs="bayes")
-def _mc_bayes_alpha(logits, labels, ctx):
-    t, alpha = _temperature_alpha(logits, labels, ctx)
-    return _base(labels, ctx, "bayes_alpha", temperature=t, alpha=alpha)
+register_candidate("bayes", "Bayes rule, T fitted (closed form)", "multi-class", needs="bayes")(_closed_form("bayes", 1.0))
+register_candidate("bayes_alpha", "Bayes rule, T and α fitted by NLL", "multi-class", needs="bayes")(_closed_form("bayes_alpha", None))
 
 
 @register_candidate("offsets", "per-class offsets searched against the metric", "multi-class")
 def _mc_offsets(logits, labels, ctx):
     """Coordinate ascent from the calibrated argmax and (when the metric has one) from the Bayes rule;
     the start that ends higher on these rows wins."""
-    t, alpha = _temperature_alpha(logits, labels, ctx)
-    calibrated = _base(labels, ctx, "offsets", temperature=t, alpha=alpha)
+    calibrated = decide_calibrated(_calibrator(logits, labels, ctx, None), ctx.classes, ctx.metric, "offsets")
     lp, y_idx = calibrated.log_probs(logits), labels.argmax(axis=1)
     s = ctx.settings
     grid = offset_grid(labels.sum(axis=0), s.offset_range, s.grid_points, s.shrinkage)
@@ -188,30 +185,22 @@ def _mc_offsets(logits, labels, ctx):
 
 @register_candidate("trivial", "trivial baseline (all negative)", "multi-label")
 def _ml_trivial(logits, labels, ctx):
-    return _base(labels, ctx, "trivial", alpha=0.0).with_(thresholds=np.full(len(ctx.classes), NEVER))
+    return decide_calibrated(_fixed(labels, ctx, 0.0), ctx.classes, ctx.metric, "trivial").with_(thresholds=np.full(len(ctx.classes), NEVER))
 
 
 @register_candidate("threshold_0.5", "threshold 0.5 (plain sigmoid)", "multi-label")
 def _ml_half(logits, labels, ctx):
-    return _base(labels, ctx, "threshold_0.5", alpha=0.0).with_(thresholds=np.full(len(ctx.classes), 0.5))
+    return decide_calibrated(_fixed(labels, ctx, 0.0), ctx.classes, ctx.metric, "threshold_0.5").with_(thresholds=np.full(len(ctx.classes), 0.5))
 
 
-@register_candidate("closed_form", "the metric's threshold, T fitted (closed form)", "multi-label", needs="threshold")
-def _ml_closed_form(logits, labels, ctx):
-    return _base(labels, ctx, "closed_form", temperature=_temperature(logits, labels, ctx))
-
-
-@register_candidate("closed_form_alpha", "the metric's threshold, T and α fitted by NLL", "multi-label", needs="threshold")
-def _ml_closed_form_alpha(logits, labels, ctx):
-    t, alpha = _temperature_alpha(logits, labels, ctx)
-    return _base(labels, ctx, "closed_form_alpha", temperature=t, alpha=alpha)
+register_candidate("closed_form", "the metric's threshold, T fitted (closed form)", "multi-label", needs="threshold")(_closed_form("closed_form", 1.0))
+register_candidate("closed_form_alpha", "the metric's threshold, T and α fitted by NLL", "multi-label",
+                   needs="threshold")(_closed_form("closed_form_alpha", None))
 
 
 @register_candidate("thresholds", "per-class thresholds fitted (calibrate.threshold_method)", "multi-label")
 def _ml_thresholds(logits, labels, ctx):
-    t, alpha = _temperature_alpha(logits, labels, ctx)
-    decision = _base(labels, ctx, "thresholds", temperature=t, alpha=alpha)
+    decision = decide_calibrated(_calibrator(logits, labels, ctx, None), ctx.classes, ctx.metric, "thresholds")
     probs = np.exp(decision.log_probs(logits))
     thresholds = fit_thresholds(probs, labels, ctx.settings.threshold_method, ctx.metric)
     return decision.with_(thresholds=thresholds, extra={"method": ctx.settings.threshold_method})
-

@@ -261,6 +261,11 @@ def mean_present(values: np.ndarray) -> float:
     return float(present.mean()) if present.size else float("nan")
 
 
+def signed(x: float | None) -> str:
+    """A score as the kit prints it in tables: +0.1234, or — when there is none (None or NaN)."""
+    return "—" if x is None or np.isnan(x) else f"{x:+.4f}"
+
+
 def _indicator(y: np.ndarray, name: str) -> np.ndarray:
     y = np.asarray(y)
     if y.ndim != 2:

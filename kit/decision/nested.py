@@ -12,13 +12,14 @@ paired difference is what fold-to-fold noise leaves uncertain).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
 
 M = TypeVar("M")
+K = TypeVar("K", bound=Hashable)  # a candidate's key: its name (calibrate) or a (weighting, rule) pair (blend)
 
 
 @dataclass(frozen=True)
@@ -43,17 +44,17 @@ def standard_error(values: Sequence[float]) -> float:
 
 def nested_cv(
     fit: Callable[[np.ndarray], M],
-    evaluate: Callable[[M, np.ndarray], dict[str, float]],
+    evaluate: Callable[[M, np.ndarray], dict[K, float]],
     fold: np.ndarray,
     on_fold: Callable[[int, M], None] | None = None,
-) -> dict[str, NestedScore]:
+) -> dict[K, NestedScore]:
     """For each fold k: `model = fit(rows not in k)`, `evaluate(model, rows in k)` -> {key: score}.
 
     `fit` may return several fitted candidates at once (a dict) so that work they share is done once;
     `on_fold(k, model)` sees each fold's fit (progress, reports). Returns a NestedScore per key.
     """
     fold = np.asarray(fold)
-    per_key: dict[str, list[float]] = {}
+    per_key: dict[K, list[float]] = {}
     for k in np.unique(fold).tolist():
         held = fold == k
         model = fit(~held)
@@ -68,14 +69,14 @@ def nested_cv(
 class Choice:
     """The chosen key, the best key, and each key's difference to the best with its paired SE."""
 
-    chosen: str
-    best: str
-    delta: dict[str, float]
-    delta_se: dict[str, float]
+    chosen: Hashable
+    best: Hashable
+    delta: dict[Hashable, float]
+    delta_se: dict[Hashable, float]
     rule: str  # how the choice was made, in words
 
 
-def choose(scores: dict[str, NestedScore], simplicity: list[str], selection: str = "one_se") -> Choice:
+def choose(scores: dict[K, NestedScore], simplicity: list[K], selection: str = "one_se") -> Choice:
     """The simplest key (order of `simplicity`) within one paired SE of the best mean; "best": the best.
 
     Ties of the mean go to the simpler key in both modes."""
@@ -93,11 +94,13 @@ def choose(scores: dict[str, NestedScore], simplicity: list[str], selection: str
     return Choice(within[0], best, delta, delta_se, "simplest within one paired SE of the best")
 
 
-def as_report(scores: dict[str, NestedScore], choice: Choice, labels: dict[str, str] | None = None) -> list[dict[str, Any]]:
-    """Rows for JSON reports: key, label, nested mean, SE, per-fold scores, difference to the best."""
+def as_report(
+    scores: dict[K, NestedScore], choice: Choice, labels: dict[K, str] | None = None, name: Callable[[K], str] = str,
+) -> list[dict[str, Any]]:
+    """Rows for JSON reports: key (written by `name`), label, nested mean, SE, per-fold scores, difference to the best."""
     labels = labels or {}
     return [
-        {"key": key, "label": labels.get(key, key), "nested_cv": s.mean, "se": s.se, "per_fold": list(s.per_fold),
+        {"key": name(key), "label": labels.get(key, name(key)), "nested_cv": s.mean, "se": s.se, "per_fold": list(s.per_fold),
          "delta_to_best": choice.delta.get(key), "delta_se": choice.delta_se.get(key), "chosen": key == choice.chosen}
         for key, s in scores.items()
     ]

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from sklearn.metrics import roc_curve
 
 from kit.config import MetricConfig
-from kit.decision.calibration import calibrated_logits, log_probs, prior_shift
+from kit.decision.calibration import Calibrator
 from kit.decision.metrics import MacroF1, Metric, build_metric
 from kit.errors import KitError
 from kit.files import write_json
@@ -44,32 +44,44 @@ def decide_indices(lp: np.ndarray, offsets: np.ndarray, bayes_weights: tuple[np.
 
 @dataclass(frozen=True, eq=False)
 class Decision:
-    """One fitted decision rule; `predict(logits)` gives the (n, C) uint8 indicator to submit."""
+    """One fitted decision rule on top of a fitted calibrator; `predict(logits)` gives the (n, C) uint8
+    indicator to submit. The metric is held as an object and written as its params only by `to_dict`."""
 
-    task: str
     classes: tuple[str, ...]
     rule: str  # the candidate that produced it (kit.decision.candidates)
-    temperature: float
-    alpha: float  # strength of the prior correction log π − log q
-    train_prior: np.ndarray  # (C,) distribution the logits were trained under (q)
-    target_prior: np.ndarray  # (C,) the true class distribution (π)
-    metric: dict  # the metric's params(): name and weights
+    calibrator: Calibrator
+    metric: Metric
     bayes: bool = False  # multi-class: decide by the metric's Bayes weights instead of argmax
     offsets: np.ndarray | None = None  # (C,) multi-class offsets on log-probabilities
     thresholds: np.ndarray | None = None  # (C,) multi-label thresholds on probabilities
     fitted_on: str | None = None  # fingerprint of the OOF it was fitted on (kit.artifacts.oof_fingerprint)
     extra: dict = field(default_factory=dict)  # what the fit chose beyond the fields (e.g. the search's start)
 
+    @property
+    def task(self) -> str:
+        return self.calibrator.task
+
+    @property
+    def temperature(self) -> float:
+        return self.calibrator.temperature
+
+    @property
+    def alpha(self) -> float:
+        return self.calibrator.alpha
+
+    @property
+    def target_prior(self) -> np.ndarray:
+        return self.calibrator.target_prior
+
     def log_probs(self, logits: np.ndarray) -> np.ndarray:
         """Calibrated log-probabilities: temperature and α-scaled prior correction, before offsets."""
-        shift = prior_shift(self.train_prior, self.target_prior, self.task)
-        return log_probs(calibrated_logits(logits, self.temperature, self.alpha, shift), self.task)
+        return self.calibrator.log_probs(logits)
 
     def predict_indices(self, logits: np.ndarray) -> np.ndarray:
         """Multi-class: (n,) predicted class index."""
         if self.task != "multi-class":
             raise ValueError("predict_indices is for multi-class decisions; use predict")
-        weights = build_metric(self.metric).bayes_weights(self.target_prior) if self.bayes else None
+        weights = self.metric.bayes_weights(self.target_prior) if self.bayes else None
         offsets = np.zeros(len(self.classes)) if self.offsets is None else self.offsets
         return decide_indices(self.log_probs(logits), offsets, weights)
 
@@ -83,13 +95,15 @@ class Decision:
         return replace(self, **changes)
 
     def to_dict(self) -> dict:
+        """The decision.json layout (docs/files.md): the calibrator's fields beside the rule's, flat."""
         def floats(a):
             return None if a is None else np.asarray(a, dtype=float).tolist()
 
+        cal = self.calibrator
         return {
-            "task": self.task, "classes": list(self.classes), "rule": self.rule, "temperature": float(self.temperature),
-            "alpha": float(self.alpha), "train_prior": floats(self.train_prior), "target_prior": floats(self.target_prior),
-            "metric": dict(self.metric), "bayes": bool(self.bayes), "offsets": floats(self.offsets),
+            "task": self.task, "classes": list(self.classes), "rule": self.rule, "temperature": float(cal.temperature),
+            "alpha": float(cal.alpha), "train_prior": floats(cal.train_prior), "target_prior": floats(cal.target_prior),
+            "metric": self.metric.params(), "bayes": bool(self.bayes), "offsets": floats(self.offsets),
             "thresholds": floats(self.thresholds), "fitted_on": self.fitted_on, "extra": self.extra,
         }
 
@@ -111,17 +125,7 @@ class Decision:
             raise ValueError(f"temperature must be a positive number, got {d['temperature']!r}")
         if not np.isfinite(alpha):
             raise ValueError(f"alpha must be finite, got {d['alpha']!r}")
-        arrays = {}
-        for key in ("train_prior", "target_prior", "offsets", "thresholds"):
-            if d.get(key) is None:
-                arrays[key] = None
-                continue
-            arr = np.asarray(d[key], dtype=np.float64)
-            if arr.shape != (c,):
-                raise ValueError(f"{key} has {arr.size} values for {c} classes")
-            if not np.isfinite(arr).all():
-                raise ValueError(f"{key} holds NaN or infinite values")
-            arrays[key] = arr
+        arrays = {key: _class_array(d, key, c) for key in ("train_prior", "target_prior", "offsets", "thresholds")}
         for key in ("train_prior", "target_prior"):
             if arrays[key] is None or (arrays[key] <= 0).any():
                 raise ValueError(f"{key} must be positive for every class")
@@ -130,14 +134,14 @@ class Decision:
             if t is None or (t < 0).any() or (t > 1 + 1e-6).any():
                 raise ValueError(f"a multi-label decision needs {c} thresholds in [0, 1]")
         try:
-            MetricConfig.model_validate(d["metric"])  # a known metric with valid weights
+            metric = build_metric(MetricConfig.model_validate(d["metric"]))  # a known metric with valid weights
         except ValidationError as exc:
             first = exc.errors()[0]
             raise ValueError(f"metric {'.'.join(map(str, first['loc'])) or ''}: {first['msg']}") from None
+        calibrator = Calibrator(d["task"], temperature, alpha, arrays.pop("train_prior"), arrays.pop("target_prior"))
         return cls(
-            task=d["task"], classes=classes, rule=str(d["rule"]), temperature=temperature, alpha=alpha,
-            metric=dict(d["metric"]), bayes=bool(d.get("bayes", False)), fitted_on=d.get("fitted_on"),
-            extra=dict(d.get("extra") or {}), **arrays,
+            classes=classes, rule=str(d["rule"]), calibrator=calibrator, metric=metric, bayes=bool(d.get("bayes", False)),
+            fitted_on=d.get("fitted_on"), extra=dict(d.get("extra") or {}), **arrays,
         )
 
     def save(self, path: str | Path) -> None:
@@ -155,6 +159,18 @@ class Decision:
             raise KitError(f"{path}: not a valid decision file ({first}); rerun `kit calibrate`") from None
 
 
+def _class_array(d: dict, key: str, c: int) -> np.ndarray | None:
+    """d[key] as a finite (C,) float64 array, or None when absent."""
+    if d.get(key) is None:
+        return None
+    arr = np.asarray(d[key], dtype=np.float64)
+    if arr.shape != (c,):
+        raise ValueError(f"{key} has {arr.size} values for {c} classes")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{key} holds NaN or infinite values")
+    return arr
+
+
 def closed_form_decision(
     task: str, classes, train_prior: np.ndarray, target_prior: np.ndarray, metric: Metric, temperature: float = 1.0, alpha: float = 1.0,
 ) -> Decision:
@@ -162,13 +178,19 @@ def closed_form_decision(
 
     Multi-class: prior correction then the metric's Bayes rule (argmax when the metric has none).
     Multi-label: p >= the metric's threshold (0.5 when it has none)."""
+    calibrator = Calibrator(task, float(temperature), float(alpha), np.asarray(train_prior, dtype=np.float64),
+                            np.asarray(target_prior, dtype=np.float64))
+    return decide_calibrated(calibrator, classes, metric)
+
+
+def decide_calibrated(calibrator: Calibrator, classes, metric: Metric, rule: str = "closed_form") -> Decision:
+    """The metric's closed-form rule on a fitted calibrator (the start every candidate refines)."""
     c = len(classes)
-    multi_label = task == "multi-label"
+    multi_label = calibrator.task == "multi-label"
     threshold = metric.threshold() if metric.threshold() is not None else 0.5
     return Decision(
-        task=task, classes=tuple(str(x) for x in classes), rule="closed_form", temperature=float(temperature), alpha=float(alpha),
-        train_prior=np.asarray(train_prior, dtype=np.float64), target_prior=np.asarray(target_prior, dtype=np.float64),
-        metric=metric.params(), bayes=not multi_label and metric.bayes_weights(np.ones(c) / c) is not None,
+        classes=tuple(str(x) for x in classes), rule=rule, calibrator=calibrator, metric=metric,
+        bayes=not multi_label and metric.bayes_weights(np.ones(c) / c) is not None,
         offsets=None if multi_label else np.zeros(c), thresholds=np.full(c, threshold) if multi_label else None,
     )
 

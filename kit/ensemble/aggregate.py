@@ -14,7 +14,6 @@ import numpy as np
 from scipy.special import logsumexp
 
 from kit.ensemble.pipeline import Blend
-from kit.ensemble.weights import mix
 
 AGGREGATIONS = ("mean_logits", "mean_probs", "vote")
 # Measured on the demo's trained outputs (5,000 / 1,700 synthetic images at 128 px, cnn/resnet/effnet_demo x 5
@@ -56,4 +55,4 @@ def _mean_prob_mixture(blend: Blend, member_test_logits: list[np.ndarray]) -> np
         if calibration.task == "multi-label":
             mean_lp = mean_lp - np.log(np.clip(-np.expm1(mean_lp), 1e-12, None))
         pooled.append(mean_lp.astype(np.float32))
-    return mix(pooled, blend.weights)
+    return blend.combine(pooled)

@@ -3,7 +3,8 @@
 Fitting happens on some rows only (the other folds, inside nested CV; all folds for the submission):
 1. each member's temperature T and prior-correction strength α by NLL, so every member speaks calibrated
    log-probabilities under the true class distribution;
-2. weights by a weighting of kit.ensemble.weights, each mixture scored by the metric's closed-form rule;
+2. weights by a weighting of kit.ensemble.weights, each mixture scored by the metric's closed-form rule, or
+   a stacker (kit.ensemble.stack: a logistic regression on the members' terms, C by inner CV on these rows);
 3. a decision candidate of kit.decision.candidates fitted on the mixture (whose own training prior is
    the true one: the members are already corrected).
 Multi-class members are pooled log-linearly (weighted sum of log-probabilities); multi-label members as
@@ -12,13 +13,15 @@ weighted sums of per-class log-odds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from kit.decision.calibration import class_prior, fit_temperature_and_alpha, prior_shift
+from kit.config import BlendConfig
+from kit.decision.calibration import Calibrator, class_prior, fit_calibrator
 from kit.decision.candidates import Candidate, FitContext, fit
 from kit.decision.rules import Decision, closed_form_decision
+from kit.ensemble.stack import STACK, Stacker, fit_stacker
 from kit.ensemble.weights import WEIGHTINGS, mix
 
 _TINY = 1e-12
@@ -34,34 +37,37 @@ class Member:
     train_prior: np.ndarray  # (C,)
 
 
-def member_calibration(member: Member, logits: np.ndarray, labels: np.ndarray, context: FitContext) -> Decision:
-    """(T, α) of one member fitted by NLL on labelled rows, as a decision whose `log_probs` calibrates."""
-    target = class_prior(labels)
-    t, alpha = fit_temperature_and_alpha(logits, labels, prior_shift(member.train_prior, target, context.task), context.task)
-    decision = closed_form_decision(context.task, context.classes, member.train_prior, target, context.metric, t, alpha)
-    return decision.with_(rule="member_calibration")
+def member_calibration(member: Member, logits: np.ndarray, labels: np.ndarray, task: str) -> Calibrator:
+    """(T, α) of one member fitted by NLL on labelled rows, undoing its own training prior."""
+    return fit_calibrator(logits, labels, member.train_prior, task)
 
 
-def calibrated_logits(calibration: Decision, logits: np.ndarray) -> np.ndarray:
-    """Logits whose softmax (multi-class) or sigmoid (multi-label) is the calibrated probability."""
-    lp = calibration.log_probs(logits)
-    if calibration.task == "multi-label":
+def pool_term(calibrator: Calibrator, logits: np.ndarray) -> np.ndarray:
+    """A member's term in the pool (float32): its calibrated log-probabilities (multi-class), or its calibrated
+    log-odds log p − log(1 − p) (multi-label); either way their softmax / sigmoid is the calibrated probability."""
+    lp = calibrator.log_probs(logits)
+    if calibrator.task == "multi-label":
         return (lp - np.log(np.clip(-np.expm1(lp), _TINY, None))).astype(np.float32)
     return lp.astype(np.float32)
 
 
 @dataclass(frozen=True)
 class Blend:
-    """Fitted member calibrations, weights and the decision on their mixture."""
+    """Fitted member calibrations, the combination (weights, or a stacker) and the decision on their mixture."""
 
     members: tuple[str, ...]
-    calibrations: tuple[Decision, ...]
-    weights: np.ndarray
+    calibrations: tuple[Calibrator, ...]
+    weights: np.ndarray | None  # None for the stacker
     decision: Decision
+    stacker: Stacker | None = None
+
+    def combine(self, terms: list[np.ndarray]) -> np.ndarray:
+        """The mixture of the members' pool terms: their weighted sum, or the stacker's output."""
+        return self.stacker.combine(terms) if self.stacker is not None else mix(terms, self.weights)
 
     def mixture(self, member_logits: list[np.ndarray]) -> np.ndarray:
         """The pooled calibrated logits the decision reads."""
-        return mix([calibrated_logits(c, z) for c, z in zip(self.calibrations, member_logits)], self.weights)
+        return self.combine([pool_term(c, z) for c, z in zip(self.calibrations, member_logits)])
 
     def predict(self, member_logits: list[np.ndarray]) -> np.ndarray:
         return self.decision.predict(self.mixture(member_logits))
@@ -79,20 +85,25 @@ def mixture_scorer(labels: np.ndarray, context: FitContext):
 
 def fit_blends(
     members: list[Member], labels: np.ndarray, rows: np.ndarray, weightings: list[str], rules: list[Candidate], context: FitContext,
+    blend_settings: BlendConfig | None = None,
 ) -> dict[tuple[str, str], Blend]:
-    """Every (weighting, rule) blend fitted on `rows` (a boolean mask), sharing the member calibrations
-    and each weighting's weights."""
+    """Every (weighting, rule) blend fitted on `rows` (a boolean mask) only, sharing the member calibrations
+    and each weighting's weights (or stacker)."""
     y = labels[rows]
-    calibrations = tuple(member_calibration(m, m.logits[rows], y, context) for m in members)
-    zs = [calibrated_logits(c, m.logits[rows]) for c, m in zip(calibrations, members)]
+    calibrations = tuple(member_calibration(m, m.logits[rows], y, context.task) for m in members)
+    zs = [pool_term(c, m.logits[rows]) for c, m in zip(calibrations, members)]
     score = mixture_scorer(y, context)
     names = tuple(m.name for m in members)
     out = {}
     for weighting in weightings:
-        weights = WEIGHTINGS[weighting](zs, score)
-        z = mix(zs, weights)
-        blend_context = FitContext(context.task, context.classes, context.metric, class_prior(y), context.settings)  # fresh NLL cache per mixture
+        if weighting == STACK:
+            weights, stacker = None, fit_stacker(zs, y, context.task, blend_settings or BlendConfig())
+            mixture_prior = stacker.output_prior  # what the stacker predicts under (flat when class-balanced)
+        else:
+            weights, stacker, mixture_prior = WEIGHTINGS[weighting](zs, score), None, class_prior(y)
+        blend = Blend(names, calibrations, weights, None, stacker)  # type: ignore[arg-type]  # the decision follows
+        z = blend.combine(zs)
+        blend_context = FitContext(context.task, context.classes, context.metric, mixture_prior, context.settings)  # fresh NLL cache per mixture
         for rule in rules:
-            decision = fit(rule, z, y, blend_context)
-            out[(weighting, rule.name)] = Blend(names, calibrations, weights, decision)
+            out[(weighting, rule.name)] = replace(blend, decision=fit(rule, z, y, blend_context))
     return out

@@ -33,7 +33,7 @@ from kit.errors import KitError
 from kit.executors.jobs import Job, JobResult, run_job
 from kit.files import write_json
 from kit.progress import make_progress
-from kit.training.loop import run_dir
+from kit.training.layout import run_dir
 
 JOB_RECORD = "job.json"
 

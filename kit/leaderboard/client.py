@@ -3,9 +3,16 @@
 `import kaggle` authenticates at import time (and prints help or exits when it cannot), so the
 package is imported only inside `connect`, with its chatter captured. The official client's public
 calls are used: `competition_submit`, `competition_submissions`, `competition_get_submission_limits`,
-`competition_download_files`, and the SDK's `get_submission` (by ref). Secrets never reach a
-message: errors name the exception type and the HTTP status, not texts that could hold a header,
-and server texts are scrubbed of the credentials before they are shown.
+`competition_download_files`, and the SDK's `get_submission` (by ref). A submission is sent in the
+client's own three steps (StartSubmissionUpload, the PUT of the bytes, CreateSubmission), so that the
+kit knows which step failed: before CreateSubmission nothing was submitted; once CreateSubmission has
+left the machine, a lost answer (5xx, dropped connection, garbled body, timeout, no ref) is
+`MaybeSubmitted`, never "nothing was submitted" and never retried. Only read calls are retried, with
+backoff. Every HTTP request has connect and read timeouts, capped by the command's `Deadline`, and
+`watchdog` bounds what the package does on its own (its import-time authentication).
+
+Secrets never reach a message: errors name the exception type and the HTTP status, not texts that
+could hold a header, and server texts are scrubbed of the credentials before they are shown.
 """
 
 from __future__ import annotations
@@ -14,7 +21,9 @@ import contextlib
 import io
 import os
 import re
+import signal
 import stat
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +31,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from kit.errors import KitError
+from kit.errors import KitError, credential_forms, scrub_secrets
 
 CREDENTIALS_HELP = (
     "Kaggle credentials {what}: put your API token in ~/.kaggle/kaggle.json as "
@@ -32,6 +41,92 @@ CREDENTIALS_HELP = (
 ENVIRONMENTS = ("PROD", "TEST", "LOCALHOST", "ADMIN", "STAGING", "QA")  # what kagglesdk's get_env() accepts
 STATUSES = ("PENDING", "COMPLETE", "ERROR")
 BACKOFF_SECONDS = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)  # between checks of a pending submission; 30 s from then on
+CONNECT_SECONDS = 10.0  # per HTTP request: time to open the connection
+READ_SECONDS = 60.0  # per HTTP request: time without a byte of the answer
+RETRY_PAUSES = (0.5, 1.0, 2.0)  # read calls only: pauses before the 2nd, 3rd and 4th try (or the server's Retry-After)
+RETRY_AFTER_CAP = 30.0
+WATCHDOG_GRACE = 1.0  # the watchdog fires this long after the deadline: the per-request timeouts end calls first
+UPLOAD_FAILED = "the upload to Kaggle failed"
+
+
+class Deadline:
+    """When the whole command must be over (None: no limit); HTTP timeouts are capped by what is left."""
+
+    def __init__(self, seconds: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds = seconds
+        self._clock = clock
+        self.end = None if seconds is None else clock() + seconds
+
+    def left(self) -> float | None:
+        return None if self.end is None else self.end - self._clock()
+
+    def http_timeout(self) -> tuple[float, float]:
+        """(connect, read) seconds for the next request; requests.Timeout when the deadline has passed."""
+        import requests
+
+        left = self.left()
+        if left is None:
+            return CONNECT_SECONDS, READ_SECONDS
+        if left <= 0:
+            raise requests.Timeout(f"--timeout {self.seconds:g} s has passed")
+        return min(CONNECT_SECONDS, left), min(READ_SECONDS, left)
+
+
+class CommandTimedOut(BaseException):
+    """Raised by `watchdog` in the main thread when the deadline has passed. A BaseException, so that the
+    package's own `except Exception` cannot swallow it."""
+
+
+class MaybeSubmitted(KitError):
+    """CreateSubmission left the machine but its answer was lost: the submission may exist on Kaggle."""
+
+    def __init__(self, reason: str, exit_code: int = 1) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.exit_code = exit_code
+
+
+@contextlib.contextmanager
+def watchdog(deadline: Deadline):
+    """Interrupt whatever blocks (a socket read the package opened without a timeout) shortly after the
+    deadline, with CommandTimedOut. Only in the main thread of a platform with SIGALRM; else a no-op."""
+    left = deadline.left()
+    usable = left is not None and hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+    if not usable:
+        yield
+        return
+
+    def fire(signum, frame):
+        raise CommandTimedOut()
+
+    previous = signal.signal(signal.SIGALRM, fire)
+    signal.setitimer(signal.ITIMER_REAL, max(left, 0.0) + WATCHDOG_GRACE)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _timeout_adapter(deadline: Deadline):
+    """A requests adapter that gives every request the deadline's (connect, read) timeouts."""
+    from requests.adapters import HTTPAdapter
+
+    class _TimeoutAdapter(HTTPAdapter):
+        def send(self, request, **kwargs):
+            kwargs["timeout"] = deadline.http_timeout()
+            return super().send(request, **kwargs)
+
+    return _TimeoutAdapter()
+
+
+def _with_timeouts(session, deadline: Deadline):
+    adapter = _timeout_adapter(deadline)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+DEFAULT_WAIT_SECONDS = 900.0  # how long `kit submit --wait` waits for Kaggle to score a submission
 
 
 @dataclass(frozen=True)
@@ -55,16 +150,18 @@ class SubmissionLimits:
     limited_by_total: bool = False
 
 
-def connect(console: Console | None = None):
+def connect(console: Console | None = None, deadline: Deadline | None = None):
     """An authenticated KaggleApi, or KitError with one line on what is wrong and how to fix it.
 
     kaggle 2.2.4 pins the API endpoint from command-line flags and ignores the SDK's
     KAGGLE_API_ENVIRONMENT (TEST means http://localhost:7777, a local test server); when that
     variable is set the client is built for the environment it names. Unset or PROD: the package's
-    own client, unchanged. A kaggle.json that other users can read gets the kaggle CLI's warning.
+    own client, unchanged. Every request of every client it builds has timeouts capped by `deadline`.
+    A kaggle.json that other users can read gets the kaggle CLI's warning.
     """
     _check_environment()
     api = _quietly(_make_api)
+    api.kit_deadline = deadline or Deadline()
     _warn_if_readable_by_others(Path(api.config), console or Console())
     _quietly(api.authenticate)
     if not _has_credentials(api):
@@ -78,17 +175,24 @@ def _make_api():
     from kagglesdk.kaggle_env import get_env
 
     class _EnvAwareKaggleApi(KaggleApi):
+        kit_deadline = Deadline()
+
         def build_kaggle_client(self):
             if os.environ.get("KAGGLE_API_ENVIRONMENT", "PROD") in ("", "PROD"):
-                return super().build_kaggle_client()
-            return KaggleClient(
-                env=get_env(),
-                verbose="--verbose" in self.args,
-                username=self.config_values.get(self.CONFIG_NAME_USER),
-                password=self.config_values.get(self.CONFIG_NAME_KEY),
-                api_token=self.config_values.get(self.CONFIG_NAME_TOKEN),
-                response_processor=self.get_response_processor(),
-            )
+                client = super().build_kaggle_client()
+            else:
+                client = KaggleClient(
+                    env=get_env(),
+                    verbose="--verbose" in self.args,
+                    username=self.config_values.get(self.CONFIG_NAME_USER),
+                    password=self.config_values.get(self.CONFIG_NAME_KEY),
+                    api_token=self.config_values.get(self.CONFIG_NAME_TOKEN),
+                    response_processor=self.get_response_processor(),
+                )
+            # the SDK's session sends without a timeout; its adapters are the requests way to give one
+            client._http_client._init_session()
+            _with_timeouts(client._http_client._session, self.kit_deadline)
+            return client
 
     return _EnvAwareKaggleApi()
 
@@ -113,17 +217,109 @@ def _quietly(step):
 
 
 def send(api, file: Path, message: str, slug: str) -> tuple[int, str]:
-    """Upload `file` as a submission to `slug`: (ref, Kaggle's message). An upload the client reports as
-    failed (it returns a message instead of raising) is a KitError: nothing was submitted."""
+    """Upload `file` as a submission to `slug`: (ref, Kaggle's message).
+
+    A failure before CreateSubmission is a KitError (nothing was submitted). Once CreateSubmission has
+    been sent, any failure (an HTTP error, a dropped connection, a body that is not the answer, a
+    timeout, Ctrl-C, an answer without a ref) is MaybeSubmitted: the caller must not say "not sent".
+    """
+    import requests
+    from kagglesdk.competitions.types.competition_api_service import (
+        ApiCreateSubmissionRequest,
+        ApiStartSubmissionUploadRequest,
+    )
+
+    start = ApiStartSubmissionUploadRequest()
+    start.competition_name = slug
+    start.file_name = file.name
+    start.content_length = file.stat().st_size
+    start.last_modified_epoch_seconds = int(file.stat().st_mtime)
     try:
-        with _captured():
-            response = api.competition_submit(str(file), message, slug, quiet=True)
+        with _captured(), api.build_kaggle_client() as kaggle:
+            upload = kaggle.competitions.competition_api_client.start_submission_upload(start)
     except Exception as exc:
-        raise api_error(exc, f"submit to '{slug}'", api) from None
-    text = getattr(response, "message", "") or ""
-    if text == api.COMPETITION_SUBMIT_UPLOAD_FAILED_MESSAGE:
-        raise KitError(f"{file}: the upload to Kaggle failed ({text!r}), so nothing was submitted; try again later")
-    return int(getattr(response, "ref", 0) or 0), scrub(text, api)
+        raise _not_submitted(api_error(exc, f"start the upload to '{slug}'", api)) from None
+    if not getattr(upload, "create_url", "") or not getattr(upload, "token", ""):
+        raise KitError(f"{file}: {UPLOAD_FAILED} (Kaggle gave no upload address), so nothing was submitted; try again later")
+    try:
+        with requests.Session() as session:  # no credentials: the upload address is a signed URL
+            answer = _with_timeouts(session, api.kit_deadline).put(upload.create_url, data=file.read_bytes())
+        failed = "" if answer.status_code in (200, 201) else f"HTTP {answer.status_code}"
+    except requests.RequestException as exc:
+        failed = type(exc).__name__
+    if failed:
+        raise KitError(f"{file}: {UPLOAD_FAILED} ({failed}), so nothing was submitted; try again later")
+
+    create = ApiCreateSubmissionRequest()
+    create.competition_name = slug
+    create.blob_file_tokens = upload.token
+    create.submission_description = message
+    try:
+        with _captured(), api.build_kaggle_client() as kaggle:
+            response = kaggle.competitions.competition_api_client.create_submission(create)
+    except KeyboardInterrupt:
+        raise MaybeSubmitted("interrupted while Kaggle was creating the submission", exit_code=130) from None
+    except CommandTimedOut:
+        raise MaybeSubmitted(f"--timeout {api.kit_deadline.seconds:g} s passed while Kaggle was creating the submission") from None
+    except Exception as exc:
+        if isinstance(exc, requests.HTTPError) and exc.response is not None and exc.response.status_code < 500:
+            raise _not_submitted(api_error(exc, f"submit to '{slug}'", api)) from None  # a refusal is a definite answer
+        raise MaybeSubmitted(_lost_answer(exc, api)) from None
+    ref = getattr(response, "ref", 0) or 0
+    if not isinstance(ref, int) or ref <= 0:
+        raise MaybeSubmitted("Kaggle answered without a submission ref")
+    return ref, clean_text(scrub(getattr(response, "message", "") or "", api))
+
+
+def _not_submitted(err: KitError) -> KitError:
+    return KitError(f"{err}; nothing was submitted")
+
+
+def _lost_answer(exc: Exception, api) -> str:
+    """Why the answer to CreateSubmission is unusable, in a few words (no server text that could hold a secret)."""
+    import requests
+
+    if isinstance(exc, requests.HTTPError) and exc.response is not None:
+        return f"Kaggle answered HTTP {exc.response.status_code} {clean_text(scrub(exc.response.reason or '', api))}".strip()
+    if isinstance(exc, requests.Timeout):
+        return f"no answer from Kaggle in time ({type(exc).__name__})"
+    if isinstance(exc, requests.ConnectionError):
+        return f"the connection dropped before Kaggle answered ({type(exc).__name__})"
+    if isinstance(exc, ValueError):
+        return f"Kaggle's answer was not readable ({type(exc).__name__})"
+    return f"the request failed ({type(exc).__name__})"
+
+
+def _read_call(call: Callable, deadline: Deadline | None, sleep: Callable[[float], None] = time.sleep):
+    """`call()`, tried again after a pause when it failed in a way a later try may not (429, 5xx, a dropped
+    connection, a timeout); never past the deadline. Only for calls that change nothing on Kaggle."""
+    for pause in (*RETRY_PAUSES, None):
+        try:
+            return call()
+        except Exception as exc:
+            wait = _retry_pause(exc, pause)
+            left = deadline.left() if deadline is not None else None
+            if wait is None or (left is not None and wait >= left):
+                raise
+            sleep(wait)
+    raise AssertionError("unreachable")
+
+
+def _retry_pause(exc: Exception, pause: float | None) -> float | None:
+    """The pause before the next try of a read call, or None when it is not worth another try."""
+    import requests
+
+    if pause is None:
+        return None
+    if isinstance(exc, requests.HTTPError) and exc.response is not None:
+        status = exc.response.status_code
+        if status != 429 and status < 500:
+            return None
+        try:
+            return min(float(exc.response.headers.get("Retry-After", "")), RETRY_AFTER_CAP)
+        except ValueError:
+            return pause
+    return pause if isinstance(exc, requests.ConnectionError | requests.Timeout) else None
 
 
 def get_submission(api, ref: int) -> RemoteSubmission:
@@ -132,18 +328,25 @@ def get_submission(api, ref: int) -> RemoteSubmission:
 
     request = ApiGetSubmissionRequest()
     request.ref = int(ref)
-    try:
+
+    def call():
         with _captured(), api.build_kaggle_client() as client:
-            return _remote(client.competitions.competition_api_client.get_submission(request))
+            return client.competitions.competition_api_client.get_submission(request)
+
+    try:
+        return _remote(_read_call(call, getattr(api, "kit_deadline", None)))
     except Exception as exc:
         raise api_error(exc, f"get submission {ref}", api) from None
 
 
 def list_submissions(api, slug: str) -> list[RemoteSubmission]:
     """The latest submissions of the caller's team to `slug` (one page of up to 100), newest first."""
-    try:
+    def call():
         with _captured():
-            found = api.competition_submissions(slug, page_size=100) or []
+            return api.competition_submissions(slug, page_size=100) or []
+
+    try:
+        found = _read_call(call, getattr(api, "kit_deadline", None))
     except Exception as exc:
         raise api_error(exc, f"list the submissions to '{slug}'", api) from None
     return [_remote(s) for s in found if s is not None]
@@ -177,9 +380,12 @@ def wait_until_scored(
 
 def submission_limits(api, slug: str) -> SubmissionLimits | None:
     """Today's used and remaining submissions, or None when the API does not say (never an error)."""
-    try:
+    def call():
         with _captured():
-            limits = api.competition_get_submission_limits(slug)
+            return api.competition_get_submission_limits(slug)
+
+    try:
+        limits = _read_call(call, getattr(api, "kit_deadline", None))
         return SubmissionLimits(int(limits.num_today), int(limits.num_allowed_now), bool(limits.limited_by_total))
     except Exception:
         return None
@@ -187,53 +393,80 @@ def submission_limits(api, slug: str) -> SubmissionLimits | None:
 
 def download_files(api, slug: str, target: Path) -> None:
     """The competition's files into `target` (zip archives, as the API sends them)."""
-    try:
+    def call():
         with _captured():
             api.competition_download_files(slug, path=str(target), quiet=True)
+
+    try:
+        _read_call(call, getattr(api, "kit_deadline", None))
     except Exception as exc:
         raise api_error(exc, f"download '{slug}'", api) from None
 
 
 def api_error(exc: Exception, action: str, api=None) -> KitError:
-    """One line for a failed API call; credentials problems say how to fix them. Never echoes a key."""
+    """One line for a failed API call that says what kind of failure it was; credentials problems say how
+    to fix them. Never echoes a key."""
     import requests
 
     if isinstance(exc, requests.HTTPError) and exc.response is not None:
         status = exc.response.status_code
         if status in (401, 403):
             return KitError(CREDENTIALS_HELP.format(what=f"were rejected (HTTP {status} while trying to {action})"))
-        said = scrub(_server_message(exc), api)
+        said = clean_text(scrub(_server_message(exc), api))
         said = f": Kaggle says {said!r}" if said else ""
+        reason = clean_text(scrub(exc.response.reason or "", api))
+        if status == 429:
+            return KitError(f"Kaggle API: rate-limited (HTTP 429 Too Many Requests) while trying to {action}{said}; "
+                            "wait a few minutes and run again")
+        if status >= 500:
+            return KitError(f"Kaggle API: server error (HTTP {status} {reason}) while trying to {action}{said}; "
+                            "Kaggle's side failed, retry later")
         hint = "check the submission ref" if status == 404 and "submission" in action else "check the competition slug and that you joined it"
-        return KitError(f"Kaggle API: {action} failed with HTTP {status} {exc.response.reason}{said}; {hint}")
-    if isinstance(exc, requests.ConnectionError | requests.Timeout):
+        return KitError(f"Kaggle API: {action} failed with HTTP {status} {reason}{said}; {hint}")
+    if isinstance(exc, requests.Timeout):
+        return KitError(f"Kaggle API: no answer in time while trying to {action} ({type(exc).__name__}); "
+                        "check the network, or retry later (a larger --timeout waits longer)")
+    if isinstance(exc, requests.ConnectionError):
         return KitError(f"Kaggle API: cannot reach the server to {action} ({type(exc).__name__}); check the network")
+    if isinstance(exc, ValueError):
+        return KitError(f"Kaggle API: the answer to {action} was not readable ({type(exc).__name__}); retry later")
     return KitError(f"Kaggle API: {action} failed ({type(exc).__name__})")
 
 
+_ANSI = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def clean_text(text: str) -> str:
+    """Text from outside (a server, a file) made safe to print and store: escape sequences and control
+    characters removed, whitespace collapsed to single spaces. Rich markup stays text because the kit
+    prints such text with markup off."""
+    return " ".join(_CONTROL.sub(" ", _ANSI.sub("", str(text))).split())
+
+
 def scrub(text: str, api=None) -> str:
-    """`text` on one line without any credential value the client holds or the environment gives."""
-    secrets = [os.environ.get(k, "") for k in ("KAGGLE_KEY", "KAGGLE_API_TOKEN")]
+    """`text` on one line without any credential the client holds or the environment gives, in any form
+    (raw key or token, `user:key`, its base64 as a Basic Authorization header carries it)."""
     values = getattr(api, "config_values", None) or {}
-    secrets += [str(values.get(k) or "") for k in ("key", "token")]
-    for secret in secrets:
-        if len(secret) >= 4:
-            text = text.replace(secret, "***")
-    return " ".join(str(text).split())
+    forms = credential_forms(str(values.get("username") or ""), str(values.get("key") or ""), str(values.get("token") or ""))
+    return " ".join(scrub_secrets(str(text), forms).split())
 
 
 def _remote(sub) -> RemoteSubmission:
     status = getattr(getattr(sub, "status", None), "name", None) or "PENDING"
     date = getattr(sub, "date", None)
+    def text(name: str) -> str:  # server text: no escape sequences, no control characters, no credential
+        return clean_text(scrub(str(getattr(sub, name, "") or "")))
+
     return RemoteSubmission(
         ref=int(getattr(sub, "ref", 0) or 0),
         status=status if status in STATUSES else "PENDING",
-        public_score=str(getattr(sub, "public_score", "") or ""),
-        private_score=str(getattr(sub, "private_score", "") or ""),
-        error_description=str(getattr(sub, "error_description", "") or ""),
-        file_name=str(getattr(sub, "file_name", "") or ""),
-        description=str(getattr(sub, "description", "") or ""),
-        date=date.isoformat(timespec="seconds") if hasattr(date, "isoformat") else str(date or ""),
+        public_score=text("public_score"),
+        private_score=text("private_score"),
+        error_description=text("error_description"),
+        file_name=text("file_name"),
+        description=text("description"),
+        date=date.isoformat(timespec="seconds") if hasattr(date, "isoformat") else clean_text(str(date or "")),
     )
 
 

@@ -6,6 +6,10 @@ trivial baseline `kit blend` recorded in the file's provenance JSON, and the var
 decision rule behind it. A row is written as SENDING before the upload starts (so a full disk or a
 read-only folder stops the submission before anything is sent, and an interrupted upload leaves a
 trace), becomes PENDING with its ref once Kaggle accepts the file, and COMPLETE or ERROR once scored.
+When the answer to the request that creates the submission is lost (a 5xx, a dropped connection, a
+garbled body, a timeout, no ref), the row becomes UNKNOWN: the submission may exist, and `kit
+submissions` looks it up in Kaggle's list (NOT_FOUND when it is not there) before the same bytes can
+be sent again. Each row has its own `row_id`, so two rows of the same file in the same second differ.
 
 Every change is a read-modify-write of the whole file under a lock file beside it (a `kit submit
 --wait` and a `kit submissions` may run at once) through `atomic_write`: a reader never sees half a
@@ -18,6 +22,7 @@ import datetime as dt
 import hashlib
 import json
 import math
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,8 +39,11 @@ LEDGER_NAME = "ledger.csv"
 COLUMNS = (
     "time", "competition", "file", "sha256", "message", "ref", "status", "public_score", "private_score",
     "nested_cv_score", "nested_cv_se", "trivial_baseline", "variants", "weights", "decision_rule", "error_description",
+    "row_id",
 )
 SENDING = "SENDING"  # written before the upload; PENDING (with the ref) once Kaggle has the file
+UNKNOWN = "UNKNOWN"  # the create request left the machine but its answer was lost: the submission may exist
+NOT_FOUND = "NOT_FOUND"  # an UNKNOWN row that Kaggle's list of submissions does not hold: it was not created
 LOCK_SECONDS = 60.0
 
 
@@ -62,10 +70,26 @@ def read_ledger(path: Path) -> pd.DataFrame:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in COLUMNS})
     remedy = "restore it from a backup, or move it away to start a new ledger"
     frame = read_csv_str(path, remedy)
-    missing = [c for c in COLUMNS if c not in frame.columns]
+    missing = [c for c in COLUMNS if c not in frame.columns and c != "row_id"]  # ledgers of older kits have no row_id
     if missing:
         raise KitError(f"{path}: not a kit ledger (no column {missing[0]!r}); {remedy}")
-    return frame.fillna("").astype(str)
+    frame = frame.fillna("").astype(str)
+    if "row_id" not in frame.columns:
+        frame["row_id"] = ""
+    return _fill_row_ids(frame)[list(COLUMNS) + [c for c in frame.columns if c not in COLUMNS]]
+
+
+def _fill_row_ids(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows of an older ledger get an id made from their time, sha256 and how many such rows came before:
+    the same on every read, so an id read once still finds its row when the ledger is edited later."""
+    seen: dict[tuple[str, str], int] = {}
+    ids = []
+    for time, sha, row_id in zip(frame["time"], frame["sha256"], frame["row_id"]):
+        n = seen.get((time, sha), 0)
+        seen[(time, sha)] = n + 1
+        ids.append(row_id or "legacy-" + hashlib.sha256(f"{time}|{sha}|{n}".encode()).hexdigest()[:16])
+    frame["row_id"] = ids
+    return frame
 
 
 def edit_ledger(path: Path, edit: Callable[[pd.DataFrame], pd.DataFrame]) -> pd.DataFrame:
@@ -92,25 +116,39 @@ def append_entry(path: Path, entry: dict[str, str]) -> None:
     edit_ledger(path, lambda frame: pd.concat([frame, row], ignore_index=True))
 
 
+def claim_entry(path: Path, entry: dict[str, str], refuse: Callable[[pd.Series], KitError] | None) -> None:
+    """Append `entry` unless a row already sent (or is sending) its bytes to its competition; then
+    `refuse(that row)` is raised. One step under the ledger's lock, so two `kit submit` of one file at
+    the same moment cannot both pass the check. `refuse=None` appends regardless (--force)."""
+    row = pd.DataFrame([{c: entry.get(c, "") for c in COLUMNS}])
+
+    def edit(frame: pd.DataFrame) -> pd.DataFrame:
+        earlier = find_sent(frame, entry["sha256"], entry["competition"])
+        if earlier is not None and refuse is not None:
+            raise refuse(earlier)
+        return pd.concat([frame, row], ignore_index=True)
+
+    edit_ledger(path, edit)
+
+
 def row_key(row: pd.Series | dict) -> str:
-    """A row's identity before and after Kaggle gives it a ref: when it was written, and the file's sha256."""
-    return f"{row['time']}|{row['sha256']}"
+    """A row's identity before and after Kaggle gives it a ref (unique, even for one file sent twice in a second)."""
+    return str(row["row_id"])
 
 
 def update_rows(path: Path, updates: dict[str, dict[str, str]]) -> pd.DataFrame:
     """Set the given fields on the rows keyed by `row_key`, in one locked write."""
     def edit(frame: pd.DataFrame) -> pd.DataFrame:
-        keys = frame["time"] + "|" + frame["sha256"]
         for key, fields in updates.items():
             for name, value in fields.items():
-                frame.loc[keys == key, name] = value
+                frame.loc[frame["row_id"] == key, name] = value
         return frame
 
     return edit_ledger(path, edit)
 
 
 def remove_row(path: Path, key: str) -> None:
-    edit_ledger(path, lambda frame: frame[(frame["time"] + "|" + frame["sha256"]) != key].reset_index(drop=True))
+    edit_ledger(path, lambda frame: frame[frame["row_id"] != key].reset_index(drop=True))
 
 
 def remote_fields(remote: RemoteSubmission) -> dict[str, str]:
@@ -125,7 +163,7 @@ def new_entry(file: Path, sha256: str, message: str, competition: str, provenanc
     """A SENDING row for `file`, with what its provenance JSON says it was made of ('' where it says nothing)."""
     return {
         "time": now_utc(), "competition": competition, "file": str(file), "sha256": sha256, "message": message,
-        "status": SENDING, **provenance_fields(provenance),
+        "status": SENDING, **provenance_fields(provenance), "row_id": uuid.uuid4().hex,
     }
 
 
@@ -147,8 +185,9 @@ def provenance_fields(meta: dict[str, Any] | None) -> dict[str, str]:
 
 
 def find_sent(frame: pd.DataFrame, sha256: str, competition: str) -> pd.Series | None:
-    """The first row that sent (or was sending) these bytes to `competition`, or None."""
-    rows = frame[(frame["sha256"] == sha256) & (frame["competition"] == competition)]
+    """The first row that sent, was sending or may have sent these bytes to `competition`, or None
+    (a NOT_FOUND row was looked up on Kaggle and never arrived: it does not count)."""
+    rows = frame[(frame["sha256"] == sha256) & (frame["competition"] == competition) & (frame["status"] != NOT_FOUND)]
     return None if rows.empty else rows.iloc[0]
 
 

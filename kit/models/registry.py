@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable
 
 from torch import nn
@@ -22,6 +23,8 @@ def register_model(name: str):
     """Decorator: `fn(mcfg, num_classes) -> nn.Module` becomes the backbone `name`."""
 
     def wrap(fn):
+        if name in _REGISTRY:  # as timm's register_model: a second registration replaces the first, loudly
+            warnings.warn(f"Overwriting model {name} with {fn.__module__}.{fn.__name__}: the name is registered twice", stacklevel=2)
         _REGISTRY[name] = fn
         return fn
 

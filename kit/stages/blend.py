@@ -10,6 +10,7 @@ the K fold models' logits aggregated as kit.ensemble.aggregate.TEST_AGGREGATION 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,40 +18,32 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from kit.artifacts import OOF, check_against_folds, check_same_classes, load_oof, oof_fingerprint, read_meta, require_metric, save_oof
-from kit.config import CompetitionConfig, resolve_variants
+from kit.artifacts import OOF, check_against_folds, check_same_classes, load_oof, oof_fingerprint, read_meta, require_metric, require_same_data, save_oof
+from kit.config import CompetitionConfig, check_name, resolve_variants
 from kit.decision.calibration import class_prior
 from kit.decision.candidates import FitContext, candidates_for
-from kit.decision.metrics import Metric, build_metric, trivial_baseline, trivial_prediction
-from kit.decision.nested import as_report, choose, nested_cv
-from kit.decision.record import fit_trial, write_study
+from kit.decision.metrics import Metric, build_metric, trivial_prediction
+from kit.decision.nested import as_report
+from kit.decision.record import write_study
 from kit.decision.select import check_nested_inputs
 from kit.ensemble.aggregate import TEST_AGGREGATION, aggregate_predict
-from kit.ensemble.pipeline import Blend, Member, fit_blends
-from kit.ensemble.weights import WEIGHTINGS
+from kit.ensemble.pipeline import Blend, Member
+from kit.ensemble.select import BLEND_RULES, BLEND_WEIGHTINGS, BlendSelection, blend_trials, pair_label, select_blend
 from kit.errors import KitError
 from kit.studies import exclusive_studies, open_storage
 
-BLEND_RULES = {"multi-class": ["argmax", "bayes", "offsets"], "multi-label": ["threshold_0.5", "closed_form", "thresholds"]}
 
-
-def pair_key(weighting: str, rule: str) -> str:
-    return f"{weighting} + {rule}"
-
-
-def blend(cfg: CompetitionConfig, variants: list[str] | None, name: str = "blend", console: Console | None = None) -> Path:
+def blend(cfg: CompetitionConfig, variants: list[str] | None, name: str = "blend", console: Console | None = None,
+          oof: list[Path] | None = None) -> Path:
     """Nested-CV table of every (weighting, rule), the chosen blend refitted on all folds, the submission,
-    the blended OOF, its decision, an Optuna study and three PNGs."""
+    the blended OOF, its decision, an Optuna study and three PNGs. Members: `oof` files, else `variants`."""
     from kit.data.sources import open_source
 
     console = console or Console()
-    if not name or any(ch in name for ch in "/\\ "):
-        raise KitError(f"--name '{name}': use a plain file name (no spaces or slashes)")
-    names = resolve_variants(variants, cfg)
-    if len(set(names)) != len(names):
-        raise KitError(f"--variants lists a variant twice ({names}); list each once")
+    check_name(name, "--name")  # before anything is read or written: no path, no reserved name (ledger), not too long
+    paths = _member_paths(cfg, variants, oof)
+    names = list(paths)
     metric = build_metric(cfg.metric)
-    paths = {n: cfg.paths.oof / f"{n}.npz" for n in names}
     oofs = {n: load_oof(p) for n, p in paths.items()}
     check_same_classes(oofs)
     for n, oof in oofs.items():
@@ -61,6 +54,9 @@ def blend(cfg: CompetitionConfig, variants: list[str] | None, name: str = "blend
     classes = ref.classes.astype(str).tolist()
     fold = ref.fold.astype(np.int64)
     source = open_source(cfg)
+    for n in names:
+        require_same_data(read_meta(paths[n].with_suffix(".json")), source.train.fingerprint, paths[n], n, cfg.calibrate.accept_stale_oof,
+                          cfg.source_file)
     if list(source.classes) != classes:
         raise KitError(
             f"{paths[names[0]]}: classes differ from the data source {cfg.data.dir} "
@@ -71,160 +67,175 @@ def blend(cfg: CompetitionConfig, variants: list[str] | None, name: str = "blend
         check_nested_inputs(oofs[n].logits, labels, fold, classes, cfg.task, str(paths[n]))
     with exclusive_studies(cfg.calibrate.storage, [f"blend/{name}"]):
         storage = open_storage(cfg.calibrate.storage)  # checked before the long computation
-        return _fit_and_write(cfg, name, names, oofs, labels, bool(source.synthetic), metric, storage, console)
+        return _fit_and_write(cfg, name, paths, oofs, labels, bool(source.synthetic), metric, storage, console)
 
 
-def _fit_and_write(cfg: CompetitionConfig, name: str, names: list[str], oofs: dict[str, OOF], labels: np.ndarray, synthetic: bool,
+def _member_paths(cfg: CompetitionConfig, variants: list[str] | None, oof: list[Path] | None) -> dict[str, Path]:
+    """Member name (the file's stem) -> OOF file: the --oof files as given, else the variants' files in paths.oof."""
+    if oof and variants:
+        raise KitError("kit blend: give the members by --oof files or by --variants, not both")
+    if oof:
+        paths = {Path(p).stem: Path(p) for p in oof}
+        if len(paths) != len(oof):
+            raise KitError(f"--oof lists two files with one name ({[str(p) for p in oof]}); members are named by their file name, give each once")
+        return paths
+    names = resolve_variants(variants, cfg)
+    if len(set(names)) != len(names):
+        raise KitError(f"--variants lists a variant twice ({names}); list each once")
+    return {n: cfg.paths.oof / f"{n}.npz" for n in names}
+
+
+def _fit_and_write(cfg: CompetitionConfig, name: str, paths: dict[str, Path], oofs: dict[str, OOF], labels: np.ndarray, synthetic: bool,
                    metric: Metric, storage, console: Console) -> Path:
-    """The nested CV of every (weighting, rule), the refit of the chosen pair, and every file the stage writes."""
-    from kit.plots import confusion_png, per_class_png, reliability_png
-    from kit.progress import make_progress
-    from kit.submission import write_submission
-
+    """The blend's selection (kit.ensemble.select), then every file the stage writes."""
+    names = list(paths)
     ref = oofs[names[0]]
-    classes = ref.classes.astype(str).tolist()
-    fold = ref.fold.astype(np.int64)
-    task = cfg.task
     members = [Member(n, oofs[n].logits, oofs[n].test_logits, oofs[n].train_prior) for n in names]
-    context = FitContext(task, tuple(classes), metric, np.ones(len(classes)) / len(classes), cfg.calibrate)
-    rules = candidates_for(task, metric, BLEND_RULES[task])
-    weightings = list(WEIGHTINGS)
-    simplicity = sorted(
-        (pair_key(w, r.name) for w in weightings for r in rules),
-        key=lambda key: _pair_rank(key, weightings, [r.name for r in rules]),
-    )
-    per_fold: dict[int, dict[tuple[str, str], Blend]] = {}
-    n_folds = len(np.unique(fold))
-
-    with make_progress(console) as progress:
-        bar = progress.add_task(f"blend {name}: {len(members)} members, {len(weightings)} weightings × {len(rules)} rules × {n_folds} folds",
-                                total=n_folds + 1)
-
-        def fit_rows(rows: np.ndarray) -> dict[tuple[str, str], Blend]:
-            fitted = fit_blends(members, labels, rows, weightings, rules, context)
-            progress.advance(bar)
-            return fitted
-
-        def evaluate(fitted: dict[tuple[str, str], Blend], held: np.ndarray) -> dict[str, float]:
-            held_logits = [m.logits[held] for m in members]
-            scores = {pair_key(w, r): metric.score(labels[held], b.predict(held_logits)) for (w, r), b in fitted.items()}
-            majority = int(labels[~held].sum(axis=0).argmax())  # the fitting folds' majority (multi-label: unused)
-            scores["trivial"] = trivial_baseline(labels[held], metric, task, majority)
-            return scores
-
-        nested = nested_cv(fit_rows, evaluate, fold, on_fold=lambda k, fitted: per_fold.__setitem__(k, fitted))
-        trivial = nested.pop("trivial")
-        choice = choose(nested, simplicity, cfg.calibrate.selection)
-        weighting, rule = choice.chosen.split(" + ")
-        final = fit_blends(members, labels, np.ones(len(labels), dtype=bool), [weighting], candidates_for(task, metric, [rule]), context)
-        final_blend = final[(weighting, rule)]
-        progress.advance(bar)
-
-    singles = _own_decisions(cfg, names, oofs)
-    _print_table(console, name, metric.describe(), n_folds, nested, choice, simplicity, trivial, singles)
-    score = nested[choice.chosen]
-    best_single = max((s for s in singles.values() if s is not None), key=lambda s: s["nested_cv"], default=None)
-    console.print(
-        f"blend {score.mean:+.4f} ± {score.se:.4f} ({choice.chosen}; {choice.rule})"
-        + (f" vs best single variant {best_single['variant']} {best_single['nested_cv']:+.4f}" if best_single else "")
-        + f" vs trivial baseline {trivial.mean:+.4f} (nested CV)",
-        soft_wrap=True, highlight=False,
-    )
-
-    oof_logits = [m.logits for m in members]
-    oof_pred = final_blend.predict(oof_logits)
-    test_pred = aggregate_predict(final_blend, [m.test_logits for m in members])
-    provenance: dict[str, Any] = {
-        "variants": names,
-        "weights": {m: float(w) for m, w in zip(names, final_blend.weights)},
-        "weighting": weighting,
-        "decision_rule": rule,
-        "selection": choice.rule,
-        "metric": metric.params(),
-        "nested_cv_score": score.mean,
-        "nested_cv_se": score.se,
-        "trivial_baseline": trivial.mean,
-        "nested_cv_table": as_report(nested, choice),
-        "weights_per_fold": {str(k): {m: float(x) for m, x in zip(names, blends[(weighting, rule)].weights)} for k, blends in per_fold.items()},
-        "member_calibrations": {m: {"temperature": c.temperature, "alpha": c.alpha} for m, c in zip(names, final_blend.calibrations)},
-        "member_oof_fingerprints": {n: oof_fingerprint(oofs[n]) for n in names},
-        "single_variant_own_decision": singles,
-        "decision": final_blend.decision.to_dict(),
-        "test_aggregation": TEST_AGGREGATION,
-        "in_sample_score": metric.score(labels, oof_pred),
-        "synthetic": synthetic,
-    }
-    out = write_submission(test_pred, ref.test_ids.astype(str), classes, cfg, name, provenance)
-
-    z = final_blend.mixture(oof_logits)
-    prior = class_prior(labels)
-    blended = OOF(
-        classes=ref.classes, ids=ref.ids, fold=ref.fold, logits=z,
-        test_ids=ref.test_ids, test_logits=np.stack([final_blend.mixture([m.test_logits[k] for m in members]) for k in range(ref.n_folds)]),
-        train_prior=prior,
-    )
-    oof_path = cfg.paths.oof / f"blend_{name}.npz"
-    save_oof(oof_path, blended, {"blend": name, **{k: v for k, v in provenance.items() if k != "nested_cv_table"}})
-    final_blend.decision.with_(fitted_on=oof_fingerprint(blended)).save(cfg.paths.oof / f"blend_{name}.decision.json")
-    write_study(storage, f"blend/{name}", _trials(per_fold, nested, final_blend, weighting, rule),
-                {"blend": name, "chosen": choice.chosen, "variants": names})
-
-    trivial_pred = trivial_prediction(labels, task)
-    probs_before = np.exp(final_blend.decision.with_(temperature=1.0).log_probs(z))
-    probs_after = np.exp(final_blend.decision.log_probs(z))
-    pictures = [
-        confusion_png(labels, oof_pred, classes, cfg.paths.submissions / f"{name}_confusion.png",
-                      title=f"{name}: OOF confusion, {choice.chosen} (row-normalized)"),
-        per_class_png(metric.per_class(labels, oof_pred), metric.per_class(labels, trivial_pred), classes,
-                      cfg.paths.submissions / f"{name}_per_class.png",
-                      title=f"{name}: OOF score per class, {choice.chosen} (refit on all folds) vs trivial baseline"),
-        reliability_png(probs_before, probs_after, labels, task, cfg.paths.submissions / f"{name}_reliability.png",
-                        title=f"{name}: OOF reliability of the mixture before / after temperature {final_blend.decision.temperature:.2f}"),
-    ]
+    selection = _select(cfg, name, members, labels, ref, metric, console)
+    singles = _own_decisions(paths, oofs)
+    _print_table(console, name, metric.describe(), ref.n_folds, selection, singles)
+    out, provenance = _write_submission(cfg, name, names, oofs, members, labels, selection, singles, synthetic, metric)
+    blended, oof_path = _write_blended_oof(cfg, name, members, labels, ref, selection, provenance)
+    write_study(storage, f"blend/{name}", blend_trials(selection), {"blend": name, "chosen": pair_label(selection.chosen), "variants": names})
+    pictures = _write_pictures(cfg, name, members, labels, blended, selection, metric)
     for p in (out, out.with_suffix(".json"), oof_path, *pictures):
         console.print(f"wrote {p}", soft_wrap=True, highlight=False)
     console.print(f"Optuna study 'blend/{name}' in {cfg.calibrate.storage} (`kit dashboard`)", soft_wrap=True, highlight=False)
     return out
 
 
-def _pair_rank(key: str, weightings: list[str], rules: list[str]) -> tuple[int, int]:
-    """Simplicity of a (weighting, rule) pair: the sum of their ranks, then the simpler weighting."""
-    weighting, rule = key.split(" + ")
-    return weightings.index(weighting) + rules.index(rule), weightings.index(weighting)
+def _select(cfg: CompetitionConfig, name: str, members: list[Member], labels: np.ndarray, ref: OOF, metric: Metric,
+            console: Console) -> BlendSelection:
+    """select_blend over every weighting and the task's blend rules, with a progress bar."""
+    from kit.progress import make_progress
+
+    classes = tuple(ref.classes.astype(str).tolist())
+    context = FitContext(cfg.task, classes, metric, np.ones(len(classes)) / len(classes), cfg.calibrate)
+    rules = candidates_for(cfg.task, metric, BLEND_RULES[cfg.task])
+    weightings = list(BLEND_WEIGHTINGS)
+    n_folds = len(np.unique(ref.fold))
+    with make_progress(console) as progress:
+        bar = progress.add_task(f"blend {name}: {len(members)} members, {len(weightings)} weightings × {len(rules)} rules × {n_folds} folds",
+                                total=n_folds + 1)
+        return select_blend(members, labels, ref.fold.astype(np.int64), context, weightings, rules, on_fit=lambda: progress.advance(bar),
+                            blend_settings=cfg.blend)
 
 
-def _own_decisions(cfg: CompetitionConfig, names: list[str], oofs: dict[str, OOF]) -> dict[str, dict | None]:
-    """Each variant's own nested-CV score from `kit calibrate`, when its report was made on this very OOF."""
+def _write_submission(cfg: CompetitionConfig, name: str, names: list[str], oofs: dict[str, OOF], members: list[Member], labels: np.ndarray,
+                      selection: BlendSelection, singles: dict, synthetic: bool, metric: Metric) -> tuple[Path, dict[str, Any]]:
+    """The submission CSV and its provenance JSON (what was chosen, how, and how it scored in nested CV)."""
+    from kit.submission import write_submission
+
+    final, (weighting, rule) = selection.final, selection.chosen
+    score, trivial = selection.scores[selection.chosen], selection.trivial
+    test_pred = aggregate_predict(final, [m.test_logits for m in members])
+    if _worse_than_trivial_everywhere(selection):  # no pair has any skill: submit the no-skill prediction, and say so
+        test_pred = trivial_prediction(np.zeros((len(test_pred), labels.shape[1]), dtype=np.uint8), cfg.task, int(labels.sum(axis=0).argmax()))
+        rule, score = "trivial", trivial
+        print_line = f"every weighting × rule of blend '{name}' scores below the trivial baseline in every fold: " \
+                     f"{name}.csv holds the trivial prediction (majority class everywhere; multi-label: all negative); retrain the members"
+        Console(stderr=True).print(f"warning: {print_line}", style="yellow", markup=False, highlight=False, soft_wrap=True)
+    provenance: dict[str, Any] = {
+        "variants": names,
+        "weights": _weights(names, final),
+        "weighting": weighting,
+        "decision_rule": rule,
+        "selection": selection.choice.rule,
+        "metric": metric.params(),
+        "nested_cv_score": score.mean,
+        "nested_cv_se": score.se,
+        "trivial_baseline": trivial.mean,
+        "nested_cv_table": as_report(selection.scores, selection.choice, name=pair_label),
+        "weights_per_fold": {str(k): _weights(names, blends[selection.chosen]) for k, blends in selection.per_fold.items()},
+        "stacker": final.stacker.describe() if final.stacker is not None else None,
+        "member_calibrations": {m: {"temperature": c.temperature, "alpha": c.alpha} for m, c in zip(names, final.calibrations)},
+        "member_oof_fingerprints": {n: oof_fingerprint(oofs[n]) for n in names},
+        "single_variant_own_decision": singles,
+        "decision": final.decision.to_dict(),
+        "test_aggregation": TEST_AGGREGATION,
+        "in_sample_score": metric.score(labels, final.predict([m.logits for m in members])),
+        "synthetic": synthetic,
+    }
+    ref = oofs[names[0]]
+    return write_submission(test_pred, ref.test_ids.astype(str), ref.classes.astype(str).tolist(), cfg, name, provenance), provenance
+
+
+def _worse_than_trivial_everywhere(selection: BlendSelection) -> bool:
+    """Whether every (weighting, rule) pair scores below the trivial baseline in every outer fold."""
+    return all(s < t for pair in selection.pairs for s, t in zip(selection.scores[pair].per_fold, selection.trivial.per_fold))
+
+
+def _weights(names: list[str], b: Blend) -> dict[str, float] | None:
+    """Member -> weight; None for the stacker (its weights are per class: see "stacker")."""
+    return None if b.weights is None else {m: float(w) for m, w in zip(names, b.weights)}
+
+
+def _write_blended_oof(cfg: CompetitionConfig, name: str, members: list[Member], labels: np.ndarray, ref: OOF, selection: BlendSelection,
+                       provenance: dict[str, Any]) -> tuple[OOF, Path]:
+    """The chosen blend as one OOF (its mixture, to be blended again) and its decision tied to it."""
+    final = selection.final
+    blended = OOF(
+        classes=ref.classes, ids=ref.ids, fold=ref.fold, logits=final.mixture([m.logits for m in members]),
+        test_ids=ref.test_ids, test_logits=np.stack([final.mixture([m.test_logits[k] for m in members]) for k in range(ref.n_folds)]),
+        train_prior=class_prior(labels),
+    )
+    oof_path = cfg.paths.oof / f"blend_{name}.npz"
+    save_oof(oof_path, blended, {"blend": name, **{k: v for k, v in provenance.items() if k != "nested_cv_table"}})
+    final.decision.with_(fitted_on=oof_fingerprint(blended)).save(cfg.paths.oof / f"blend_{name}.decision.json")
+    return blended, oof_path
+
+
+def _write_pictures(cfg: CompetitionConfig, name: str, members: list[Member], labels: np.ndarray, blended: OOF, selection: BlendSelection,
+                    metric: Metric) -> list[Path]:
+    """Confusion, per-class score against the trivial baseline, and the mixture's reliability before / after T."""
+    from kit.plots import confusion_png, per_class_png, reliability_png
+
+    classes, chosen, decision = blended.classes.astype(str).tolist(), pair_label(selection.chosen), selection.final.decision
+    oof_pred = selection.final.predict([m.logits for m in members])
+    trivial_pred = trivial_prediction(labels, cfg.task)
+    uncalibrated = decision.with_(calibrator=replace(decision.calibrator, temperature=1.0))
+    folder = cfg.paths.submissions
+    return [
+        confusion_png(labels, oof_pred, classes, folder / f"{name}_confusion.png", title=f"{name}: OOF confusion, {chosen} (row-normalized)"),
+        per_class_png(metric.per_class(labels, oof_pred), metric.per_class(labels, trivial_pred), classes, folder / f"{name}_per_class.png",
+                      title=f"{name}: OOF score per class, {chosen} (refit on all folds) vs trivial baseline"),
+        reliability_png(np.exp(uncalibrated.log_probs(blended.logits)), np.exp(decision.log_probs(blended.logits)), labels, cfg.task,
+                        folder / f"{name}_reliability.png",
+                        title=f"{name}: OOF reliability of the mixture before / after temperature {decision.temperature:.2f}"),
+    ]
+
+
+def _own_decisions(paths: dict[str, Path], oofs: dict[str, OOF]) -> dict[str, dict | None]:
+    """Each variant's own nested-CV score from `kit calibrate` (the report beside its OOF), when made on this very OOF."""
     out: dict[str, dict | None] = {}
-    for n in names:
-        report = read_meta(cfg.paths.oof / f"{n}.calibration.json")
+    for n, path in paths.items():
+        report = read_meta(path.with_name(f"{n}.calibration.json"))
         fresh = report is not None and report.get("fitted_on") == oof_fingerprint(oofs[n])
         out[n] = {"variant": n, "rule": report.get("chosen"), "nested_cv": float(report["chosen_nested_cv"])} if fresh else None
     return out
 
 
-def _print_table(console, name, metric_text, n_folds, nested, choice, simplicity, trivial, singles) -> None:
+def _print_table(console: Console, name: str, metric_text: str, n_folds: int, selection: BlendSelection, singles: dict) -> None:
+    """Every pair's nested score beside the trivial baseline and each member's own `kit calibrate` score, then the summary line."""
+    choice, trivial = selection.choice, selection.trivial
     table = Table(title=f"blend '{name}': {metric_text}, nested CV over {n_folds} folds (members' calibration, weights and rule fitted on the other folds)")
     for column in ("weighting + rule (simplest first)", "nested CV ± SE", "Δ to best ± SE"):
         table.add_column(column, justify="left" if column.startswith("weighting") else "right")
     table.add_row("trivial baseline", f"{trivial.mean:+.4f} ± {trivial.se:.4f}", "", style="dim")
-    for key in simplicity:
-        s = nested[key]
-        mark = "[bold green]" if key == choice.chosen else ""
-        delta = "best" if key == choice.best else f"{choice.delta[key]:+.4f} ± {choice.delta_se[key]:.4f}"
-        table.add_row(f"{mark}{key}", f"{mark}{s.mean:+.4f} ± {s.se:.4f}", f"{mark}{delta}")
+    for pair in selection.pairs:
+        s = selection.scores[pair]
+        mark = "[bold green]" if pair == choice.chosen else ""
+        delta = "best" if pair == choice.best else f"{choice.delta[pair]:+.4f} ± {choice.delta_se[pair]:.4f}"
+        table.add_row(f"{mark}{pair_label(pair)}", f"{mark}{s.mean:+.4f} ± {s.se:.4f}", f"{mark}{delta}")
     for n, own in singles.items():
         text = "— (no `kit calibrate` report for this OOF)" if own is None else f"{own['nested_cv']:+.4f} ({own['rule']})"
         table.add_row(f"[dim]{n} alone, its own decision (kit calibrate)", f"[dim]{text}", "")
     console.print(table)
-
-
-def _trials(per_fold, nested, final_blend: Blend, weighting: str, rule: str) -> list:
-    trials = []
-    for i, (k, blends) in enumerate(per_fold.items()):
-        for (w, r), b in blends.items():
-            trials.append(fit_trial(b.decision, nested[pair_key(w, r)].per_fold[i], candidate=pair_key(w, r), fold=str(k),
-                                    weights=[float(x) for x in b.weights]))
-    trials.append(fit_trial(final_blend.decision, nested[pair_key(weighting, rule)].mean, candidate=pair_key(weighting, rule), fold="all",
-                            weights=[float(x) for x in final_blend.weights]))
-    return trials
+    score = selection.scores[choice.chosen]
+    best_single = max((s for s in singles.values() if s is not None), key=lambda s: s["nested_cv"], default=None)
+    console.print(
+        f"blend {score.mean:+.4f} ± {score.se:.4f} ({pair_label(selection.chosen)}; {choice.rule})"
+        + (f" vs best single variant {best_single['variant']} {best_single['nested_cv']:+.4f}" if best_single else "")
+        + f" vs trivial baseline {trivial.mean:+.4f} (nested CV)",
+        soft_wrap=True, highlight=False,
+    )

@@ -18,8 +18,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from kit.artifacts import OOF, check_against_folds, load_oof, oof_fingerprint, read_meta, require_metric
-from kit.config import CompetitionConfig
+from kit.artifacts import OOF, check_against_folds, load_oof, oof_fingerprint, read_meta, require_metric, require_same_data
+from kit.config import CompetitionConfig, resolve_variants
 from kit.decision.candidates import Candidate, FitContext, candidates_for
 from kit.decision.metrics import Metric, build_metric
 from kit.decision.nested import as_report
@@ -38,7 +38,7 @@ def find_oof_paths(cfg: CompetitionConfig, oof: list[Path] | None = None, varian
     if oof:
         return [Path(p) for p in oof]
     if variants and variants != ["all"]:
-        return [cfg.paths.oof / f"{v}.npz" for v in variants]
+        return [cfg.paths.oof / f"{v}.npz" for v in resolve_variants(variants, cfg)]  # names checked before any path is made
     found = [cfg.paths.oof / f"{v}.npz" for v in cfg.variants if (cfg.paths.oof / f"{v}.npz").is_file()]
     if not found:
         raise KitError(f"{cfg.paths.oof}: no OOF file for the variants {cfg.variants} of {cfg.source_file}; run `kit train` first")
@@ -64,8 +64,9 @@ def calibrate(cfg: CompetitionConfig, oof_paths: list[Path], console: Console | 
     for path in map(Path, oof_paths):
         oof = load_oof(path)
         check_against_folds(oof, cfg.folds.path, path)
-        require_metric((read_meta(path.with_suffix(".json")) or {}).get("metric"), metric.params(), path.with_suffix(".json"),
-                       f"kit train --variant {path.stem}", cfg.source_file)
+        meta = read_meta(path.with_suffix(".json"))
+        require_metric((meta or {}).get("metric"), metric.params(), path.with_suffix(".json"), f"kit train --variant {path.stem}", cfg.source_file)
+        require_same_data(meta, source.train.fingerprint, path, path.stem, cfg.calibrate.accept_stale_oof, cfg.source_file)
         classes = oof.classes.astype(str).tolist()
         if classes != list(source.classes):
             raise KitError(

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kit.config import CompetitionConfig
+from kit.decision.metrics import signed
 from kit.errors import KitError
 from kit.submission import check_one_label_per_row, check_submission_file, read_csv_str, to_indicator
 
@@ -83,9 +84,9 @@ def score_file(
         table.add_column("trivial", justify="right")
         base_per_class = metric.per_class(y_true, baseline_pred)
     for k, c in enumerate(classes):
-        row = [c, str(int(y_true[:, k].sum())), _fmt(per_class[k])]
+        row = [c, str(int(y_true[:, k].sum())), signed(per_class[k])]
         if multi_class:
-            row.append(_fmt(base_per_class[k]))
+            row.append(signed(base_per_class[k]))
         table.add_row(*row)
     console.print(table)
 
@@ -100,18 +101,18 @@ def score_file(
         trivial_name = "majority class of train everywhere"
     else:
         trivial_name = "majority class of the solution everywhere: no training labels without the data directory"
-    summary.add_row(f"trivial baseline ({trivial_name})", _fmt(baseline))
+    summary.add_row(f"trivial baseline ({trivial_name})", signed(baseline))
     if compare_argmax:
         plain = "argmax" if multi_class else "sigmoid > 0.5"
         for variant, s in result["argmax"].items():
-            summary.add_row(f"{variant} by {plain} (mean test logits)", _fmt(s))
+            summary.add_row(f"{variant} by {plain} (mean test logits)", signed(s))
         if result["argmax"]:
             best = max(result["argmax"], key=result["argmax"].get)
             result["best_argmax"] = {"variant": best, "score": result["argmax"][best]}
-            summary.add_row(f"[bold]best single variant by {plain} ({best})", f"[bold]{_fmt(result['argmax'][best])}")
+            summary.add_row(f"[bold]best single variant by {plain} ({best})", f"[bold]{signed(result['argmax'][best])}")
         else:
             summary.add_row(f"no oof/<variant>.npz for the variants {cfg.variants}", "—")
-    summary.add_row(f"[bold]{Path(submission_name).name}", f"[bold]{_fmt(score)}")
+    summary.add_row(f"[bold]{Path(submission_name).name}", f"[bold]{signed(score)}")
     console.print(summary)
     return result
 
@@ -229,7 +230,3 @@ def _warn_unless_submittable(path: Path, cfg: CompetitionConfig, classes: list[s
     except KitError as exc:
         console.print(f"warning: `kit submit` would refuse this file: {' '.join(str(exc).split())}",
                       style="yellow", markup=False, highlight=False, soft_wrap=True)
-
-
-def _fmt(x: float | None) -> str:
-    return "—" if x is None or np.isnan(x) else f"{x:+.4f}"

@@ -11,6 +11,7 @@ print the ledger, draw public against nested CV. download: the competition's fil
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -23,18 +24,23 @@ from rich.table import Table
 from rich.text import Text
 
 from kit.artifacts import read_meta
-from kit.config import CompetitionConfig
+from kit.config import CompetitionConfig, check_name
+from kit.decision.metrics import signed
 from kit.errors import KitError
+from kit.files import write_json
 from kit.leaderboard import client
 from kit.leaderboard.ledger import (
     LEDGER_NAME,
+    NOT_FOUND,
     SENDING,
-    append_entry,
+    UNKNOWN,
+    claim_entry,
     correlation,
     file_sha256,
     find_sent,
     ledger_path,
     new_entry,
+    now_utc,
     number,
     read_ledger,
     remote_fields,
@@ -45,9 +51,9 @@ from kit.leaderboard.ledger import (
 )
 from kit.submission import check_submission_file, is_synthetic
 
-DEFAULT_WAIT_SECONDS = 900.0
 PICTURE_NAME = "cv_vs_public.png"
-SENDING_MATCH_SECONDS = 600  # a SENDING row matches a Kaggle submission of the same file and message made this soon after
+SENDING_MATCH_SECONDS = 900  # a SENDING or UNKNOWN row matches a Kaggle submission of the same file and message made this soon after
+CLOCK_SKEW_SECONDS = 120  # ... or this long before (this machine's clock may run ahead of Kaggle's)
 
 
 def _failure(message: str, exit_code: int) -> KitError:
@@ -71,33 +77,43 @@ def submit(
     competition: str | None = None,
     dry_run: bool = False,
     wait: bool = False,
-    timeout: float = DEFAULT_WAIT_SECONDS,
+    timeout: float = client.DEFAULT_WAIT_SECONDS,
     force: bool = False,
     console: Console | None = None,
 ) -> dict[str, Any]:
     """Validate `file` (default: newest submission), record it, send it with `message`; with `wait`, poll
-    until Kaggle has scored it and print its public score beside its nested-CV score. A dry run sends nothing."""
+    until Kaggle has scored it and print its public score beside its nested-CV score. A dry run sends nothing.
+    `timeout` bounds the whole command: every request, the upload and the wait."""
     console = console or Console()
+    if not timeout > 0 or timeout == float("inf"):
+        raise KitError(f"--timeout {timeout:g}: give the seconds the command may take (upload and --wait), a number more than 0")
+    deadline = client.Deadline(timeout)
+    slug = _slug(cfg, competition)
     file = Path(file) if file is not None else newest_submission(cfg)
     if not message or not message.strip():
         raise KitError("--message is empty; say what this submission is (it shows on the leaderboard page)")
-    if wait and timeout <= 0:
-        raise KitError(f"--timeout {timeout:g}: give the seconds to wait for the score, more than 0")
-    slug = competition or cfg.kaggle.competition
+    other_competition = slug != cfg.kaggle.competition
+    if other_competition and not force and not dry_run:
+        raise KitError(
+            f"--competition '{slug}' is not the config's kaggle.competition '{cfg.kaggle.competition}': {file} was checked "
+            f"against {cfg.source_file or 'the config'}'s data only; set kaggle.competition, or --force to send it anyway"
+        )
     frame = check_submission_file(file, cfg)
-    meta = read_meta(file.with_suffix(".json"))
+    sha = file_sha256(file)
+    meta = _provenance(file, sha)
     synthetic = bool((meta or {}).get("synthetic")) or is_synthetic(cfg)
     ledger = ledger_path(cfg.paths.submissions)
-    sha = file_sha256(file)
-    earlier = find_sent(read_ledger(ledger), sha, slug)
     summary = {"file": str(file), "rows": len(frame), "bytes": file.stat().st_size, "competition": slug, "message": message, "sha256": sha}
 
     if dry_run:
+        earlier = find_sent(read_ledger(ledger), sha, slug)
         notes = []
         if earlier is not None and not force:
-            notes.append(f"already sent as {_describe(earlier)}, would be refused without --force")
+            notes.append(f"{_describe_earlier(earlier, slug)}, would be refused without --force")
         if synthetic:
             notes.append("synthetic data, would be refused without --dry-run")
+        if other_competition and not force:
+            notes.append(f"not the config's competition '{cfg.kaggle.competition}', would be refused without --force")
         _say(console, f"dry run: would submit {file} ({len(frame)} rows, {summary['bytes']} bytes, validated against the sample) "
                       f"to '{slug}' with message {message!r}" + "".join(f" — {n}" for n in notes))
         return {**summary, "dry_run": True, "synthetic": synthetic, "duplicate": earlier is not None}
@@ -106,49 +122,93 @@ def submit(
             f"{file}: made from synthetic data ({cfg.data.dir}); the leaderboard would only count it against you. "
             "Point the config at the real data, or use --dry-run"
         )
-    if earlier is not None and not force:
-        raise KitError(f"{file}: these bytes were already sent to '{slug}' as {_describe(earlier)}; --force sends them again (one more of today's submissions)")
     entry = new_entry(file, sha, message, slug, meta)
     key = row_key(entry)
-    append_entry(ledger, entry)  # first: a folder that cannot take the row stops the submission before any request
+
+    def refuse(earlier: pd.Series) -> KitError:
+        return KitError(f"{file}: {_describe_earlier(earlier, slug)}; --force sends them again (one more of today's submissions)")
+
+    # the duplicate check and the SENDING row are one step under the ledger's lock; a folder that cannot
+    # take the row stops the submission before any request
+    claim_entry(ledger, entry, None if force else refuse)
     try:
-        api = client.connect(console)
-        limits = client.submission_limits(api, slug)
-        if limits is not None and limits.left_today == 0 and (limits.used_today > 0 or limits.limited_by_total):
-            cap = "the competition's total" if limits.limited_by_total else f"today's ({limits.used_today} sent today)"
-            raise KitError(f"'{slug}': no submissions left, {cap} limit is reached (Kaggle's count); nothing was sent. "
-                           "Daily counts reset at 00:00 UTC")
-        ref, said = client.send(api, file, message, slug)
+        with client.watchdog(deadline):
+            api = client.connect(console, deadline)
+            limits = client.submission_limits(api, slug)
+            if limits is not None and limits.left_today == 0 and (limits.used_today > 0 or limits.limited_by_total):
+                cap = "the competition's total" if limits.limited_by_total else f"today's ({limits.used_today} sent today)"
+                raise KitError(f"'{slug}': no submissions left, {cap} limit is reached (Kaggle's count); nothing was sent. "
+                               "Daily counts reset at 00:00 UTC")
+            ref, said = client.send(api, file, message, slug)
+    except client.MaybeSubmitted as exc:
+        _keep_unknown(ledger, key, exc.reason)
+        raise _failure(f"{file} may have been submitted to '{slug}' ({exc.reason}); {ledger} keeps it as {UNKNOWN}; "
+                       "run `kit submissions` to look it up among Kaggle's submissions before sending it again", exc.exit_code) from None
     except KitError:
         _forget(ledger, key)  # nothing was submitted: the ledger records submissions only
         raise
+    except client.CommandTimedOut:
+        _forget(ledger, key)
+        raise KitError(f"--timeout {timeout:g} s passed before {file} was uploaded; nothing was submitted; "
+                       "retry later or give a larger --timeout") from None
     except KeyboardInterrupt:
-        raise _failure(f"interrupted during the upload of {file}: {ledger} keeps it as {SENDING}; "
-                       "`kit submissions` asks Kaggle whether it arrived", 130) from None
+        _forget(ledger, key)
+        raise _failure(f"interrupted before the upload of {file} was complete; nothing was submitted", 130) from None
     try:
-        update_rows(ledger, {key: {"ref": str(ref or ""), "status": "PENDING"}})
+        update_rows(ledger, {key: {"ref": str(ref), "status": "PENDING"}})
     except KitError as exc:
         raise KitError(f"submitted {file} to '{slug}' as ref {ref}, but the ledger was not updated: {exc}") from None
     left = "" if limits is None else f"; Kaggle allowed {limits.left_today} more today before this one"
-    _say(console, f"submitted {file} to '{slug}' as ref {ref or '?'}: {said or 'no message'}; recorded in {ledger}{left}")
+    _say(console, f"submitted {file} to '{slug}' as ref {ref}: {said or 'no message'}; recorded in {ledger}{left}")
     result = {**summary, "dry_run": False, "response": said, "ref": ref, "status": "PENDING"}
     if not wait:
         _say(console, "`kit submissions` shows its public score once Kaggle has scored it (or use --wait)")
         return result
-    if not ref:
-        raise _failure(f"Kaggle gave no ref for {file}; {ledger} keeps it as PENDING; `kit submissions` finds its score later", 1)
 
-    remote = _wait(api, ref, timeout, console, ledger)
+    remote = _wait(api, ref, deadline, console, ledger)
     update_rows(ledger, {key: remote_fields(remote)})
     row = {**entry, **remote_fields(remote)}
     if remote.status == "ERROR":
         raise _failure(f"Kaggle could not score {file} (ref {ref}): {remote.error_description or 'no description given'}; "
                        f"recorded as ERROR in {ledger}", 1)
     if remote.status == "PENDING":
-        raise _failure(f"{file} (ref {ref}) is not scored after {timeout:g} s; it stays PENDING in {ledger}; "
+        raise _failure(f"{file} (ref {ref}) is not scored within --timeout {timeout:g} s; it stays PENDING in {ledger}; "
                        "`kit submissions` fills in its score later", 1)
     _print_scores(console, file, slug, row)
     return {**result, **remote_fields(remote)}
+
+
+def _slug(cfg: CompetitionConfig, competition: str | None) -> str:
+    """The competition to talk to: --competition (a checked name) or the config's, which must be set."""
+    if competition is not None:
+        return check_name(competition, "--competition")
+    if not cfg.kaggle.competition:
+        raise KitError(f"{cfg.source_file or 'the config'}: kaggle.competition is empty (no Kaggle competition); "
+                       "set it, or pass --competition SLUG")
+    return cfg.kaggle.competition
+
+
+def _provenance(file: Path, sha: str) -> dict[str, Any] | None:
+    """The provenance JSON beside `file`, only when it was written for these bytes: a JSON left from an
+    earlier CSV of the same name would put another blend's scores in the ledger."""
+    path = file.with_suffix(".json")
+    meta = read_meta(path)
+    if meta is None or "csv_sha256" not in meta:
+        return meta  # none, or written by an older kit (which recorded no hash)
+    if meta["csv_sha256"] != sha:
+        raise KitError(
+            f"{path}: describes another CSV than {file} (its csv_sha256 differs from the file's sha256): the CSV changed after "
+            f"`kit blend` wrote them; write both again with `kit blend`, or move {path.name} away to send the CSV without provenance"
+        )
+    return meta
+
+
+def _describe_earlier(earlier: pd.Series, slug: str) -> str:
+    if earlier["status"] == UNKNOWN:
+        return (f"these bytes may already be on '{slug}': the answer to their upload on {earlier['time']} was lost "
+                f"({earlier['error_description'] or 'no reason recorded'}), so the ledger holds them as {UNKNOWN}; "
+                "run `kit submissions` to look them up first")
+    return f"these bytes were already sent to '{slug}' as {_describe(earlier)}"
 
 
 def _forget(ledger: Path, key: str) -> None:
@@ -159,8 +219,17 @@ def _forget(ledger: Path, key: str) -> None:
         pass
 
 
-def _wait(api, ref: int, timeout: float, console: Console, ledger: Path) -> client.RemoteSubmission:
-    """Poll Kaggle for `ref` with a spinner; Ctrl-C or a lost connection leaves the row PENDING."""
+def _keep_unknown(ledger: Path, key: str, reason: str) -> None:
+    """Mark the row of a submission that may exist; if even that fails, the row stays SENDING (also looked up)."""
+    try:
+        update_rows(ledger, {key: {"status": UNKNOWN, "error_description": reason}})
+    except KitError:
+        pass
+
+
+def _wait(api, ref: int, deadline: client.Deadline, console: Console, ledger: Path) -> client.RemoteSubmission:
+    """Poll Kaggle for `ref` with a spinner until the deadline; Ctrl-C or a lost connection leaves the row PENDING."""
+    timeout = max(deadline.left() or 0.0, 0.0)
     progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True)
     task = progress.add_task(f"waiting for Kaggle to score ref {ref}")
 
@@ -169,12 +238,15 @@ def _wait(api, ref: int, timeout: float, console: Console, ledger: Path) -> clie
                                           f"(gives up after {timeout:g} s)")
 
     try:
-        with progress:
+        with progress, client.watchdog(deadline):
             remote = client.wait_until_scored(lambda: client.get_submission(api, ref), timeout, on_wait)
+    except client.CommandTimedOut:
+        raise _failure(f"ref {ref} is not scored within --timeout {deadline.seconds:g} s; it stays PENDING in {ledger}; "
+                       "`kit submissions` fills in its score later", 1) from None
     except KeyboardInterrupt:
         raise _failure(f"interrupted while waiting: ref {ref} stays PENDING in {ledger}; `kit submissions` fills in its score later", 130) from None
-    except KitError as exc:
-        raise KitError(f"{exc} (ref {ref} stays PENDING in {ledger}; `kit submissions` fills in its score later)") from None
+    except KitError as exc:  # sent, but its score could not be asked for: exit 1, like a timeout
+        raise _failure(f"{exc} (ref {ref} stays PENDING in {ledger}; `kit submissions` fills in its score later)", 1) from None
     return remote
 
 
@@ -189,7 +261,7 @@ def submissions(
     scores after the deadline), print the ledger beside the nested-CV scores, draw public against nested
     CV, and show today's remaining submissions when the API says. A failed refresh is one warning line."""
     console = console or Console()
-    slug = competition or cfg.kaggle.competition
+    slug = _slug(cfg, competition)
     path = ledger_path(cfg.paths.submissions)
     ledger = read_ledger(path)
     if ledger.empty:
@@ -199,7 +271,7 @@ def submissions(
     if refresh:
         wanted = ledger["competition"] == slug
         if not refresh_all:
-            wanted &= ledger["status"].isin(["PENDING", SENDING])
+            wanted &= ledger["status"].isin(["PENDING", SENDING, UNKNOWN])
         try:
             api = client.connect(console)
             updates = _refresh(api, ledger[wanted], slug, console)
@@ -232,38 +304,46 @@ def submissions(
 
 
 def _refresh(api, rows: pd.DataFrame, slug: str, console: Console) -> dict[str, dict[str, str]]:
-    """Ledger updates keyed by row: each row with a ref asked by ref; a SENDING row (interrupted upload)
-    matched against Kaggle's latest submissions by file name, message and time."""
+    """Ledger updates keyed by row. First the rows without a ref (UNKNOWN: the answer to their upload was
+    lost; SENDING: an upload cut off) are looked up among Kaggle's latest submissions by file name,
+    message and time: found, they get its ref and status; an UNKNOWN row not found becomes NOT_FOUND (it
+    was not created, its bytes may be sent again). Then each row with a ref is asked for by ref."""
     updates: dict[str, dict[str, str]] = {}
-    listed: list[client.RemoteSubmission] | None = None
-    known_refs = set(rows["ref"])
+    unresolved = rows[(rows["ref"] == "") & rows["status"].isin([SENDING, UNKNOWN])]
+    known_refs = set(rows["ref"]) - {""}
+    if not unresolved.empty:
+        listed = client.list_submissions(api, slug)
+        for _, row in unresolved.iterrows():
+            match = _match_sending(row, [s for s in listed if str(s.ref) not in known_refs])
+            name = Path(row["file"]).name
+            if match is not None:
+                known_refs.add(str(match.ref))
+                updates[row_key(row)] = remote_fields(match)
+                _say(console, f"{name} sent at {row['time']} ({row['status']}) is on Kaggle as ref {match.ref}: recorded")
+            elif row["status"] == UNKNOWN:
+                updates[row_key(row)] = {"status": NOT_FOUND, "error_description": f"not among Kaggle's submissions on {now_utc()}"}
+                _warn(console, f"{name} sent at {row['time']} is not among Kaggle's latest submissions: it was not created; "
+                               f"recorded as {NOT_FOUND}, so `kit submit` may send these bytes again")
+            else:
+                _warn(console, f"{name} sent at {row['time']} is not among Kaggle's latest submissions: "
+                               "the upload was probably cut off; check kaggle.com, or send it again with --force")
     for _, row in rows.iterrows():
         if row["ref"]:
             try:
                 updates[row_key(row)] = remote_fields(client.get_submission(api, int(row["ref"])))
             except (KitError, ValueError) as exc:
                 _warn(console, f"ref {row['ref']} ({Path(row['file']).name}) not refreshed: {exc}")
-            continue
-        if row["status"] != SENDING:
-            continue
-        if listed is None:
-            listed = client.list_submissions(api, slug)
-        match = _match_sending(row, [s for s in listed if str(s.ref) not in known_refs])
-        if match is None:
-            _warn(console, f"{Path(row['file']).name} sent at {row['time']} is not among Kaggle's latest submissions: "
-                           "the upload was probably cut off; check kaggle.com, or send it again with --force")
-        else:
-            known_refs.add(str(match.ref))
-            updates[row_key(row)] = remote_fields(match)
     return updates
 
 
 def _match_sending(row: pd.Series, listed: list[client.RemoteSubmission]) -> client.RemoteSubmission | None:
+    """The oldest listed submission of the row's file name and message made within SENDING_MATCH_SECONDS
+    after the row was written (a little before too: the two clocks may differ)."""
     sent = _parse_time(row["time"])
-    for remote in listed:
+    for remote in reversed(listed):  # Kaggle lists newest first
         when = _parse_time(remote.date)
-        close = sent is not None and when is not None and 0 <= (when - sent).total_seconds() <= SENDING_MATCH_SECONDS
-        if remote.file_name == Path(row["file"]).name and remote.description == row["message"] and close:
+        close = sent is not None and when is not None and -CLOCK_SKEW_SECONDS <= (when - sent).total_seconds() <= SENDING_MATCH_SECONDS
+        if remote.file_name == Path(row["file"]).name and remote.description.strip() == row["message"].strip() and close:
             return remote
     return None
 
@@ -279,30 +359,58 @@ def _parse_time(text: str) -> dt.datetime | None:
 def download(cfg: CompetitionConfig, competition: str | None = None, console: Console | None = None) -> Path:
     """Download and unpack the competition's files into data/<slug>/ and print the next step."""
     console = console or Console()
-    slug = competition or cfg.kaggle.competition
+    slug = _slug(cfg, competition)
     target = Path("data") / slug
     api = client.connect(console)
     client.download_files(api, slug, target)
     for archive in sorted(target.glob("*.zip")):
-        _safe_extract(archive, target)
-        archive.unlink()
+        try:
+            _safe_extract(archive, target)
+        finally:
+            archive.unlink(missing_ok=True)
     _say(console, f"downloaded '{slug}' into {target}")
     _say(console, f"next: point data.dir at {target} in your competition config (configs/chest-xray.toml for this competition), "
                   f"then run `kit --config <that file> folds`")
+    _say(console, f"or: `kit init {target}` writes a config from the files themselves (and says what it found)")
     return target
 
 
+DOWNLOAD_MANIFEST = ".kit-download.json"  # in data/<slug>/: sha256 of every file as the last download unpacked it
+
+
 def _safe_extract(archive: Path, target: Path) -> None:
-    """Unzip, refusing members that would land outside `target`."""
+    """Unzip, refusing members that would land outside `target`, and refusing to overwrite a file the user
+    has changed since the last download (its sha256 is neither the recorded one nor the new one); nothing is
+    unpacked then. The manifest beside the files records what this download unpacked."""
     root = target.resolve()
+    manifest_path = target / DOWNLOAD_MANIFEST
+    manifest = read_meta(manifest_path) or {}
     try:
         with zipfile.ZipFile(archive) as zf:
+            members = [m for m in zf.infolist() if not m.is_dir()]
             for member in zf.namelist():
                 if not (root / member).resolve().is_relative_to(root):
                     raise KitError(f"{archive}: member '{member}' would be written outside {target}; not unpacking")
+            hashes = {m.filename: _zip_member_sha256(zf, m) for m in members}
+            changed = [name for name, sha in hashes.items() if (target / name).is_file()
+                       and file_sha256(target / name) not in (sha, manifest.get(name))]
+            if changed:
+                raise KitError(
+                    f"{target}: {len(changed)} files were changed after the last `kit download` (e.g. {changed[0]!r}) and would "
+                    "be overwritten; move them away (or delete them) and run `kit download` again; nothing was unpacked"
+                )
             zf.extractall(target)
     except zipfile.BadZipFile:
         raise KitError(f"{archive}: not a valid zip file; delete it and run `kit download` again") from None
+    write_json(manifest_path, {**manifest, **hashes})
+
+
+def _zip_member_sha256(zf: zipfile.ZipFile, member: zipfile.ZipInfo) -> str:
+    digest = hashlib.sha256()
+    with zf.open(member) as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _print_scores(console: Console, file: Path, slug: str, row: dict[str, str]) -> None:
@@ -312,12 +420,12 @@ def _print_scores(console: Console, file: Path, slug: str, row: dict[str, str]) 
     table = Table(title=escape(f"{file.name} on '{slug}' (ref {row['ref']})"))
     table.add_column("what")
     table.add_column("score", justify="right")
-    table.add_row("public leaderboard score (Kaggle)", _fmt(public))
+    table.add_row("public leaderboard score (Kaggle)", signed(public))
     if number(row["private_score"]) is not None:
-        table.add_row("private leaderboard score (Kaggle)", _fmt(number(row["private_score"])))
-    table.add_row("nested-CV score (kit blend)", _fmt(cv) + (f" ± {se:.4f}" if se is not None and cv is not None else ""))
-    table.add_row("trivial baseline (nested CV)", _fmt(trivial))
-    table.add_row("[bold]public − nested CV", "[bold]" + _fmt(_difference(public, cv)))
+        table.add_row("private leaderboard score (Kaggle)", signed(number(row["private_score"])))
+    table.add_row("nested-CV score (kit blend)", signed(cv) + (f" ± {se:.4f}" if se is not None and cv is not None else ""))
+    table.add_row("trivial baseline (nested CV)", signed(trivial))
+    table.add_row("[bold]public − nested CV", "[bold]" + signed(_difference(public, cv)))
     console.print(table)
 
 
@@ -326,7 +434,7 @@ def _print_ledger(console: Console, rows: pd.DataFrame, slug: str, path: Path) -
     private = any(number(p) is not None for p in rows["private_score"])  # known once the competition has ended
     trivials = {t for t in rows["trivial_baseline"] if number(t) is not None}
     shared_trivial = len(trivials) <= 1
-    caption = f"trivial baseline (nested CV): {_fmt(number(next(iter(trivials))))}" if len(trivials) == 1 else None
+    caption = f"trivial baseline (nested CV): {signed(number(next(iter(trivials))))}" if len(trivials) == 1 else None
     table = Table(title=escape(f"submissions to '{slug}' ({path})"), caption=caption)
     names = ["sent (UTC)", "file", "message", "ref", "status", "public"] + (["private"] if private else [])
     names += ["nested CV", "public − CV"] + ([] if shared_trivial else ["trivial"]) + ["made of"]
@@ -339,8 +447,8 @@ def _print_ledger(console: Console, rows: pd.DataFrame, slug: str, path: Path) -
         made_of = ", ".join(x for x in (row["weights"] or row["variants"], row["decision_rule"]) if x)
         sent = _parse_time(row["time"])
         cells = [sent.strftime("%Y-%m-%d %H:%M") if sent else row["time"], Path(row["file"]).name, row["message"], row["ref"] or "—",
-                 status, _fmt(public)] + ([_fmt(number(row["private_score"]))] if private else [])
-        cells += [_fmt(cv), _fmt(_difference(public, cv))] + ([] if shared_trivial else [_fmt(number(row["trivial_baseline"]))])
+                 status, signed(public)] + ([signed(number(row["private_score"]))] if private else [])
+        cells += [signed(cv), signed(_difference(public, cv))] + ([] if shared_trivial else [signed(number(row["trivial_baseline"]))])
         table.add_row(*(Text(c) for c in [*cells, made_of or "—"]))  # Text: a message like "[v2]" is shown, not read as markup
     console.print(table)
 
@@ -353,10 +461,6 @@ def _describe(row: pd.Series) -> str:
 
 def _difference(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a - b
-
-
-def _fmt(x: float | None) -> str:
-    return "—" if x is None else f"{x:+.4f}"
 
 
 def _say(console: Console, text: str) -> None:

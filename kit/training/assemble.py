@@ -19,9 +19,11 @@ from kit.config import CompetitionConfig, ModelConfig
 from kit.data.sources import DataSource
 from kit.decision.metrics import build_metric
 from kit.errors import KitError
+from kit.training.evaluation import evaluate
 from kit.training.identity import fold_identity, identity_changes, read_preds
-from kit.training.loop import evaluate, run_dir
-from kit.training.samplers import class_prior
+from kit.training.layout import run_dir
+from kit.training.pseudo import pseudo_label_source
+from kit.training.samplers import smoothed_class_prior
 
 
 def assemble_oof(cfg: CompetitionConfig, mcfg: ModelConfig, source: DataSource, fold_of: np.ndarray, console: Console | None = None) -> Path | None:
@@ -66,7 +68,7 @@ def assemble_oof(cfg: CompetitionConfig, mcfg: ModelConfig, source: DataSource, 
         test_ids=np.asarray(source.test.ids, dtype=str), test_logits=np.stack(test_logits), train_prior=train_prior,
     )
     labels = source.train.labels
-    overall = evaluate(logits, labels, source.task, list(source.classes), train_prior, class_prior(labels, source.task), cfg, mcfg.temperature)
+    overall = evaluate(logits, labels, source.task, list(source.classes), train_prior, smoothed_class_prior(labels, source.task), cfg, mcfg.temperature)
     meta = {
         "variant": mcfg.name, "model_config": mcfg.model_dump(mode="json"), "competition_config": cfg.model_dump(mode="json"),
         "task": source.task, "folds": fold_metrics, "train_prior_per_fold": [p.tolist() for p in priors],
@@ -74,6 +76,11 @@ def assemble_oof(cfg: CompetitionConfig, mcfg: ModelConfig, source: DataSource, 
         "torch": torch.__version__, "python": platform.python_version(), "data_fingerprint": source.train.fingerprint,
         "metric": build_metric(cfg.metric).params(),  # checkpoints were chosen by it: calibrate and blend check it
     }
+    if mcfg.pseudo_label_from is not None:  # a second round: which first round soft-labelled its test images
+        meta["pseudo_labels"] = {
+            **pseudo_label_source(cfg, mcfg, source, fold_of).provenance(),
+            "temperature": mcfg.pseudo_label_temperature, "min_confidence": mcfg.pseudo_label_min_confidence,
+        }
     out = Path(cfg.paths.oof) / f"{mcfg.name}.npz"
     save_oof(out, oof, meta)
     console.print(

@@ -94,10 +94,12 @@ class BatchMixer:
     timm draws from numpy's global random state; the mixer keeps its own (seeded per epoch) and swaps
     it in around each call, so runs are reproducible and nobody else's draws move. Targets come back
     soft (B, C) float; label smoothing stays the loss's job. A batch of odd size is left unmixed.
+    `soft_targets` (a second round's pseudo-labels): mix the dense targets as they are (timm's multi-label
+    path, exact for one-hot rows too) rather than their argmax.
     """
 
-    def __init__(self, mcfg: ModelConfig, num_classes: int, task: str, seed: int):
-        self.multi_label = task == "multi-label"
+    def __init__(self, mcfg: ModelConfig, num_classes: int, task: str, seed: int, soft_targets: bool = False):
+        self.multi_label = task == "multi-label" or soft_targets
         self.mixup = Mixup(
             mixup_alpha=mcfg.mixup_alpha, cutmix_alpha=mcfg.cutmix_alpha, prob=mcfg.mixup_prob,
             switch_prob=mcfg.mixup_switch_prob, mode="batch", label_smoothing=0.0, num_classes=num_classes,
@@ -118,8 +120,8 @@ class BatchMixer:
         return x, targets
 
 
-def make_mixer(mcfg: ModelConfig, num_classes: int, task: str, seed: int) -> BatchMixer | None:
+def make_mixer(mcfg: ModelConfig, num_classes: int, task: str, seed: int, soft_targets: bool = False) -> BatchMixer | None:
     """A BatchMixer when the variant asks for mixup or cutmix, else None."""
     if mcfg.mixup_alpha <= 0 and mcfg.cutmix_alpha <= 0:
         return None
-    return BatchMixer(mcfg, num_classes, task, seed)
+    return BatchMixer(mcfg, num_classes, task, seed, soft_targets)

@@ -25,7 +25,8 @@ class CachedDataset(Dataset):
     ):
         self.images = images
         self.indices = np.asarray(indices, dtype=np.int64)
-        self.labels = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.uint8))
+        soft = np.asarray(labels).dtype.kind == "f"  # a second round's soft pseudo-labels stay probabilities
+        self.labels = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.float32 if soft else np.uint8))
         self.pipeline = build_augment(augment, randaugment_magnitude, randaugment_ops)
         self.set_epoch_seed(seed)
 

@@ -22,6 +22,7 @@ from kit.data.sources import DataSource
 from kit.decision.metrics import build_metric
 from kit.errors import KitError
 from kit.files import read_npz
+from kit.training.pseudo import pseudo_label_source
 
 PREDS_KEYS = ("classes", "val_ids", "val_logits", "test_ids", "test_logits", "train_prior", "metrics")
 LAST_KEYS = ("model", "optimizer", "scheduler", "scaler", "state", "torch_rng")
@@ -58,12 +59,20 @@ def fold_data_fingerprint(source: DataSource, fold_of: np.ndarray, fold: int) ->
 # How a job is run, not what it computes: loader workers re-seed exactly as the main process would
 # (kit.training.loader), so changing these keeps a finished fold valid.
 EXECUTION_ONLY_KEYS = frozenset({"num_workers", "persistent_workers", "prefetch_factor"})
+# Keys added after identities were first recorded: part of the identity only when set, so a config that
+# leaves them at their defaults keeps the identity (and the finished folds) it had before they existed.
+IDENTITY_WHEN_SET_KEYS = ("pseudo_label_from", "pseudo_label_temperature", "pseudo_label_min_confidence", "tta_scales")
+
+
+def _identity_exclusions(mcfg: ModelConfig) -> set[str]:
+    at_default = {k for k in IDENTITY_WHEN_SET_KEYS if getattr(mcfg, k) == ModelConfig.model_fields[k].get_default(call_default_factory=True)}
+    return set(EXECUTION_ONLY_KEYS) | at_default
 
 
 def job_identity(mcfg: ModelConfig, data_fingerprint: dict[str, str], extra: dict[str, Any] | None = None) -> dict[str, str]:
     """{part: digest} of everything a job's result depends on: model config (but its execution-only keys),
     data, and `extra` fields (each compared on its own, so a mismatch can say which part changed)."""
-    recipe = mcfg.model_dump(mode="json", exclude=set(EXECUTION_ONLY_KEYS))
+    recipe = mcfg.model_dump(mode="json", exclude=_identity_exclusions(mcfg))
     identity = {"model config": _digest(recipe), **data_fingerprint}
     identity.update({name: _digest(value) for name, value in (extra or {}).items()})
     return identity
@@ -73,6 +82,8 @@ def fold_identity(cfg: CompetitionConfig, mcfg: ModelConfig, source: DataSource,
     """The identity of job (variant, fold): the one place that lists which inputs a fold's result depends on.
     The metric is one: the checkpoint is chosen by it."""
     extra = {"seed": cfg.seed, "metric": build_metric(cfg.metric).params()}
+    if mcfg.pseudo_label_from is not None:  # a changed first round retrains the second
+        extra["pseudo-label source"] = pseudo_label_source(cfg, mcfg, source, fold_of).fingerprint
     return job_identity(mcfg, fold_data_fingerprint(source, fold_of, fold), extra=extra)
 
 

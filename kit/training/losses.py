@@ -22,11 +22,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from kit.config import REBALANCING_LOSSES, ModelConfig, model_file
+from kit.config import ModelConfig, model_file, recipe_task_conflict
 from kit.errors import KitError
-from kit.training.samplers import PRIOR_FLOOR, class_prior, sampler_prior
-
-SOFTMAX_ONLY = (*REBALANCING_LOSSES, "ce")
+from kit.training.samplers import PRIOR_FLOOR, sampler_prior, smoothed_class_prior
 
 
 def bce_pos_weight(labels: np.ndarray, clip: float) -> np.ndarray:
@@ -72,7 +70,7 @@ def ldam_margins(counts: np.ndarray, max_margin: float) -> np.ndarray:
 def logit_offset(frequencies: np.ndarray, mcfg: ModelConfig) -> np.ndarray | None:
     """What the loss adds to every logit: τ·log π (logit-adjusted) or log π (balanced softmax, the same
     up to a constant as log n_c); None for the other losses. π: the training folds' class frequencies
-    (`samplers.class_prior`, the same pseudo-count as the sampler's prior, so τ = 1 gives exactly uniform)."""
+    (`samplers.smoothed_class_prior`, the same pseudo-count as the sampler's prior, so τ = 1 gives exactly uniform)."""
     log_prior = np.log(frequencies)
     if mcfg.loss == "logit_adjusted":
         return mcfg.logit_adjust_tau * log_prior
@@ -118,7 +116,7 @@ def make_loss(mcfg: ModelConfig, task: str, train_labels: np.ndarray, device: to
         return None if values is None else torch.tensor(values, dtype=torch.float32, device=device)
 
     weight = tensor(class_weights_at(counts, mcfg, epoch))
-    offset = tensor(logit_offset(class_prior(train_labels, task), mcfg))
+    offset = tensor(logit_offset(smoothed_class_prior(train_labels, task), mcfg))
     margin = tensor(mcfg.ldam_scale * ldam_margins(counts, mcfg.ldam_max_margin)) if mcfg.loss == "ldam" else None
     gamma = mcfg.focal_gamma if mcfg.loss == "focal" else 0.0
     smoothing = 0.0 if mcfg.loss == "focal" else mcfg.label_smoothing
@@ -135,11 +133,7 @@ def make_loss(mcfg: ModelConfig, task: str, train_labels: np.ndarray, device: to
 
 
 def _multi_label_loss(mcfg: ModelConfig, train_labels: np.ndarray, device: torch.device):
-    if mcfg.loss in SOFTMAX_ONLY:
-        raise KitError(
-            f"{model_file(mcfg)}: key 'loss': \"{mcfg.loss}\" is a softmax loss for multi-class; "
-            "use \"bce\" or \"focal\" for multi-label"
-        )
+    check_recipe_for_task(mcfg, "multi-label")
     if mcfg.loss == "focal":
         gamma = mcfg.focal_gamma
 
@@ -152,16 +146,13 @@ def _multi_label_loss(mcfg: ModelConfig, train_labels: np.ndarray, device: torch
     return lambda logits, y: F.binary_cross_entropy_with_logits(logits.float(), y.float(), pos_weight=pos_weight)
 
 
-def check_recipe_for_task(mcfg: ModelConfig, task: str, config_file: object) -> None:
-    """Refuse, before any work, a recipe the competition's task cannot use (one line naming the key)."""
-    where = model_file(mcfg)
-    if task == "multi-label":
-        if mcfg.loss in SOFTMAX_ONLY:
-            raise KitError(f"{where}: key 'loss': \"{mcfg.loss}\" is for multi-class; use \"bce\" or \"focal\" for {config_file} (multi-label)")
-        if mcfg.tau_norm > 0:
-            raise KitError(f"{where}: key 'tau_norm': τ-normalisation balances a softmax head; {config_file} is multi-label")
-        if mcfg.class_weights != "none":
-            raise KitError(f"{where}: key 'class_weights': multi-label losses weight labels by pos_weight; {config_file} is multi-label")
+def check_recipe_for_task(mcfg: ModelConfig, task: str, config_file: object = None) -> None:
+    """Refuse, before any work, a recipe the competition's task cannot use (one line naming the key);
+    the rules are `kit.config.recipe_task_conflict`."""
+    problem = recipe_task_conflict(mcfg, task)
+    if problem:
+        where = f" ({config_file} is {task})" if config_file else ""
+        raise KitError(f"{model_file(mcfg)}: {problem}{where}")
 
 
 def recipe_prior(y_train: np.ndarray, sample_weights: np.ndarray, mcfg: ModelConfig, task: str, epoch: int) -> np.ndarray:
@@ -183,7 +174,7 @@ def recipe_prior(y_train: np.ndarray, sample_weights: np.ndarray, mcfg: ModelCon
     weights = class_weights_at(counts, mcfg, epoch)
     if weights is not None:
         log_prior = log_prior + np.log(weights)
-    offset = logit_offset(class_prior(y_train, task), mcfg)
+    offset = logit_offset(smoothed_class_prior(y_train, task), mcfg)
     if offset is not None:
         log_prior = log_prior - offset
     prior = np.exp(log_prior - log_prior.max())

@@ -32,8 +32,10 @@ def sampler_prior(labels: np.ndarray, weights: np.ndarray, task: str) -> np.ndar
     return mass / mass.sum()
 
 
-def class_prior(labels: np.ndarray, task: str) -> np.ndarray:
-    """Class frequencies (multi-class) or positive rates (multi-label) of the training folds, never zero."""
+def smoothed_class_prior(labels: np.ndarray, task: str) -> np.ndarray:
+    """Class frequencies (multi-class) or positive rates (multi-label) of the training folds with a pseudo-count
+    of PRIOR_FLOOR per class, so never zero (the same pseudo-count as `sampler_prior`). Not the decision layer's
+    `kit.decision.calibration.class_prior`, the plain frequencies of labelled rows."""
     labels = np.asarray(labels, dtype=np.float64)
     mass = labels.sum(axis=0) + PRIOR_FLOOR
     if task == "multi-label":

@@ -1,0 +1,106 @@
+"""Choose a blend (as kit.decision.select chooses one variant's decision): every (weighting, rule) pair scored
+by nested CV with the whole pipeline fitted on the other folds, the simplest pair within one paired SE of the
+best kept, and refitted on all folds.
+
+A pair is keyed by the tuple (weighting, rule); `pair_label` writes it for tables and files only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from kit.config import BlendConfig
+from kit.decision.candidates import Candidate, FitContext
+from kit.decision.metrics import trivial_baseline
+from kit.decision.nested import Choice, NestedScore, choose, nested_cv
+from kit.decision.record import fit_trial
+from kit.ensemble.pipeline import Blend, Member, fit_blends
+from kit.ensemble.stack import STACK
+from kit.ensemble.weights import WEIGHTINGS
+
+Pair = tuple[str, str]  # (weighting, rule)
+BLEND_WEIGHTINGS = [*WEIGHTINGS, STACK]  # simplest first: the stacker fits the most
+BLEND_RULES = {"multi-class": ["argmax", "bayes", "offsets"], "multi-label": ["threshold_0.5", "closed_form", "thresholds"]}
+
+
+def pair_label(pair: Pair) -> str:
+    """How a pair is written in tables, reports and studies: "weighting + rule"."""
+    return f"{pair[0]} + {pair[1]}"
+
+
+def simplicity_order(weightings: list[str], rules: list[str]) -> list[Pair]:
+    """Every pair, simplest first: by the sum of the two ranks, then the simpler weighting."""
+    pairs = [(w, r) for w in weightings for r in rules]
+    return sorted(pairs, key=lambda p: (weightings.index(p[0]) + rules.index(p[1]), weightings.index(p[0])))
+
+
+@dataclass(frozen=True)
+class BlendSelection:
+    pairs: list[Pair]  # simplest first
+    scores: dict[Pair, NestedScore]  # nested CV per pair
+    trivial: NestedScore  # the fitting folds' majority class (multi-label: all negative) on each held-out fold
+    choice: Choice
+    final: Blend  # the chosen pair refitted on all folds
+    per_fold: dict[int, dict[Pair, Blend]]  # what each outer fold fitted
+
+    @property
+    def chosen(self) -> Pair:
+        return self.choice.chosen  # type: ignore[return-value]
+
+
+def select_blend(
+    members: list[Member],
+    labels: np.ndarray,
+    fold: np.ndarray,
+    context: FitContext,
+    weightings: list[str],
+    rules: list[Candidate],
+    on_fit: Callable[[], None] | None = None,
+    blend_settings: BlendConfig | None = None,
+) -> BlendSelection:
+    """Nested CV of every (weighting, rule) pair, the one-SE choice, and the chosen pair's refit on all rows."""
+    metric, task = context.metric, context.task
+    per_fold: dict[int, dict[Pair, Blend]] = {}
+
+    def fit_rows(rows: np.ndarray, ws: list[str] = weightings, rs: list[Candidate] = rules) -> dict[Pair, Blend]:
+        fitted = fit_blends(members, labels, rows, ws, rs, context, blend_settings)
+        if on_fit is not None:
+            on_fit()
+        return fitted
+
+    def evaluate(fitted: dict[Pair, Blend], held: np.ndarray) -> dict:
+        held_logits = [m.logits[held] for m in members]
+        scores: dict = {pair: metric.score(labels[held], b.predict(held_logits)) for pair, b in fitted.items()}
+        majority = int(labels[~held].sum(axis=0).argmax())  # the fitting folds' majority (multi-label: unused)
+        scores["trivial"] = trivial_baseline(labels[held], metric, task, majority)
+        return scores
+
+    scores = nested_cv(fit_rows, evaluate, fold, on_fold=lambda k, fitted: per_fold.__setitem__(k, fitted))
+    trivial = scores.pop("trivial")
+    pairs = simplicity_order(weightings, [r.name for r in rules])
+    choice = choose(scores, pairs, context.settings.selection)
+    weighting, rule = choice.chosen
+    final = fit_rows(np.ones(len(labels), dtype=bool), [weighting], [r for r in rules if r.name == rule])[(weighting, rule)]
+    return BlendSelection(pairs, scores, trivial, choice, final, per_fold)
+
+
+def blend_trials(selection: BlendSelection) -> list:
+    """One Optuna trial per (pair, outer fold) valued by its held-out score, and one for the chosen pair's refit."""
+    trials = []
+    for i, (k, blends) in enumerate(selection.per_fold.items()):  # per_fold and the scores follow the same fold order
+        for pair, b in blends.items():
+            trials.append(fit_trial(b.decision, selection.scores[pair].per_fold[i], candidate=pair_label(pair), fold=str(k), **_combination(b)))
+    final = selection.final
+    trials.append(fit_trial(final.decision, selection.scores[selection.chosen].mean, candidate=pair_label(selection.chosen), fold="all",
+                            **_combination(final)))
+    return trials
+
+
+def _combination(b: Blend) -> dict:
+    """A blend's weights (or, for the stacker, its chosen C per regression) as trial attributes."""
+    if b.stacker is not None:
+        return {"weights": None, "stack_c": list(b.stacker.chosen_c)}
+    return {"weights": [float(x) for x in b.weights]}
