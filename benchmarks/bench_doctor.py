@@ -3,7 +3,8 @@
 A synthetic competition (KIT_BENCH_DOCTOR_N training images, default 1000, 64 px, 300 test) is written to a
 temp dir; the demo variants (KIT_BENCH_DOCTOR_VARIANTS, default the default config's) are checked by
 `doctor` and planned by `plan` with the same quick-run overrides `kit train` then runs with
-(KIT_BENCH_DOCTOR_EPOCHS, default 2; KIT_BENCH_DOCTOR_MAX_TRAIN, default 400 training images per fold).
+(KIT_BENCH_DOCTOR_EPOCHS, default 2; KIT_BENCH_DOCTOR_MAX_TRAIN, default 400 training images per fold;
+KIT_BENCH_DOCTOR_FOLDS, e.g. "0", trains only those folds and compares with their share of the plan).
 
 Reported: plan's grid time on one device against the measured training time (the sum over jobs of the
 trainer's own epoch timer, plus each job's test prediction, i.e. what plan counts) and against the whole
@@ -36,6 +37,7 @@ def main() -> dict:
     n = int(os.environ.get("KIT_BENCH_DOCTOR_N", "1000"))
     epochs = int(os.environ.get("KIT_BENCH_DOCTOR_EPOCHS", "2"))
     max_train = int(os.environ.get("KIT_BENCH_DOCTOR_MAX_TRAIN", "400"))
+    folds = [int(k) for k in os.environ["KIT_BENCH_DOCTOR_FOLDS"].split(",")] if os.environ.get("KIT_BENCH_DOCTOR_FOLDS") else None
     repo = Path(__file__).resolve().parent.parent
     quiet = Console(quiet=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -77,7 +79,7 @@ def main() -> dict:
         loop.create_model, loop.rebalance_classifier = create_model, rebalance_classifier
         try:
             start = time.perf_counter()
-            train(cfg, names, None, resume=False, console=quiet, overrides=overrides)
+            train(cfg, names, folds, resume=False, console=quiet, overrides=overrides)
             train_wall = time.perf_counter() - start
         finally:
             loop.create_model, loop.rebalance_classifier = real_create, real_rebalance
@@ -86,7 +88,7 @@ def main() -> dict:
         per_variant = {}
         for name in names:
             seconds = []
-            for k in range(cfg.folds.n_folds):
+            for k in folds or range(cfg.folds.n_folds):
                 summary = json.loads(str(__import__("numpy").load(root / "runs" / name / f"fold{k}" / "preds.npz")["metrics"]))
                 seconds.append(summary["seconds"])
             measured_jobs += sum(seconds)
@@ -98,10 +100,11 @@ def main() -> dict:
                 "peak_ratio_doctor_over_train": round(predicted_peak / max(real_peak, 1), 3),
                 "doctor_train_images_per_s": round(report["variants"][name]["train_images_per_s"], 1),
             }
-        grid = planned["grid_seconds"][1]
+        grid = planned["grid_seconds"][1] * (len(folds) / cfg.folds.n_folds if folds else 1)  # the folds trained
         result = {
             "device": report["machine"]["device"], "cpu_cores": report["machine"]["cpu_cores"], "load_average_1min": round(os.getloadavg()[0], 2),
             "n_train": n, "n_test": 300, "image_size": 64, "epochs": epochs, "max_train_images": max_train, "folds": cfg.folds.n_folds,
+            "folds_trained": folds or list(range(cfg.folds.n_folds)),
             "doctor_seconds": round(doctor_s, 1),
             "plan_grid_s": round(grid, 1), "train_epochs_s_sum": round(measured_jobs, 1), "train_wall_s": round(train_wall, 1),
             "ratio_plan_over_epochs": round(grid / measured_jobs, 3), "ratio_plan_over_wall": round(grid / train_wall, 3),

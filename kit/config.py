@@ -504,7 +504,8 @@ def with_overrides(mcfg: ModelConfig, overrides: dict | None, origin: str = "com
     if not overrides:
         return mcfg
     try:
-        return ModelConfig.model_validate({**mcfg.model_dump(), **overrides, "source_file": mcfg.source_file})
+        # only the keys the TOML set, so checks that look at which keys were given see the same ones
+        return ModelConfig.model_validate({**mcfg.model_dump(exclude_unset=True), **overrides, "source_file": mcfg.source_file})
     except ValidationError as exc:
         first = exc.errors()[0]
         key = ".".join(str(part) for part in first["loc"])

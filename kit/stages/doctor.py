@@ -385,6 +385,8 @@ class _PeakMeter:
             torch.cuda.reset_peak_memory_stats()
             self.base = 0
         else:
+            gc.collect()
+            _release_free_heap()  # memory freed earlier in this process would otherwise be reused unseen by RSS
             _reset_peak_rss()
             self.base = _rss_bytes()
 
@@ -403,6 +405,17 @@ def _proc_status(key: str) -> int | None:
     except OSError:
         return None
     return None
+
+
+def _release_free_heap() -> None:
+    """glibc's malloc_trim(0): hand freed heap pages back to the OS, so new allocations show up as RSS growth."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _reset_peak_rss() -> bool:
@@ -430,7 +443,8 @@ def _memory_method(device: torch.device) -> str:
     if device.type == "cuda":
         return "torch.cuda.max_memory_allocated over the steps (weights, gradients, optimizer state, activations)"
     if _proc_status("VmHWM") is not None and _reset_peak_rss():
-        return "growth of the process's peak RSS (VmHWM, reset via /proc/self/clear_refs) over building the model and the steps"
+        return ("growth of the process's peak RSS (VmHWM, reset via /proc/self/clear_refs after glibc malloc_trim) over building "
+                "the model and the steps")
     return "growth of getrusage ru_maxrss (cannot be reset: an upper bound)"
 
 
