@@ -64,11 +64,10 @@ class FoldCheckpoints:
         return self.last.is_file()
 
     def clear(self) -> None:
-        """A fresh start: no checkpoint of an earlier run may be mistaken for this one's, yet nothing earlier is
-        lost before this run has its own result: last.pt and best.pt are moved aside (*.previous, removed once
-        the new preds.npz exists) and the earlier preds.npz stays until the new one replaces it (it carries its
-        identity, so it is only ever used for the inputs it was made from)."""
-        for stale in (self.last, self.best):
+        """A fresh start: no file of an earlier run may be mistaken for this one's (so `--resume` continues this
+        run, not the earlier one), yet nothing earlier is lost before this run has its own result: preds.npz,
+        last.pt and best.pt are moved aside as *.previous, and removed only once the new preds.npz exists."""
+        for stale in (self.preds, self.last, self.best):
             if stale.is_file():
                 os.replace(stale, self._previous(stale))
 
@@ -118,6 +117,6 @@ class FoldCheckpoints:
         """The job's result, with its identity and summary as JSON strings."""
         arrays = {**arrays, "identity": np.asarray(json.dumps(self.identity)), "metrics": np.asarray(json.dumps(summary))}
         atomic_write(self.preds, lambda f: np.savez(f, **arrays))
-        for kept in (self.last, self.best):  # the new result exists: the earlier run's checkpoints may go
+        for kept in (self.preds, self.last, self.best):  # the new result exists: the earlier run's files may go
             self._previous(kept).unlink(missing_ok=True)
         return self.preds
