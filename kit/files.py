@@ -192,9 +192,19 @@ def read_npz(path: str | Path, remedy: str, keys: list[str] | None = None) -> di
     if head != b"PK":  # every zip archive, hence every npz, starts with "PK"
         what = "file is empty" if not head else "not an npz archive (it does not start like one)"
         raise KitError(f"{path}: {what}; {remedy}")
+    arrays: dict[str, np.ndarray] = {}
     try:
         with np.load(path, allow_pickle=False) as z:
-            names = z.files if keys is None else [k for k in keys if k in z.files]
-            return {k: z[k] for k in names}
+            for k in z.files if keys is None else [k for k in keys if k in z.files]:
+                try:
+                    arrays[k] = z[k]
+                except ValueError as exc:
+                    if "allow_pickle" not in str(exc):
+                        raise
+                    pickled = k  # an object array (e.g. a pandas column's .values): never unpickled
+                    break
+            else:
+                return arrays
     except Exception as exc:  # a damaged archive raises many types: BadZipFile, EOFError, ValueError, zlib.error, ...
         raise KitError(f"{path}: cannot read it, truncated or corrupt ({type(exc).__name__}: {' '.join(str(exc).split())}); {remedy}") from None
+    raise KitError(f"{path}: array '{pickled}' holds Python objects, which are never unpickled; store strings with .astype(str); {remedy}")
