@@ -1,8 +1,10 @@
 """The OOF file contract (docs/files.md): `oof/<variant>.npz` + `oof/<variant>.json`.
 
 Every stage after training reads only these files, so they are checked here once: shapes,
-finite logits, ids matching folds.csv, class lists agreeing between files. A truncated or foreign
-file, or a folds.csv with a fold that is not an integer, fails here with one line naming it.
+finite logits, ids matching folds.csv, class lists agreeing between files and with the competition,
+logits rather than probabilities, the JSON beside it. A truncated or foreign file, a hand-made one
+from an external model that breaks the contract, or a folds.csv with a fold that is not an integer,
+fails here with one line naming it and saying what to write instead.
 """
 
 from __future__ import annotations
@@ -23,6 +25,17 @@ from kit.files import atomic_write, read_csv, read_npz, write_json
 _ARRAY_KINDS = {
     "classes": "U", "ids": "U", "fold": "iu", "logits": "f", "test_ids": "U", "test_logits": "f", "train_prior": "f",
 }
+# What each array must be, in the words of the refusals (an OOF written by hand from your own model).
+ARRAY_CONTRACT = {
+    "classes": "(C,) str", "ids": "(n,) str", "fold": "(n,) int", "logits": "(n, C) float32", "test_ids": "(m,) str",
+    "test_logits": "(K, m, C) float32, one slice per fold model", "train_prior": "(C,) float, the class distribution the model was trained under",
+}
+OWN_MODEL_DOC = "docs/files.md, 'An OOF from your own model'"
+TRAIN_PRIOR_MEANING = (
+    "the class distribution the model was trained under: the training set's class frequencies for a plain model, the sampler's "
+    "distribution for a re-weighting sampler, uniform for balanced softmax or logit adjustment (the decision layer's prior "
+    "correction moves the logits from it to the test prior)"
+)
 
 
 @dataclass(frozen=True)
@@ -49,9 +62,10 @@ class OOF:
             (self.fold.shape == (n,), f"fold has shape {self.fold.shape}, expected ({n},)"),
             (
                 self.test_logits.ndim == 3 and self.test_logits.shape[1:] == (len(self.test_ids), c),
-                f"test_logits has shape {self.test_logits.shape}, expected (K, {len(self.test_ids)}, {c})",
+                f"test_logits has shape {self.test_logits.shape}, expected (K, {len(self.test_ids)}, {c}): one (test ids × classes) slice per fold model",
             ),
-            (self.train_prior.shape == (c,), f"train_prior has shape {self.train_prior.shape}, expected ({c},)"),
+            (self.train_prior.shape == (c,), f"train_prior has shape {self.train_prior.shape}, expected ({c},): one value per class"),
+            (self.classes.shape == (c,) and c >= 2, f"classes has shape {self.classes.shape}, expected (C,) with C >= 2 class names"),
             (len(set(self.ids.tolist())) == n, "ids contains duplicates"),
         ]
         for ok, message in checks:
@@ -63,10 +77,10 @@ class OOF:
                 where = np.argwhere(bad)[0]
                 raise KitError(
                     f"{source}: {name} has {int(bad.sum())} NaN or infinite values (first at index {tuple(int(i) for i in where)}); "
-                    "retrain that variant or fold"
+                    "retrain that variant or fold (your own model: store finite values, e.g. log-probabilities clipped away from log 0)"
                 )
         if (self.train_prior <= 0).any():
-            raise KitError(f"{source}: train_prior must be positive for every class")
+            raise KitError(f"{source}: train_prior must be positive for every class; it is {TRAIN_PRIOR_MEANING}")
         return self
 
 
@@ -91,19 +105,22 @@ def save_oof(path: str | Path, oof: OOF, meta: dict[str, Any] | None = None) -> 
 def load_oof(path: str | Path) -> OOF:
     """Read and check an OOF file; KitError naming it when it is missing, truncated or not an OOF file."""
     path = Path(path)
-    remedy = f"run `kit train --variant {path.stem}` to write it again"
+    remedy = f"a variant of `kit train`: run `kit train --variant {path.stem}` to write it again; your own model: see {OWN_MODEL_DOC}"
     if not path.is_file():
         raise KitError(f"{path}: OOF file not found{relative_to_what(path)}; run `kit train` for that variant first")
     arrays = read_npz(path, remedy)
     missing = [k for k in OOF.__dataclass_fields__ if k not in arrays]
     if missing:
-        raise KitError(f"{path}: missing arrays {missing}; not an OOF file of `kit train`: {remedy}")
+        needed = "; ".join(f"{k} {ARRAY_CONTRACT[k]}" for k in missing)
+        prior = f" ({TRAIN_PRIOR_MEANING})" if "train_prior" in missing else ""
+        raise KitError(f"{path}: missing array{'s' if len(missing) > 1 else ''} {needed}{prior} (an OOF holds all seven of {list(ARRAY_CONTRACT)}); {remedy}")
     for name, kinds in _ARRAY_KINDS.items():
         if arrays[name].dtype.kind not in kinds:
-            raise KitError(f"{path}: array '{name}' has dtype {arrays[name].dtype}; not an OOF file of `kit train`: {remedy}")
+            hint = " (write it with .astype(str))" if kinds == "U" else ""
+            raise KitError(f"{path}: array '{name}' has dtype {arrays[name].dtype}, expected {ARRAY_CONTRACT[name]}{hint}; {remedy}")
     oof = OOF(**{k: arrays[k] for k in OOF.__dataclass_fields__})
     if oof.fold.shape == oof.ids.shape and (oof.fold < 0).any():
-        raise KitError(f"{path}: negative fold numbers; not an OOF file of `kit train`: {remedy}")
+        raise KitError(f"{path}: negative fold numbers; `fold` must be each row's fold in folds.csv; {remedy}")
     return oof.validate(path)
 
 
@@ -119,13 +136,15 @@ def check_against_folds(oof: OOF, folds_csv: str | Path, source: str | Path) -> 
         parts += [f"{len(extra)} ids unknown to the folds (e.g. {extra[:3]})"] if extra else []
         raise KitError(
             f"{source}: OOF ids do not match {folds_csv} ({'; '.join(parts)}); "
-            "retrain after `kit folds` or restore the old folds.csv"
+            "retrain after `kit folds` or restore the old folds.csv (your own model: one row per id of folds.csv, "
+            "each row's logits from the fold model that did not see it)"
         )
     wrong = [i for i, f in zip(oof.ids.tolist(), oof.fold.tolist()) if expected[i] != f]
     if wrong:
         raise KitError(
             f"{source}: {len(wrong)} ids sit in another fold than in {folds_csv} (e.g. {wrong[:3]}); "
-            "the folds changed after training: retrain or restore the old folds.csv"
+            "the folds changed after training: retrain or restore the old folds.csv (your own model: train on folds.csv's folds, "
+            "`fold` equal to its column, each row's logits from the fold model that did not see it)"
         )
 
 
@@ -141,6 +160,62 @@ def check_same_classes(oofs: dict[str, OOF]) -> None:
             raise KitError(f"{name}: train ids differ from {ref_name} (order or content); retrain on the same folds.csv")
         if other.test_ids.tolist() != ref.test_ids.tolist():
             raise KitError(f"{name}: test ids differ from {ref_name}")
+
+
+def check_for_competition(oof: OOF, classes: list[str], task: str, source: str | Path, classes_from: str) -> None:
+    """What an OOF must be for this competition, beyond its own shapes: the competition's class names in its
+    order, logits rather than probabilities, a train_prior that is a distribution of the task's kind.
+    One line each, saying what to write instead (a hand-made OOF from your own model is the usual cause)."""
+    got = oof.classes.astype(str).tolist()
+    if got != list(classes):
+        if set(got) == set(classes):
+            i = next(k for k, (a, b) in enumerate(zip(got, classes)) if a != b)
+            detail = f"same names in another order: classes[{i}] is {got[i]!r} where it has {classes[i]!r}"
+        else:
+            unknown, absent = [c for c in got if c not in classes], [c for c in classes if c not in got]
+            detail = "; ".join([f"not competition classes: {unknown[:3]}"] * bool(unknown) + [f"missing: {absent[:3]}"] * bool(absent))
+        raise KitError(
+            f"{source}: classes differ from {classes_from} ({detail}); store `classes` and the logits' columns in its class "
+            f"order {list(classes)} (a variant of `kit train`: retrain it on the current data)"
+        )
+    for name, arr in (("logits", oof.logits), ("test_logits", oof.test_logits)):
+        if arr.size and arr.min() >= 0 and arr.max() <= 1:
+            sums_to_one = np.allclose(np.asarray(arr, dtype=np.float64).sum(axis=-1), 1.0, atol=1e-3)
+            if task == "multi-label" or sums_to_one:
+                what = "every row sums to 1, every value in [0, 1]" if sums_to_one else "every value in [0, 1]"
+                store = "log-odds before the sigmoid, not sigmoid outputs" if task == "multi-label" else "log-probabilities are fine, e.g. np.log(p)"
+                raise KitError(f"{source}: {name} look like probabilities ({what}); store logits ({store}), not probabilities")
+    prior = np.asarray(oof.train_prior, dtype=np.float64)
+    if task == "multi-label" and (prior >= 1).any():
+        raise KitError(f"{source}: train_prior has values >= 1 ({prior.max():g}); for multi-label it is each class's positive rate in (0, 1), "
+                       "the rate the model was trained under (the training set's, or the sampler's)")
+    if task != "multi-label" and abs(prior.sum() - 1.0) > 1e-3:
+        raise KitError(f"{source}: train_prior sums to {prior.sum():g}, not 1; it must be {TRAIN_PRIOR_MEANING}")
+
+
+def check_oof_meta(path: str | Path, metric: dict, data_fingerprint: str, accept_stale: bool, config: str | Path | None = None) -> dict:
+    """The JSON beside an OOF (`kit train` writes it): it must exist and name the metric the model's checkpoints were
+    chosen for, which must be the config's; its data fingerprint, when present, must be the data source's now. A
+    hand-made OOF needs at least `{"metric": ...}` (the refusal prints it); without "data_fingerprint" the data is not checked."""
+    path = Path(path)
+    json_path = path.with_suffix(".json")
+    meta = read_meta(json_path)
+    minimal = json.dumps({"metric": metric})
+    if meta is None or "metric" not in meta:
+        what = f"no {json_path.name} beside it" if meta is None else f"{json_path.name} has no key 'metric'"
+        raise KitError(
+            f"{path}: {what}; a variant of `kit train`: run `kit train --variant {path.stem}` again; your own model: write {json_path} "
+            f"holding {minimal} (the metric its checkpoints were chosen for; see {OWN_MODEL_DOC})"
+        )
+    if not isinstance(meta["metric"], dict) or not _same_metric(meta["metric"], metric):
+        recorded = _metric_text(meta["metric"]) if isinstance(meta["metric"], dict) else repr(meta["metric"])
+        raise KitError(
+            f"{json_path}: made for metric {recorded} but {config or 'the config'} has {_metric_text(metric)}; rerun "
+            f"`kit train --variant {path.stem}` (or restore the metric); your own model: its checkpoints were chosen for another metric, "
+            f"choose them for this one and write \"metric\": {json.dumps(metric)}"
+        )
+    require_same_data(meta, data_fingerprint, path, path.stem, accept_stale, config)
+    return meta
 
 
 def read_folds(path: str | Path) -> pd.DataFrame:
@@ -202,18 +277,8 @@ def require_same_data(meta: dict | None, current: str, source: str | Path, varia
     raise KitError(
         f"{source}: trained on other data than the data source holds now (train labels or images changed after `kit train`); "
         f"retrain it with `kit train --variant {variant}`, or set calibrate.accept_stale_oof = true in {config or 'the config'} "
-        "to use the old logits anyway"
-    )
-
-
-def require_metric(recorded: dict | None, current: dict, source: str | Path, rerun: str, config: str | Path | None = None) -> None:
-    """One line when a result was made for another metric than the config's: both values and what to rerun.
-    Results with no recorded metric (made by an older kit, or by hand) are accepted as they are."""
-    if recorded is None or _same_metric(recorded, current):
-        return
-    raise KitError(
-        f"{source}: made for metric {_metric_text(recorded)} but {config or 'the config'} has {_metric_text(current)}; "
-        f"rerun `{rerun}` (or restore the metric)"
+        "to use the old logits anyway (your own model: retrain it on the current data and copy \"data_fingerprint\" from an "
+        "oof/<variant>.json that `kit train` wrote on it)"
     )
 
 

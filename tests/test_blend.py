@@ -381,7 +381,8 @@ def test_multi_label_blend_and_score_on_a_medmnist_npz(tmp_path):
         base = np.log(q / (1 - q))
         logits = (base + rng.normal(0, 1, y.shape) + y * strength).astype(np.float32)
         test = np.stack([base + rng.normal(0, 1, y_test.shape) + y_test * strength for _ in range(3)]).astype(np.float32)
-        save_oof(cfg.paths.oof / f"{name}.npz", OOF(np.array(source.classes), source.train.ids, folds, logits, source.test.ids, test, q))
+        save_oof(cfg.paths.oof / f"{name}.npz", OOF(np.array(source.classes), source.train.ids, folds, logits, source.test.ids, test, q),
+                 {"metric": build_metric(cfg.metric).params()})
     out = blend(cfg, None, "ml")
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["decision"]["task"] == "multi-label" and meta["synthetic"] is True

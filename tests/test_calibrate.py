@@ -222,6 +222,7 @@ def test_cli_bad_input_is_one_line_exit_2(stage):
 def test_cli_calibrate_default_variants(stage):
     cfg, oof, root = stage
     (root / "oof" / "v.npz").rename(root / "oof" / "cnn_demo.npz")  # the tiny config's variant
+    (root / "oof" / "v.json").rename(root / "oof" / "cnn_demo.json")
     result = subprocess.run(
         [sys.executable, "-m", "kit", "--config", str(root / "competition.toml"), "calibrate"],
         capture_output=True, text=True, cwd=REPO, timeout=300,

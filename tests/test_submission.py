@@ -11,6 +11,7 @@ import pytest
 
 from kit.artifacts import OOF, save_oof
 from kit.config import CompetitionConfig, DataConfig, PathsConfig
+from kit.decision.metrics import build_metric
 from kit.errors import KitError
 from kit.stages.score import score_file
 from kit.submission import validate_submission, write_submission
@@ -252,7 +253,8 @@ def blend_ready(tmp_path) -> tuple[Path, CompetitionConfig]:
     pd.DataFrame({"id": ids, "fold": fold}).to_csv(cfg.folds.path, index=False)
     logits = (2.0 * np.eye(3)[labels] + rng.normal(0, 1, (len(labels), 3))).astype(np.float32)
     test_logits = rng.normal(0, 1, (3, len(test_ids), 3)).astype(np.float32)
-    save_oof(cfg.paths.oof / "v1.npz", OOF(np.array(CLASSES), ids, fold, logits, np.array(test_ids), test_logits, np.full(3, 1 / 3)))
+    save_oof(cfg.paths.oof / "v1.npz", OOF(np.array(CLASSES), ids, fold, logits, np.array(test_ids), test_logits, np.full(3, 1 / 3)),
+             {"metric": build_metric(cfg.metric).params()})
     cfg = cfg.model_copy(update={"folds": cfg.folds.model_copy(update={"n_folds": 3})})
     return layout_toml(tmp_path, cfg), cfg
 

@@ -18,7 +18,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from kit.artifacts import OOF, check_against_folds, check_same_classes, load_oof, oof_fingerprint, read_meta, require_metric, require_same_data, save_oof
+from kit.artifacts import OOF, check_against_folds, check_for_competition, check_oof_meta, check_same_classes, load_oof, oof_fingerprint, read_meta, save_oof
 from kit.config import CompetitionConfig, check_name, resolve_variants
 from kit.decision.calibration import class_prior
 from kit.decision.candidates import FitContext, candidates_for
@@ -47,22 +47,14 @@ def blend(cfg: CompetitionConfig, variants: list[str] | None, name: str = "blend
     metric = build_metric(cfg.metric)
     oofs = {n: load_oof(p) for n, p in paths.items()}
     check_same_classes(oofs)
+    source = open_source(cfg)
     for n, oof in oofs.items():
         check_against_folds(oof, cfg.folds.path, paths[n])
-        require_metric((read_meta(paths[n].with_suffix(".json")) or {}).get("metric"), metric.params(), paths[n].with_suffix(".json"),
-                       f"kit train --variant {n}", cfg.source_file)
+        check_for_competition(oof, list(source.classes), cfg.task, paths[n], f"the data source {cfg.data.dir}")
+        check_oof_meta(paths[n], metric.params(), source.train.fingerprint, cfg.calibrate.accept_stale_oof, cfg.source_file)
     ref = oofs[names[0]]
     classes = ref.classes.astype(str).tolist()
     fold = ref.fold.astype(np.int64)
-    source = open_source(cfg)
-    for n in names:
-        require_same_data(read_meta(paths[n].with_suffix(".json")), source.train.fingerprint, paths[n], n, cfg.calibrate.accept_stale_oof,
-                          cfg.source_file)
-    if list(source.classes) != classes:
-        raise KitError(
-            f"{paths[names[0]]}: classes differ from the data source {cfg.data.dir} "
-            f"({classes[:3]}… vs {list(source.classes)[:3]}…); retrain on the current data"
-        )
     labels = source.train_labels_for(ref.ids, cfg.data.dir)
     for n in names:
         check_nested_inputs(oofs[n].logits, labels, fold, classes, cfg.task, str(paths[n]))

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from kit.artifacts import OOF, check_against_folds, load_oof, oof_fingerprint, read_meta, require_metric, require_same_data
+from kit.artifacts import OOF, check_against_folds, check_for_competition, check_oof_meta, load_oof, oof_fingerprint
 from kit.config import CompetitionConfig, resolve_variants
 from kit.decision.candidates import Candidate, FitContext, candidates_for
 from kit.decision.metrics import Metric, build_metric
@@ -65,15 +65,9 @@ def calibrate(cfg: CompetitionConfig, oof_paths: list[Path], console: Console | 
     for path in map(Path, oof_paths):
         oof = load_oof(path)
         check_against_folds(oof, cfg.folds.path, path)
-        meta = read_meta(path.with_suffix(".json"))
-        require_metric((meta or {}).get("metric"), metric.params(), path.with_suffix(".json"), f"kit train --variant {path.stem}", cfg.source_file)
-        require_same_data(meta, source.train.fingerprint, path, path.stem, cfg.calibrate.accept_stale_oof, cfg.source_file)
+        check_for_competition(oof, list(source.classes), cfg.task, path, f"the data source {cfg.data.dir}")
+        check_oof_meta(path, metric.params(), source.train.fingerprint, cfg.calibrate.accept_stale_oof, cfg.source_file)
         classes = oof.classes.astype(str).tolist()
-        if classes != list(source.classes):
-            raise KitError(
-                f"{path}: classes differ from the data source {cfg.data.dir} ({classes[:3]}… vs {list(source.classes)[:3]}…); "
-                "retrain that variant on the current data"
-            )
         labels = source.train_labels_for(oof.ids, path)
         check_nested_inputs(oof.logits, labels, oof.fold, classes, cfg.task, str(path))
         targets.append((path, oof, labels, classes))
