@@ -72,9 +72,10 @@ def test_evaluation_pass_is_the_trainers_own(monkeypatch):
 
     monkeypatch.setattr(evaluation, "predict_logits", spy)
     mcfg = ModelConfig(name="tiny", **{**TINY_VARIANT, "batch_size": 8})
-    rate = _inference_rate(torch.nn.Identity(), np.zeros((5, 16, 16), np.uint8), mcfg, torch.device("cpu"))
-    assert rate > 0 and len(calls) >= 4  # a warm-up call, then at least 3 timed
-    assert set(calls) == {(64, None, True)}  # one evaluation batch of max(batch_size, 64) rows, the trainer's own default batch
+    rate = _inference_rate(torch.nn.Identity(), np.zeros((5, 16, 16), np.uint8), mcfg, torch.device("cpu"), predicted=(200, 300))
+    assert rate > 0 and len(calls) >= 6  # a full batch, the two last batches, then at least 3 timed full batches
+    assert calls[:3] == [(64, None, True), (8, None, True), (44, None, True)]  # max(batch_size, 64) rows: the trainer's default batch
+    assert set(calls[3:]) == {(64, None, True)}  # 200 and 300 rows end with batches of 8 and 44
 
 
 def test_memory_advice_rules():

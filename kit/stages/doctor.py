@@ -106,6 +106,7 @@ def check_variant(
     precision = pick_precision(device, mcfg.amp)
     n_classes = len(source.classes)
     labels = _labels_for(source, len(images))
+    predicted = (math.ceil(len(source.train) / cfg.folds.n_folds), len(source.test))  # rows a job predicts: a held-out fold, the test set
     result: dict[str, Any] = {
         "backbone": mcfg.backbone, "image_size": mcfg.image_size, "batch_size": mcfg.batch_size, "epochs": mcfg.epochs,
         "grad_accum_steps": mcfg.grad_accum_steps, "max_train_images": mcfg.max_train_images, "tta_hflip": mcfg.tta_hflip,
@@ -115,12 +116,12 @@ def check_variant(
     }
     channels_last = mcfg.channels_last
     try:
-        step = _measure_steps(mcfg, images, labels, source.task, n_classes, device, channels_last)
+        step = _measure_steps(mcfg, images, labels, source.task, n_classes, device, channels_last, predicted)
         result["channels_last"] = "on" if channels_last else "off (channels_last = false)"
     except RuntimeError as exc:
         if not channels_last or _is_out_of_memory(exc):
             raise _step_failed(mcfg, exc) from None
-        step = _measure_steps(mcfg, images, labels, source.task, n_classes, device, False)
+        step = _measure_steps(mcfg, images, labels, source.task, n_classes, device, False, predicted)
         result["channels_last"] = f"fails here ({type(exc).__name__}); set channels_last = false"
     result.update(step)
     result["memory"] = memory_advice(step["peak_bytes"], step["fixed_bytes"], mcfg.batch_size, memory_total, mcfg.grad_accum_steps,
@@ -229,7 +230,8 @@ def loader_images_per_s(mcfg: ModelConfig, images: np.ndarray, labels: np.ndarra
 
 
 def _measure_steps(
-    mcfg: ModelConfig, images: np.ndarray, labels: np.ndarray, task: str, n_classes: int, device: torch.device, channels_last: bool
+    mcfg: ModelConfig, images: np.ndarray, labels: np.ndarray, task: str, n_classes: int, device: torch.device, channels_last: bool,
+    predicted: tuple[int, ...] = (),
 ) -> dict:
     """Peak memory and images/s of training steps on a real batch, built as `train_fold` builds them, then of the
     evaluation pass (`predict_logits`, as `_run_epoch` calls it: the eval model, default batch, TTA) with the
@@ -248,6 +250,7 @@ def _measure_steps(
     rows = np.resize(np.arange(len(images)), batch)  # a real batch (repeated images when the data is smaller)
     x_cpu = torch.from_numpy(np.ascontiguousarray(images[rows]))[:, None]
     y = torch.from_numpy(np.ascontiguousarray(labels[rows])).to(device)
+    _warm_up(measured, images, n_classes, device)
     gc.collect()
     meter = _PeakMeter(device)
     torch.manual_seed(0)
@@ -291,7 +294,7 @@ def _measure_steps(
     train_peak = meter.peak()
     eval_model = ema.module if ema is not None else model  # Trainer.eval_model
     meter.restart_peak()
-    infer_rate = _inference_rate(eval_model, images, measured, device)
+    infer_rate = _inference_rate(eval_model, images, measured, device, predicted)
     predict_peak = meter.peak()
     peak = max(train_peak, predict_peak)  # the two phases follow each other: the job's peak is the higher one
     model.train()
@@ -300,14 +303,39 @@ def _measure_steps(
             "train_images_per_s": train_rate, "inference_images_per_s": infer_rate}
 
 
-def _inference_rate(model, images: np.ndarray, mcfg: ModelConfig, device: torch.device) -> float:
-    """Images/s of the evaluation pass (held-out and test predictions) through the trainer's own `predict_logits`
-    at its default batch (max(batch_size, 64)) with the variant's TTA (hflip, tta_scales): one image is one row
-    of logits, whatever the views. The first call is the warm-up and the evaluation pass's memory peak."""
+def _warm_up(mcfg: ModelConfig, images: np.ndarray, n_classes: int, device: torch.device) -> None:
+    """One unmeasured backward and evaluation pass of the variant on two images, so that what a process loads once
+    on its first calls (library code paged in, counted by the CPU's resident memory; kernel plans) is not charged
+    to the variant measured first: `kit train` pays it once per process, whatever the variant."""
+    from kit.models import create_model
+    from kit.training.dataset import to_model_input
+    from kit.training.device import pick_precision
     from kit.training.evaluation import predict_logits
 
-    rows = np.arange(max(mcfg.batch_size, 64)) % len(images)  # one full evaluation batch (repeated images when fewer)
+    rows = np.resize(np.arange(len(images)), 2)  # two images: batch norm's training mode needs more than one
+    model = create_model(mcfg, n_classes).to(device)
+    x = to_model_input(torch.from_numpy(np.ascontiguousarray(images[rows]))[:, None].to(device), mcfg.in_chans, mcfg.channels_last)
+    model.train()
+    with pick_precision(device, mcfg.amp).autocast():
+        logits = model(x)
+    logits.float().sum().backward()
     predict_logits(model, images, rows, mcfg, device)
+    del model, x, logits
+    _sync(device)
+
+
+def _inference_rate(model, images: np.ndarray, mcfg: ModelConfig, device: torch.device, predicted: tuple[int, ...] = ()) -> float:
+    """Images/s of the evaluation pass (held-out and test predictions) through the trainer's own `predict_logits`
+    at its default batch (max(batch_size, 64)) with the variant's TTA (hflip, tta_scales): one image is one row
+    of logits, whatever the views. The untimed first calls are the evaluation pass's memory peak: a full batch,
+    then the last, smaller batch of each of the `predicted` row counts (each new shape holds its own buffers on the CPU)."""
+    from kit.training.evaluation import predict_logits
+
+    batch = max(mcfg.batch_size, 64)
+    rows = np.arange(batch) % len(images)  # one full evaluation batch (repeated images when fewer)
+    predict_logits(model, images, rows, mcfg, device)
+    for tail in sorted({n % batch for n in predicted} - {0}):
+        predict_logits(model, images, rows[:tail], mcfg, device)
     _sync(device)
     start, runs = time.perf_counter(), 0
     while runs < MIN_TIMED_STEPS or (time.perf_counter() - start < MIN_TIMED_SECONDS / 2 and runs < MAX_TIMED_STEPS):
