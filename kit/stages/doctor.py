@@ -39,6 +39,13 @@ from kit.data.cache import cache_paths, resize_gray
 from kit.data.sources import open_source
 from kit.errors import KitError
 from kit.files import write_json
+from kit.models import create_model
+from kit.training.dataset import to_model_input
+from kit.training.device import pick_precision, prepare_model
+from kit.training.epoch import WeightEMA
+from kit.training.heads import use_cosine_head
+from kit.training.losses import make_loss
+from kit.training.optim import build_optimizer
 
 MEMORY_HEADROOM = 0.9  # advise a batch that fits in 90% of the device's memory (fragmentation, cuDNN workspaces)
 WARMUP_STEPS = 2  # untimed: the first allocates the optimizer state, both build the kernels' plans
@@ -101,7 +108,6 @@ def check_variant(
     *, compile_check: bool | None = None, probe: dict | None = None,
 ) -> dict[str, Any]:
     """One variant's row of the report (see the module docstring)."""
-    from kit.training.device import pick_precision
 
     precision = pick_precision(device, mcfg.amp)
     n_classes = len(source.classes)
@@ -236,14 +242,6 @@ def _measure_steps(
     """Peak memory and images/s of training steps on a real batch, built as `train_fold` builds them, then of the
     evaluation pass (`predict_logits`, as `_run_epoch` calls it: the eval model, default batch, TTA) with the
     optimizer state still held, as in the real job. `peak_bytes` is the larger of the two phases."""
-    from kit.models import create_model
-    from kit.training.dataset import to_model_input
-    from kit.training.device import pick_precision, prepare_model
-    from kit.training.epoch import WeightEMA
-    from kit.training.heads import use_cosine_head
-    from kit.training.losses import make_loss
-    from kit.training.optim import build_optimizer
-
     measured = mcfg.model_copy(update={"pretrained": False, "weights": None, "channels_last": channels_last, "compile": False})
     precision = pick_precision(device, measured.amp)
     batch = mcfg.batch_size
@@ -280,17 +278,7 @@ def _measure_steps(
             ema.update(model)
 
     model.train()
-    first = time.perf_counter()
-    for _ in range(WARMUP_STEPS):
-        step()
-    _sync(device)
-    first_s = time.perf_counter() - first
-    start, timed = time.perf_counter(), 0
-    while timed < MIN_TIMED_STEPS or (time.perf_counter() - start < MIN_TIMED_SECONDS and timed < MAX_TIMED_STEPS):
-        step()
-        timed += 1
-        _sync(device)
-    train_rate = timed * batch / max(time.perf_counter() - start, 1e-9)
+    first_s, timed, train_rate = _time_steps(step, batch, device)
     train_peak = meter.peak()
     eval_model = ema.module if ema is not None else model  # Trainer.eval_model
     meter.restart_peak()
@@ -303,13 +291,26 @@ def _measure_steps(
             "train_images_per_s": train_rate, "inference_images_per_s": infer_rate}
 
 
+def _time_steps(step, batch: int, device: torch.device) -> tuple[float, int, float]:
+    """(seconds of the warm-up steps, steps timed, images/s of the timed ones): at least MIN_TIMED_STEPS, and more
+    up to MIN_TIMED_SECONDS, so a fast model is timed over enough steps to be steady."""
+    first = time.perf_counter()
+    for _ in range(WARMUP_STEPS):
+        step()
+    _sync(device)
+    first_s = time.perf_counter() - first
+    start, timed = time.perf_counter(), 0
+    while timed < MIN_TIMED_STEPS or (time.perf_counter() - start < MIN_TIMED_SECONDS and timed < MAX_TIMED_STEPS):
+        step()
+        timed += 1
+        _sync(device)
+    return first_s, timed, timed * batch / max(time.perf_counter() - start, 1e-9)
+
+
 def _warm_up(mcfg: ModelConfig, images: np.ndarray, n_classes: int, device: torch.device) -> None:
     """One unmeasured backward and evaluation pass of the variant on two images, so that what a process loads once
     on its first calls (library code paged in, counted by the CPU's resident memory; kernel plans) is not charged
     to the variant measured first: `kit train` pays it once per process, whatever the variant."""
-    from kit.models import create_model
-    from kit.training.dataset import to_model_input
-    from kit.training.device import pick_precision
     from kit.training.evaluation import predict_logits
 
     rows = np.resize(np.arange(len(images)), 2)  # two images: batch norm's training mode needs more than one
@@ -401,9 +402,6 @@ def _compile_verdict(mcfg, images, labels, n_classes, device, compile_check: boo
 
 
 def _compiled_rate(mcfg: ModelConfig, images, labels, n_classes, device) -> float:
-    from kit.models import create_model
-    from kit.training.dataset import to_model_input
-    from kit.training.device import pick_precision, prepare_model
 
     model, step_model = prepare_model(create_model(mcfg.model_copy(update={"pretrained": False, "weights": None}), n_classes).to(device), mcfg)
     precision = pick_precision(device, mcfg.amp)
