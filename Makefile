@@ -11,7 +11,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 STAMP := $(VENV)/.installed
 
-.PHONY: setup synth folds train calibrate blend submit demo test dashboard bench clean
+.PHONY: setup synth folds train calibrate blend submit demo test dashboard bench clean doctor plan report
 
 setup: $(STAMP)
 
@@ -40,6 +40,15 @@ blend: $(STAMP)
 submit: $(STAMP)
 	$(KIT) submit --message "$(MESSAGE)"
 
+doctor: $(STAMP)
+	$(KIT) doctor
+
+plan: $(STAMP)
+	$(KIT) plan
+
+report: $(STAMP)
+	$(KIT) report
+
 dashboard: $(STAMP)
 	$(KIT) dashboard --host $(HOST) --port $(PORT)
 
@@ -50,6 +59,7 @@ demo: $(STAMP)
 	$(KIT) calibrate --variant all
 	$(KIT) blend --name demo
 	$(KIT) score submissions/demo.csv --solution $(SYNTH_DIR)/solution.csv --compare-argmax
+	$(KIT) report
 	$(KIT) submit submissions/demo.csv --message "kit demo" --dry-run
 
 test: $(STAMP)
@@ -67,4 +77,4 @@ bench-longtail: $(STAMP)
 	$(VENV)/bin/python -m benchmarks.longtail $(LONGTAIL_ARGS)
 
 clean:
-	rm -rf .cache runs oof/*.npz oof/*.json oof/*.db oof/*.png folds/*.csv submissions/*.csv submissions/*.json $(SYNTH_DIR)
+	rm -rf .cache runs oof/*.npz oof/*.json oof/*.db oof/*.png folds/*.csv submissions/*.csv submissions/*.json submissions/*.png submissions/*.html $(SYNTH_DIR)

@@ -8,10 +8,12 @@ KIT_BENCH_DOCTOR_FOLDS, e.g. "0", trains only those folds and compares with thei
 
 Reported: plan's grid time on one device against the measured training time (the sum over jobs of the
 trainer's own epoch timer, plus each job's test prediction, i.e. what plan counts) and against the whole
-`kit train` wall time (which adds the cache build, model creation and OOF assembly); and doctor's peak
-memory against the peak during each real job, measured the same way (CPU: growth of the process's peak
-RSS from just before the job builds its model, reset through /proc/self/clear_refs; GPU:
-torch.cuda.max_memory_allocated). Goals (issue #19): time within 25%, memory within 15%.
+`kit train` wall time (which adds the cache build, model creation and OOF assembly); and doctor's predicted
+job peak (`memory.job_peak_bytes`: training steps, evaluation pass, and on the CPU the mapped cache) against
+the peak during each real job, measured the same way (CPU: growth of the process's peak RSS from just before
+the job builds its model, reset through /proc/self/clear_refs; GPU: torch.cuda.max_memory_allocated), read
+twice: after the epochs (training + held-out predictions, the best epoch reloaded) and after the test
+prediction (before the job draws its curves PNG). Goals (issue #19): time within 25%, memory within 15%.
 """
 
 from __future__ import annotations
@@ -60,9 +62,11 @@ def main() -> dict:
         planned = plan(cfg, gpus=1, console=Console())
 
         peaks: dict[str, list[int]] = {}
+        peaks_with_test: dict[str, list[int]] = {}
         current: dict[str, object] = {}
         real_create = loop.create_model
         real_rebalance = loop.rebalance_classifier
+        real_curves = loop.training_curves_png
 
         def create_model(mcfg, num_classes):  # the job is about to build its model: the doctor's starting point
             import gc
@@ -76,13 +80,17 @@ def main() -> dict:
             peaks.setdefault(str(current["name"]), []).append(current["meter"].peak())
             return real_rebalance(*args, **kwargs)
 
-        loop.create_model, loop.rebalance_classifier = create_model, rebalance_classifier
+        def training_curves_png(*args, **kwargs):  # the test set predicted too
+            peaks_with_test.setdefault(str(current["name"]), []).append(current["meter"].peak())
+            return real_curves(*args, **kwargs)
+
+        loop.create_model, loop.rebalance_classifier, loop.training_curves_png = create_model, rebalance_classifier, training_curves_png
         try:
             start = time.perf_counter()
             train(cfg, names, folds, resume=False, console=quiet, overrides=overrides)
             train_wall = time.perf_counter() - start
         finally:
-            loop.create_model, loop.rebalance_classifier = real_create, real_rebalance
+            loop.create_model, loop.rebalance_classifier, loop.training_curves_png = real_create, real_rebalance, real_curves
 
         measured_jobs = 0.0
         per_variant = {}
@@ -92,11 +100,19 @@ def main() -> dict:
                 summary = json.loads(str(__import__("numpy").load(root / "runs" / name / f"fold{k}" / "preds.npz")["metrics"]))
                 seconds.append(summary["seconds"])
             measured_jobs += sum(seconds)
-            predicted_peak = report["variants"][name]["memory"]["peak_bytes"]
-            real_peak = max(peaks.get(name, [0]))
+            memory = report["variants"][name]["memory"]
+            predicted_peak = memory["job_peak_bytes"]
+            epochs_peak = max(peaks.get(name, [0]))
+            real_peak = max(peaks_with_test.get(name, [0]))
+            mib = 2**20
             per_variant[name] = {
                 "planned_fold_s": round(planned["variants"][name]["fold_s"], 1), "measured_fold_epochs_s": [round(s, 1) for s in seconds],
-                "doctor_peak_mib": round(predicted_peak / 2**20, 1), "train_peak_mib": round(real_peak / 2**20, 1),
+                "doctor_train_step_peak_mib": round(memory["train_step_peak_bytes"] / mib, 1),
+                "doctor_predict_peak_mib": round(memory["predict_peak_bytes"] / mib, 1),
+                "doctor_cache_resident_mib": round(memory["cache_resident_bytes"] / mib, 1),
+                "doctor_peak_mib": round(predicted_peak / mib, 1),
+                "train_epochs_peak_mib": round(epochs_peak / mib, 1), "train_peak_mib": round(real_peak / mib, 1),
+                "peak_ratio_doctor_over_epochs": round(predicted_peak / max(epochs_peak, 1), 3),
                 "peak_ratio_doctor_over_train": round(predicted_peak / max(real_peak, 1), 3),
                 "doctor_train_images_per_s": round(report["variants"][name]["train_images_per_s"], 1),
             }

@@ -34,6 +34,10 @@ def test_doctor_cpu_run_on_a_tiny_variant(doctored):
     assert row["bound"] in ("model", "loader") and row["workers_to_feed"] >= 1
     n = written["data"]["n_train"] + written["data"]["n_test"]
     assert row["disk"]["cache_bytes_needed"] == n * 16 * 16  # the tiny variant's 16 px cache, not built yet
+    mem = row["memory"]  # the job's peak: the higher of the two measured phases, plus the mapped cache on the CPU
+    assert mem["train_step_peak_bytes"] > 0 and mem["predict_peak_bytes"] > 0
+    assert mem["peak_bytes"] == max(mem["train_step_peak_bytes"], mem["predict_peak_bytes"])
+    assert mem["cache_resident_bytes"] == n * 16 * 16 and mem["job_peak_bytes"] == mem["peak_bytes"] + n * 16 * 16
 
 
 def test_doctor_advises_a_batch_that_fits_when_memory_is_short(doctored):
@@ -48,6 +52,30 @@ def test_doctor_advises_a_batch_that_fits_when_memory_is_short(doctored):
     assert advice["suggested_batch_size"] == 8 and advice["suggested_grad_accum_steps"] == 4  # effective batch kept at 32
     assert "batch_size = 8" in advice["advice"] and "grad_accum_steps = 4" in advice["advice"]
     assert advice["predicted_peak_bytes"] <= device * MEMORY_HEADROOM
+
+
+def test_evaluation_pass_is_the_trainers_own(monkeypatch):
+    """doctor times (and measures) the trainer's predict_logits at its default batch, with the variant's TTA."""
+    import numpy as np
+    import torch
+
+    import kit.training.evaluation as evaluation
+    from kit.config import ModelConfig
+    from kit.stages.doctor import _inference_rate
+    from tests.conftest import TINY_VARIANT
+
+    calls = []
+
+    def spy(model, images, indices, mcfg, device, batch_size=None):
+        calls.append((len(indices), batch_size, mcfg.tta_hflip))
+        return np.zeros((len(indices), 2), np.float32)
+
+    monkeypatch.setattr(evaluation, "predict_logits", spy)
+    mcfg = ModelConfig(name="tiny", **{**TINY_VARIANT, "batch_size": 8})
+    rate = _inference_rate(torch.nn.Identity(), np.zeros((5, 16, 16), np.uint8), mcfg, torch.device("cpu"), predicted=(200, 300))
+    assert rate > 0 and len(calls) >= 6  # a full batch, the two last batches, then at least 3 timed full batches
+    assert calls[:3] == [(64, None, True), (8, None, True), (44, None, True)]  # max(batch_size, 64) rows: the trainer's default batch
+    assert set(calls[3:]) == {(64, None, True)}  # 200 and 300 rows end with batches of 8 and 44
 
 
 def test_memory_advice_rules():

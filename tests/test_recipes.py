@@ -20,7 +20,7 @@ from kit.errors import KitError
 from kit.models import classifier_of, create_model
 from kit.stages.train import train
 from kit.training.augment import BatchMixer, build_augment, make_mixer
-from kit.training.crt import retrain_classifier, tau_normalise
+from kit.training.crt import rebalance_classifier, tau_normalise
 from kit.training.heads import NormedLinear, use_cosine_head
 from kit.training.losses import check_recipe_for_task, effective_number_weights, recipe_prior
 from kit.training.optim import build_optimizer
@@ -146,7 +146,7 @@ def test_crt_changes_only_the_head():
     y = np.eye(4, dtype=np.uint8)[np.repeat([0, 0, 0, 1, 1, 2, 3, 3], 10)]
     before = {k: v.clone() for k, v in model.state_dict().items()}
     head_keys = {f"fc.{k}" for k in classifier_of(model).state_dict()}
-    prior = retrain_classifier(model, images, np.arange(80), y, mcfg, "multi-class", torch.device("cpu"), seed=0, console=Console(quiet=True))
+    prior = rebalance_classifier(model, images, np.arange(80), y, mcfg, "multi-class", torch.device("cpu"), seed=0, console=Console(quiet=True))
     after = model.state_dict()
     for key, value in before.items():
         if key in head_keys:

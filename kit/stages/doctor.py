@@ -2,15 +2,18 @@
 
 For each variant at its image size and batch size: the device and the autocast dtype the trainer will use
 (`kit.training.device`'s own choices), whether channels_last and torch.compile work, the peak memory of
-training steps on a real batch (forward, backward, optimizer step, EMA copy) against the device's memory,
-with a batch size or gradient accumulation that fits when it does not, the model's images/s against the
+training steps on a real batch (forward, backward, optimizer step, EMA copy) and of the evaluation pass
+(the trainer's own `predict_logits`: batches of max(batch_size, 64) images with its TTA, while the optimizer
+state is still held) against the device's memory, with a batch size or gradient accumulation that fits when it does not, the model's images/s against the
 training loader's at the configured workers, and the image cache's disk need against free space. One table
 and `runs/doctor.json`, which `kit plan` reads.
 
 Memory is measured where it is held: on a GPU `torch.cuda.max_memory_allocated` (reset before the model is
 built), on the CPU the growth of the process's peak resident memory (`VmHWM` in /proc/self/status, reset
 through /proc/self/clear_refs; elsewhere `getrusage` ru_maxrss, which cannot be reset and so gives an upper
-bound). Weights are never downloaded here: the network is built with random weights of the same shape.
+bound). On the CPU the process also maps the image cache (np.memmap): its pages show in the resident memory
+the real job reaches (reclaimable, so the advice leaves them out) and are added to `job_peak_bytes`, the peak
+`kit train`'s process is predicted to reach. Weights are never downloaded here: the network is built with random weights of the same shape.
 """
 
 from __future__ import annotations
@@ -36,6 +39,13 @@ from kit.data.cache import cache_paths, resize_gray
 from kit.data.sources import open_source
 from kit.errors import KitError
 from kit.files import write_json
+from kit.models import create_model
+from kit.training.dataset import to_model_input
+from kit.training.device import pick_precision, prepare_model
+from kit.training.epoch import WeightEMA
+from kit.training.heads import use_cosine_head
+from kit.training.losses import make_loss
+from kit.training.optim import build_optimizer
 
 MEMORY_HEADROOM = 0.9  # advise a batch that fits in 90% of the device's memory (fragmentation, cuDNN workspaces)
 WARMUP_STEPS = 2  # untimed: the first allocates the optimizer state, both build the kernels' plans
@@ -98,11 +108,11 @@ def check_variant(
     *, compile_check: bool | None = None, probe: dict | None = None,
 ) -> dict[str, Any]:
     """One variant's row of the report (see the module docstring)."""
-    from kit.training.device import pick_precision
 
     precision = pick_precision(device, mcfg.amp)
     n_classes = len(source.classes)
     labels = _labels_for(source, len(images))
+    predicted = (math.ceil(len(source.train) / cfg.folds.n_folds), len(source.test))  # rows a job predicts: a held-out fold, the test set
     result: dict[str, Any] = {
         "backbone": mcfg.backbone, "image_size": mcfg.image_size, "batch_size": mcfg.batch_size, "epochs": mcfg.epochs,
         "grad_accum_steps": mcfg.grad_accum_steps, "max_train_images": mcfg.max_train_images, "tta_hflip": mcfg.tta_hflip,
@@ -112,16 +122,17 @@ def check_variant(
     }
     channels_last = mcfg.channels_last
     try:
-        step = _measure_steps(mcfg, images, labels, source.task, n_classes, device, channels_last)
+        step = _measure_steps(mcfg, images, labels, source.task, n_classes, device, channels_last, predicted)
         result["channels_last"] = "on" if channels_last else "off (channels_last = false)"
     except RuntimeError as exc:
         if not channels_last or _is_out_of_memory(exc):
             raise _step_failed(mcfg, exc) from None
-        step = _measure_steps(mcfg, images, labels, source.task, n_classes, device, False)
+        step = _measure_steps(mcfg, images, labels, source.task, n_classes, device, False, predicted)
         result["channels_last"] = f"fails here ({type(exc).__name__}); set channels_last = false"
     result.update(step)
     result["memory"] = memory_advice(step["peak_bytes"], step["fixed_bytes"], mcfg.batch_size, memory_total, mcfg.grad_accum_steps,
                                      even=mcfg.mixup_alpha > 0 or mcfg.cutmix_alpha > 0)
+    result["memory"].update(job_peak(step, device, len(source.train) + len(source.test), mcfg.image_size))
     result["compile"] = _compile_verdict(mcfg, images, labels, n_classes, device, compile_check, probe or {})
     loader_rate = loader_images_per_s(mcfg, images, labels)
     result["loader_images_per_s_per_worker"] = loader_rate
@@ -158,6 +169,15 @@ def memory_advice(peak: int, fixed: int, batch: int, total: int, accum: int = 1,
                advice=f"out of memory: {_gib(peak)} needed, {_gib(budget)} usable; set batch_size = {new_batch} and "
                       f"grad_accum_steps = {accum_needed} (effective batch {new_batch * accum_needed}, about {_gib(predicted)})")
     return out
+
+
+def job_peak(step: dict, device: torch.device, n_images: int, size: int) -> dict[str, int]:
+    """The peak `kit train`'s process reaches: the larger of the training and evaluation phases (measured);
+    on the CPU plus the image cache's pages, which the job maps (both splits by its test prediction) and
+    which resident memory counts. On a GPU the cache stays in host memory: nothing is added."""
+    cache = n_images * size * size if device.type == "cpu" else 0
+    return {"train_step_peak_bytes": int(step["train_peak_bytes"]), "predict_peak_bytes": int(step["predict_peak_bytes"]),
+            "cache_resident_bytes": int(cache), "job_peak_bytes": int(step["peak_bytes"] + cache)}
 
 
 def feeding(model_rate: float, loader_rate_per_worker: float, workers: int, cores: int) -> dict[str, Any]:
@@ -216,22 +236,19 @@ def loader_images_per_s(mcfg: ModelConfig, images: np.ndarray, labels: np.ndarra
 
 
 def _measure_steps(
-    mcfg: ModelConfig, images: np.ndarray, labels: np.ndarray, task: str, n_classes: int, device: torch.device, channels_last: bool
+    mcfg: ModelConfig, images: np.ndarray, labels: np.ndarray, task: str, n_classes: int, device: torch.device, channels_last: bool,
+    predicted: tuple[int, ...] = (),
 ) -> dict:
-    """Peak memory and images/s of training steps on a real batch, built as `train_fold` builds them."""
-    from kit.models import create_model
-    from kit.training.dataset import to_model_input
-    from kit.training.device import pick_precision, prepare_model
-    from kit.training.heads import use_cosine_head
-    from kit.training.losses import make_loss
-    from kit.training.optim import build_optimizer
-
+    """Peak memory and images/s of training steps on a real batch, built as `train_fold` builds them, then of the
+    evaluation pass (`predict_logits`, as `_run_epoch` calls it: the eval model, default batch, TTA) with the
+    optimizer state still held, as in the real job. `peak_bytes` is the larger of the two phases."""
     measured = mcfg.model_copy(update={"pretrained": False, "weights": None, "channels_last": channels_last, "compile": False})
     precision = pick_precision(device, measured.amp)
     batch = mcfg.batch_size
     rows = np.resize(np.arange(len(images)), batch)  # a real batch (repeated images when the data is smaller)
     x_cpu = torch.from_numpy(np.ascontiguousarray(images[rows]))[:, None]
     y = torch.from_numpy(np.ascontiguousarray(labels[rows])).to(device)
+    _warm_up(measured, images, n_classes, device)
     gc.collect()
     meter = _PeakMeter(device)
     torch.manual_seed(0)
@@ -239,7 +256,7 @@ def _measure_steps(
     if measured.loss == "ldam":
         model = use_cosine_head(model, measured)
     model, step_model = prepare_model(model, measured)
-    ema = _ema_copy(model) if mcfg.ema_decay > 0 else None
+    ema = WeightEMA(model, mcfg.ema_decay) if mcfg.ema_decay > 0 else None
     optimizer = build_optimizer(model, measured, device)
     scaler = precision.grad_scaler()
     loss_fn = make_loss(measured, task, labels, device)
@@ -258,11 +275,25 @@ def _measure_steps(
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
         if ema is not None:
-            with torch.no_grad():
-                for e, p in zip(ema.parameters(), model.parameters()):
-                    e.lerp_(p.detach(), 1 - mcfg.ema_decay)
+            ema.update(model)
 
     model.train()
+    first_s, timed, train_rate = _time_steps(step, batch, device)
+    train_peak = meter.peak()
+    eval_model = ema.module if ema is not None else model  # Trainer.eval_model
+    meter.restart_peak()
+    infer_rate = _inference_rate(eval_model, images, measured, device, predicted)
+    predict_peak = meter.peak()
+    peak = max(train_peak, predict_peak)  # the two phases follow each other: the job's peak is the higher one
+    model.train()
+    return {"params": int(n_params), "peak_bytes": int(peak), "train_peak_bytes": int(train_peak), "predict_peak_bytes": int(predict_peak),
+            "fixed_bytes": int(fixed), "warmup_steps_s": first_s, "timed_steps": timed,
+            "train_images_per_s": train_rate, "inference_images_per_s": infer_rate}
+
+
+def _time_steps(step, batch: int, device: torch.device) -> tuple[float, int, float]:
+    """(seconds of the warm-up steps, steps timed, images/s of the timed ones): at least MIN_TIMED_STEPS, and more
+    up to MIN_TIMED_SECONDS, so a fast model is timed over enough steps to be steady."""
     first = time.perf_counter()
     for _ in range(WARMUP_STEPS):
         step()
@@ -273,31 +304,46 @@ def _measure_steps(
         step()
         timed += 1
         _sync(device)
-    train_rate = timed * batch / max(time.perf_counter() - start, 1e-9)
-    peak = meter.peak()
-    infer_rate = _inference_rate(model, x_cpu, measured, device, precision)
-    return {"params": int(n_params), "peak_bytes": int(peak), "fixed_bytes": int(fixed), "warmup_steps_s": first_s, "timed_steps": timed,
-            "train_images_per_s": train_rate, "inference_images_per_s": infer_rate}
+    return first_s, timed, timed * batch / max(time.perf_counter() - start, 1e-9)
 
 
-@torch.no_grad()
-def _inference_rate(model, x_cpu: torch.Tensor, mcfg: ModelConfig, device: torch.device, precision) -> float:
-    """Images/s of the evaluation pass (held-out and test predictions), counting the mirrored copy of hflip TTA."""
-    from kit.training.dataset import to_model_input
+def _warm_up(mcfg: ModelConfig, images: np.ndarray, n_classes: int, device: torch.device) -> None:
+    """One unmeasured backward and evaluation pass of the variant on two images, so that what a process loads once
+    on its first calls (library code paged in, counted by the CPU's resident memory; kernel plans) is not charged
+    to the variant measured first: `kit train` pays it once per process, whatever the variant."""
+    from kit.training.evaluation import predict_logits
 
-    model.eval()
-    x = to_model_input(x_cpu.to(device), mcfg.in_chans, mcfg.channels_last)
-    with precision.autocast():
-        model(x)  # warm-up
+    rows = np.resize(np.arange(len(images)), 2)  # two images: batch norm's training mode needs more than one
+    model = create_model(mcfg, n_classes).to(device)
+    x = to_model_input(torch.from_numpy(np.ascontiguousarray(images[rows]))[:, None].to(device), mcfg.in_chans, mcfg.channels_last)
+    model.train()
+    with pick_precision(device, mcfg.amp).autocast():
+        logits = model(x)
+    logits.float().sum().backward()
+    predict_logits(model, images, rows, mcfg, device)
+    del model, x, logits
+    _sync(device)
+
+
+def _inference_rate(model, images: np.ndarray, mcfg: ModelConfig, device: torch.device, predicted: tuple[int, ...] = ()) -> float:
+    """Images/s of the evaluation pass (held-out and test predictions) through the trainer's own `predict_logits`
+    at its default batch (max(batch_size, 64)) with the variant's TTA (hflip, tta_scales): one image is one row
+    of logits, whatever the views. The untimed first calls are the evaluation pass's memory peak: a full batch,
+    then the last, smaller batch of each of the `predicted` row counts (each new shape holds its own buffers on the CPU)."""
+    from kit.training.evaluation import predict_logits
+
+    batch = max(mcfg.batch_size, 64)
+    rows = np.arange(batch) % len(images)  # one full evaluation batch (repeated images when fewer)
+    predict_logits(model, images, rows, mcfg, device)
+    for tail in sorted({n % batch for n in predicted} - {0}):
+        predict_logits(model, images, rows[:tail], mcfg, device)
     _sync(device)
     start, runs = time.perf_counter(), 0
     while runs < MIN_TIMED_STEPS or (time.perf_counter() - start < MIN_TIMED_SECONDS / 2 and runs < MAX_TIMED_STEPS):
-        with precision.autocast():
-            model(x)
+        predict_logits(model, images, rows, mcfg, device)
         runs += 1
         _sync(device)
-    passes = 2 if mcfg.tta_hflip else 1
-    return runs * len(x) / max(time.perf_counter() - start, 1e-9) / passes
+    return runs * len(rows) / max(time.perf_counter() - start, 1e-9)
 
 
 def _compile_probe(device: torch.device) -> dict[str, Any]:
@@ -356,9 +402,6 @@ def _compile_verdict(mcfg, images, labels, n_classes, device, compile_check: boo
 
 
 def _compiled_rate(mcfg: ModelConfig, images, labels, n_classes, device) -> float:
-    from kit.models import create_model
-    from kit.training.dataset import to_model_input
-    from kit.training.device import pick_precision, prepare_model
 
     model, step_model = prepare_model(create_model(mcfg.model_copy(update={"pretrained": False, "weights": None}), n_classes).to(device), mcfg)
     precision = pick_precision(device, mcfg.amp)
@@ -389,6 +432,14 @@ class _PeakMeter:
             _release_free_heap()  # memory freed earlier in this process would otherwise be reused unseen by RSS
             _reset_peak_rss()
             self.base = _rss_bytes()
+
+    def restart_peak(self) -> None:
+        """Measure the next phase's peak from the memory held now, against the same starting point."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        else:
+            _reset_peak_rss()
 
     def peak(self) -> int:
         if self.device.type == "cuda":
@@ -441,10 +492,11 @@ def _peak_rss_bytes() -> int:
 
 def _memory_method(device: torch.device) -> str:
     if device.type == "cuda":
-        return "torch.cuda.max_memory_allocated over the steps (weights, gradients, optimizer state, activations)"
+        return ("torch.cuda.max_memory_allocated over the training steps and then the evaluation pass (weights, gradients, "
+                "optimizer state, activations); the job's peak is the higher of the two")
     if _proc_status("VmHWM") is not None and _reset_peak_rss():
         return ("growth of the process's peak RSS (VmHWM, reset via /proc/self/clear_refs after glibc malloc_trim) over building "
-                "the model and the steps")
+                "the model and the training steps, then over the evaluation pass; the job's peak adds the image cache's mapped pages")
     return "growth of getrusage ru_maxrss (cannot be reset: an upper bound)"
 
 
@@ -476,15 +528,6 @@ def _cores() -> int:
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
-
-
-def _ema_copy(model: torch.nn.Module) -> torch.nn.Module:
-    import copy
-
-    ema = copy.deepcopy(model).eval()
-    for p in ema.parameters():
-        p.requires_grad_(False)
-    return ema
 
 
 def _real_images(split, size: int, n: int) -> np.ndarray:
@@ -536,7 +579,7 @@ def _print(report: dict[str, Any], console: Console) -> None:
         ("autocast", lambda r: r["autocast"] + (" + GradScaler" if r["grad_scaler"] else "")),
         ("channels_last", lambda r: r["channels_last"]),
         ("torch.compile", lambda r: r["compile"]["advice"]),
-        ("peak memory (train step)", lambda r: r["memory"]["advice"]),
+        ("peak memory (train step, evaluation)", lambda r: r["memory"]["advice"]),
         ("model img/s (train)", lambda r: f"{r['train_images_per_s']:.0f}"),
         ("loader img/s", lambda r: f"{r['loader_images_per_s']:.0f} ({r['num_workers']} workers; {r['loader_images_per_s_per_worker']:.0f} per worker)"),
         ("bound", lambda r: r["feeding"]),

@@ -10,6 +10,7 @@ file alone is enough.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,18 @@ from kit.decision.metrics import signed
 from kit.decision.names import degenerate_notes, display_name
 from kit.errors import KitError
 from kit.submission import check_one_label_per_row, check_submission_file, read_csv_str, to_indicator
+
+
+@dataclass(frozen=True)
+class _Scored:
+    """A submission's rows aligned to the solution's, as indicator matrices over `classes`."""
+
+    solution_name: str
+    classes: list[str]
+    train_labels: np.ndarray | None  # for the majority-class baseline; None without the data directory
+    sol_ids: np.ndarray
+    y_true: np.ndarray
+    y_pred: np.ndarray
 
 
 def score_file(
@@ -42,6 +55,39 @@ def score_file(
 
     console = console or Console()
     metric = build_metric(cfg.metric)
+    submission_name = str(submission_csv)
+    rows = _read_and_align(submission_csv, solution_csv, cfg, console)
+    y_true, y_pred = rows.y_true, rows.y_pred
+    majority = None if rows.train_labels is None else int(np.argmax(rows.train_labels.sum(axis=0)))
+    baseline_pred = trivial_prediction(y_true, cfg.task, majority)
+    baseline = metric.score(y_true, baseline_pred)
+    score = metric.score(y_true, y_pred)
+    per_class = metric.per_class(y_true, y_pred)
+    result: dict[str, Any] = {
+        "submission": submission_name,
+        "solution": rows.solution_name,
+        "score": float(score),
+        "trivial_baseline": float(baseline),
+        "per_class": {c: (None if np.isnan(s) else float(s)) for c, s in zip(rows.classes, per_class)},
+        "n": int(len(y_true)),
+    }
+    base_per_class = metric.per_class(y_true, baseline_pred) if cfg.task == "multi-class" else None
+    _print_per_class(console, submission_name, rows, per_class, base_per_class)
+    if compare_argmax:
+        result["argmax"] = argmax_scores(cfg, rows.classes, rows.sol_ids, y_true, blend_members(Path(submission_csv)))
+        if result["argmax"]:
+            best = max(result["argmax"], key=result["argmax"].get)
+            result["best_argmax"] = {"variant": best, "score": result["argmax"][best]}
+    _print_summary(console, cfg, result, has_train_labels=rows.train_labels is not None)
+    result["notes"] = degenerate_notes(None, y_pred, cfg.task, rows.classes)  # kit.decision.names: one line each, not only a cell
+    for note in result["notes"]:
+        console.print(f"[bold yellow]{Path(submission_name).name}: {note}", soft_wrap=True, highlight=False)
+    return result
+
+
+def _read_and_align(submission_csv: str | Path, solution_csv: str | Path | None, cfg: CompetitionConfig,
+                    console: Console) -> _Scored:
+    """Read both files, hold each to the row checks, and put the submission's rows in the solution's order."""
     id_col = cfg.data.id_column
     submission_name = str(submission_csv)
     submission_frame = read_csv_str(submission_csv, "pass a submission CSV written by `kit blend`")
@@ -61,64 +107,50 @@ def score_file(
     _check_unique(sub_ids, submission_name)
     y_pred = align_rows(sub_ids, y_sub, sol_ids, submission_name)
     _warn_unless_submittable(Path(submission_csv), cfg, classes, console)
+    return _Scored(solution_name, classes, train_labels, sol_ids, y_true, y_pred)
 
-    majority = None if train_labels is None else int(np.argmax(train_labels.sum(axis=0)))
-    baseline_pred = trivial_prediction(y_true, cfg.task, majority)
-    baseline = metric.score(y_true, baseline_pred)
-    score = metric.score(y_true, y_pred)
-    per_class = metric.per_class(y_true, y_pred)
-    result: dict[str, Any] = {
-        "submission": submission_name,
-        "solution": solution_name,
-        "score": float(score),
-        "trivial_baseline": float(baseline),
-        "per_class": {c: (None if np.isnan(s) else float(s)) for c, s in zip(classes, per_class)},
-        "n": int(len(y_true)),
-    }
 
-    multi_class = cfg.task == "multi-class"
-    table = Table(title=f"{Path(submission_name).name} vs {Path(solution_name).name} ({len(y_true)} rows)")
+def _print_per_class(console: Console, submission_name: str, rows: _Scored, per_class: np.ndarray,
+                     base_per_class: np.ndarray | None) -> None:
+    """Per class: its count in the solution, the submission's score, and (multi-class) the trivial baseline's."""
+    table = Table(title=f"{Path(submission_name).name} vs {Path(rows.solution_name).name} ({len(rows.y_true)} rows)")
     table.add_column("class")
     table.add_column("N", justify="right")
     table.add_column("score", justify="right")
-    if multi_class:
+    if base_per_class is not None:
         table.add_column("trivial", justify="right")
-        base_per_class = metric.per_class(y_true, baseline_pred)
-    for k, c in enumerate(classes):
-        row = [c, str(int(y_true[:, k].sum())), signed(per_class[k])]
-        if multi_class:
+    for k, c in enumerate(rows.classes):
+        row = [c, str(int(rows.y_true[:, k].sum())), signed(per_class[k])]
+        if base_per_class is not None:
             row.append(signed(base_per_class[k]))
         table.add_row(*row)
     console.print(table)
 
-    if compare_argmax:
-        result["argmax"] = argmax_scores(cfg, classes, sol_ids, y_true, blend_members(Path(submission_csv)))
+
+def _print_summary(console: Console, cfg: CompetitionConfig, result: dict[str, Any], has_train_labels: bool) -> None:
+    """The submission's score below the trivial baseline and, when asked, each variant decided by argmax."""
+    multi_class = cfg.task == "multi-class"
     summary = Table(title="Leaderboard metric on the solution")
     summary.add_column("what")
     summary.add_column("score", justify="right")
     if not multi_class:
         trivial_name = "all negative"
-    elif train_labels is not None:
+    elif has_train_labels:
         trivial_name = "majority class of train everywhere"
     else:
         trivial_name = "majority class of the solution everywhere: no training labels without the data directory"
-    summary.add_row(f"trivial baseline ({trivial_name})", signed(baseline))
-    if compare_argmax:
+    summary.add_row(f"trivial baseline ({trivial_name})", signed(result["trivial_baseline"]))
+    if "argmax" in result:
         plain = display_name("argmax") if multi_class else display_name("threshold_0.5")
         for variant, s in result["argmax"].items():
             summary.add_row(f"{variant} by {plain} (mean test logits)", signed(s))
-        if result["argmax"]:
-            best = max(result["argmax"], key=result["argmax"].get)
-            result["best_argmax"] = {"variant": best, "score": result["argmax"][best]}
-            summary.add_row(f"[bold]best single variant by {plain} ({best})", f"[bold]{signed(result['argmax'][best])}")
+        if "best_argmax" in result:
+            best = result["best_argmax"]
+            summary.add_row(f"[bold]best single variant by {plain} ({best['variant']})", f"[bold]{signed(best['score'])}")
         else:
             summary.add_row(f"no oof/<variant>.npz for the variants {cfg.variants}", "—")
-    summary.add_row(f"[bold]{Path(submission_name).name}", f"[bold]{signed(score)}")
+    summary.add_row(f"[bold]{Path(result['submission']).name}", f"[bold]{signed(result['score'])}")
     console.print(summary)
-    result["notes"] = degenerate_notes(None, y_pred, cfg.task, classes)  # kit.decision.names: one line each, not only a cell
-    for note in result["notes"]:
-        console.print(f"[bold yellow]{Path(submission_name).name}: {note}", soft_wrap=True, highlight=False)
-    return result
 
 
 def blend_members(submission_csv: Path) -> list[str] | None:

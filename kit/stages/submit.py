@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,20 @@ def newest_submission(cfg: CompetitionConfig) -> Path:
     return max(files, key=lambda p: p.stat().st_mtime)
 
 
+@dataclass(frozen=True)
+class _Outgoing:
+    """A submission file that passed the checks, and what the ledger and the summary say about it."""
+
+    file: Path
+    slug: str
+    sha: str
+    meta: dict[str, Any] | None
+    synthetic: bool
+    other_competition: bool
+    ledger: Path
+    summary: dict[str, Any]
+
+
 def submit(
     cfg: CompetitionConfig,
     file: Path | None,
@@ -88,6 +103,30 @@ def submit(
     if not timeout > 0 or timeout == float("inf"):
         raise KitError(f"--timeout {timeout:g}: give the seconds the command may take (upload and --wait), a number more than 0")
     deadline = client.Deadline(timeout)
+    out = _validate(cfg, file, message, competition, dry_run, force)
+    if dry_run:
+        return _dry_run(cfg, out, force, console)
+    if out.synthetic:
+        raise KitError(
+            f"{out.file}: made from synthetic data ({cfg.data.dir}); the leaderboard would only count it against you. "
+            "Point the config at the real data, or use --dry-run"
+        )
+    entry = new_entry(out.file, out.sha, message, out.slug, out.meta)
+    api, limits, ref, said = _send(out, entry, message, force, deadline, console)
+    _record_ref(out, entry, ref)
+    left = "" if limits is None else f"; Kaggle allowed {limits.left_today} more today before this one"
+    _say(console, f"submitted {out.file} to '{out.slug}' as ref {ref}: {said or 'no message'}; recorded in {out.ledger}{left}")
+    result = {**out.summary, "dry_run": False, "response": said, "ref": ref, "status": "PENDING"}
+    if not wait:
+        _say(console, "`kit submissions` shows its public score once Kaggle has scored it (or use --wait)")
+        return result
+    remote = _wait_for_score(api, out, entry, ref, deadline, console)
+    return {**result, **remote_fields(remote)}
+
+
+def _validate(cfg: CompetitionConfig, file: Path | None, message: str, competition: str | None,
+              dry_run: bool, force: bool) -> _Outgoing:
+    """The checks that need no ledger and no Kaggle: competition, message, the file against the sample, provenance."""
     slug = _slug(cfg, competition)
     file = Path(file) if file is not None else newest_submission(cfg)
     if not message or not message.strip():
@@ -102,43 +141,41 @@ def submit(
     sha = file_sha256(file)
     meta = _provenance(file, sha)
     synthetic = bool((meta or {}).get("synthetic")) or is_synthetic(cfg)
-    ledger = ledger_path(cfg.paths.submissions)
     summary = {"file": str(file), "rows": len(frame), "bytes": file.stat().st_size, "competition": slug, "message": message, "sha256": sha}
+    return _Outgoing(file, slug, sha, meta, synthetic, other_competition, ledger_path(cfg.paths.submissions), summary)
 
-    if dry_run:
-        earlier = find_sent(read_ledger(ledger), sha, slug)
-        notes = []
-        if earlier is not None and not force:
-            notes.append(f"{_describe_earlier(earlier, slug)}, would be refused without --force")
-        if synthetic:
-            notes.append("synthetic data, would be refused without --dry-run")
-        if other_competition and not force:
-            notes.append(f"not the config's competition '{cfg.kaggle.competition}', would be refused without --force")
-        _say(console, f"dry run: would submit {file} ({len(frame)} rows, {summary['bytes']} bytes, validated against the sample) "
-                      f"to '{slug}' with message {message!r}" + "".join(f" — {n}" for n in notes))
-        return {**summary, "dry_run": True, "synthetic": synthetic, "duplicate": earlier is not None}
-    if synthetic:
-        raise KitError(
-            f"{file}: made from synthetic data ({cfg.data.dir}); the leaderboard would only count it against you. "
-            "Point the config at the real data, or use --dry-run"
-        )
-    entry = new_entry(file, sha, message, slug, meta)
-    key = row_key(entry)
+
+def _dry_run(cfg: CompetitionConfig, out: _Outgoing, force: bool, console: Console) -> dict[str, Any]:
+    """Say what would be sent, and each reason it would be refused; send nothing, write nothing."""
+    earlier = find_sent(read_ledger(out.ledger), out.sha, out.slug)
+    notes = []
+    if earlier is not None and not force:
+        notes.append(f"{_describe_earlier(earlier, out.slug)}, would be refused without --force")
+    if out.synthetic:
+        notes.append("synthetic data, would be refused without --dry-run")
+    if out.other_competition and not force:
+        notes.append(f"not the config's competition '{cfg.kaggle.competition}', would be refused without --force")
+    _say(console, f"dry run: would submit {out.file} ({out.summary['rows']} rows, {out.summary['bytes']} bytes, validated against the sample) "
+                  f"to '{out.slug}' with message {out.summary['message']!r}" + "".join(f" — {n}" for n in notes))
+    return {**out.summary, "dry_run": True, "synthetic": out.synthetic, "duplicate": earlier is not None}
+
+
+def _send(out: _Outgoing, entry: dict[str, str], message: str, force: bool, deadline: client.Deadline,
+          console: Console) -> tuple[Any, client.SubmissionLimits | None, int, str]:
+    """Record a SENDING row, check today's limit, upload: (api, limits, ref, Kaggle's answer). The duplicate
+    check and the SENDING row are one step under the ledger's lock, so a folder that cannot take the row stops
+    the submission before any request; a failure drops the row, or keeps it as UNKNOWN if the file may be on Kaggle."""
+    file, slug, ledger, key = out.file, out.slug, out.ledger, row_key(entry)
 
     def refuse(earlier: pd.Series) -> KitError:
         return KitError(f"{file}: {_describe_earlier(earlier, slug)}; --force sends them again (one more of today's submissions)")
 
-    # the duplicate check and the SENDING row are one step under the ledger's lock; a folder that cannot
-    # take the row stops the submission before any request
     claim_entry(ledger, entry, None if force else refuse)
     try:
         with client.watchdog(deadline):
             api = client.connect(console, deadline)
             limits = client.submission_limits(api, slug)
-            if limits is not None and limits.left_today == 0 and (limits.used_today > 0 or limits.limited_by_total):
-                cap = "the competition's total" if limits.limited_by_total else f"today's ({limits.used_today} sent today)"
-                raise KitError(f"'{slug}': no submissions left, {cap} limit is reached (Kaggle's count); nothing was sent. "
-                               "Daily counts reset at 00:00 UTC")
+            _check_limits(limits, slug)
             ref, said = client.send(api, file, message, slug)
     except client.MaybeSubmitted as exc:
         _keep_unknown(ledger, key, exc.reason)
@@ -149,33 +186,44 @@ def submit(
         raise
     except client.CommandTimedOut:
         _forget(ledger, key)
-        raise KitError(f"--timeout {timeout:g} s passed before {file} was uploaded; nothing was submitted; "
+        raise KitError(f"--timeout {deadline.seconds:g} s passed before {file} was uploaded; nothing was submitted; "
                        "retry later or give a larger --timeout") from None
     except KeyboardInterrupt:
         _forget(ledger, key)
         raise _failure(f"interrupted before the upload of {file} was complete; nothing was submitted", 130) from None
-    try:
-        update_rows(ledger, {key: {"ref": str(ref), "status": "PENDING"}})
-    except KitError as exc:
-        raise KitError(f"submitted {file} to '{slug}' as ref {ref}, but the ledger was not updated: {exc}") from None
-    left = "" if limits is None else f"; Kaggle allowed {limits.left_today} more today before this one"
-    _say(console, f"submitted {file} to '{slug}' as ref {ref}: {said or 'no message'}; recorded in {ledger}{left}")
-    result = {**summary, "dry_run": False, "response": said, "ref": ref, "status": "PENDING"}
-    if not wait:
-        _say(console, "`kit submissions` shows its public score once Kaggle has scored it (or use --wait)")
-        return result
+    return api, limits, ref, said
 
-    remote = _wait(api, ref, deadline, console, ledger)
-    update_rows(ledger, {key: remote_fields(remote)})
+
+def _check_limits(limits: client.SubmissionLimits | None, slug: str) -> None:
+    """Refuse before the upload when Kaggle says no submission is left today (or in all)."""
+    if limits is not None and limits.left_today == 0 and (limits.used_today > 0 or limits.limited_by_total):
+        cap = "the competition's total" if limits.limited_by_total else f"today's ({limits.used_today} sent today)"
+        raise KitError(f"'{slug}': no submissions left, {cap} limit is reached (Kaggle's count); nothing was sent. "
+                       "Daily counts reset at 00:00 UTC")
+
+
+def _record_ref(out: _Outgoing, entry: dict[str, str], ref: int) -> None:
+    """The SENDING row becomes PENDING with Kaggle's ref."""
+    try:
+        update_rows(out.ledger, {row_key(entry): {"ref": str(ref), "status": "PENDING"}})
+    except KitError as exc:
+        raise KitError(f"submitted {out.file} to '{out.slug}' as ref {ref}, but the ledger was not updated: {exc}") from None
+
+
+def _wait_for_score(api, out: _Outgoing, entry: dict[str, str], ref: int, deadline: client.Deadline,
+                    console: Console) -> client.RemoteSubmission:
+    """Wait for Kaggle's score, record it, and print it beside the nested-CV score; exit 1 if it is not scored."""
+    remote = _wait(api, ref, deadline, console, out.ledger)
+    update_rows(out.ledger, {row_key(entry): remote_fields(remote)})
     row = {**entry, **remote_fields(remote)}
     if remote.status == "ERROR":
-        raise _failure(f"Kaggle could not score {file} (ref {ref}): {remote.error_description or 'no description given'}; "
-                       f"recorded as ERROR in {ledger}", 1)
+        raise _failure(f"Kaggle could not score {out.file} (ref {ref}): {remote.error_description or 'no description given'}; "
+                       f"recorded as ERROR in {out.ledger}", 1)
     if remote.status == "PENDING":
-        raise _failure(f"{file} (ref {ref}) is not scored within --timeout {timeout:g} s; it stays PENDING in {ledger}; "
-                       "`kit submissions` fills in its score later", 1)
-    _print_scores(console, file, slug, row)
-    return {**result, **remote_fields(remote)}
+        raise _failure(f"{out.file} (ref {ref}) is not scored within --timeout {deadline.seconds:g} s; it stays PENDING in "
+                       f"{out.ledger}; `kit submissions` fills in its score later", 1)
+    _print_scores(console, out.file, out.slug, row)
+    return remote
 
 
 def _slug(cfg: CompetitionConfig, competition: str | None) -> str:

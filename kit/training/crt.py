@@ -50,21 +50,13 @@ def classifier_inputs(model: nn.Module, images: np.ndarray, indices: np.ndarray,
     return torch.cat(captured).flatten(1)
 
 
-def retrain_classifier(
-    model: nn.Module,
-    images: np.ndarray,
-    train_idx: np.ndarray,
-    y_train: np.ndarray,
-    mcfg: ModelConfig,
-    task: str,
-    device: torch.device,
-    seed: int,
-    console: Console | None = None,
+def retrain_head(
+    head: nn.Module, features: torch.Tensor, y_train: np.ndarray, mcfg: ModelConfig, task: str, seed: int, console: Console | None = None
 ) -> np.ndarray:
-    """cRT: re-initialise the head and train only it for `crt_epochs` on frozen features with a sampler of
-    power `crt_sampler_power` (1: class-balanced). Returns the class distribution the head is now calibrated to."""
-    head = classifier_of(model)
-    features = classifier_inputs(model, images, train_idx, mcfg, device)
+    """cRT: re-initialise the head and train only it for `crt_epochs` on the frozen `features` of the training
+    images, with a sampler of power `crt_sampler_power` (1: class-balanced). Returns the class distribution the
+    head is now calibrated to."""
+    device = features.device
     targets = torch.from_numpy(np.ascontiguousarray(y_train, dtype=np.float32)).to(device)
     torch.manual_seed(seed)
     if not hasattr(head, "reset_parameters"):
@@ -74,8 +66,8 @@ def retrain_classifier(
         p.requires_grad_(True)
     weights = sample_weights(y_train, mcfg.crt_sampler_power)
     generator = torch.Generator().manual_seed(seed)
-    batch_size = min(mcfg.batch_size, len(train_idx))
-    steps_per_epoch = max(len(train_idx) // batch_size, 1)
+    batch_size = min(mcfg.batch_size, len(features))
+    steps_per_epoch = max(len(features) // batch_size, 1)
     total = mcfg.crt_epochs * steps_per_epoch
     optimizer = torch.optim.AdamW(head.parameters(), lr=mcfg.crt_lr, weight_decay=mcfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step / total, 1.0))))
@@ -133,7 +125,9 @@ def rebalance_classifier(
     Returns the class distribution the new head is calibrated to (cRT: its sampler's, exact for CE;
     τ-norm: uniform, nominal), or None when the variant has neither."""
     if mcfg.crt_epochs > 0:
-        return retrain_classifier(model, images, train_idx, y_train, mcfg, task, device, seed, console)
+        head = classifier_of(model)
+        features = classifier_inputs(model, images, train_idx, mcfg, device)
+        return retrain_head(head, features, y_train, mcfg, task, seed, console)
     if mcfg.tau_norm > 0:
         if not isinstance(classifier_of(model), nn.Linear):
             raise KitError(f"{model_file(mcfg)}: key 'tau_norm': backbone '{mcfg.backbone}' has no linear classifier head to normalise")

@@ -23,6 +23,18 @@ def job_seed(seed: int, variant: str, fold: int, slot: int) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
+class _NamedSlot:
+    """A seed of JobSeeds read by name: `seeds.loader` is the job's seed of LOADER_SLOT."""
+
+    def __init__(self, slot: int) -> None:
+        self.slot = slot
+
+    def __get__(self, seeds: JobSeeds | None, owner: type | None = None) -> int:
+        if seeds is None:  # looked up on the class itself
+            return self  # type: ignore[return-value]
+        return job_seed(seeds.seed, seeds.variant, seeds.fold, self.slot)
+
+
 @dataclass(frozen=True)
 class JobSeeds:
     """The seeds of one (variant, fold) job, by name."""
@@ -32,20 +44,10 @@ class JobSeeds:
     fold: int
 
     def epoch(self, epoch: int) -> int:
+        """The seed of epoch `epoch`'s draws (its sampler, augmentation, dropout and mixer)."""
         return job_seed(self.seed, self.variant, self.fold, epoch)
 
-    @property
-    def model_init(self) -> int:
-        return job_seed(self.seed, self.variant, self.fold, MODEL_INIT_SLOT)
-
-    @property
-    def train_subset(self) -> int:
-        return job_seed(self.seed, self.variant, self.fold, TRAIN_SUBSET_SLOT)
-
-    @property
-    def loader(self) -> int:
-        return job_seed(self.seed, self.variant, self.fold, LOADER_SLOT)
-
-    @property
-    def crt_head(self) -> int:
-        return job_seed(self.seed, self.variant, self.fold, CRT_HEAD_SLOT)
+    model_init = _NamedSlot(MODEL_INIT_SLOT)
+    train_subset = _NamedSlot(TRAIN_SUBSET_SLOT)
+    loader = _NamedSlot(LOADER_SLOT)
+    crt_head = _NamedSlot(CRT_HEAD_SLOT)
