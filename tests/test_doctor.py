@@ -11,12 +11,24 @@ from kit.errors import KitError
 from tests.conftest import assert_one_line_error, run_kit
 
 
-@pytest.fixture(scope="module")
-def doctored(tiny_competition, tmp_path_factory, variant_run):
+def _doctor_in_a_fresh_process(cfg) -> dict:
     from kit.stages.doctor import doctor
 
-    cfg = variant_run(tiny_competition, tmp_path_factory.mktemp("doctor"))
-    report = doctor(cfg, ["tiny"], console=Console(quiet=True))
+    return doctor(cfg, ["tiny"], console=Console(quiet=True))
+
+
+@pytest.fixture(scope="module")
+def doctored(tiny_competition, tmp_path_factory, variant_run):
+    """doctor in a new interpreter, as `kit doctor` runs: on the CPU its memory figures are the growth of the
+    process's peak, which a test process that has already trained models may not show (freed heap is reused)."""
+    import multiprocessing
+
+    root = tmp_path_factory.mktemp("doctor")
+    cfg = variant_run(tiny_competition, root)
+    # a cache folder of its own: other tests build the shared tiny competition's cache, and doctor reports what is left to build
+    cfg = cfg.model_copy(update={"paths": cfg.paths.model_copy(update={"cache": root / "cache"})})
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        report = pool.apply(_doctor_in_a_fresh_process, (cfg,))
     return cfg, report
 
 
