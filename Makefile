@@ -69,7 +69,8 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/python -m benchmarks
 
-# Long-tail recipes, 5 folds each, on the realistic synthetic preset (about 45 min on 2 CPU cores);
+# Long-tail recipes and the pipelines beyond one model (stack, pseudo-labels, seeds, blend), 5 folds each, on the
+# realistic synthetic preset (LONGTAIL_ARGS="--recipes core --threads 1": 43.7 min on 2 shared cores; all 8 recipes: longer);
 # LONGTAIL_ARGS=--quick checks the plumbing in minutes. Results: benchmarks/results/longtail.json
 LONGTAIL_ARGS ?=
 .PHONY: bench-longtail

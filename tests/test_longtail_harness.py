@@ -62,3 +62,15 @@ def test_recipe_subsets_and_the_feature_probe():
         recipe_names(argparse.Namespace(recipes="ce,nope"), all_recipes)
     assert model_accepts({"seeds": [0, 1, 2]}) is None
     assert "no_such_key" in model_accepts({"no_such_key": 1})
+
+
+def test_readme_and_training_doc_show_the_committed_benchmark_table():
+    """One set of figures: the table in README.md and docs/training.md is the one generated from the committed JSON."""
+    import json
+    from pathlib import Path
+
+    from benchmarks.longtail.__main__ import RESULTS, TABLE_DOCS, table_block
+
+    expected = markdown(json.loads((RESULTS / "longtail.json").read_text()))
+    for doc in TABLE_DOCS:
+        assert table_block(Path(doc).read_text()) == expected, f"{doc}: run `python -m benchmarks.longtail --render benchmarks/results/longtail.json`"
