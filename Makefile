@@ -64,9 +64,11 @@ demo: $(STAMP)
 
 # `make test` runs everything (CI's command: .ci/run); `make test-fast` leaves out the tests marked slow (each over
 # ~10 s: they train, search or run the CLI end to end) for the edit-test loop. Both print the 15 slowest tests.
-# PYTEST_ARGS passes more, e.g. PYTEST_ARGS="tests/test_blend.py -k stacker" or PYTEST_ARGS="-n 0" (no workers).
-PYTEST := $(VENV)/bin/python -m pytest -q --durations=15
+# Two worker processes (pytest-xdist), each test file on one worker so a module fixture is built once;
+# PYTEST_WORKERS=0 runs in this process. PYTEST_ARGS passes more, e.g. PYTEST_ARGS="tests/test_blend.py -k stacker".
+PYTEST_WORKERS ?= 2
 PYTEST_ARGS ?=
+PYTEST := $(VENV)/bin/python -m pytest -q --durations=15 -n $(PYTEST_WORKERS) --dist loadfile
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check kit tests benchmarks
