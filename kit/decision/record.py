@@ -181,9 +181,9 @@ def write_search_studies(storage: str | optuna.storages.BaseStorage, prefix: str
     """Replace every study named `<prefix>/...` by `studies` (so a run without searches leaves none stale); their names."""
     storage = open_storage(storage) if isinstance(storage, str) else storage
     with quiet_optuna():
-        for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
-            if summary.study_name.startswith(prefix + "/") and summary.study_name.removeprefix(prefix + "/") not in studies:
-                optuna.delete_study(study_name=summary.study_name, storage=storage)
+        for name in optuna.get_all_study_names(storage):  # names only: summaries would read every trial of every study
+            if name.startswith(prefix + "/") and name.removeprefix(prefix + "/") not in studies:
+                optuna.delete_study(study_name=name, storage=storage)
     for suffix, (trials, attrs) in studies.items():
         write_study(storage, f"{prefix}/{suffix}", trials, attrs, metric_name=SEARCH_METRIC_NAME)
     return [f"{prefix}/{suffix}" for suffix in studies]
