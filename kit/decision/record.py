@@ -85,6 +85,7 @@ def bulk_add_trials(storage: RDBStorage, study_id: int, trials: list[optuna.tria
                                           models.TrialSystemAttributeModel: [], models.TrialIntermediateValueModel: [],
                                           models.StudyUserAttributeModel: [{"study_id": study_id, "key": k, "value_json": json.dumps(v)}
                                                                            for k, v in (study_attrs or {}).items()]}
+        as_json: dict[int, str] = {}
         for row, t in zip(rows, trials):
             tid = row.trial_id
             for objective, value in enumerate(t.values or []):
@@ -92,8 +93,10 @@ def bulk_add_trials(storage: RDBStorage, study_id: int, trials: list[optuna.tria
                 tables[models.TrialValueModel].append({"trial_id": tid, "objective": objective, "value": stored, "value_type": kind})
             for name, value in t.params.items():
                 dist = t.distributions[name]
+                if id(dist) not in as_json:  # trials of one search share their distribution objects
+                    as_json[id(dist)] = distribution_to_json(dist)
                 tables[models.TrialParamModel].append({"trial_id": tid, "param_name": name, "param_value": dist.to_internal_repr(value),
-                                                       "distribution_json": distribution_to_json(dist)})
+                                                       "distribution_json": as_json[id(dist)]})
             for model, attrs in ((models.TrialUserAttributeModel, t.user_attrs), (models.TrialSystemAttributeModel, t.system_attrs)):
                 tables[model].extend({"trial_id": tid, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items())
             for step, value in t.intermediate_values.items():
@@ -102,7 +105,7 @@ def bulk_add_trials(storage: RDBStorage, study_id: int, trials: list[optuna.tria
                                                                    "intermediate_value_type": kind})
         for model, values in tables.items():
             if values:
-                session.execute(insert(model), values)
+                session.execute(insert(model.__table__), values)  # Core executemany: no ORM bookkeeping per row
 
 
 def _check_compatible(trials: list[optuna.trial.FrozenTrial]) -> None:
@@ -110,7 +113,8 @@ def _check_compatible(trials: list[optuna.trial.FrozenTrial]) -> None:
     seen: dict[str, BaseDistribution] = {}
     for t in trials:
         for name, dist in t.distributions.items():
-            check_distribution_compatibility(seen.setdefault(name, dist), dist)
+            if seen.setdefault(name, dist) is not dist:
+                check_distribution_compatibility(seen[name], dist)
 
 
 def fitted_attrs(decision: Decision, prefix: str = "") -> dict[str, Any]:
