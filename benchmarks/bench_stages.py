@@ -54,6 +54,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--image-size", type=int, default=32, help="every variant's input size")
     p.add_argument("--folds", type=int, default=2, help="folds.n_folds")
     p.add_argument("--variants", help="comma list of the variants to train (default: the config's)")
+    p.add_argument("--make-target", action="append", default=[], metavar="TARGET",
+                   help="also time `make TARGET` (e.g. test, test-fast) of each version as one stage, after the demo; repeatable")
     p.add_argument("--out", default=str(RESULTS), help="results JSON ('' to write none)")
     return p.parse_args(argv)
 
@@ -122,6 +124,13 @@ def demo_commands(tree: Path, args: argparse.Namespace) -> list[list[str]]:
     return [c for c in commands if stage_of(c) != "timings"]  # the log's own bookkeeping, not a stage
 
 
+def target_commands(tree: Path, target: str) -> list[list[str]]:
+    """`make -n TARGET`'s lines that run this interpreter's tools (ruff, pytest), to run back to back as one stage."""
+    lines = subprocess.run(["make", "-n", "--no-print-directory", "-C", str(tree), target, f"VENV={sys.prefix}"],
+                           capture_output=True, text=True).stdout.splitlines()
+    return [shlex.split(line) for line in lines if line.startswith(str(Path(sys.prefix) / "bin") + "/")]
+
+
 def stage_of(command: list[str]) -> str:
     rest = iter(command[1:])
     for word in rest:
@@ -132,27 +141,28 @@ def stage_of(command: list[str]) -> str:
     return "?"
 
 
-def run_stage(tree: Path, command: list[str], log: Path) -> float:
+def run_stage(tree: Path, commands: list[list[str]], log: Path) -> float:
+    """Seconds to run `commands` one after another in `tree` with its own kit; a failure stops the benchmark."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
     start = time.perf_counter()
-    with open(log, "a") as f:
-        f.write(f"$ {shlex.join(command)}\n")
-        f.flush()
-        done = subprocess.run(command, cwd=tree, env=env, stdout=f, stderr=subprocess.STDOUT)
-    seconds = time.perf_counter() - start
-    if done.returncode != 0:
-        tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
-        raise SystemExit(f"{tree}: `{shlex.join(command[1:])}` failed (exit {done.returncode}); its output ends:\n{tail}")
-    return seconds
+    for command in commands:
+        with open(log, "a") as f:
+            f.write(f"$ {shlex.join(command)}\n")
+            f.flush()
+            done = subprocess.run(command, cwd=tree, env=env, stdout=f, stderr=subprocess.STDOUT)
+        if done.returncode != 0:
+            tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
+            raise SystemExit(f"{tree}: `{shlex.join(command[1:])}` failed (exit {done.returncode}); its output ends:\n{tail}")
+    return time.perf_counter() - start
 
 
-def keyed(commands: list[list[str]]) -> dict[str, list[str]]:
+def keyed(commands: list[list[str]]) -> dict[str, list[list[str]]]:
     """Stage names, a repeated command numbered (`blend`, `blend#2`) so the two versions pair up."""
     out, seen = {}, {}
     for c in commands:
         s = stage_of(c)
         seen[s] = seen.get(s, 0) + 1
-        out[s if seen[s] == 1 else f"{s}#{seen[s]}"] = c
+        out[s if seen[s] == 1 else f"{s}#{seen[s]}"] = [c]
     return out
 
 
@@ -170,6 +180,9 @@ def compare(args: argparse.Namespace, console: Console) -> dict:
                 if not args.full:
                     small_demo(trees[side], args)
                 commands[side] = keyed(demo_commands(trees[side], args))
+                for target in args.make_target:
+                    if target_commands(trees[side], target):
+                        commands[side][f"make {target}"] = target_commands(trees[side], target)
             stages = list(dict.fromkeys([*commands["base"], *commands["new"]]))
             order = ("base", "new") if rep % 2 == 0 else ("new", "base")
             for stage in stages:
@@ -185,7 +198,7 @@ def compare(args: argparse.Namespace, console: Console) -> dict:
         base, new = (statistics.median(t[s]) if t[s] else None for s in ("base", "new"))
         ratio = new / base if base and new else None
         slower = bool(ratio and ratio > 1 + args.threshold and new - base > args.min_seconds)
-        rows.append({"stage": stage, "command": shlex.join(commands["new" if stage in commands["new"] else "base"][stage][1:]),
+        rows.append({"stage": stage, "command": " && ".join(shlex.join(c[1:]) for c in commands["new" if stage in commands["new"] else "base"][stage]),
                      "base_s": t["base"], "new_s": t["new"], "base_median_s": base, "new_median_s": new,
                      "ratio": round(ratio, 3) if ratio else None, "slower": slower})
     total_base = sum(r["base_median_s"] or 0 for r in rows)
