@@ -146,7 +146,7 @@ def test_crt_changes_only_the_head():
     y = np.eye(4, dtype=np.uint8)[np.repeat([0, 0, 0, 1, 1, 2, 3, 3], 10)]
     before = {k: v.clone() for k, v in model.state_dict().items()}
     head_keys = {f"fc.{k}" for k in classifier_of(model).state_dict()}
-    prior = rebalance_classifier(model, images, np.arange(80), y, mcfg, "multi-class", torch.device("cpu"), seed=0, console=Console(quiet=True))
+    prior = rebalance_classifier(model, images, np.arange(80), y, mcfg, "multi-class", device=torch.device("cpu"), seed=0, console=Console(quiet=True))
     after = model.state_dict()
     for key, value in before.items():
         if key in head_keys:

@@ -57,7 +57,7 @@ def test_doctor_times_the_step_train_fold_runs(tiny_run, tmp_path, monkeypatch):
     mcfg, source = load_model("tiny", cfg), open_source(cfg)
     caller = "doctor"
     images = doctor._real_images(source.train, mcfg.image_size, 8)
-    doctor._measure_steps(mcfg, images, doctor._labels_for(source, 8), source.task, len(source.classes), torch.device("cpu"), False)
+    doctor._measure_steps(mcfg, images, doctor._labels_for(source, 8), source.task, len(source.classes), torch.device("cpu"), channels_last=False)
     caller = "train"
     train(cfg, ["tiny"], [0], resume=False, console=Console(quiet=True))
     assert built == ["doctor", "train"]

@@ -103,7 +103,8 @@ def doctor(
 
 def check_variant(
     mcfg: ModelConfig, images: np.ndarray, source, cfg: CompetitionConfig, device: torch.device, memory_total: int,
-    *, compile_check: bool | None = None, probe: dict | None = None,
+    *,
+    compile_check: bool | None = None, probe: dict | None = None,
 ) -> dict[str, Any]:
     """One variant's row of the report (see the module docstring)."""
 
@@ -120,12 +121,12 @@ def check_variant(
     }
     channels_last = mcfg.channels_last
     try:
-        step = _measure_steps(mcfg, images, labels, source.task, n_classes, device, channels_last, predicted)
+        step = _measure_steps(mcfg, images, labels, source.task, n_classes, device, channels_last=channels_last, predicted=predicted)
         result["channels_last"] = "on" if channels_last else "off (channels_last = false)"
     except RuntimeError as exc:
         if not channels_last or _is_out_of_memory(exc):
             raise _step_failed(mcfg, exc) from None
-        step = _measure_steps(mcfg, images, labels, source.task, n_classes, device, False, predicted)
+        step = _measure_steps(mcfg, images, labels, source.task, n_classes, device, channels_last=False, predicted=predicted)
         result["channels_last"] = f"fails here ({type(exc).__name__}); set channels_last = false"
     result.update(step)
     result["memory"] = memory_advice(step["peak_bytes"], step["fixed_bytes"], mcfg.batch_size, memory_total, mcfg.grad_accum_steps,
@@ -234,7 +235,7 @@ def loader_images_per_s(mcfg: ModelConfig, images: np.ndarray, labels: np.ndarra
 
 
 def _measure_steps(
-    mcfg: ModelConfig, images: np.ndarray, labels: np.ndarray, task: str, n_classes: int, device: torch.device, channels_last: bool,
+    mcfg: ModelConfig, images: np.ndarray, labels: np.ndarray, task: str, n_classes: int, device: torch.device, *, channels_last: bool,
     predicted: tuple[int, ...] = (),
 ) -> dict:
     """Peak memory and images/s of training steps on a real batch, built as `train_fold` builds them, then of the

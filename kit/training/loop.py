@@ -114,7 +114,7 @@ def train_fold(
     ensure_writable_dir(checkpoints.out_dir)
     seeds, device = JobSeeds(cfg.seed, mcfg.name, fold), pick_device()
     model = build_model(mcfg, len(source.classes), device, init_seed=seeds.model_init)  # first: a weights problem fails before any caching
-    split = _split(cfg, mcfg, source, fold_of, fold, seeds, console)
+    split = _split(cfg, mcfg, source, fold_of, fold, seeds, console=console)
     trainer, loader, sampler = _set_up(model, split, mcfg, source.task, device, seeds)
     run = FoldRun(cfg, mcfg, fold, source.task, list(source.classes), split, trainer, loader, sampler, checkpoints, seeds, device, console)
     state = _resume_or_start(run, resume)
@@ -130,7 +130,7 @@ def train_fold(
 # --- set-up -------------------------------------------------------------------------------------
 
 
-def _split(cfg: CompetitionConfig, mcfg: ModelConfig, source: DataSource, fold_of: np.ndarray, fold: int, seeds: JobSeeds, console: Console) -> FoldSplit:
+def _split(cfg: CompetitionConfig, mcfg: ModelConfig, source: DataSource, fold_of: np.ndarray, fold: int, seeds: JobSeeds, *, console: Console) -> FoldSplit:
     """Cache the images; train on the other folds' readable images (at most `max_train_images`), hold out fold `fold`."""
     train_cache = cached_images(source.train, mcfg.image_size, cfg.paths.cache, cfg.data.on_bad_image)
     test_cache = cached_images(source.test, mcfg.image_size, cfg.paths.cache, cfg.data.on_bad_image)
@@ -251,7 +251,9 @@ def _run_epoch(run: FoldRun, state: FoldState) -> None:
 
 def _held_out_metrics(run: FoldRun, val_logits: np.ndarray, train_prior: np.ndarray) -> dict[str, float]:
     ok = run.split.val_ok
-    return evaluate(val_logits[ok], run.split.y_val[ok], run.task, run.classes, train_prior, run.split.target_prior, run.cfg, run.mcfg.temperature)
+    return evaluate(
+        val_logits[ok], run.split.y_val[ok], run.task, run.classes, train_prior, run.split.target_prior, cfg=run.cfg, temperature=run.mcfg.temperature,
+    )
 
 
 def _prefixed(metrics: dict[str, float]) -> dict[str, float]:
@@ -268,7 +270,7 @@ def _finish(run: FoldRun, state: FoldState, source: DataSource) -> Path:
     best_epoch, val_logits = run.checkpoints.load_best(trainer, run.device)
     train_prior = recipe_prior(split.y_train, split.weights, mcfg, run.task, best_epoch)
     decoupled = rebalance_classifier(
-        trainer.eval_model, split.fit_images, split.train_idx, split.y_train, mcfg, run.task, run.device, run.seeds.crt_head, run.console
+        trainer.eval_model, split.fit_images, split.train_idx, split.y_train, mcfg, run.task, device=run.device, seed=run.seeds.crt_head, console=run.console
     )
     decoupled_metrics = None
     if decoupled is not None:  # cRT or τ-norm: a new head, so new held-out logits and the head's prior

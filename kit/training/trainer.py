@@ -32,7 +32,7 @@ from kit.training.dataset import to_model_input
 from kit.training.device import Precision, pick_device, pick_precision, prepare_model
 from kit.training.evaluation import predict_logits
 from kit.training.heads import use_cosine_head
-from kit.training.losses import make_loss
+from kit.training.losses import loss_of, make_loss
 from kit.training.optim import build_optimizer
 
 SYNC_EVERY = 16  # training steps between reads of the running loss (host syncs on a GPU)
@@ -188,7 +188,7 @@ def build_model(mcfg: ModelConfig, n_classes: int, device: torch.device, *, init
     """The variant's network on `device`, initialised from `init_seed` (LDAM: with its cosine head)."""
     torch.manual_seed(init_seed)
     model = create_model(mcfg, n_classes).to(device)
-    return use_cosine_head(model, mcfg) if mcfg.loss == "ldam" else model
+    return use_cosine_head(model, mcfg) if loss_of(mcfg).cosine_head else model
 
 
 def build_trainer(
