@@ -83,7 +83,7 @@ def tpe_offsets_nested(logits, labels, fold, q, metric) -> float:
     def fit(rows):
         target = class_prior(labels[rows])
         t = fit_temperature(logits[rows], labels[rows], prior_shift(q, target, "multi-class"))
-        decision = closed_form_decision("multi-class", classes, q, target, metric, t)
+        decision = closed_form_decision("multi-class", classes, q, target, metric, temperature=t)
         lp, y = decision.log_probs(logits[rows]), labels[rows].argmax(axis=1)
         weights = metric.bayes_weights(target)
         with quiet_optuna():

@@ -171,7 +171,7 @@ def _mc_offsets(logits, labels, ctx):
     if ctx.metric.bayes_weights(calibrated.target_prior) is not None:
         starts["bayes"] = ctx.metric.bayes_weights(calibrated.target_prior)
     names = [f"offset[{c}]" for c in ctx.classes]
-    results = {name: search_offsets(lp, y_idx, ctx.metric, w, labels.sum(axis=0), ctx.settings, names) for name, w in starts.items()}
+    results = {name: search_offsets(lp, y_idx, ctx.metric, w, labels.sum(axis=0), ctx.settings, names=names) for name, w in starts.items()}
     start = max(results, key=lambda k: (results[k].score, k == "argmax"))  # ties: the argmax start
     found = results[start]
     extra = {"start": start, "in_sample": found.score, "start_score": found.start_score,

@@ -85,6 +85,7 @@ def mixture_scorer(labels: np.ndarray, context: FitContext):
 
 def fit_blends(
     members: list[Member], labels: np.ndarray, rows: np.ndarray, weightings: list[str], rules: list[Candidate], context: FitContext,
+    *,
     blend_settings: BlendConfig | None = None,
 ) -> dict[tuple[str, str], Blend]:
     """Every (weighting, rule) blend fitted on `rows` (a boolean mask) only, sharing the member calibrations

@@ -59,6 +59,7 @@ def select_blend(
     context: FitContext,
     weightings: list[str],
     rules: list[Candidate],
+    *,
     on_fit: Callable[[], None] | None = None,
     blend_settings: BlendConfig | None = None,
 ) -> BlendSelection:
@@ -67,7 +68,7 @@ def select_blend(
     per_fold: dict[int, dict[Pair, Blend]] = {}
 
     def fit_rows(rows: np.ndarray, ws: list[str] = weightings, rs: list[Candidate] = rules) -> dict[Pair, Blend]:
-        fitted = fit_blends(members, labels, rows, ws, rs, context, blend_settings)
+        fitted = fit_blends(members, labels, rows, ws, rs, context, blend_settings=blend_settings)
         if on_fit is not None:
             on_fit()
         return fitted

@@ -58,7 +58,7 @@ def train(
         Job(cfg, mcfg, k, resume, stop_after_epoch, cpus_per_job, seed=seed)
         for mcfg in mcfgs for seed in (mcfg.seeds or [None]) for k in fold_list
     ]
-    results = _run_jobs(jobs, source, fold_of, console, executor, address, cpus_per_job, gpus_per_job)
+    results = _run_jobs(jobs, source, fold_of, console, executor, address, cpus_per_job=cpus_per_job, gpus_per_job=gpus_per_job)
     _assemble_when_done(cfg, jobs, results, source, fold_of, console)
 
 
@@ -82,7 +82,7 @@ def _fold_list(cfg: CompetitionConfig, folds: list[int] | None) -> list[int]:
 
 
 def _run_jobs(jobs: list[Job], source: DataSource, fold_of: np.ndarray, console: Console, executor: str,
-              address: str | None, cpus_per_job: int | None, gpus_per_job: float | None) -> Iterator[JobResult]:
+              address: str | None, *, cpus_per_job: int | None, gpus_per_job: float | None) -> Iterator[JobResult]:
     """Each job's result as it finishes, from Ray tasks or one after another here."""
     if executor == "ray":
         try:
