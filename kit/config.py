@@ -332,6 +332,13 @@ def _loss(m: ModelConfig):
     return loss_of(m)
 
 
+def _kit_backbone(name: str):
+    """The kit's own backbone `name` from its registry (`kit.models.registry.BACKBONES`), None for a timm name."""
+    from kit.models.registry import kit_backbone
+
+    return kit_backbone(name)
+
+
 def recipe_conflict(m: ModelConfig) -> str | None:
     """Why a variant's keys do not go together (None when they do); checked once, at load."""
     if m.seeds is not None:
@@ -355,10 +362,11 @@ def recipe_conflict(m: ModelConfig) -> str | None:
         return "key 'tau_norm': the LDAM head is already norm-free (cosine); τ-normalisation would change nothing"
     if (m.mixup_alpha > 0 or m.cutmix_alpha > 0) and m.batch_size % 2:
         return f"key 'batch_size' = {m.batch_size}: mixup/cutmix pairs each image with another of its batch; use an even batch_size"
-    if m.drop_path_rate > 0 and m.backbone == "chestmnist_cnn":
-        return "key 'drop_path_rate': chestmnist_cnn has no residual blocks to drop; set drop_path_rate = 0 or use a timm backbone"
-    if m.layer_decay is not None and m.backbone == "chestmnist_cnn":
-        return "key 'layer_decay': chestmnist_cnn has no layer groups for timm's layer-wise decay; remove the key or use a timm backbone"
+    own = _kit_backbone(m.backbone) if m.drop_path_rate > 0 or m.layer_decay is not None else None
+    if m.drop_path_rate > 0 and own is not None and not own.drop_path:
+        return f"key 'drop_path_rate': {m.backbone} has no residual blocks to drop; set drop_path_rate = 0 or use a timm backbone"
+    if m.layer_decay is not None and own is not None and not own.layer_decay:
+        return f"key 'layer_decay': {m.backbone} has no layer groups for timm's layer-wise decay; remove the key or use a timm backbone"
     if m.class_weights == "none" and m.class_weights_from_epoch > 0:
         return "key 'class_weights_from_epoch': it defers class weights, but class_weights = \"none\""
     if m.class_weights_from_epoch >= m.epochs:

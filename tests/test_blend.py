@@ -265,7 +265,7 @@ def test_display_names_are_one_vocabulary_in_calibrate_blend_and_studies(tmp_pat
     from kit.ensemble.weights import WEIGHTINGS
     from kit.stages.calibrate import calibrate
 
-    assert {c.name for c in CANDIDATES.values()} | set(WEIGHTINGS) | {"stack"} <= set(DISPLAY_NAMES)
+    assert {CANDIDATES.get(key).name for key in CANDIDATES} | set(WEIGHTINGS) <= set(DISPLAY_NAMES)
     cfg, _ = _stage_setup(tmp_path)
     calibrate(cfg, [cfg.paths.oof / "v1.npz"])
     blend(cfg, ["v1", "v2"], "names")

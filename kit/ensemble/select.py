@@ -19,11 +19,10 @@ from kit.decision.names import display_name
 from kit.decision.nested import Choice, NestedScore, choose, nested_cv
 from kit.decision.record import fitted_attrs, score_trial
 from kit.ensemble.pipeline import Blend, Member, fit_blends
-from kit.ensemble.stack import STACK
 from kit.ensemble.weights import WEIGHTINGS
 
 Pair = tuple[str, str]  # (weighting, rule)
-BLEND_WEIGHTINGS = [*WEIGHTINGS, STACK]  # simplest first: the stacker fits the most
+BLEND_WEIGHTINGS = WEIGHTINGS.names()  # simplest first: the stacker fits the most
 BLEND_RULES = {"multi-class": ["argmax", "bayes", "offsets"], "multi-label": ["threshold_0.5", "closed_form", "thresholds"]}
 
 
