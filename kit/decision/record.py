@@ -55,18 +55,19 @@ def write_study(storage: str | optuna.storages.BaseStorage, study_name: str, tri
         with warnings.catch_warnings():  # experimental in Optuna 5, and the dashboard reads it
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names([metric_name])
-        for key, value in user_attrs.items():
-            study.set_user_attr(key, value)
         if isinstance(storage, RDBStorage):
-            bulk_add_trials(storage, storage.get_study_id_from_name(study_name), trials)
+            bulk_add_trials(storage, storage.get_study_id_from_name(study_name), trials, user_attrs)
         else:
+            for key, value in user_attrs.items():
+                study.set_user_attr(key, value)
             study.add_trials(trials)
 
 
-def bulk_add_trials(storage: RDBStorage, study_id: int, trials: list[optuna.trial.FrozenTrial]) -> None:
-    """What `Study.add_trials` stores, in one transaction of a few bulk inserts instead of a few statements
-    per parameter: the trial rows (numbered after the study's existing trials), then their values, params,
-    attributes and intermediate values, each table in one executemany. Optuna's schema, through its own models."""
+def bulk_add_trials(storage: RDBStorage, study_id: int, trials: list[optuna.trial.FrozenTrial], study_attrs: dict[str, Any] | None = None) -> None:
+    """What `Study.add_trials` (and `Study.set_user_attr` for `study_attrs`) store, in one transaction of a few bulk
+    inserts instead of a few statements per parameter and a commit per trial: the trial rows (numbered after the
+    study's existing trials), then their values, params, attributes and intermediate values, each table in one
+    executemany. Optuna's schema, through its own models."""
     from optuna.storages._rdb import models
     from sqlalchemy import func, insert, orm, select
 
@@ -81,7 +82,9 @@ def bulk_add_trials(storage: RDBStorage, study_id: int, trials: list[optuna.tria
         value_repr = models.TrialValueModel.value_to_stored_repr
         step_repr = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr
         tables: dict[type, list[dict]] = {models.TrialValueModel: [], models.TrialParamModel: [], models.TrialUserAttributeModel: [],
-                                          models.TrialSystemAttributeModel: [], models.TrialIntermediateValueModel: []}
+                                          models.TrialSystemAttributeModel: [], models.TrialIntermediateValueModel: [],
+                                          models.StudyUserAttributeModel: [{"study_id": study_id, "key": k, "value_json": json.dumps(v)}
+                                                                           for k, v in (study_attrs or {}).items()]}
         for row, t in zip(rows, trials):
             tid = row.trial_id
             for objective, value in enumerate(t.values or []):
