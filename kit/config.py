@@ -19,6 +19,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, V
 
 from kit.errors import KitError
 from kit.files import read_text
+from kit.paths import DEFAULT_STORAGE, RESERVED_NAMES, RESERVED_SUFFIXES, SEED_SUFFIX
 
 DEFAULT_CONFIG = Path("configs/competition.toml")
 DEFAULT_MODELS = Path("configs/models")
@@ -30,8 +31,7 @@ Task = Literal["multi-class", "multi-label"]
 NAME_ALPHABET = "letters, digits, '.', '_' and '-'"
 NAME_MAX_LENGTH = 100
 _NAME = re.compile(r"[A-Za-z0-9._-]+")
-RESERVED_NAMES = ("ledger", "cv_vs_public", "optuna", "folds", "all")  # files the kit writes itself, or a keyword
-RESERVED_SUFFIXES = (".calibration", ".decision", ".per_class", ".holder", ".lock", ".tmp", "_confusion", "_per_class", "_reliability")
+# RESERVED_NAMES and RESERVED_SUFFIXES (kit.paths): the names of files the kit writes itself, or a keyword
 
 
 def name_problem(value: object) -> str | None:
@@ -169,7 +169,7 @@ class CalibrateConfig(_Strict):
     search: Literal["coordinate", "cmaes", "tpe"] = "coordinate"  # the offsets search (docs/decision.md: measured)
     search_trials: int = Field(300, ge=1)  # trials of the "cmaes" / "tpe" searches
     selection: Literal["one_se", "best"] = "one_se"  # the simplest candidate within one SE of the best, or the best
-    storage: str = "sqlite:///oof/optuna.db"
+    storage: str = DEFAULT_STORAGE
     threshold_method: Literal["metric", "youden", "f1"] = "metric"  # multi-label fitted thresholds
     accept_stale_oof: bool = False  # calibrate/blend an OOF trained on data that has changed since (normally refused)
 
@@ -375,7 +375,7 @@ def recipe_conflict(m: ModelConfig) -> str | None:
 
 
 # --- seed ensembles: the seed list's checks and the per-seed OOF name (kept in one block) ---
-SEED_SUFFIX = re.compile(r"\.seed\d+$")  # oof/<variant>.seed<s>.npz: a variant name may not end like this
+# SEED_SUFFIX (kit.paths): oof/<variant>.seed<s>.npz; a variant name may not end like this
 
 
 def seeds_conflict(seeds: list[int]) -> str | None:
@@ -388,9 +388,6 @@ def seeds_conflict(seeds: list[int]) -> str | None:
     return None
 
 
-def seed_oof_stem(variant: str, seed: int) -> str:
-    """The per-seed OOF's file stem, oof/<variant>.seed<s>.npz; `load_model` refuses variant names of this form."""
-    return f"{variant}.seed{seed}"
 
 
 def recipe_task_conflict(m: ModelConfig, task: str) -> str | None:
@@ -533,7 +530,3 @@ def with_overrides(mcfg: ModelConfig, overrides: dict | None, origin: str = "com
         where = f"--{key.replace('_', '-')} " if key else ""
         raise KitError(f"{origin}: {where}{first['msg'].removeprefix('Value error, ')} (variant '{mcfg.name}', {model_file(mcfg)})") from None
 
-
-def doctor_report_path(cfg: CompetitionConfig) -> Path:
-    """runs/doctor.json: written by `kit doctor` (the rates it measured here), read by `kit plan`."""
-    return Path(cfg.paths.runs) / "doctor.json"

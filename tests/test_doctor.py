@@ -33,7 +33,7 @@ def doctored(tiny_competition, tmp_path_factory, variant_run):
 
 
 def test_doctor_cpu_run_on_a_tiny_variant(doctored):
-    from kit.config import doctor_report_path
+    from kit.paths import doctor_json as doctor_report_path
 
     cfg, report = doctored
     written = json.loads(doctor_report_path(cfg).read_text())
@@ -141,7 +141,7 @@ def test_doctor_cli_with_a_small_device_memory(doctored, tiny_competition, tmp_p
 
 
 def test_plan_times_the_grid_from_doctors_rates(doctored, capsys):
-    from kit.config import doctor_report_path
+    from kit.paths import doctor_json as doctor_report_path
     from kit.stages.plan import fold_seconds, makespan, plan
 
     cfg = doctored[0]

@@ -158,8 +158,8 @@ def test_a_loss_registered_in_a_test_trains_by_name_from_a_variant_toml(tiny_run
     """Adding a loss is one decorated function: its name is then valid in a variant's TOML and trains."""
     from rich.console import Console
 
+    from kit.paths import run_dir
     from kit.stages.train import train
-    from kit.training.layout import run_dir
     from kit.training.losses import LOSSES, LossContext, register_loss, softmax_family
 
     monkeypatch.setattr(LOSSES, "_items", dict(LOSSES._items))  # the registration ends with the test

@@ -73,8 +73,8 @@ def test_load_trainer_predicts_what_the_job_wrote(tiny_run, tmp_path):
     from kit.data.cache import cached_images
     from kit.data.folds import load_fold_assignment
     from kit.data.sources import open_source
+    from kit.paths import run_dir
     from kit.stages.train import train
-    from kit.training.layout import run_dir
     from kit.training.trainer import load_trainer
 
     cfg = tiny_run(tmp_path, epochs=1, ema_decay=0.5)

@@ -18,7 +18,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from kit.artifacts import OOF, check_against_folds, check_for_competition, check_oof_meta, check_same_classes, load_oof, oof_fingerprint, read_meta, save_oof
+from kit.artifacts import OOF, check_against_folds, check_for_competition, check_oof_meta, check_same_classes, load_oof, oof_fingerprint, save_oof
 from kit.config import CompetitionConfig, check_name, resolve_variants
 from kit.decision.calibration import class_prior
 from kit.decision.candidates import FitContext, candidates_for
@@ -31,6 +31,8 @@ from kit.ensemble.aggregate import TEST_AGGREGATION, aggregate_predict
 from kit.ensemble.pipeline import Blend, Member
 from kit.ensemble.select import BLEND_RULES, BLEND_WEIGHTINGS, BlendSelection, blend_trials, pair_label, select_blend
 from kit.errors import KitError
+from kit.paths import blend_decision_json, blend_oof_npz, calibration_json, oof_npz, provenance_json, submission_picture
+from kit.records import CalibrationReport
 from kit.studies import exclusive_studies, open_storage
 
 
@@ -75,7 +77,7 @@ def _member_paths(cfg: CompetitionConfig, variants: list[str] | None, oof: list[
     names = resolve_variants(variants, cfg)
     if len(set(names)) != len(names):
         raise KitError(f"--variants lists a variant twice ({names}); list each once")
-    return {n: cfg.paths.oof / f"{n}.npz" for n in names}
+    return {n: oof_npz(cfg, n) for n in names}
 
 
 def _fit_and_write(cfg: CompetitionConfig, name: str, paths: dict[str, Path], oofs: dict[str, OOF], labels: np.ndarray, synthetic: bool,
@@ -96,7 +98,7 @@ def _fit_and_write(cfg: CompetitionConfig, name: str, paths: dict[str, Path], oo
                 study_summary(selection.choice, selection.trivial, blend=name, chosen=pair_label(selection.chosen), best=pair_label(selection.choice.best),
                               variants=names))
     pictures = _write_pictures(cfg, name, members, labels, blended, selection, metric=metric)
-    for p in (out, out.with_suffix(".json"), oof_path, *pictures):
+    for p in (out, provenance_json(out), oof_path, *pictures):
         console.print(f"wrote {p}", soft_wrap=True, highlight=False)
     console.print(f"Optuna study 'blend/{name}' in {cfg.calibrate.storage} (`kit dashboard`)", soft_wrap=True, highlight=False)
     return out
@@ -181,9 +183,9 @@ def _write_blended_oof(cfg: CompetitionConfig, name: str, members: list[Member],
         test_ids=ref.test_ids, test_logits=np.stack([final.mixture([m.test_logits[k] for m in members]) for k in range(ref.n_folds)]),
         train_prior=class_prior(labels),
     )
-    oof_path = cfg.paths.oof / f"blend_{name}.npz"
+    oof_path = blend_oof_npz(cfg, name)
     save_oof(oof_path, blended, {"blend": name, **{k: v for k, v in provenance.items() if k != "nested_cv_table"}})
-    final.decision.with_(fitted_on=oof_fingerprint(blended)).save(cfg.paths.oof / f"blend_{name}.decision.json")
+    final.decision.with_(fitted_on=oof_fingerprint(blended)).save(blend_decision_json(cfg, name))
     return blended, oof_path
 
 
@@ -197,13 +199,12 @@ def _write_pictures(cfg: CompetitionConfig, name: str, members: list[Member], la
     oof_pred = selection.final.predict([m.logits for m in members])
     trivial_pred = trivial_prediction(labels, cfg.task)
     uncalibrated = decision.with_(calibrator=replace(decision.calibrator, temperature=1.0))
-    folder = cfg.paths.submissions
     return [
-        confusion_png(labels, oof_pred, classes, folder / f"{name}_confusion.png", title=f"{name}: OOF confusion, {chosen} (row-normalized)"),
-        per_class_png(metric.per_class(labels, oof_pred), metric.per_class(labels, trivial_pred), classes, folder / f"{name}_per_class.png",
+        confusion_png(labels, oof_pred, classes, submission_picture(cfg, name, "confusion"), title=f"{name}: OOF confusion, {chosen} (row-normalized)"),
+        per_class_png(metric.per_class(labels, oof_pred), metric.per_class(labels, trivial_pred), classes, submission_picture(cfg, name, "per_class"),
                       title=f"{name}: OOF score per class, {chosen} (refit on all folds) vs trivial baseline"),
         reliability_png(np.exp(uncalibrated.log_probs(blended.logits)), np.exp(decision.log_probs(blended.logits)), labels, cfg.task,
-                        folder / f"{name}_reliability.png",
+                        submission_picture(cfg, name, "reliability"),
                         title=f"{name}: OOF reliability of the mixture before / after temperature {decision.temperature:.2f}"),
     ]
 
@@ -212,9 +213,9 @@ def _own_decisions(paths: dict[str, Path], oofs: dict[str, OOF]) -> dict[str, di
     """Each variant's own nested-CV score from `kit calibrate` (the report beside its OOF), when made on this very OOF."""
     out: dict[str, dict | None] = {}
     for n, path in paths.items():
-        report = read_meta(path.with_name(f"{n}.calibration.json"))
-        fresh = report is not None and report.get("fitted_on") == oof_fingerprint(oofs[n])
-        out[n] = {"variant": n, "rule": report.get("chosen"), "nested_cv": float(report["chosen_nested_cv"])} if fresh else None
+        report = CalibrationReport.read_if_exists(calibration_json(path))
+        fresh = report is not None and report.fitted_on == oof_fingerprint(oofs[n])
+        out[n] = {"variant": n, "rule": report.chosen, "nested_cv": float(report.chosen_nested_cv)} if fresh else None
     return out
 
 

@@ -2,7 +2,7 @@
 
 A job runs four steps, each a function below: set-up (model, split, trainer), resume (or a fresh
 start), epochs, and finish (reload the best epoch, cRT/τ-norm, write `preds.npz`). Its files live in
-`runs/<variant>/fold<k>/` (`kit.training.layout`) and are owned by one `FoldCheckpoints` object;
+`runs/<variant>/fold<k>/` (`kit.paths.run_dir`) and are owned by one `FoldCheckpoints` object;
 when every fold has its `preds.npz`, `kit.training.assemble` writes `oof/<variant>.npz` + `.json`.
 
 Checkpoints are chosen on the competition score under the decision rule of docs/decision.md (prior
@@ -32,6 +32,7 @@ from kit.data.sources import DataSource
 from kit.decision.metrics import build_metric, trivial_baseline
 from kit.errors import KitError
 from kit.files import ensure_writable_dir, write_text
+from kit.paths import CURVES_FILE, METRICS_FILE, run_dir
 from kit.plots import training_curves_png
 from kit.training.augment import make_mixer
 from kit.training.checkpoint import FoldCheckpoints, FoldState
@@ -40,7 +41,7 @@ from kit.training.dataset import CachedDataset
 from kit.training.device import pick_device
 from kit.training.evaluation import evaluate
 from kit.training.identity import fold_identity, retrain_hint
-from kit.training.layout import run_dir, seeded_config
+from kit.training.layout import seeded_config
 from kit.training.loader import EpochSampler, make_train_loader
 from kit.training.losses import prior_basis, recipe_prior
 from kit.training.pseudo import StackedImages, pseudo_label_source, soft_labels
@@ -245,7 +246,7 @@ def _run_epoch(run: FoldRun, state: FoldState) -> None:
         f"AUC {metrics['auc']:.3f}{'  [best]' if improved else ''}"
         + (f"; early stop after {state.bad_epochs} epochs without gain" if state.finished else "")
     )
-    write_text(run.checkpoints.out_dir / "metrics.csv", pd.DataFrame(state.history).to_csv(index=False))
+    write_text(run.checkpoints.out_dir / METRICS_FILE, pd.DataFrame(state.history).to_csv(index=False))
     run.checkpoints.save_last(trainer, state, sampler=run.sampler)
 
 
@@ -282,7 +283,7 @@ def _finish(run: FoldRun, state: FoldState, source: DataSource) -> Path:
             f"(trivial {decoupled_metrics['trivial_baseline']:.4f}), macro-F1 {decoupled_metrics['macro_f1']:.3f}, AUC {decoupled_metrics['auc']:.3f}"
         )
     test_logits = trainer.predict(split.test_images, np.arange(len(source.test)))
-    curves = training_curves_png(pd.DataFrame(state.history), run.checkpoints.out_dir / "curves.png", title=f"{mcfg.name} fold {run.fold}")
+    curves = training_curves_png(pd.DataFrame(state.history), run.checkpoints.out_dir / CURVES_FILE, title=f"{mcfg.name} fold {run.fold}")
     best_row = state.history[best_epoch]
     summary = {
         "fold": run.fold, "best_epoch": best_epoch + 1, "epochs_run": state.epoch, "seconds": state.seconds,
