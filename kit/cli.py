@@ -7,6 +7,7 @@ and calls one stage. Bad input raises KitError, printed here as one line with ex
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -84,22 +85,42 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     help="Kaggle competition kit: folds, k-fold training, decision layer, blend, submit.",
+    result_callback=lambda *_, **__: _record_time(),
 )
 console = Console()
 err_console = Console(stderr=True)
-_state: dict[str, Path] = {"config": DEFAULT_CONFIG}
+_state: dict = {"config": DEFAULT_CONFIG, "started": time.perf_counter()}
 
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     config: Annotated[Path, typer.Option("--config", "-c", envvar="KIT_CONFIG", metavar="FILE",
                                          help="Competition config (TOML); before or after the command.")] = DEFAULT_CONFIG,
 ) -> None:
     _state["config"] = config
+    _state["command"] = ctx.invoked_subcommand
 
 
 def _cfg() -> CompetitionConfig:
     return load_competition(_state["config"])
+
+
+def _record_time() -> None:
+    """A command that finished adds its wall time to <paths.runs>/timings.jsonl (`kit timings` prints them);
+    not the table itself, nor a run without a config to say where runs/ is."""
+    from kit.timings import record
+
+    name = _state.get("command")
+    if name in (None, "timings"):
+        return
+    try:
+        runs = _cfg().paths.runs
+    except KitError:
+        return
+    args = sys.argv[sys.argv.index(name):] if name in sys.argv else [name]
+    args = [a for i, a in enumerate(args) if a not in _CONFIG_FLAGS and (i == 0 or args[i - 1] not in _CONFIG_FLAGS) and not a.startswith("--config=")]
+    record(runs, name, time.perf_counter() - _state["started"], " ".join(args))
 
 
 def _split_names(values: list[str] | None) -> list[str] | None:
@@ -202,6 +223,24 @@ def calibrate(
 
     cfg = _cfg()
     run_calibrate(cfg, find_oof_paths(cfg, oof, _split_names([*(variant or []), *(variants or [])])), console=console)
+
+
+@app.command()
+def timings(
+    reset: Annotated[bool, typer.Option("--reset", help="Start a new log instead (the demo does it first).")] = False,
+) -> None:
+    """Print each recorded command's wall time (<paths.runs>/timings.jsonl): stage, command, seconds, share."""
+    from kit.timings import print_table, read, timings_path
+    from kit.timings import reset as start_new
+
+    runs = _cfg().paths.runs
+    if reset:
+        start_new(runs)
+        return
+    rows = read(runs)
+    if not rows:
+        raise KitError(f"{timings_path(runs)}: no timings recorded yet; run a kit command (e.g. `make demo`) first")
+    print_table(rows, console, f"wall time per stage ({timings_path(runs)})")
 
 
 @app.command()
@@ -350,6 +389,7 @@ def main() -> None:
     """Entry point: bad input (KitError, or a file operation that failed) becomes one line on stderr and
     exit code 2; Ctrl-C becomes one "interrupted" line and exit code 130 (SIGTERM: 143); never a traceback."""
     previous_sigterm = _terminate_like_ctrl_c()
+    _state["started"] = time.perf_counter()  # the command's wall time (kit.timings) counts the stage's imports (torch, …)
     try:
         app()
     except KitError as exc:

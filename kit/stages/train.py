@@ -8,6 +8,7 @@ from collections.abc import Iterable
 import numpy as np
 from rich.console import Console
 
+from kit import timings
 from kit.config import CompetitionConfig, load_model, with_overrides
 from kit.data.folds import load_fold_assignment
 from kit.data.sources import DataSource, open_source
@@ -84,11 +85,14 @@ def _assemble_when_done(cfg: CompetitionConfig, jobs: list[Job], results: Iterab
     """Write each seed's OOF when its last fold is done, and the variant's (over all its seeds) when all its jobs are."""
     per_seed = Counter((job.mcfg.name, job.seed) for job in jobs)
     per_variant = Counter(job.mcfg.name for job in jobs)
+    n_jobs, seconds = dict(per_variant), Counter()  # a variant's train time: its jobs' wall times (kit.timings)
     for result in results:
         job = result.job
+        seconds[job.mcfg.name] += result.seconds
         per_seed[job.mcfg.name, job.seed] -= 1
         if job.seed is not None and per_seed[job.mcfg.name, job.seed] == 0:
             assemble_oof(cfg, job.mcfg, source, fold_of, console=console, seed=job.seed)
         per_variant[job.mcfg.name] -= 1
         if per_variant[job.mcfg.name] == 0:
             assemble_oof(cfg, job.mcfg, source, fold_of, console=console)
+            timings.record(cfg.paths.runs, f"train {job.mcfg.name}", seconds[job.mcfg.name], f"{n_jobs[job.mcfg.name]} jobs, their wall times summed")
