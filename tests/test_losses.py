@@ -154,6 +154,7 @@ def test_soft_targets_are_linear_in_the_mixing_weight():
         assert torch.isfinite(fn(logits, lam * y1 + (1 - lam) * y2))
 
 
+@pytest.mark.slow
 def test_a_loss_registered_in_a_test_trains_by_name_from_a_variant_toml(tiny_run, tmp_path, monkeypatch):
     """Adding a loss is one decorated function: its name is then valid in a variant's TOML and trains."""
     from rich.console import Console

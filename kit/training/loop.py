@@ -68,7 +68,7 @@ class FoldSplit:
     n_pseudo: int = 0  # soft-labelled test images among the training rows
 
 
-@dataclass
+@dataclass(kw_only=True)
 class FoldRun:
     """One job's fixed context, shared by its steps."""
 
@@ -117,7 +117,10 @@ def train_fold(
     model = build_model(mcfg, len(source.classes), device, init_seed=seeds.model_init)  # first: a weights problem fails before any caching
     split = _split(cfg, mcfg, source, fold_of, fold, seeds, console=console)
     trainer, loader, sampler = _set_up(model, split, mcfg, source.task, device, seeds)
-    run = FoldRun(cfg, mcfg, fold, source.task, list(source.classes), split, trainer, loader, sampler, checkpoints, seeds, device, console)
+    run = FoldRun(
+        cfg=cfg, mcfg=mcfg, fold=fold, task=source.task, classes=list(source.classes), split=split, trainer=trainer, loader=loader,
+        sampler=sampler, checkpoints=checkpoints, seeds=seeds, device=device, console=console,
+    )
     state = _resume_or_start(run, resume)
     _print_header(run, len(source.test))
     while not state.finished and state.epoch < mcfg.epochs:
