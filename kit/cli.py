@@ -137,6 +137,7 @@ def _variant_names(variant: str | None, variants: list[str] | None) -> list[str]
 @app.command()
 def synth(
     out: Annotated[Path, typer.Argument(help="Folder to write the synthetic dataset into.")],
+    *,
     n_train: Annotated[int, typer.Option(help="Training images.")] = 5000,
     n_test: Annotated[int, typer.Option(help="Test images.")] = 1700,
     size: Annotated[int | None, typer.Option(help="Image side in pixels (default 128; 28 for multi-label).")] = None,
@@ -167,6 +168,7 @@ def folds() -> None:
 
 @app.command()
 def train(
+    *,
     variant: Annotated[str | None, typer.Option(metavar="NAME",
         help="One variant (configs/models/<NAME>.toml) or 'all' (the config's variants, the default).")] = None,
     variants: Annotated[list[str] | None, typer.Option("--variants", metavar="A,B", help="Several variants: a comma list, or the option repeated.")] = None,
@@ -291,6 +293,7 @@ def score(
 @app.command()
 def submit(
     message: Annotated[str, typer.Option("--message", "-m", help="Submission description (required).")],
+    *,
     file: Annotated[Path | None, typer.Argument(help="Submission CSV (default: the newest in the config's paths.submissions folder).")] = None,
     competition: Annotated[str | None, typer.Option("--competition", help="Competition slug (default: kaggle.competition).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and show what would be sent; send nothing.")] = False,
@@ -301,7 +304,7 @@ def submit(
     """Validate a submission against the sample, record it in submissions/ledger.csv and send it to Kaggle."""
     from kit.stages.submit import submit as run_submit
 
-    run_submit(_cfg(), file, message, competition, dry_run, wait=wait, timeout=timeout, force=force, console=console)
+    run_submit(_cfg(), file, message, competition=competition, dry_run=dry_run, wait=wait, timeout=timeout, force=force, console=console)
 
 
 @app.command()
@@ -346,6 +349,7 @@ _Variants = Annotated[list[str] | None, typer.Option("--variants", "--variant", 
 
 @app.command()
 def doctor(
+    *,
     variants: _Variants = None,
     image_size: Annotated[int | None, typer.Option("--image-size", metavar="PIXELS",
         help="Check at this size instead of the variant's (as kit train --image-size).")] = None,

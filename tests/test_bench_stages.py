@@ -17,6 +17,7 @@ SLEEP_S = 8
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess
 @pytest.mark.timeout(1800)  # two small demos, longer on a loaded machine
 def test_bench_stages_names_the_stage_made_slower(tmp_path):
     base, new = tmp_path / "base", tmp_path / "new"
