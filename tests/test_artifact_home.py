@@ -157,3 +157,21 @@ def test_file_names_under_oof_runs_and_submissions_are_spelled_only_in_kit_paths
 def test_record_is_the_base_of_every_record():
     for record in (CalibrationReport, DoctorReport, OofMeta):
         assert issubclass(record, Record)
+
+
+def test_the_report_escapes_what_the_records_hold_and_refuses_a_damaged_one(tmp_path):
+    """kit report renders through jinja2 with autoescape: text from a record never becomes markup."""
+    from rich.console import Console
+
+    from kit.stages.report import report
+
+    cfg = _cfg(tmp_path)
+    path = calibration_json(oof_npz(cfg, "v1"))
+    write_json(path, _calibration(selection="<script>alert(1)</script> & more"))
+    out = report(cfg, console=Console(file=open("/dev/null", "w")))
+    text = out.read_text()
+    assert "<script>" not in text and "&lt;script&gt;alert(1)&lt;/script&gt; &amp; more" in text
+    assert text.count("<img alt='' src='data:image/png;base64,") == 2 and "font-family:system-ui,-apple-system,'Segoe UI'" in text
+    write_json(path, _calibration(rows=[{"key": "trivial"}]))
+    with pytest.raises(KitError, match=r"v1.calibration.json: missing key 'rows.0.label'; write it again with `kit calibrate`"):
+        report(cfg, console=Console(file=open("/dev/null", "w")))

@@ -9,8 +9,9 @@ import numpy as np
 from rich.console import Console
 
 from kit.config import CompetitionConfig, load_model, with_overrides
+from kit.data.common import DataSource
 from kit.data.folds import load_fold_assignment
-from kit.data.sources import DataSource, open_source
+from kit.data.sources import open_source
 from kit.errors import KitError
 from kit.executors import EXECUTORS, Job, JobResult
 from kit.files import ensure_writable_dir
