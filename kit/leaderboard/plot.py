@@ -11,7 +11,7 @@ from kit.plots import plt, save_figure
 
 
 def cv_vs_public_png(
-    cv: np.ndarray, public: np.ndarray, names: list[str], path: str | Path, r: float | None, trivial: float | None = None, title: str = ""
+    cv: np.ndarray, public: np.ndarray, names: list[str], path: str | Path, r: float | None, *, trivial: float | None = None, title: str = ""
 ) -> Path:
     """The figure of `cv_vs_public_figure`, written to `path`."""
     return save_figure(cv_vs_public_figure(cv, public, names, r, trivial, title), path)
