@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kit.leaderboard.ledger import append_entry, file_sha256, new_entry, read_ledger
+from kit.hashing import file_sha256
+from kit.leaderboard.ledger import claim_entry, new_entry, read_ledger
 from kit.submission import write_submission
 from tests.conftest import CLASSES, assert_one_line_error, layout_toml, make_layout, one_hot, run_kit, sigint_to_default
 
@@ -327,7 +328,7 @@ def test_a_file_already_sent_is_refused_in_one_line_unless_forced(tmp_path, fake
     config, good = _setup(tmp_path)
     ledger = good.parent / "ledger.csv"
     earlier = {**new_entry(good, file_sha256(good), "first try", "fake-comp", PROVENANCE), "ref": "77", "status": "COMPLETE", "public_score": "-1.3"}
-    append_entry(ledger, earlier)
+    claim_entry(ledger, earlier, None)
     code, out, err = run_kit(["--config", config, "submit", good, "-m", "again"], capsys)
     assert_one_line_error(code, err, str(good), "already sent to 'fake-comp'", "ref 77", "'first try'", "--force")
     assert fake_kaggle.requests == [] and len(read_ledger(ledger)) == 1
@@ -378,7 +379,7 @@ def test_a_broken_sample_submission_stops_submit(tmp_path, fake_kaggle, capsys, 
 
 def test_the_newest_submission_is_the_default_never_the_ledger(tmp_path, capsys, wide_console):
     config, good = _setup(tmp_path)
-    append_entry(good.parent / "ledger.csv", {**new_entry(good, "other-bytes", "m", "fake-comp", None), "ref": "5", "status": "COMPLETE"})
+    claim_entry(good.parent / "ledger.csv", {**new_entry(good, "other-bytes", "m", "fake-comp", None), "ref": "5", "status": "COMPLETE"}, None)
     os.utime(good, (1, 1))  # the ledger is now the newest CSV of submissions/
     code, out, err = run_kit(["--config", config, "submit", "-m", "default file", "--dry-run"], capsys)
     assert code == 0, err
@@ -496,8 +497,8 @@ def test_submissions_offline_and_with_nothing_recorded(tmp_path, capsys, wide_co
     ledger = good.parent / "ledger.csv"
     for k, (cv, public) in enumerate([(-1.5, "-1.4"), (-1.0, "-0.8"), (-0.5, "-0.45")]):
         row = new_entry(good, f"sha{k}", f"try [{k}]", "fake-comp", {**PROVENANCE, "nested_cv_score": cv})
-        append_entry(ledger, {**row, "time": f"2025-01-0{k + 1}T10:00:00+00:00", "ref": str(100 + k), "status": "COMPLETE", "public_score": public})
-    append_entry(ledger, {**new_entry(good, "other", "elsewhere", "other-comp", None), "ref": "9", "status": "PENDING"})
+        claim_entry(ledger, {**row, "time": f"2025-01-0{k + 1}T10:00:00+00:00", "ref": str(100 + k), "status": "COMPLETE", "public_score": public}, None)
+    claim_entry(ledger, {**new_entry(good, "other", "elsewhere", "other-comp", None), "ref": "9", "status": "PENDING"}, None)
     code, out, err = run_kit(["--config", config, "submissions", "--offline"], capsys)
     assert code == 0, err
     assert "try [0]" in out and "try [2]" in out and "elsewhere" not in out  # user text is shown as written, not read as markup

@@ -13,12 +13,10 @@ from pathlib import Path
 import pandas as pd
 
 from kit.config import CompetitionConfig, relative_to_what
-from kit.data.common import DataSource, Split, gray_uint8, warn
+from kit.data.common import DataSource
 from kit.data.kaggle_csv import kaggle_test_labels, open_kaggle
-from kit.data.medmnist_npz import CHESTMNIST_CLASSES, medmnist_test_labels, open_medmnist
+from kit.data.medmnist_npz import medmnist_test_labels, open_medmnist
 from kit.errors import KitError
-
-__all__ = ["CHESTMNIST_CLASSES", "DataSource", "Split", "gray_uint8", "open_source", "test_labels", "warn"]
 
 
 def open_source(cfg: CompetitionConfig) -> DataSource:

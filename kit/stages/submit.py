@@ -11,7 +11,6 @@ print the ledger, draw public against nested CV. download: the competition's fil
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from kit.config import CompetitionConfig, check_name
 from kit.decision.metrics import signed
 from kit.errors import KitError
 from kit.files import write_json
+from kit.hashing import file_sha256, stream_sha256
 from kit.leaderboard import client
 from kit.leaderboard.ledger import (
     NOT_FOUND,
@@ -35,7 +35,6 @@ from kit.leaderboard.ledger import (
     UNKNOWN,
     claim_entry,
     correlation,
-    file_sha256,
     find_sent,
     ledger_path,
     new_entry,
@@ -455,11 +454,8 @@ def _safe_extract(archive: Path, target: Path) -> None:
 
 
 def _zip_member_sha256(zf: zipfile.ZipFile, member: zipfile.ZipInfo) -> str:
-    digest = hashlib.sha256()
     with zf.open(member) as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return stream_sha256(f)
 
 
 def _print_scores(console: Console, file: Path, slug: str, row: dict[str, str]) -> None:

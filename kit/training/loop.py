@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 
 from kit.config import CompetitionConfig, ModelConfig
 from kit.data.cache import cached_images
-from kit.data.sources import DataSource
+from kit.data.common import DataSource
 from kit.decision.metrics import build_metric, trivial_baseline
 from kit.errors import KitError
 from kit.files import ensure_writable_dir, write_text
