@@ -233,6 +233,7 @@ def _never_leaks(tmp_path: Path, *texts: str) -> None:
                 assert secret.encode() not in path.read_bytes(), path
 
 
+@pytest.mark.subprocess
 def test_submit_wait_prints_public_beside_nested_cv_and_the_ledger_holds_it(tmp_path, fake_kaggle):
     config, good = _setup(tmp_path)
     result = _kit(tmp_path, config, "submit", str(good), "--message", "kit test: blend v1+v2", "--wait", fake=fake_kaggle)
@@ -263,6 +264,7 @@ def test_submit_wait_prints_public_beside_nested_cv_and_the_ledger_holds_it(tmp_
     _never_leaks(tmp_path, result.stdout, result.stderr)
 
 
+@pytest.mark.subprocess
 def test_error_status_prints_kaggle_description_and_exits_non_zero(tmp_path, fake_kaggle):
     config, good = _setup(tmp_path)
     fake_kaggle.outcome = {"status": "ERROR", "errorDescription": "Submission must have 17015 rows; found 3"}
@@ -274,6 +276,7 @@ def test_error_status_prints_kaggle_description_and_exits_non_zero(tmp_path, fak
     assert row["status"] == "ERROR" and row["error_description"] == "Submission must have 17015 rows; found 3"
 
 
+@pytest.mark.subprocess
 def test_ctrl_c_while_waiting_keeps_a_pending_row_that_submissions_completes(tmp_path, fake_kaggle):
     config, good = _setup(tmp_path)
     fake_kaggle.pending_answers = 10**6
@@ -305,6 +308,7 @@ def test_ctrl_c_while_waiting_keeps_a_pending_row_that_submissions_completes(tmp
     _never_leaks(tmp_path, out, err, later.stdout, later.stderr)
 
 
+@pytest.mark.subprocess
 def test_a_failed_upload_is_an_error_and_leaves_no_row(tmp_path, fake_kaggle):
     config, good = _setup(tmp_path)
     fake_kaggle.upload_status = 500  # the client returns "Could not submit to competition" instead of raising
@@ -315,6 +319,7 @@ def test_a_failed_upload_is_an_error_and_leaves_no_row(tmp_path, fake_kaggle):
     assert read_ledger(good.parent / "ledger.csv").empty
 
 
+@pytest.mark.subprocess
 def test_no_submissions_left_today_is_refused_before_the_upload(tmp_path, fake_kaggle):
     config, good = _setup(tmp_path)
     fake_kaggle.limits = {"numToday": 5, "numTotal": 40, "numAllowedNow": 0}
@@ -324,6 +329,7 @@ def test_no_submissions_left_today_is_refused_before_the_upload(tmp_path, fake_k
     assert read_ledger(good.parent / "ledger.csv").empty
 
 
+@pytest.mark.subprocess
 def test_a_file_already_sent_is_refused_in_one_line_unless_forced(tmp_path, fake_kaggle, capsys):
     config, good = _setup(tmp_path)
     ledger = good.parent / "ledger.csv"
@@ -419,6 +425,7 @@ def test_bad_environment_name_is_one_line_that_never_echoes_a_token(tmp_path, ca
     assert TOKEN not in err and read_ledger(good.parent / "ledger.csv").empty
 
 
+@pytest.mark.subprocess
 def test_token_accepted_and_rejected(tmp_path, fake_kaggle):
     config, good = _setup(tmp_path)
     rejected = _kit(tmp_path, config, "submit", str(good), "-m", "bad token", fake=fake_kaggle, creds="bad-token")
@@ -430,6 +437,7 @@ def test_token_accepted_and_rejected(tmp_path, fake_kaggle):
     _never_leaks(tmp_path, rejected.stdout, rejected.stderr, accepted.stdout, accepted.stderr)
 
 
+@pytest.mark.subprocess
 def test_missing_credentials_one_line_exit_2(tmp_path):
     config, good = _setup(tmp_path)
     result = _kit(tmp_path, config, "submit", str(good), "--message", "no creds", creds="none")
@@ -437,6 +445,7 @@ def test_missing_credentials_one_line_exit_2(tmp_path):
     assert "submitted" not in result.stdout and read_ledger(good.parent / "ledger.csv").empty
 
 
+@pytest.mark.subprocess
 def test_rejected_credentials_never_echo_the_key(tmp_path, fake_kaggle):
     config, good = _setup(tmp_path)
     fake_kaggle.reject_auth = True
@@ -446,6 +455,7 @@ def test_rejected_credentials_never_echo_the_key(tmp_path, fake_kaggle):
     _never_leaks(tmp_path, result.stdout, result.stderr)
 
 
+@pytest.mark.subprocess
 def test_world_readable_kaggle_json_is_used_with_a_warning(tmp_path, fake_kaggle):
     config, good = _setup(tmp_path)
     kaggle_json = tmp_path / "home" / ".kaggle" / "kaggle.json"
@@ -474,6 +484,7 @@ def test_readable_by_others_is_the_kaggle_cli_rule(tmp_path, mode, warned):
     assert ("readable by other users" in console.export_text()) is warned
 
 
+@pytest.mark.subprocess
 def test_malformed_kaggle_json_one_line(tmp_path):
     config, good = _setup(tmp_path)
     (tmp_path / "home" / ".kaggle").mkdir(parents=True)
@@ -506,6 +517,7 @@ def test_submissions_offline_and_with_nothing_recorded(tmp_path, capsys, wide_co
     assert (good.parent / "cv_vs_public.png").is_file()
 
 
+@pytest.mark.subprocess
 def test_download_unpacks_into_data_slug(tmp_path, fake_kaggle):
     config, _ = _setup(tmp_path)
     buf = tmp_path / "archive.zip"
@@ -529,6 +541,7 @@ def test_download_unpacks_into_data_slug(tmp_path, fake_kaggle):
 @pytest.mark.parametrize("mode, extra", [
     ("created-then-502", []), ("garbled", []), ("no-ref", []), ("stall", ["--timeout", "3"]),
 ])
+@pytest.mark.subprocess
 def test_a_created_submission_whose_answer_is_lost_is_unknown_until_submissions_finds_it(tmp_path, fake_kaggle, capsys, mode, extra):
     config, good = _setup(tmp_path)
     ledger = good.parent / "ledger.csv"
@@ -554,6 +567,7 @@ def test_a_created_submission_whose_answer_is_lost_is_unknown_until_submissions_
     _never_leaks(tmp_path, result.stdout, result.stderr, later.stdout, later.stderr)
 
 
+@pytest.mark.subprocess
 def test_an_unknown_submission_that_kaggle_does_not_have_becomes_not_found_and_may_be_sent_again(tmp_path, fake_kaggle):
     config, good = _setup(tmp_path)
     fake_kaggle.fail("CreateSubmission", "5xx")  # a server error before anything was created
@@ -567,6 +581,7 @@ def test_an_unknown_submission_that_kaggle_does_not_have_becomes_not_found_and_m
     assert read_ledger(good.parent / "ledger.csv")["status"].tolist() == ["NOT_FOUND", "PENDING"]
 
 
+@pytest.mark.subprocess
 def test_read_calls_retry_429_and_5xx_but_create_submission_is_never_retried(tmp_path, fake_kaggle):
     config, good = _setup(tmp_path)
     fake_kaggle.fail("GetSubmissionLimits", "429", "5xx")
@@ -591,6 +606,7 @@ def test_read_calls_retry_429_and_5xx_but_create_submission_is_never_retried(tmp
     assert shown.returncode == 0 and "server error (HTTP 503" in shown.stdout and "retry later" in shown.stdout, shown.stdout
 
 
+@pytest.mark.subprocess
 def test_a_stalled_server_never_holds_submit_past_its_timeout(tmp_path, fake_kaggle):
     config, good = _setup(tmp_path)
     fake_kaggle.fail("GetSubmissionLimits", "stall")
@@ -601,6 +617,7 @@ def test_a_stalled_server_never_holds_submit_past_its_timeout(tmp_path, fake_kag
     assert ("POST", f"{API}/CreateSubmission") not in fake_kaggle.calls()
 
 
+@pytest.mark.subprocess
 def test_two_submits_of_one_file_at_the_same_moment_send_it_once(tmp_path, fake_kaggle):
     config, good = _setup(tmp_path)
     command = [sys.executable, "-c", LAUNCHER, "--config", str(config), "submit", str(good), "-m", "race"]
@@ -647,6 +664,7 @@ def test_a_provenance_json_of_another_csv_is_refused(tmp_path, fake_kaggle, caps
 # Text from outside (issue 18, class 4): shown as text, never a credential in any form.
 
 @pytest.mark.parametrize("creds", ["key", "token"])
+@pytest.mark.subprocess
 def test_a_server_message_that_echoes_the_authorization_header_is_scrubbed(tmp_path, fake_kaggle, creds):
     config, good = _setup(tmp_path)
     fake_kaggle.fail("StartSubmissionUpload", "echo")
@@ -657,6 +675,7 @@ def test_a_server_message_that_echoes_the_authorization_header_is_scrubbed(tmp_p
     _never_leaks(tmp_path, result.stdout, result.stderr)
 
 
+@pytest.mark.subprocess
 def test_server_text_loses_escape_sequences_and_markup_is_shown_as_text(tmp_path, fake_kaggle):
     config, good = _setup(tmp_path)
     fake_kaggle.fail("CreateSubmission", "ansi")
@@ -672,6 +691,7 @@ def test_server_text_loses_escape_sequences_and_markup_is_shown_as_text(tmp_path
     _never_leaks(tmp_path, result.stdout, result.stderr)
 
 
+@pytest.mark.subprocess
 def test_download_never_overwrites_a_file_changed_since_the_last_download(tmp_path, fake_kaggle):
     config, _ = _setup(tmp_path)
     buf = tmp_path / "archive.zip"
