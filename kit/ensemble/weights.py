@@ -1,7 +1,11 @@
 """How much each member counts: the best single member, equal weights, or greedy selection.
 
 Each weighting is `fn(zs, score) -> weights` over the members' calibrated logits on the fitting rows,
-with `score(z)` the metric of a fixed rule on a mixture; WEIGHTINGS lists them from the simplest.
+with `score(z)` the metric of a fixed rule on a mixture, oriented so that higher is better (a lower-is-better
+metric such as log-loss comes negated); WEIGHTINGS lists them from the simplest.
+
+For a ranking metric (AUC, mAP) the blend also offers `rank_average` (RANK_AVERAGE): equal weights on each
+member's per-column ranks scaled to (0, 1] (`rank_terms`), instead of on its calibrated logits.
 """
 
 from __future__ import annotations
@@ -9,8 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+from scipy.stats import rankdata
 
 DEFAULT_STEPS = 25
+RANK_AVERAGE = "rank_average"
 Score = Callable[[np.ndarray], float]
 
 
@@ -21,6 +27,12 @@ def mix(zs: list[np.ndarray], weights: np.ndarray) -> np.ndarray:
         if w > 0:
             out += np.float32(w) * np.asarray(z, dtype=np.float32)
     return out
+
+
+def rank_terms(zs: list[np.ndarray]) -> list[np.ndarray]:
+    """Each member's terms as ranks within each column (ties at their mean rank) divided by the row count:
+    what a rank average averages. Only the order within the rows given counts, as for the ranking metrics."""
+    return [(rankdata(np.asarray(z, dtype=np.float64), axis=0) / max(len(z), 1)).astype(np.float32) for z in zs]
 
 
 def single_best(zs: list[np.ndarray], score: Score) -> np.ndarray:

@@ -235,11 +235,12 @@ def _run_epoch(run: FoldRun, state: FoldState) -> None:
     with torch.no_grad():
         val_loss = float(loss_fn(torch.from_numpy(val_logits[ok]).to(run.device), torch.from_numpy(split.y_val[ok]).to(run.device)))
     metrics = _held_out_metrics(run, val_logits, train_prior)
+    objective = build_metric(run.cfg.metric).sign * metrics["score"]  # higher is better (log-loss negated)
     if mcfg.scheduler == "plateau":
-        trainer.scheduler.step(metrics["score"])
-    improved = state.is_better(metrics["score"], val_loss)
+        trainer.scheduler.step(objective)
+    improved = state.is_better(objective, val_loss)
     if improved:
-        state.best_score, state.best_val_loss, state.best_epoch, state.bad_epochs = metrics["score"], val_loss, epoch, 0
+        state.best_score, state.best_val_loss, state.best_epoch, state.bad_epochs = objective, val_loss, epoch, 0
         run.checkpoints.save_best(trainer, val_logits, epoch)
     else:
         state.bad_epochs += 1
