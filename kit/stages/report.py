@@ -53,7 +53,7 @@ def report(cfg: CompetitionConfig, out: Path | None = None, console: Console | N
     parts = [f"<h1>{_e(title)}</h1>",
              f"<p class='sub'>metric {_e(metric.describe())}; task {_e(cfg.task)}; every score is a nested-CV mean ± standard error over "
              f"the outer folds, beside the trivial baseline, unless it says otherwise.</p>"]
-    parts += _overview(targets, blends)
+    parts += _overview(targets, blends, metric.sign)
     parts += _recall(cfg, targets, blends)
     parts += _candidates(targets)
     parts += _blend_tables(blends)
@@ -91,8 +91,8 @@ def _blend(path: Path) -> dict[str, Any]:
     return meta
 
 
-def _overview(targets: list[dict], blends: list[dict]) -> list[str]:
-    """Every target's chosen score ± SE beside its trivial baseline, as a picture and a table."""
+def _overview(targets: list[dict], blends: list[dict], sign: float = 1.0) -> list[str]:
+    """Every target's chosen score ± SE beside its trivial baseline, as a picture and a table (`sign` -1: lower is better)."""
     rows = [(t["target"], t["chosen"], t["chosen_nested_cv"], _row(t, t["chosen"])["se"], t["trivial_baseline"]["nested_cv"], t["fresh"])
             for t in targets]
     rows += [(f"blend {b['name']}", f"{b['weighting']} + {b['decision_rule']}", b["nested_cv_score"], b["nested_cv_se"], b["trivial_baseline"], True)
@@ -111,14 +111,14 @@ def _overview(targets: list[dict], blends: list[dict]) -> list[str]:
     lo = min(min(r[4] for r in rows), min(r[2] - r[3] for r in rows))
     hi = max(r[2] + r[3] for r in rows)
     ax.set_xlim(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
-    ax.set_xlabel("nested-CV score (higher is better)")
+    ax.set_xlabel("nested-CV score (higher is better)" if sign > 0 else "nested-CV score (lower is better)")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=2, fontsize=8)
     lines = ["<h2>Scores</h2>", _png(fig),
              "<table><tr><th>target</th><th>chosen rule</th><th>nested CV ± SE</th><th>trivial baseline</th><th>gain over trivial</th></tr>"]
     for name, rule, score, se, trivial, fresh in rows:
         stale = "" if fresh else " <span class='stale'>(stale: the OOF changed since; rerun kit calibrate)</span>"
         lines.append(f"<tr><td>{_e(name)}{stale}</td><td>{_e(display_name(rule))}</td><td>{score:+.4f} ± {se:.4f}</td>"
-                     f"<td>{trivial:+.4f}</td><td>{score - trivial:+.4f}</td></tr>")
+                     f"<td>{trivial:+.4f}</td><td>{sign * (score - trivial):+.4f}</td></tr>")
     lines.append("</table>")
     for t in targets:
         lines += [f"<p class='note'>{_e(t['target'])}: {_e(n)}</p>" for n in degenerate_notes(t["chosen"], None, t["task"])]
@@ -147,6 +147,8 @@ def _recall(cfg: CompetitionConfig, targets: list[dict], blends: list[dict]) -> 
         if decision.fitted_on not in (None, oof_fingerprint(oof)):
             continue
         labels = source.train_labels_for(oof.ids, oof_path)
+        if decision.metric.kind != "label":  # probabilities: no decided class to recall
+            continue
         pred = decision.predict(oof.logits)
         recalls.append((pred & labels).sum(axis=0) / np.maximum(labels.sum(axis=0), 1))
         columns.append(name)
