@@ -139,3 +139,13 @@ def test_fit_by_name_uses_the_metric_kind():
     logits, labels, _, q = simulated_oof(n=300, seed=6)
     d = fit("raw", logits, labels, _context("multi-class", "abcd", LOG_LOSS, q))
     assert d.rule == "raw" and np.allclose(d.predict(logits).sum(axis=1), 1.0)
+
+
+def test_report_overview_says_lower_is_better_and_counts_the_gain_downwards():
+    from kit.stages.report import _overview
+
+    target = {"target": "v", "chosen": "prior", "chosen_nested_cv": 0.30, "trivial_baseline": {"nested_cv": 0.45}, "fresh": True, "task": "multi-class",
+              "rows": [{"key": "prior", "se": 0.01}]}
+    html = "\n".join(_overview([target], [], sign=-1.0))
+    assert "<td>+0.1500</td>" in html  # the gain over the trivial baseline: 0.45 − 0.30 for a lower-is-better metric
+    assert "<td>-0.1500</td>" not in html

@@ -141,6 +141,7 @@ def _write_submission(cfg: CompetitionConfig, name: str, names: list[str], oofs:
         "decision_rule": rule,
         "selection": selection.choice.rule,
         "metric": metric.params(),
+        "direction": metric.direction,  # "minimize" for log-loss: a lower score is better
         "nested_cv_score": score.mean,
         "nested_cv_se": score.se,
         "trivial_baseline": trivial.mean,
