@@ -156,13 +156,68 @@ def retag_metric(src: Path, dst: Path, variants: list[str], metric: dict) -> Non
         (dst / f"{v}.json").write_text(json.dumps(meta))
 
 
+def simulated(seed: int = 0, n: int = 3000, prior: float = 0.1, signal: float = 1.5, overconfidence: float = 1.3) -> dict:
+    """Simulated OOF and hidden test of a binary competition (positive rate `prior`): a model trained under a
+    square-root sampler (its logits are the log-odds under the sampler's prior, times `overconfidence`), and three
+    members seeing one signal through their own noise. The log-loss decision and the AUC blend, by the kit's code."""
+    from kit.config import CalibrateConfig
+    from kit.decision.candidates import FitContext, candidates_for
+    from kit.decision.metrics import build_metric
+    from kit.decision.select import select_decision
+    from kit.ensemble.pipeline import Member
+    from kit.ensemble.select import blend_rules, blend_weightings, select_blend
+    from kit.stages.score import raw_probabilities
+
+    rng = np.random.default_rng(seed)
+    q = np.sqrt(prior) / (np.sqrt(prior) + np.sqrt(1 - prior))  # the sqrt sampler's training prior
+    pri = np.array([1 - prior, prior])
+    qq = np.array([1 - q, q])
+
+    def draw(m: int):
+        y = (rng.random(m) < prior).astype(int)
+        latent = signal * y + rng.normal(size=m)
+        views = [latent + 0.8 * rng.normal(size=m) for _ in range(3)]
+
+        def logits(v):  # log-odds under q of a view with signal/noise ratio signal/sqrt(1 + 0.64)
+            s = signal / np.sqrt(1.64)
+            lr = s * v / np.sqrt(1.64) - s**2 / 2
+            return np.stack([np.zeros(m), overconfidence * (np.log(q / (1 - q)) + lr)], axis=1)
+
+        return np.eye(2, dtype=np.uint8)[y], [logits(v) for v in views]
+
+    labels, member_logits = draw(n)
+    test_labels, test_logits = draw(n)
+    fold = rng.permutation(np.arange(n) % 3)
+    out: dict = {"n_oof": n, "n_test": n, "positive_rate": prior, "sampler_prior": float(q), "overconfidence": overconfidence}
+    ll = build_metric({"name": "log_loss"})
+    ctx = FitContext("multi-class", ("0", "1"), ll, qq, CalibrateConfig())
+    sel = select_decision(member_logits[0], labels, fold, ctx, candidates_for("multi-class", ll))
+    chosen = sel.decision
+    out["log_loss"] = {"chosen": sel.choice.chosen, "nested_cv": {k: v.mean for k, v in sel.scores.items()},
+                       "test_chosen": ll.score(test_labels, chosen.predict(test_logits[0])),
+                       "test_raw": ll.score(test_labels, raw_probabilities(test_logits[0], "multi-class")),
+                       "test_prior": ll.score(test_labels, np.tile(pri, (n, 1)))}
+    auc = build_metric({"name": "roc_auc"})
+    ctx = FitContext("multi-class", ("0", "1"), auc, np.full(2, 0.5), CalibrateConfig())
+    members = [Member(f"m{i}", z, z[None], qq) for i, z in enumerate(member_logits)]
+    rules = [c for c in candidates_for("multi-class", auc) if c.name in blend_rules("multi-class", "ranking")]
+    blend = select_blend(members, labels, fold, ctx, blend_weightings("ranking"), rules)
+    from kit.ensemble.aggregate import aggregate_predict
+
+    test_pred = aggregate_predict(blend.final, [z[None] for z in test_logits])
+    out["auc_blend"] = {"chosen": list(blend.chosen), "test_blend": auc.score(test_labels, test_pred),
+                        "test_members": [auc.score(test_labels, raw_probabilities(z, "multi-class")) for z in test_logits],
+                        "test_constant": 0.5}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("out", type=Path)
     parser.add_argument("--n-train", type=int, default=1500)
     parser.add_argument("--n-test", type=int, default=600)
     parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--only", choices=("binary", "multi-label"), default=None)
+    parser.add_argument("--only", choices=("binary", "multi-label", "simulated"), default=None)
     a = parser.parse_args()
     root = a.out.resolve()
     root.mkdir(parents=True, exist_ok=True)
@@ -171,6 +226,8 @@ def main() -> None:
     results["conditions"] = {"n_train": a.n_train, "n_test": a.n_test, "epochs": a.epochs, "folds": 3,
                              "machine": "shared 2-core CPU under load (other sessions' tests and training)"}
     t0 = time.perf_counter()
+    if a.only in (None, "simulated"):
+        results["simulated"] = [simulated(seed) for seed in range(3)]
 
     if a.only in (None, "binary"):
         data = binary_data(root, a.n_train, a.n_test)
