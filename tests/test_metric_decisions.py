@@ -149,3 +149,21 @@ def test_report_overview_says_lower_is_better_and_counts_the_gain_downwards():
     html = "\n".join(_overview([target], [], sign=-1.0))
     assert "<td>+0.1500</td>" in html  # the gain over the trivial baseline: 0.45 − 0.30 for a lower-is-better metric
     assert "<td>-0.1500</td>" not in html
+
+
+def test_binary_blend_with_the_stacker_for_auc():
+    """Two classes (a binary `target`): the stacker's binary regression gives one log-odds column, stacked as two."""
+    rng = np.random.default_rng(7)
+    n = 300
+    y = (rng.random(n) < 0.2).astype(int)
+    y[:6] = [0, 1, 0, 1, 0, 1]
+    labels = np.eye(2, dtype=np.uint8)[y]
+    logits = [np.stack([np.zeros(n), 1.5 * y + rng.normal(size=n)], axis=1).astype(np.float32) for _ in range(2)]
+    fold = stratified_folds(y, 3, rng)
+    ms = [Member(f"m{i}", z, z[None], np.array([0.7, 0.3])) for i, z in enumerate(logits)]
+    context = _context("multi-class", "01", AUC, np.full(2, 0.5))
+    rules = [c for c in candidates_for("multi-class", AUC) if c.name in blend_rules("multi-class", "ranking")]
+    sel = select_blend(ms, labels, fold, context, ["equal", "rank_average", "stack"], rules)
+    assert {p[0] for p in sel.scores} == {"equal", "rank_average", "stack"}
+    assert all(s.mean > 0.6 for s in sel.scores.values())
+    assert np.allclose(sel.final.predict([m.logits for m in ms]).sum(axis=1), 1.0)
