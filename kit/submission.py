@@ -230,6 +230,7 @@ def validate_submission(
     df: pd.DataFrame,
     sample_df: pd.DataFrame,
     task: str,
+    *,
     classes: list[str] | None = None,
     source: str = "submission",
     reference: str = "the sample submission",
@@ -299,6 +300,7 @@ def _value_text(sample: pd.DataFrame, classes: list[str]) -> tuple[str, str]:
 
 def build_submission(
     pred: np.ndarray, test_ids: np.ndarray, classes: list[str], sample: pd.DataFrame, id_column: str,
+    *,
     separator: str | None = None, none_label: str | None = None, kind: str = "label",
 ) -> pd.DataFrame:
     """Fill the sample's frame with `pred` rows matched by id (the sample's order wins). A one-label-column
@@ -405,10 +407,10 @@ def write_submission(
     sample = read_sample(spath) if spath is not None else template_frame(test_ids, classes, cfg.data.id_column)
     separator, none_label = label_joining(cfg)
     kind = metric_kind(cfg)
-    frame = build_submission(pred, test_ids, classes, sample, cfg.data.id_column, separator, none_label, kind=kind)
+    frame = build_submission(pred, test_ids, classes, sample, cfg.data.id_column, separator=separator, none_label=none_label, kind=kind)
     reference = "the sample submission" if spath is not None else "the test ids of the data source"
-    validate_submission(frame, sample, cfg.task, classes, source=f"submission {name}", reference=reference, separator=separator, none_label=none_label,
-                        kind=kind)
+    validate_submission(frame, sample, cfg.task, classes=classes, source=f"submission {name}", reference=reference, separator=separator,
+                        none_label=none_label, kind=kind)
     out = cfg.paths.submissions / f"{name}.csv"
     text = frame.to_csv(index=False, lineterminator="\n")
     atomic_write(out, lambda f: f.write(text.encode()))
@@ -467,6 +469,6 @@ def check_submission_file(path: Path, cfg: CompetitionConfig, classes: list[str]
             classes = list(open_source(cfg).classes)
     reference = "the sample submission" if spath is not None else "the test ids of the data source"
     separator, none_label = label_joining(cfg)
-    validate_submission(frame, sample, cfg.task, classes, source=str(path), reference=reference, separator=separator, none_label=none_label,
+    validate_submission(frame, sample, cfg.task, classes=classes, source=str(path), reference=reference, separator=separator, none_label=none_label,
                         kind=metric_kind(cfg))
     return frame

@@ -119,9 +119,11 @@ def test_compile_verdicts_without_compiling():
     from kit.stages.doctor import _compile_verdict
 
     cpu = torch.device("cpu")
-    missing = _compile_verdict(ModelConfig(compile=True), None, None, 2, cpu, None, {"works": False, "reason": "no C++ compiler"})
+    missing = _compile_verdict(
+        ModelConfig(compile=True), None, None, 2, cpu, task="multi-class", compile_check=None, probe={"works": False, "reason": "no C++ compiler"}
+    )
     assert missing["works"] is False and "no C++ compiler" in missing["advice"] and "set compile = false" in missing["advice"]
-    skipped = _compile_verdict(ModelConfig(), None, None, 2, cpu, None, {"works": None})
+    skipped = _compile_verdict(ModelConfig(), None, None, 2, cpu, task="multi-class", compile_check=None, probe={"works": None})
     assert skipped["checked"] == "no" and "kit doctor --compile" in skipped["advice"]
 
 

@@ -84,7 +84,7 @@ def test_long_format_round_trip_and_score(tmp_path):
     frame = build_submission(p, images, classes, sample, "ID", kind="probability")
     assert frame["ID"].tolist() == long_ids
     assert np.allclose(frame["Label"].astype(float).to_numpy(), p.ravel(), atol=1e-9)
-    validate_submission(frame, sample, "multi-label", classes, kind="probability")
+    validate_submission(frame, sample, "multi-label", classes=classes, kind="probability")
     y = (rng.random((len(images), 3)) < 0.4).astype(int)
     _write(tmp_path / "solution.csv", pd.DataFrame({"ID": long_ids, "Label": y.ravel()}))
     _write(tmp_path / "sub.csv", frame)
@@ -115,10 +115,10 @@ def test_probability_submissions_are_validated(tmp_path):
     sample = pd.DataFrame({"id": ids, "x": "0", "y": "0"})
     bad_range = pd.DataFrame({"id": ids, "x": ["0.2", "1.2"], "y": ["0.8", "0.1"]})
     with pytest.raises(KitError, match="row 3 .*column 'x' is '1.2'; expected a probability in"):
-        validate_submission(bad_range, sample, "multi-label", ["x", "y"], kind="probability")
+        validate_submission(bad_range, sample, "multi-label", classes=["x", "y"], kind="probability")
     bad_sum = pd.DataFrame({"id": ids, "x": ["0.2", "0.5"], "y": ["0.8", "0.1"]})
     with pytest.raises(KitError, match="row 3 .*sums to 0.6; multi-class probabilities must sum to 1"):
-        validate_submission(bad_sum, sample, "multi-class", ["x", "y"], kind="probability")
-    validate_submission(bad_sum, sample, "multi-label", ["x", "y"], kind="probability")  # multi-label columns are independent
+        validate_submission(bad_sum, sample, "multi-class", classes=["x", "y"], kind="probability")
+    validate_submission(bad_sum, sample, "multi-label", classes=["x", "y"], kind="probability")  # multi-label columns are independent
     with pytest.raises(KitError, match="only for two classes"):
         to_values(pd.DataFrame({"id": ids, "label": ["0.1", "0.2"]}), ["p", "q", "r"], "id", "s.csv", "multi-class")

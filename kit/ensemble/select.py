@@ -19,16 +19,15 @@ from kit.decision.names import display_name
 from kit.decision.nested import Choice, NestedScore, choose, nested_cv
 from kit.decision.record import fitted_attrs, score_trial
 from kit.ensemble.pipeline import Blend, Member, fit_blends
-from kit.ensemble.stack import STACK
 from kit.ensemble.weights import RANK_AVERAGE, WEIGHTINGS
 
 Pair = tuple[str, str]  # (weighting, rule)
-BLEND_WEIGHTINGS = [*WEIGHTINGS, STACK]  # simplest first: the stacker fits the most
+BLEND_WEIGHTINGS = [w for w in WEIGHTINGS.names() if w != RANK_AVERAGE]  # simplest first: the stacker fits the most
 
 
 def blend_weightings(kind: str) -> list[str]:
     """The weightings a blend compares: for a ranking metric also the rank average (equal weights on ranks)."""
-    return [*WEIGHTINGS, RANK_AVERAGE, STACK] if kind == "ranking" else list(BLEND_WEIGHTINGS)
+    return WEIGHTINGS.names() if kind == "ranking" else list(BLEND_WEIGHTINGS)
 BLEND_RULES = {"multi-class": ["argmax", "bayes", "offsets"], "multi-label": ["threshold_0.5", "closed_form", "thresholds"]}
 # probability and ranking metrics: the same rules for both tasks (the mixture's members are already calibrated)
 BLEND_RULES_BY_KIND = {"probability": ["raw", "temperature_alpha", "bias"], "ranking": ["scores"]}
@@ -71,6 +70,7 @@ def select_blend(
     context: FitContext,
     weightings: list[str],
     rules: list[Candidate],
+    *,
     on_fit: Callable[[], None] | None = None,
     blend_settings: BlendConfig | None = None,
 ) -> BlendSelection:
@@ -79,7 +79,7 @@ def select_blend(
     per_fold: dict[int, dict[Pair, Blend]] = {}
 
     def fit_rows(rows: np.ndarray, ws: list[str] = weightings, rs: list[Candidate] = rules) -> dict[Pair, Blend]:
-        fitted = fit_blends(members, labels, rows, ws, rs, context, blend_settings)
+        fitted = fit_blends(members, labels, rows, ws, rs, context, blend_settings=blend_settings)
         if on_fit is not None:
             on_fit()
         return fitted

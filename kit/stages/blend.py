@@ -60,7 +60,7 @@ def blend(cfg: CompetitionConfig, variants: list[str] | None, name: str = "blend
         check_nested_inputs(oofs[n].logits, labels, fold, classes, cfg.task, str(paths[n]))
     with exclusive_studies(cfg.calibrate.storage, [f"blend/{name}"]):
         storage = open_storage(cfg.calibrate.storage)  # checked before the long computation
-        return _fit_and_write(cfg, name, paths, oofs, labels, bool(source.synthetic), metric, storage, console)
+        return _fit_and_write(cfg, name, paths, oofs, labels, bool(source.synthetic), metric=metric, storage=storage, console=console)
 
 
 def _member_paths(cfg: CompetitionConfig, variants: list[str] | None, oof: list[Path] | None) -> dict[str, Path]:
@@ -79,23 +79,24 @@ def _member_paths(cfg: CompetitionConfig, variants: list[str] | None, oof: list[
 
 
 def _fit_and_write(cfg: CompetitionConfig, name: str, paths: dict[str, Path], oofs: dict[str, OOF], labels: np.ndarray, synthetic: bool,
+                   *,
                    metric: Metric, storage, console: Console) -> Path:
     """The blend's selection (kit.ensemble.select), then every file the stage writes."""
     names = list(paths)
     ref = oofs[names[0]]
     members = [Member(n, oofs[n].logits, oofs[n].test_logits, oofs[n].train_prior) for n in names]
-    selection = _select(cfg, name, members, labels, ref, metric, console)
+    selection = _select(cfg, name, members, labels, ref, metric, console=console)
     singles = _own_decisions(paths, oofs)
-    _print_table(console, name, metric.describe(), ref.n_folds, selection, singles, metric.sign)
-    out, provenance = _write_submission(cfg, name, names, oofs, members, labels, selection, singles, synthetic, metric)
+    _print_table(console, name, metric.describe(), ref.n_folds, selection, singles, sign=metric.sign)
+    out, provenance = _write_submission(cfg, name, names, oofs, members, labels, selection=selection, singles=singles, synthetic=synthetic, metric=metric)
     for note in provenance["notes"]:
         console.print(f"[bold yellow]submission {out.name}: {note}", soft_wrap=True, highlight=False)
-    blended, oof_path = _write_blended_oof(cfg, name, members, labels, ref, selection, provenance)
+    blended, oof_path = _write_blended_oof(cfg, name, members, labels, ref, selection, provenance=provenance)
     write_study(storage, f"blend/{name}", blend_trials(selection, provenance["in_sample_score"]),
                 study_summary(selection.choice, selection.trivial, blend=name, chosen=pair_label(selection.chosen), best=pair_label(selection.choice.best),
                               variants=names, metric=metric.name, direction=metric.direction),
                 direction=metric.direction)
-    pictures = _write_pictures(cfg, name, members, labels, blended, selection, metric)
+    pictures = _write_pictures(cfg, name, members, labels, blended, selection, metric=metric)
     for p in (out, out.with_suffix(".json"), oof_path, *pictures):
         console.print(f"wrote {p}", soft_wrap=True, highlight=False)
     console.print(f"Optuna study 'blend/{name}' in {cfg.calibrate.storage} (`kit dashboard`)", soft_wrap=True, highlight=False)
@@ -103,6 +104,7 @@ def _fit_and_write(cfg: CompetitionConfig, name: str, paths: dict[str, Path], oo
 
 
 def _select(cfg: CompetitionConfig, name: str, members: list[Member], labels: np.ndarray, ref: OOF, metric: Metric,
+            *,
             console: Console) -> BlendSelection:
     """select_blend over every weighting and the task's blend rules, with a progress bar."""
     from kit.progress import make_progress
@@ -120,6 +122,7 @@ def _select(cfg: CompetitionConfig, name: str, members: list[Member], labels: np
 
 
 def _write_submission(cfg: CompetitionConfig, name: str, names: list[str], oofs: dict[str, OOF], members: list[Member], labels: np.ndarray,
+                      *,
                       selection: BlendSelection, singles: dict, synthetic: bool, metric: Metric) -> tuple[Path, dict[str, Any]]:
     """The submission CSV and its provenance JSON (what was chosen, how, and how it scored in nested CV)."""
     from kit.submission import write_submission
@@ -172,6 +175,7 @@ def _weights(names: list[str], b: Blend) -> dict[str, float] | None:
 
 
 def _write_blended_oof(cfg: CompetitionConfig, name: str, members: list[Member], labels: np.ndarray, ref: OOF, selection: BlendSelection,
+                       *,
                        provenance: dict[str, Any]) -> tuple[OOF, Path]:
     """The chosen blend as one OOF (its mixture, to be blended again) and its decision tied to it."""
     final = selection.final
@@ -187,6 +191,7 @@ def _write_blended_oof(cfg: CompetitionConfig, name: str, members: list[Member],
 
 
 def _write_pictures(cfg: CompetitionConfig, name: str, members: list[Member], labels: np.ndarray, blended: OOF, selection: BlendSelection,
+                    *,
                     metric: Metric) -> list[Path]:
     """Confusion, per-class score against the trivial baseline, and the mixture's reliability before / after T."""
     from kit.plots import confusion_png, per_class_png, reliability_png
@@ -218,7 +223,8 @@ def _own_decisions(paths: dict[str, Path], oofs: dict[str, OOF]) -> dict[str, di
     return out
 
 
-def _print_table(console: Console, name: str, metric_text: str, n_folds: int, selection: BlendSelection, singles: dict, sign: float = 1.0) -> None:
+def _print_table(console: Console, name: str, metric_text: str, n_folds: int, selection: BlendSelection, singles: dict, *,
+                 sign: float = 1.0) -> None:
     """Every pair's nested score beside the trivial baseline and each member's own `kit calibrate` score, then the summary line
     (`sign`: -1 when the metric is lower-is-better)."""
     choice, trivial = selection.choice, selection.trivial

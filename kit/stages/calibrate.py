@@ -73,10 +73,13 @@ def calibrate(cfg: CompetitionConfig, oof_paths: list[Path], console: Console | 
         targets.append((path, oof, labels, classes))
     with exclusive_studies(cfg.calibrate.storage, [f"calibrate/{path.stem}" for path, *_ in targets]):
         storage = open_storage(cfg.calibrate.storage)  # checked before the long computation
-        return {path.stem: _calibrate_target(cfg, metric, candidates, storage, path, oof, labels, classes, console) for path, oof, labels, classes in targets}
+        return {
+            path.stem: _calibrate_target(cfg, metric, candidates, storage, path, oof, labels=labels, classes=classes, console=console)
+            for path, oof, labels, classes in targets
+        }
 
 
-def _calibrate_target(cfg: CompetitionConfig, metric: Metric, candidates: list[Candidate], storage, path: Path, oof: OOF, labels: np.ndarray,
+def _calibrate_target(cfg: CompetitionConfig, metric: Metric, candidates: list[Candidate], storage, path: Path, oof: OOF, *, labels: np.ndarray,
                       classes: list[str], console: Console) -> Decision:
     """One variant: the nested-CV selection, then its decision, report, study and picture."""
     name = path.stem

@@ -50,7 +50,7 @@ def init(
     source = open_source(cfg)  # the reader `kit folds` uses: the keys work before they are written
     n_folds, fold_why = _fold_count(source.train.labels, source.train.groups, source.classes)
     layout.found("folds.n_folds", str(n_folds), fold_why)
-    text = config_text(layout, Path(data_dir), name, slug, n_folds, competition is not None, metric)
+    text = config_text(layout, Path(data_dir), name, slug, n_folds, competition is not None, metric_name=metric)
     write_text(output, text)
     load_competition(output)  # what was written reads back
     _print(console, layout, data_dir, output, len(source.train), len(source.test))
@@ -96,7 +96,7 @@ def metric_text(known_slug: bool, metric: str | None) -> str:
             "a = 1.0  # linear: per class (a TP - b FP - w FN) / N_c, mean over classes\nb = 1.0\nw = 1.0")
 
 
-def config_text(layout: Layout, data_dir: Path, name: str, slug: str, n_folds: int, slug_given: bool, metric_name: str | None = None) -> str:
+def config_text(layout: Layout, data_dir: Path, name: str, slug: str, n_folds: int, slug_given: bool, *, metric_name: str | None = None) -> str:
     """The commented TOML: the detected keys with their reasons, and per-config paths so runs never mix."""
     why = {f.key: f.why for f in layout.findings}
     data_lines = ['source = "kaggle"', f"dir = {_toml(str(data_dir))}"]

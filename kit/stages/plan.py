@@ -85,12 +85,12 @@ def plan(cfg: CompetitionConfig, hours: float | None = None, gpus: int | None = 
     for n in counts:
         console.print(f"grid on {n} device{'s' if n > 1 else ''} at once: {_hms(grid[n])}  ({_command(names, n)})", highlight=False, soft_wrap=True)
     if hours is not None:
-        result["fits"] = _what_fits(names, rows, per_variant, n_train, n_test, n_folds, hours, counts, console)
+        result["fits"] = _what_fits(names, rows, per_variant, n_train, n_test, n_folds, hours=hours, counts=counts, console=console)
     console.print("[dim]all epochs counted (early stopping only shortens it); the image cache build and cRT are not[/]")
     return result
 
 
-def _what_fits(names, rows, per_variant, n_train, n_test, n_folds, hours: float, counts: list[int], console: Console) -> dict[int, dict]:
+def _what_fits(names, rows, per_variant, n_train, n_test, n_folds, *, hours: float, counts: list[int], console: Console) -> dict[int, dict]:
     """Per device count: the whole grid, or the variants that fit (config order), and the epochs that fit them all."""
     budget = hours * 3600
     out: dict[int, dict] = {}
@@ -105,7 +105,7 @@ def _what_fits(names, rows, per_variant, n_train, n_test, n_folds, hours: float,
             trial = chosen + [name]
             if makespan([per_variant[m]["fold_s"] for m in trial for _ in range(n_folds)], n) <= budget:
                 chosen = trial
-        epochs = _epochs_that_fit(names, rows, n_train, n_test, n_folds, n, budget)
+        epochs = _epochs_that_fit(names, rows, n_train, n_test, n_folds, n, budget=budget)
         out[n] = {"all": False, "variants": chosen, "epochs_for_all": epochs}
         lines = [f"{hours:g} h on {n} device{'s' if n > 1 else ''}: the grid needs {_hms(whole)}"]
         if chosen:
@@ -118,7 +118,7 @@ def _what_fits(names, rows, per_variant, n_train, n_test, n_folds, hours: float,
     return out
 
 
-def _epochs_that_fit(names, rows, n_train, n_test, n_folds, devices: int, budget: float) -> int | None:
+def _epochs_that_fit(names, rows, n_train, n_test, n_folds, devices: int, *, budget: float) -> int | None:
     """The largest `kit train --epochs E` (the same E for every variant) whose grid fits the budget."""
     most = max(rows[m]["epochs"] for m in names)
     for epochs in range(most, 0, -1):

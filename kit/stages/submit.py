@@ -89,6 +89,7 @@ def submit(
     cfg: CompetitionConfig,
     file: Path | None,
     message: str,
+    *,
     competition: str | None = None,
     dry_run: bool = False,
     wait: bool = False,
@@ -340,7 +341,7 @@ def submissions(
 
         r = correlation(cv, public)
         trivial = next((number(t) for t in rows["trivial_baseline"][::-1] if number(t) is not None), None)
-        picture = cv_vs_public_png(cv, public, names, cfg.paths.submissions / PICTURE_NAME, r, trivial, title=f"public vs nested CV on '{slug}'")
+        picture = cv_vs_public_png(cv, public, names, cfg.paths.submissions / PICTURE_NAME, r, trivial=trivial, title=f"public vs nested CV on '{slug}'")
         corr = f"r = {r:+.3f}" if r is not None else "r needs 3 or more points that vary"
         _say(console, f"public vs nested CV over {len(cv)} scored submissions: {corr}; picture: {picture}")
     else:

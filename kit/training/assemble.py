@@ -110,7 +110,10 @@ def _collect_folds(
 def _meta(cfg: CompetitionConfig, mcfg: ModelConfig, source: DataSource, fold_of: np.ndarray, oof: OOF) -> dict:
     """The OOF JSON's fields every OOF of `kit train` carries (calibrate and blend check its metric)."""
     labels = source.train.labels
-    overall = evaluate(oof.logits, labels, source.task, list(source.classes), oof.train_prior, smoothed_class_prior(labels, source.task), cfg, mcfg.temperature)
+    overall = evaluate(
+        oof.logits, labels, source.task, list(source.classes), oof.train_prior, smoothed_class_prior(labels, source.task),
+        cfg=cfg, temperature=mcfg.temperature,
+    )
     meta = {
         "variant": mcfg.name, "model_config": mcfg.model_dump(mode="json"), "competition_config": cfg.model_dump(mode="json"),
         "task": source.task, "oof_metrics_closed_form_rule": overall,

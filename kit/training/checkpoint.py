@@ -18,9 +18,9 @@ import torch
 
 from kit.errors import KitError
 from kit.files import atomic_write
-from kit.training.epoch import Trainer
 from kit.training.identity import BEST_KEYS, LAST_KEYS, identity_changes, read_checkpoint, read_preds
 from kit.training.layout import BEST_FILE, LAST_FILE, PREDS_FILE
+from kit.training.trainer import Trainer
 
 
 @dataclass
@@ -99,11 +99,11 @@ class FoldCheckpoints:
     def save_best(self, trainer: Trainer, val_logits: np.ndarray, epoch: int) -> None:
         _save_torch(self.best, {"model": trainer.eval_model.state_dict(), "val_logits": torch.from_numpy(val_logits), "epoch": epoch})
 
-    def save_last(self, trainer: Trainer, state: FoldState) -> None:
+    def save_last(self, trainer: Trainer, state: FoldState, *, sampler) -> None:
         _save_torch(self.last, {
             "model": trainer.model.state_dict(), "optimizer": trainer.optimizer.state_dict(), "scheduler": trainer.scheduler.state_dict(),
             "scaler": trainer.scaler.state_dict(), "ema": trainer.ema.module.state_dict() if trainer.ema is not None else None,
-            "state": state.__dict__, "torch_rng": torch.get_rng_state(), "sampler_generator": trainer.sampler.generator.get_state(),
+            "state": state.__dict__, "torch_rng": torch.get_rng_state(), "sampler_generator": sampler.generator.get_state(),
             "identity": self.identity,
         })
 
