@@ -232,7 +232,7 @@ def main() -> None:
     if a.only in (None, "binary"):
         data = binary_data(root, a.n_train, a.n_test)
         models = root / "models_binary"
-        variants = {"bin_cnn": {}, "bin_cnn_w24": {"cnn_width": 24, "lr": 2e-3}, "bin_sqrt": {"sampler_power": 0.5}}
+        variants = {"bin_cnn": {}, "bin_sqrt": {"sampler_power": 0.5}}
         write_variants(models, "cnn_demo", 32, a.epochs, variants)
         lines = f'source = "kaggle"\ndir = "{data}"\nid_column = "image_name"\nlabel_column = "target"\npatient_column = "patient_id"\n' \
                 'train_images = "train/{id}.png"\ntest_images = "test/{id}.png"\nsolution_csv = "solution.csv"'
