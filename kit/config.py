@@ -133,16 +133,29 @@ class DataConfig(_Strict):
 
 
 class MetricConfig(_Strict):
-    """The leaderboard metric, by name. `linear`: per class (a·TP − b·FP − w·FN) / N_c, averaged over
-    classes (the chest X-ray competition: a = b = 1, w = 5); `macro_f1`; `balanced_accuracy`."""
+    """The leaderboard metric, by a name of the metric registry (kit.decision.metrics.METRICS). `linear`:
+    per class (a·TP − b·FP − w·FN) / N_c, averaged over classes (the chest X-ray competition: a = b = 1,
+    w = 5); `log_loss` takes optional per-class `weights`; the others take no parameter."""
 
-    name: Literal["linear", "macro_f1", "balanced_accuracy"] = "linear"
+    name: str = "linear"
     a: float = Field(1.0, ge=0, allow_inf_nan=False)
     b: float = Field(1.0, ge=0, allow_inf_nan=False)
     w: float = Field(5.0, ge=0, allow_inf_nan=False)
+    weights: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]] | None = None  # log_loss: one per class
+
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        from kit.decision.metrics import METRICS  # the registry imports nothing of the config at import time
+
+        if name not in METRICS:
+            raise ValueError(f"unknown metric {name!r}; use one of {METRICS.names()}")
+        return name
 
     @model_validator(mode="after")
     def _meaningful(self) -> MetricConfig:
+        if self.weights is not None and self.name != "log_loss":
+            raise ValueError(f"'weights' belong to the 'log_loss' metric, not '{self.name}'; remove them")
         if self.name != "linear":
             given = sorted({"a", "b", "w"} & self.model_fields_set)
             if given:
@@ -222,6 +235,10 @@ class CompetitionConfig(_Strict):
     def _metric_fits_task(self) -> CompetitionConfig:
         if self.task == "multi-label" and self.metric.name == "balanced_accuracy":
             raise ValueError("metric 'balanced_accuracy' (mean recall) is for multi-class; predicting every label would score 1")
+        if self.task == "multi-label" and self.metric.name in ("accuracy", "quadratic_weighted_kappa"):
+            raise ValueError(f"metric '{self.metric.name}' scores one class per row: it is for multi-class (ordinal grades for kappa)")
+        if self.metric.weights is not None and self.data.class_columns and len(self.metric.weights) != len(self.data.class_columns):
+            raise ValueError(f"metric.weights has {len(self.metric.weights)} values for {len(self.data.class_columns)} class columns")
         return self
 
 

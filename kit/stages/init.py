@@ -19,6 +19,7 @@ from kit.config import CompetitionConfig, DataConfig, KaggleConfig, load_competi
 from kit.data.detect import Layout, detect_layout
 from kit.data.folds import max_folds
 from kit.data.sources import open_source
+from kit.decision.metrics import METRICS
 from kit.errors import KitError
 from kit.files import write_text
 from kit.paths import studies_url
@@ -32,10 +33,14 @@ _KEY_ORDER = (
 
 
 def init(
-    data_dir: Path, output: Path | None = None, competition: str | None = None, force: bool = False, console: Console | None = None
+    data_dir: Path, output: Path | None = None, competition: str | None = None, force: bool = False, console: Console | None = None,
+    metric: str | None = None,
 ) -> Path:
-    """Detect `data_dir`'s layout, check it with the data reader, write the config; return its path."""
+    """Detect `data_dir`'s layout, check it with the data reader, write the config (with `metric`, a name of the
+    metric registry, when given); return its path."""
     console = console or Console()
+    if metric is not None and metric not in METRICS:
+        raise KitError(f"--metric: unknown metric {metric!r}; use one of {METRICS.names()}")
     layout = detect_layout(data_dir)
     slug = competition or Path(data_dir).resolve().name
     name = _safe_name(slug)
@@ -46,7 +51,7 @@ def init(
     source = open_source(cfg)  # the reader `kit folds` uses: the keys work before they are written
     n_folds, fold_why = _fold_count(source.train.labels, source.train.groups, source.classes)
     layout.found("folds.n_folds", str(n_folds), fold_why)
-    text = config_text(layout, Path(data_dir), name, slug, n_folds, competition is not None)
+    text = config_text(layout, Path(data_dir), name, slug, n_folds, competition is not None, metric_name=metric)
     write_text(output, text)
     load_competition(output)  # what was written reads back
     _print(console, layout, data_dir, output, len(source.train), len(source.test))
@@ -77,7 +82,22 @@ def _toml(value) -> str:
     return json.dumps(value, ensure_ascii=False)  # a TOML basic string is a JSON string
 
 
-def config_text(layout: Layout, data_dir: Path, name: str, slug: str, n_folds: int, slug_given: bool) -> str:
+def metric_text(known_slug: bool, metric: str | None) -> str:
+    """The [metric] table: the one given (`--metric`), this kit's own competition's, or linear with a CHECK listing every metric."""
+    if metric is not None and metric != "linear":
+        kind = METRICS.get(metric).kind
+        holds = {"label": "labels", "probability": "probabilities", "ranking": "probabilities (scores)"}[kind]
+        return f'name = "{metric}"  # given by `kit init --metric`; submissions hold {holds}'
+    if known_slug:
+        return 'name = "linear"  # this competition\'s: per class (TP - FP - 5 FN) / N_c, mean over classes\na = 1.0\nb = 1.0\nw = 5.0'
+    if metric == "linear":
+        return 'name = "linear"  # given by `kit init --metric`: per class (a TP - b FP - w FN) / N_c, mean over classes\na = 1.0\nb = 1.0\nw = 1.0'
+    names = ", ".join(f'"{n}"' for n in METRICS.names())
+    return (f'name = "linear"  # CHECK: the files do not say the metric (`kit init --metric NAME`); one of {names}\n'
+            "a = 1.0  # linear: per class (a TP - b FP - w FN) / N_c, mean over classes\nb = 1.0\nw = 1.0")
+
+
+def config_text(layout: Layout, data_dir: Path, name: str, slug: str, n_folds: int, slug_given: bool, *, metric_name: str | None = None) -> str:
     """The commented TOML: the detected keys with their reasons, and per-config paths so runs never mix."""
     why = {f.key: f.why for f in layout.findings}
     data_lines = ['source = "kaggle"', f"dir = {_toml(str(data_dir))}"]
@@ -87,12 +107,7 @@ def config_text(layout: Layout, data_dir: Path, name: str, slug: str, n_folds: i
     data_lines.append('on_bad_image = "stop"  # "skip" leaves missing or unreadable images out (they are listed)')
     left_out = why.get("(left out)") and next(f.value for f in layout.findings if f.key == "(left out)")
     known_slug = slug == KaggleConfig().competition
-    metric = (
-        'name = "linear"  # this competition\'s: per class (TP - FP - 5 FN) / N_c, mean over classes\na = 1.0\nb = 1.0\nw = 5.0'
-        if known_slug
-        else 'name = "linear"  # CHECK: the files do not say the metric; "linear" (with a, b, w), "macro_f1" or "balanced_accuracy"\n'
-        "a = 1.0  # linear: per class (a TP - b FP - w FN) / N_c, mean over classes\nb = 1.0\nw = 1.0"
-    )
+    metric = metric_text(known_slug, metric_name)
     slug_note = "" if slug_given else "  # the folder's name; `kit init --competition SLUG` sets it"
     return f"""# Written by `kit init {data_dir}` from the competition's own files; every key says why it was chosen.
 # Check it, then: `kit --config <this file> folds`, `train`, `blend`, `submit` (docs/data.md explains the keys).

@@ -63,7 +63,7 @@ def report(cfg: CompetitionConfig, out: Path | None = None, console: Console | N
     ledger = read_ledger(ledger_csv(cfg.paths.submissions))
     text = _template().render(
         title=f"kit report: {cfg.source_file.name if cfg.source_file else 'competition'}", css=Markup(CSS), metric=metric.describe(), task=cfg.task,
-        overview=_overview(targets, blends), recall=_recall(cfg, targets, blends), targets=_candidates(targets), blends=_blend_tables(blends),
+        overview=_overview(targets, blends, metric.sign), recall=_recall(cfg, targets, blends), targets=_candidates(targets), blends=_blend_tables(blends),
         ledger=_ledger(ledger),
     )
     write_text(out, text)
@@ -102,8 +102,8 @@ def _target(path: Path) -> _Target:
     return _Target(report, oof_path, fresh)
 
 
-def _overview(targets: list[_Target], blends: list[_Blend]) -> dict[str, Any]:
-    """Every target's chosen score ± SE beside its trivial baseline, as a picture and a table."""
+def _overview(targets: list[_Target], blends: list[_Blend], sign: float = 1.0) -> dict[str, Any]:
+    """Every target's chosen score ± SE beside its trivial baseline, as a picture and a table (`sign` -1: lower is better)."""
     rows = [{"name": r.target, "rule": r.chosen, "score": r.chosen_nested_cv, "se": r.row(r.chosen).se, "trivial": r.trivial_baseline.nested_cv,
              "fresh": t.fresh} for t in targets for r in [t.report]]
     rows += [{"name": f"blend {b.name}", "rule": f"{m.weighting} + {m.decision_rule}", "score": m.nested_cv_score, "se": m.nested_cv_se,
@@ -122,10 +122,11 @@ def _overview(targets: list[_Target], blends: list[_Blend]) -> dict[str, Any]:
     lo = min(min(r["trivial"] for r in rows), min(r["score"] - r["se"] for r in rows))
     hi = max(r["score"] + r["se"] for r in rows)
     ax.set_xlim(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
-    ax.set_xlabel("nested-CV score (higher is better)")
+    ax.set_xlabel("nested-CV score (higher is better)" if sign > 0 else "nested-CV score (lower is better)")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=2, fontsize=8)
     for r in rows:
         r["rule"] = display_name(r["rule"])
+        r["gain"] = sign * (r["score"] - r["trivial"])
     notes = [f"{t.report.target}: {n}" for t in targets for n in degenerate_notes(t.report.chosen, None, t.report.task)]
     notes += [f"submission {b.name}: {n}" for b in blends for n in b.meta.notes]
     return {"png": _png(fig), "rows": rows, "notes": notes}
@@ -151,6 +152,8 @@ def _recall(cfg: CompetitionConfig, targets: list[_Target], blends: list[_Blend]
         if decision.fitted_on not in (None, oof_fingerprint(oof)):
             continue
         labels = source.train_labels_for(oof.ids, oof_path)
+        if decision.metric.kind != "label":  # probabilities: no decided class to recall
+            continue
         pred = decision.predict(oof.logits)
         recalls.append((pred & labels).sum(axis=0) / np.maximum(labels.sum(axis=0), 1))
         columns.append(name)
