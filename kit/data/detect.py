@@ -86,7 +86,7 @@ def detect_layout(data_dir: Path) -> Layout:
     for key in ("train_images", "test_images"):
         _dicom_left_out(data_dir, layout.data[key], layout)
     if layout.left_out:
-        layout.found("(left out)", ", ".join(layout.left_out), "columns and DICOM metadata that are neither id, class nor patient: not used")
+        layout.found("(left out)", ", ".join(layout.left_out), "neither id, class nor patient: not used")
     return layout
 
 
