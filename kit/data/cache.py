@@ -214,7 +214,7 @@ def _build(split: Split, size: int, data_path: Path, meta_path: Path, on_bad_ima
             fd, tmp = tempfile.mkstemp(dir=data_path.parent, prefix=f".{data_path.name}.", suffix=".tmp")
             os.replace(tmp, partial)
             f = os.fdopen(fd, "wb")
-        with f, make_progress(None, RateColumn("images")) as bar:
+        with f, make_progress(None, RateColumn("images"), refresh_per_second=2) as bar:
             task = bar.add_task(f"cache {split.name} {size}px" + (f" ({n_workers} workers)" if n_workers > 1 else ""), total=n, completed=done)
             for chunk, chunk_log in _chunks(split, list(range(done, n, _CHUNK)), size, skip, n_workers):
                 f.write(chunk.tobytes())

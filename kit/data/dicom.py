@@ -88,26 +88,44 @@ def _first(value) -> float:
 
 
 def to_uint8(ds, stored: np.ndarray, path: str) -> np.ndarray:
-    """Steps 2-4 of the module docstring on decoded pixels `stored`."""
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
-
+    """Steps 2-4 of the module docstring on decoded pixels `stored`. Integer pixels go through a lookup table
+    over their own range (each stored value's result computed once: the same numbers, one pass over the image)."""
     if stored.ndim == 3 and stored.shape[-1] == 3:  # RGB (pydicom has turned YBR into RGB)
         stored = stored.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
     if stored.ndim != 2:
         raise KitError(f"{path}: DICOM pixels of shape {stored.shape}; the kit reads one grayscale or color image per file")
+    as_stored = stored.dtype == np.uint8 and not _rescaled(ds)
+    if stored.dtype.kind in "iu" and stored.size and "ModalityLUTSequence" not in ds:
+        low, high = int(stored.min()), int(stored.max())
+        if stored.dtype.kind == "u":  # index by the value itself: no pass to subtract the minimum
+            lut = np.zeros(high + 1, dtype=np.uint8)
+            lut[low:] = _levels(ds, np.arange(low, high + 1, dtype=np.float64), as_stored, path)
+            return lut[stored]
+        lut = _levels(ds, np.arange(low, high + 1, dtype=np.float64), as_stored, path)
+        return lut[stored.astype(np.int64) - low]
+    return _levels(ds, stored.astype(np.float64), as_stored, path)
+
+
+def _rescaled(ds) -> bool:
+    return "RescaleSlope" in ds or "RescaleIntercept" in ds or "ModalityLUTSequence" in ds
+
+
+def _levels(ds, stored: np.ndarray, as_stored: bool, path: str) -> np.ndarray:
+    """Stored values (float, any shape) to uint8: rescale, VOI (LUT or window) or stretch, MONOCHROME1 inverted.
+    The stretch uses the values' own min..max: over an image's range of levels that is the image's own."""
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
-    rescaled = "RescaleSlope" in ds or "RescaleIntercept" in ds or "ModalityLUTSequence" in ds
-    values = apply_modality_lut(stored, ds).astype(np.float64) if rescaled else stored.astype(np.float64)
+    values = apply_modality_lut(stored, ds).astype(np.float64) if _rescaled(ds) else stored
     if not np.isfinite(values).all():
         raise KitError(f"{path}: DICOM pixels hold NaN or infinite values; replace the file")
     if "VOILUTSequence" in ds:
-        lut = ds.VOILUTSequence[0]
-        bits = int(lut.LUTDescriptor[2])
+        bits = int(ds.VOILUTSequence[0].LUTDescriptor[2])
         out = np.clip(apply_voi_lut(values, ds, index=0, prefer_lut=True).astype(np.float64) / (2**bits - 1), 0.0, 1.0)
     elif "WindowCenter" in ds and "WindowWidth" in ds:
         function = str(ds.get("VOILUTFunction", "LINEAR")).strip().upper() or "LINEAR"
         out = _window(values, _first(ds.WindowCenter), _first(ds.WindowWidth), function)
-    elif stored.dtype == np.uint8 and not rescaled:
+    elif as_stored:
         out = values / 255.0
     else:
         low, high = values.min(), values.max()
