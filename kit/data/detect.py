@@ -59,7 +59,7 @@ class Layout:
         self.findings.append(Finding(key, value if isinstance(value, str) else repr(value), why))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _LabelFile:
     """A CSV that holds the training labels: its name, its rows, and its id column."""
 
@@ -152,6 +152,13 @@ def _label_file(data_dir: Path, sample: pd.DataFrame, sample_name: str, layout: 
         except KitError:
             continue
         holding.append(candidate)
+    if len(holding) > 1:  # a CSV of some images only (one row per box: BBox_List_2017.csv) annotates; it does not label
+        ids = {c.name: set(c.frame[c.id_column]) for c in holding}
+        widest = [c for c in holding if not any(ids[c.name] < ids[o.name] for o in holding)]
+        for c in holding:
+            if c not in widest:
+                layout.found("(not the labels)", c.name, f"its ids are a part of another CSV's ({len(ids[c.name])} ids): not used")
+        holding = widest
     if len(holding) > 1:
         named = [c for c in holding if set(sample.columns[1:]) <= set(c.frame.columns)]  # the sample's own label column names
         holding = named if len(named) == 1 else holding
@@ -467,7 +474,7 @@ def _spread_pattern(folders: _Folders, partial: list[tuple[str, set[str]]], spli
     if len(star) == 1:
         glob_pattern = star.pop()
         matched = concrete_folders(folders.data_dir, glob_pattern.rpartition("/")[0])
-        if sorted(f"{m}/{glob_pattern.rpartition('/')[2]}" for m in matched) == patterns:
+        if set(patterns) <= {f"{m}/{glob_pattern.rpartition('/')[2]}" for m in matched}:  # other folders it matches hold none of these ids
             layout.found(key, glob_pattern, f"its {len(patterns)} folders together hold each of the {n} {split} ids once")
             return glob_pattern
     layout.found(key, f"{len(patterns)} folders", f"together they hold each of the {n} {split} ids once")
