@@ -315,3 +315,19 @@ def test_init_writes_the_fold_count_the_real_split_achieves(tmp_path, capsys):
     assert (fold_class_counts(labels, fold, k) > 0).all()
     for larger in range(k + 1, 6):
         assert all((fold_class_counts(labels, assign_folds(labels, groups, larger, s, "multi-class"), larger) == 0).any() for s in SEEDS)
+
+
+def test_the_stacker_combines_two_classes():
+    """A binary competition (Histopathologic, RSNA): sklearn's two-class regression gives one log-odds column;
+    the stacker still returns a log-probability per class."""
+    from kit.config import BlendConfig
+    from kit.ensemble.stack import fit_stacker
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    labels = np.eye(2, dtype=np.uint8)[y]
+    zs = [np.log(np.clip(np.eye(2)[y] * 0.6 + 0.2 + rng.normal(0, 0.1, (200, 2)), 0.01, 1)).astype(np.float32)]
+    out = fit_stacker(zs, labels, "multi-class", BlendConfig()).combine(zs)
+    assert out.shape == (200, 2)
+    assert np.allclose(np.exp(out).sum(axis=1), 1, atol=1e-4)
+    assert (out.argmax(axis=1) == y).mean() > 0.8
