@@ -203,7 +203,7 @@ def _check_missing(missing: np.ndarray, paths: np.ndarray, split: str, cfg: Comp
 
 def _image_split(
     cfg: CompetitionConfig, data_dir: Path, name: str, ids: np.ndarray, listing: bytes,
-    labels: np.ndarray | None, groups: np.ndarray | None, paths: np.ndarray | None = None,
+    labels: np.ndarray | None, *, groups: np.ndarray | None, paths: np.ndarray | None = None,
 ) -> Split:
     """One split with its image paths checked and its fingerprints (the CSV's bytes, or the class folders'
     listing, + one stat per image)."""
@@ -266,8 +266,8 @@ def open_kaggle(cfg: CompetitionConfig, data_dir: Path) -> DataSource:
     test_ids = test[d.id_column].astype(str).to_numpy(dtype=str)
     _check_unique_ids(test_ids, test_path)
 
-    train_split = _image_split(cfg, data_dir, "train", train_ids, listing, labels, groups, train_paths)
-    test_split = _image_split(cfg, data_dir, "test", test_ids, test_path.read_bytes(), None, None)
+    train_split = _image_split(cfg, data_dir, "train", train_ids, listing, labels, groups=groups, paths=train_paths)
+    test_split = _image_split(cfg, data_dir, "test", test_ids, test_path.read_bytes(), None, groups=None)
     return DataSource(classes, cfg.task, train_split, test_split, synthetic=(data_dir / "SYNTHETIC").exists())
 
 

@@ -22,6 +22,7 @@ from kit.data.folds import assign_folds, fold_class_counts, max_folds
 from kit.data.sources import open_source
 from kit.errors import KitError
 from kit.files import write_text
+from kit.paths import studies_url
 
 MAX_FOLDS = 5
 SEEDS = (42, 0, 1, 2, 3)  # the fold seeds init tries, the kit's default first
@@ -128,7 +129,7 @@ seed = {fold_seed}
 path = "folds/{name}.csv"
 
 [calibrate]
-storage = "sqlite:///oof/{name}/optuna.db"
+storage = "{studies_url(f"oof/{name}")}"
 
 [paths]
 oof = "oof/{name}"
