@@ -13,7 +13,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, ValidationError, field_validator, model_validator
 
@@ -100,18 +100,23 @@ class _Strict(BaseModel):
 class DataConfig(_Strict):
     """Where the competition's files are and how to read them."""
 
-    source: Literal["kaggle", "medmnist"] = "kaggle"
+    source: str = "kaggle"  # a data layout of kit.data.sources.LAYOUTS: "kaggle" (CSV + image folders) or "medmnist" (npz)
     dir: PathKey = Path("data/synth")
     # Kaggle layout
-    train_csv: str = "train.csv"
+    train_csv: str | None = "train.csv"  # None (left out) with class folders: `train_images` has a {label} folder
     test_csv: str = "sample_submission.csv"
     sample_submission: str = "sample_submission.csv"
     id_column: str = "id"
+    train_id_column: str | None = None  # the train CSV's id column when its name differs from the sample's
+    repeated_ids: Literal["stop", "same_label"] = "stop"  # "same_label": rows repeating an id (one per box) read once when their labels agree
     label_column: str | None = None
     class_columns: list[str] | None = None
     patient_column: str | None = None
-    train_images: str = "train/{id}.png"
-    test_images: str = "test/{id}.png"
+    # a pattern with {id}; a glob in its folder part or a list of patterns (images over several folders);
+    # train_images may name class folders as {label} ("train/{label}/{id}.png": no train CSV)
+    train_images: str | list[str] = "train/{id}.png"
+    test_images: str | list[str] = "test/{id}.png"
+    workers: int | None = Field(None, ge=1)  # processes decoding images into the cache (default: every core)
     solution_csv: str | None = None
     # label_column layouts (kit init writes these): a multi-label cell holds labels joined by label_separator;
     # none_label is the value that means "no class" (e.g. "No Finding"), read as a row of zeros; integer labels
@@ -129,7 +134,26 @@ class DataConfig(_Strict):
     def _one_label_format(self) -> DataConfig:
         if self.label_column is not None and self.class_columns is not None:
             raise ValueError("give label_column or class_columns, not both")
+        from kit.data.sources import LAYOUTS  # the readers register themselves; imported here, after kit.config
+
+        if self.source not in LAYOUTS:
+            raise ValueError(f"unknown data.source {self.source!r}; use one of {LAYOUTS.names()}")
+        if any("{label}" in p for p in ([self.test_images] if isinstance(self.test_images, str) else self.test_images)):
+            raise ValueError("test_images cannot hold {label}: test images have no class folders")
+        folders = isinstance(self.train_images, str) and "{label}" in self.train_images
+        if folders and self.train_csv is not None:
+            raise ValueError("train_images names class folders ({label}): the labels come from them; remove train_csv")
+        if not folders and self.train_csv is None:
+            raise ValueError("train_csv is needed unless train_images names class folders ('train/{label}/{id}.png')")
         return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_csv_with_class_folders(cls, values: Any) -> Any:
+        """Class folders (`{label}` in train_images) hold the labels: train_csv's default does not apply."""
+        if isinstance(values, dict) and "{label}" in str(values.get("train_images", "")) and "train_csv" not in values:
+            values = {**values, "train_csv": None}
+        return values
 
 
 class MetricConfig(_Strict):
@@ -214,7 +238,7 @@ class CompetitionConfig(_Strict):
     task: Task = "multi-class"
     seed: int = 42
     variants: list[Name] = Field(default_factory=list)
-    data: DataConfig = DataConfig()
+    data: DataConfig = Field(default_factory=DataConfig)  # built on first use: its validation asks the data layouts registry
     metric: MetricConfig = MetricConfig()
     folds: FoldsConfig = FoldsConfig()
     calibrate: CalibrateConfig = CalibrateConfig()

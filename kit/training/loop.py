@@ -136,8 +136,8 @@ def train_fold(
 
 def _split(cfg: CompetitionConfig, mcfg: ModelConfig, source: DataSource, fold_of: np.ndarray, fold: int, seeds: JobSeeds, *, console: Console) -> FoldSplit:
     """Cache the images; train on the other folds' readable images (at most `max_train_images`), hold out fold `fold`."""
-    train_cache = cached_images(source.train, mcfg.image_size, cfg.paths.cache, cfg.data.on_bad_image)
-    test_cache = cached_images(source.test, mcfg.image_size, cfg.paths.cache, cfg.data.on_bad_image)
+    train_cache = cached_images(source.train, mcfg.image_size, cfg.paths.cache, cfg.data.on_bad_image, cfg.data.workers)
+    test_cache = cached_images(source.test, mcfg.image_size, cfg.paths.cache, cfg.data.on_bad_image, cfg.data.workers)
     _warn_skipped(console, source, train_cache.ok, test_cache.ok)
     train_idx = np.flatnonzero((fold_of != fold) & train_cache.ok)
     val_idx = np.flatnonzero(fold_of == fold)
