@@ -138,13 +138,22 @@ def _relative_note(path: Path) -> str:
 
 def read_text(path: str | Path, remedy: str) -> str:
     """A text file as UTF-8 (a leading BOM is dropped); KitError naming the line of a byte that is not UTF-8."""
+    return decode_text(read_bytes(path, remedy), path)
+
+
+def read_bytes(path: str | Path, remedy: str) -> bytes:
+    """A file's bytes, read once (a caller that checks them and then uses them holds one version of the file)."""
     path = Path(path)
     if not path.is_file():
         raise KitError(f"{path}: file not found{_relative_note(path)}; {remedy}")
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except OSError as exc:
         raise KitError(f"{path}: cannot read ({exc.strerror or exc}); {remedy}") from None
+
+
+def decode_text(data: bytes, path: str | Path) -> str:
+    """`data` as UTF-8 text (a leading BOM dropped); KitError naming `path` and the line of a byte that is not UTF-8."""
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -19,6 +19,7 @@ kaggle` reads the environment once per process.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import signal
@@ -70,6 +71,7 @@ class FakeKaggle:
         self.faults: dict[str, list[str]] = {}  # call name (e.g. "CreateSubmission") -> fault modes, one per request
         self.release = threading.Event()  # a stalled request waits for this (set when the test ends)
         self.headers: dict[str, str] = {}  # of the request being answered, for the "echo" fault
+        self.before: dict[str, object] = {}  # call name -> a function run when its request arrives (a race staged by a test)
 
     def fail(self, call: str, *modes: str) -> None:
         """The next requests of `call` fail with these modes, in order (FAULTS); later ones are answered normally."""
@@ -79,6 +81,9 @@ class FakeKaggle:
         return [(r["method"], r["path"]) for r in self.requests]
 
     def answer(self, method: str, path: str, body: bytes) -> tuple[int, dict | bytes, dict]:
+        hook = self.before.pop(path.rsplit("/", 1)[-1], None)
+        if hook is not None:
+            hook()
         modes = self.faults.get(path.rsplit("/", 1)[-1])
         mode = modes.pop(0) if modes else None
         if mode == "stall":  # the request takes effect, but no answer comes until the test ends (30 s at most)
@@ -687,3 +692,27 @@ def test_download_never_overwrites_a_file_changed_since_the_last_download(tmp_pa
     train.unlink()
     third = _kit(tmp_path, config, "download", fake=fake_kaggle)  # moved away: unpacked again
     assert third.returncode == 0 and train.read_text() == "id,A,B,C\nx,1,0,0\n", third.stderr
+
+
+# The bytes sent are the bytes checked (issue 28, class 1): a file rewritten while the submission is under way
+# (another shell's `kit blend --name` of the same name) is never what goes out, valid or not.
+
+@pytest.mark.parametrize("replacement", [
+    lambda text: text.replace("t1,1,0,0", "t1,0,1,0"),  # another valid submission (what a blend of the same name writes)
+    lambda text: text.splitlines()[0] + "\n",  # a file that would fail the checks (cut to its header)
+])
+@pytest.mark.parametrize("moment", ["GetSubmissionLimits", "StartSubmissionUpload", "blob-token-1"])
+def test_a_file_replaced_after_the_check_is_never_sent(tmp_path, fake_kaggle, replacement, moment):
+    config, good = _setup(tmp_path)
+    checked = good.read_bytes()
+    other = replacement(good.read_text())
+    fake_kaggle.before[moment] = lambda: good.write_text(other)
+    result = _kit(tmp_path, config, "submit", str(good), "-m", "swapped", fake=fake_kaggle)
+    assert result.returncode == 0, result.stderr
+    assert good.read_text() == other  # the race really happened
+    start = next(json.loads(r["body"]) for r in fake_kaggle.requests if r["path"].endswith("StartSubmissionUpload"))
+    put = next(r["body"] for r in fake_kaggle.requests if r["method"] == "PUT")
+    assert put == checked and start["contentLength"] == len(checked)
+    row = read_ledger(good.parent / "ledger.csv").iloc[0]
+    assert row["sha256"] == hashlib.sha256(checked).hexdigest()
+    assert f"{len(checked)} bytes" in " ".join(result.stdout.split()) and "changed on disk after it was read" in result.stdout

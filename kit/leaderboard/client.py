@@ -216,8 +216,9 @@ def _quietly(step):
         raise _authentication_error(exc) from None
 
 
-def send(api, file: Path, message: str, slug: str) -> tuple[int, str]:
-    """Upload `file` as a submission to `slug`: (ref, Kaggle's message).
+def send(api, file: Path, data: bytes, message: str, slug: str) -> tuple[int, str]:
+    """Upload `data` (the bytes of `file` as they were read and checked; the file is not read again) as a
+    submission to `slug`: (ref, Kaggle's message).
 
     A failure before CreateSubmission is a KitError (nothing was submitted). Once CreateSubmission has
     been sent, any failure (an HTTP error, a dropped connection, a body that is not the answer, a
@@ -232,8 +233,8 @@ def send(api, file: Path, message: str, slug: str) -> tuple[int, str]:
     start = ApiStartSubmissionUploadRequest()
     start.competition_name = slug
     start.file_name = file.name
-    start.content_length = file.stat().st_size
-    start.last_modified_epoch_seconds = int(file.stat().st_mtime)
+    start.content_length = len(data)
+    start.last_modified_epoch_seconds = int(time.time())
     try:
         with _captured(), api.build_kaggle_client() as kaggle:
             upload = kaggle.competitions.competition_api_client.start_submission_upload(start)
@@ -243,7 +244,7 @@ def send(api, file: Path, message: str, slug: str) -> tuple[int, str]:
         raise KitError(f"{file}: {UPLOAD_FAILED} (Kaggle gave no upload address), so nothing was submitted; try again later")
     try:
         with requests.Session() as session:  # no credentials: the upload address is a signed URL
-            answer = _with_timeouts(session, api.kit_deadline).put(upload.create_url, data=file.read_bytes())
+            answer = _with_timeouts(session, api.kit_deadline).put(upload.create_url, data=data)
         failed = "" if answer.status_code in (200, 201) else f"HTTP {answer.status_code}"
     except requests.RequestException as exc:
         failed = type(exc).__name__

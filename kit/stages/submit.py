@@ -28,7 +28,7 @@ from kit.artifacts import read_meta
 from kit.config import CompetitionConfig, check_name
 from kit.decision.metrics import signed
 from kit.errors import KitError
-from kit.files import write_json
+from kit.files import read_bytes, write_json
 from kit.leaderboard import client
 from kit.leaderboard.ledger import (
     LEDGER_NAME,
@@ -76,6 +76,7 @@ class _Outgoing:
     """A submission file that passed the checks, and what the ledger and the summary say about it."""
 
     file: Path
+    data: bytes  # the file's bytes as read once: checked, hashed, recorded and sent (never the file read again)
     slug: str
     sha: str
     meta: dict[str, Any] | None
@@ -114,6 +115,7 @@ def submit(
     entry = new_entry(out.file, out.sha, message, out.slug, out.meta)
     api, limits, ref, said = _send(out, entry, message, force, deadline, console)
     _record_ref(out, entry, ref)
+    _note_if_changed(out, console)
     left = "" if limits is None else f"; Kaggle allowed {limits.left_today} more today before this one"
     _say(console, f"submitted {out.file} to '{out.slug}' as ref {ref}: {said or 'no message'}; recorded in {out.ledger}{left}")
     result = {**out.summary, "dry_run": False, "response": said, "ref": ref, "status": "PENDING"}
@@ -137,12 +139,13 @@ def _validate(cfg: CompetitionConfig, file: Path | None, message: str, competiti
             f"--competition '{slug}' is not the config's kaggle.competition '{cfg.kaggle.competition}': {file} was checked "
             f"against {cfg.source_file or 'the config'}'s data only; set kaggle.competition, or --force to send it anyway"
         )
-    frame = check_submission_file(file, cfg)
-    sha = file_sha256(file)
+    data = read_bytes(file, "write it again with `kit blend`")
+    frame = check_submission_file(file, cfg, data=data)
+    sha = hashlib.sha256(data).hexdigest()
     meta = _provenance(file, sha)
     synthetic = bool((meta or {}).get("synthetic")) or is_synthetic(cfg)
-    summary = {"file": str(file), "rows": len(frame), "bytes": file.stat().st_size, "competition": slug, "message": message, "sha256": sha}
-    return _Outgoing(file, slug, sha, meta, synthetic, other_competition, ledger_path(cfg.paths.submissions), summary)
+    summary = {"file": str(file), "rows": len(frame), "bytes": len(data), "competition": slug, "message": message, "sha256": sha}
+    return _Outgoing(file, data, slug, sha, meta, synthetic, other_competition, ledger_path(cfg.paths.submissions), summary)
 
 
 def _dry_run(cfg: CompetitionConfig, out: _Outgoing, force: bool, console: Console) -> dict[str, Any]:
@@ -176,7 +179,7 @@ def _send(out: _Outgoing, entry: dict[str, str], message: str, force: bool, dead
             api = client.connect(console, deadline)
             limits = client.submission_limits(api, slug)
             _check_limits(limits, slug)
-            ref, said = client.send(api, file, message, slug)
+            ref, said = client.send(api, file, out.data, message, slug)
     except client.MaybeSubmitted as exc:
         _keep_unknown(ledger, key, exc.reason)
         raise _failure(f"{file} may have been submitted to '{slug}' ({exc.reason}); {ledger} keeps it as {UNKNOWN}; "
@@ -192,6 +195,17 @@ def _send(out: _Outgoing, entry: dict[str, str], message: str, force: bool, dead
         _forget(ledger, key)
         raise _failure(f"interrupted before the upload of {file} was complete; nothing was submitted", 130) from None
     return api, limits, ref, said
+
+
+def _note_if_changed(out: _Outgoing, console: Console) -> None:
+    """Say so when the file on disk is no longer the bytes that were checked and sent (another command rewrote it)."""
+    try:
+        now = file_sha256(out.file)
+    except OSError:
+        now = None
+    if now != out.sha:
+        _warn(console, f"{out.file} changed on disk after it was read; the bytes sent and recorded are the ones checked "
+                       f"({out.summary['bytes']} bytes, sha256 {out.sha[:12]}…), not the file as it is now")
 
 
 def _check_limits(limits: client.SubmissionLimits | None, slug: str) -> None:
