@@ -16,7 +16,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from kit.config import DEFAULT_CONFIG, CompetitionConfig, load_competition
-from kit.errors import KitError
+from kit.errors import KitError, ScrubbedStream
 from kit.leaderboard.client import DEFAULT_WAIT_SECONDS
 
 # One command line: the help shows words (N, NAME, FILE), not Python types, and `--config FILE` may
@@ -85,8 +85,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Kaggle competition kit: folds, k-fold training, decision layer, blend, submit.",
 )
-console = Console()
-err_console = Console(stderr=True)
+console = Console(file=ScrubbedStream(lambda: sys.stdout))  # no Kaggle credential reaches the screen, in any form
+err_console = Console(file=ScrubbedStream(lambda: sys.stderr))
 _state: dict[str, Path] = {"config": DEFAULT_CONFIG}
 
 

@@ -96,6 +96,9 @@ class FakeKaggle:
             return 503, {"code": 503, "message": "backend unavailable"}, {}
         if mode == "echo":  # a server error page that repeats the request's Authorization header
             return 400, {"code": 400, "message": f"bad request; Authorization: {self.headers.get('Authorization', '')}"}, {}
+        if mode == "echo-error":  # a scored submission whose error description repeats the Authorization header
+            status, payload, headers = self._answer(method, path, body)
+            return status, {**payload, "status": "ERROR", "errorDescription": f"rejected; Authorization: {self.headers.get('Authorization', '')}"}, headers
         status, payload, headers = self._answer(method, path, body)
         if mode == "created-then-502":  # the submission exists, but the answer is lost
             return 502, b"<html>Bad Gateway</html>", {"Content-Type": "text/html"}
@@ -233,7 +236,7 @@ def _never_leaks(tmp_path: Path, *texts: str) -> None:
         for text in texts:
             assert secret not in text
         for path in tmp_path.rglob("*"):
-            if path.is_file() and path.name != "kaggle.json":
+            if path.is_file() and path.name not in ("kaggle.json", "access_token", "access_token.txt", "kaggle-token"):
                 assert secret.encode() not in path.read_bytes(), path
 
 
@@ -716,3 +719,64 @@ def test_a_file_replaced_after_the_check_is_never_sent(tmp_path, fake_kaggle, re
     row = read_ledger(good.parent / "ledger.csv").iloc[0]
     assert row["sha256"] == hashlib.sha256(checked).hexdigest()
     assert f"{len(checked)} bytes" in " ".join(result.stdout.split()) and "changed on disk after it was read" in result.stdout
+
+
+# One credential inventory (issue 28, class 2): wherever the kaggle package finds the credential, no form of it is
+# shown or stored, whichever server text echoes it.
+
+def _credential_source(tmp_path: Path, source: str) -> dict[str, str]:
+    """Put the credential where `source` says (no KAGGLE_* variable unless the source is one); the extra environment."""
+    home = tmp_path / "home"
+    kaggle_dir = home / ".kaggle"
+    if source == "env-key":
+        return {"KAGGLE_USERNAME": "kit-tester", "KAGGLE_KEY": SECRET}
+    if source == "env-token":
+        return {"KAGGLE_API_TOKEN": TOKEN}
+    if source == "kaggle.json":
+        kaggle_dir.mkdir(parents=True)
+        (kaggle_dir / "kaggle.json").write_text(json.dumps({"username": "kit-tester", "key": SECRET}))
+        (kaggle_dir / "kaggle.json").chmod(0o600)
+        return {}
+    if source in ("access_token", "access_token.txt"):
+        kaggle_dir.mkdir(parents=True)
+        (kaggle_dir / source).write_text(TOKEN + "\n")
+        return {"KAGGLE_CONFIG_DIR": str(tmp_path / "elsewhere")}  # the SDK reads ~/.kaggle whatever the config folder is
+    if source == "token-file":
+        (tmp_path / "secrets").mkdir()
+        (tmp_path / "secrets" / "kaggle-token").write_text(TOKEN)
+        return {"KAGGLE_API_TOKEN": str(tmp_path / "secrets" / "kaggle-token")}
+    if source == "xdg":  # no ~/.kaggle and no KAGGLE_CONFIG_DIR: the package reads $XDG_CONFIG_HOME/kaggle/kaggle.json
+        xdg = tmp_path / "xdg" / "kaggle"
+        xdg.mkdir(parents=True)
+        (xdg / "kaggle.json").write_text(json.dumps({"username": "kit-tester", "key": SECRET}))
+        (xdg / "kaggle.json").chmod(0o600)
+        return {"XDG_CONFIG_HOME": str(tmp_path / "xdg"), "KAGGLE_CONFIG_DIR": None}
+    raise AssertionError(source)
+
+
+@pytest.mark.parametrize("source", ["env-key", "env-token", "kaggle.json", "access_token", "access_token.txt", "token-file", "xdg"])
+def test_an_echoed_credential_is_masked_wherever_the_package_read_it(tmp_path, fake_kaggle, source):
+    config, good = _setup(tmp_path)
+    extra = _credential_source(tmp_path, source)
+    env = {k: v for k, v in _env(tmp_path, fake_kaggle, creds="none").items()}
+    for key, value in extra.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    fake_kaggle.fail("GetSubmission", "echo-error")  # the scored submission's error description repeats the header
+    fake_kaggle.pending_answers = 0
+    command = [sys.executable, "-c", LAUNCHER, "--config", str(config), "submit", str(good), "-m", "echo", "--wait"]
+    waited = subprocess.run(command, capture_output=True, text=True, env=env, timeout=90, cwd=tmp_path)
+    assert waited.returncode == 1, waited.stderr
+    echoed = fake_kaggle.requests[-1]["headers"]["Authorization"]
+    assert echoed.split()[1] not in waited.stderr and "Authorization: " in waited.stderr and "***" in waited.stderr
+    assert "rejected; Authorization: " in read_ledger(good.parent / "ledger.csv").iloc[0]["error_description"]
+
+    other = tmp_path / "submissions" / "other.csv"
+    other.write_text(good.read_text().replace("t1,1,0,0", "t1,0,1,0"))
+    fake_kaggle.fail("StartSubmissionUpload", "echo")  # a refusal whose text repeats the header
+    command = [sys.executable, "-c", LAUNCHER, "--config", str(config), "submit", str(other), "-m", "echo 2"]
+    refused = subprocess.run(command, capture_output=True, text=True, env=env, timeout=90, cwd=tmp_path)
+    assert_one_line_error(refused.returncode, refused.stderr, "HTTP 400", "Authorization: ", "***")
+    _never_leaks(tmp_path, waited.stdout, waited.stderr, refused.stdout, refused.stderr)

@@ -67,3 +67,72 @@ def test_read_calls_give_up_after_four_tries_and_never_sleep_past_the_deadline()
     with pytest.raises(requests.HTTPError):  # 20 s of Retry-After do not fit in the 5 s left: no pause, the error
         client._read_call(call, deadline, sleep=slept.append)
     assert call.count == 1 and slept == [0.5, 1.0, 2.0]
+
+
+# The credential inventory: every file and variable the kaggle package reads, every form.
+
+SECRET = "kit-trust-secret-0123456789"
+
+
+@pytest.fixture
+def bare_home(monkeypatch, tmp_path):
+    """A HOME with no credential anywhere and no KAGGLE_* variable."""
+    import os
+
+    for name in [k for k in os.environ if k.startswith("KAGGLE_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    return tmp_path
+
+
+@pytest.mark.parametrize("place", [
+    (".kaggle/credentials.json", '{"refresh_token": "%s", "access_token": "other-%s", "username": "u"}'),  # the OAuth cache
+    (".kaggle/access_token", "%s\n"),
+    (".config/kaggle/kaggle.json", '{"username": "u", "key": "%s", "path": "/data"}'),  # XDG, when there is no ~/.kaggle
+])
+def test_every_file_the_package_reads_a_credential_from_is_known(bare_home, place):
+    import base64
+
+    from kit.errors import KitError, scrub_secrets
+
+    name, template = place
+    (bare_home / name).parent.mkdir(parents=True)
+    (bare_home / name).write_text(template.replace("%s", SECRET))
+    for form in (SECRET, base64.b64encode(SECRET.encode()).decode()):
+        assert scrub_secrets(f"said {form}!") == "said ***!", form
+    assert str(KitError(f"Bearer {SECRET}")) == "Bearer ***"
+    assert scrub_secrets("files under /data") == "files under /data"  # a value not named like a secret is left alone
+
+
+def test_a_variable_named_like_a_secret_and_a_token_path_are_known(bare_home, monkeypatch):
+    from urllib.parse import quote
+
+    from kit.errors import scrub_secrets
+
+    monkeypatch.setenv("KAGGLE_IAP_TOKEN", SECRET + "+/=")
+    assert scrub_secrets(f"{SECRET}+/= and {quote(SECRET + '+/=', safe='')}") == "*** and ***"
+    monkeypatch.delenv("KAGGLE_IAP_TOKEN")
+    (bare_home / "tok").write_text("file-held-token-987654321")
+    monkeypatch.setenv("KAGGLE_API_TOKEN", str(bare_home / "tok"))
+    assert scrub_secrets("Bearer file-held-token-987654321") == "Bearer ***"
+
+
+def test_ledger_cells_and_the_console_never_hold_a_credential(bare_home, monkeypatch, capsys):
+    import sys
+
+    from rich.console import Console
+
+    from kit.errors import ScrubbedStream
+    from kit.leaderboard.ledger import new_entry, read_ledger, update_rows
+
+    monkeypatch.setenv("KAGGLE_KEY", SECRET)
+    ledger = bare_home / "ledger.csv"
+    from kit.leaderboard.ledger import append_entry
+
+    entry = new_entry(bare_home / "a.csv", "sha", f"message with {SECRET}", "comp", None)
+    append_entry(ledger, entry)
+    update_rows(ledger, {entry["row_id"]: {"error_description": f"echo {SECRET}"}})
+    assert SECRET not in ledger.read_text() and read_ledger(ledger).iloc[0]["error_description"] == "echo ***"
+    Console(file=ScrubbedStream(lambda: sys.stdout)).print(f"key {SECRET}")
+    assert capsys.readouterr().out.strip() == "key ***"

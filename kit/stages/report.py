@@ -24,7 +24,7 @@ from kit.artifacts import load_oof, oof_fingerprint, read_meta
 from kit.config import CompetitionConfig
 from kit.decision.metrics import build_metric
 from kit.decision.names import degenerate_notes, display_name
-from kit.errors import KitError
+from kit.errors import KitError, scrub_secrets
 from kit.files import write_text
 from kit.leaderboard.ledger import ledger_path, read_ledger
 
@@ -60,7 +60,7 @@ def report(cfg: CompetitionConfig, out: Path | None = None, console: Console | N
     parts += _ledger(ledger)
     text = "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>" + _e(title) + "</title><style>" + CSS + "</style></head><body>\n"
     text += "\n".join(parts) + "\n</body></html>\n"
-    write_text(out, text)
+    write_text(out, scrub_secrets(text))  # ledger cells and messages of older kits may hold a credential: never in the report
     console.print(f"wrote {out} ({len(targets)} calibrated targets, {len(blends)} blends, {int((ledger['public_score'] != '').sum())} "
                   "ledger rows with a public score); open it in a browser", soft_wrap=True, highlight=False)
     return out
