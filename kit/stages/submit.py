@@ -24,7 +24,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
-from kit.artifacts import read_meta
+from kit.artifacts import TEST_IMAGES_KEY, read_meta, require_same_test_images
 from kit.config import CompetitionConfig, check_name
 from kit.decision.metrics import signed
 from kit.errors import KitError
@@ -143,6 +143,7 @@ def _validate(cfg: CompetitionConfig, file: Path | None, message: str, competiti
     frame = check_submission_file(file, cfg, data=data)
     sha = hashlib.sha256(data).hexdigest()
     meta = _provenance(file, sha)
+    _check_test_images(cfg, file, meta)
     synthetic = bool((meta or {}).get("synthetic")) or is_synthetic(cfg)
     summary = {"file": str(file), "rows": len(frame), "bytes": len(data), "competition": slug, "message": message, "sha256": sha}
     return _Outgoing(file, data, slug, sha, meta, synthetic, other_competition, ledger_path(cfg.paths.submissions), summary)
@@ -263,6 +264,16 @@ def _provenance(file: Path, sha: str) -> dict[str, Any] | None:
             f"`kit blend` wrote them; write both again with `kit blend`, or move {path.name} away to send the CSV without provenance"
         )
     return meta
+
+
+def _check_test_images(cfg: CompetitionConfig, file: Path, meta: dict[str, Any] | None) -> None:
+    """Refuse a submission blended from test logits of other test images than the data source holds now."""
+    if not meta or TEST_IMAGES_KEY not in meta:
+        return
+    from kit.data.sources import open_source
+
+    require_same_test_images(meta, open_source(cfg), file,
+                             f"retrain the variants with `kit train` (without --resume), then `kit blend --name {file.stem}` again")
 
 
 def _describe_earlier(earlier: pd.Series, slug: str) -> str:
