@@ -288,7 +288,7 @@ class ModelConfig(_Strict):
     persistent_workers: bool = True  # with num_workers > 0: keep loader workers alive across epochs
     prefetch_factor: int = Field(2, ge=1)  # with num_workers > 0: batches each worker prepares ahead
     # second round and scale TTA (docs/training.md, "Pseudo-labels" and "Test-time augmentation")
-    pseudo_label_from: str | None = None  # first-round variant whose test_logits[k] soft-label the test images in fold k
+    pseudo_label_from: Name | None = None  # first-round variant whose test_logits[k] soft-label the test images in fold k
     pseudo_label_temperature: float = Field(1.0, gt=0, allow_inf_nan=False)  # soft labels softmax(logits / T)
     pseudo_label_min_confidence: float = Field(0.0, ge=0, lt=1, allow_inf_nan=False)  # drop test images less sure than this
     tta_scales: list[float] = Field(default_factory=lambda: [1.0], min_length=1)  # held-out/test logits averaged over rescaled images
@@ -415,9 +415,13 @@ def load_competition(path: str | Path = DEFAULT_CONFIG) -> CompetitionConfig:
     path = Path(path)
     raw = _submissions_per_config(_read_toml(path), path)
     try:
-        return CompetitionConfig.model_validate({**raw, "source_file": path})
+        cfg = CompetitionConfig.model_validate({**raw, "source_file": path})
     except ValidationError as exc:
         raise KitError(_first_error_line(path, exc)) from None
+    from kit.owned import check_config_paths
+
+    check_config_paths(cfg)  # no output path of the config is a folder or a file another stage owns
+    return cfg
 
 
 def _submissions_per_config(raw: dict, path: Path) -> dict:

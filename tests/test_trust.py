@@ -136,3 +136,102 @@ def test_ledger_cells_and_the_console_never_hold_a_credential(bare_home, monkeyp
     assert SECRET not in ledger.read_text() and read_ledger(ledger).iloc[0]["error_description"] == "echo ***"
     Console(file=ScrubbedStream(lambda: sys.stdout)).print(f"key {SECRET}")
     assert capsys.readouterr().out.strip() == "key ***"
+
+
+# Output paths (issue 28, class 4): no command writes over a file another stage owns, or into a folder, and a name
+# read from a config cannot leave its folder.
+
+def _owned_files(tmp_path):
+    """A tiny competition whose every stage has left its file, and the CLI config of it."""
+    import json
+
+    from tests.conftest import layout_toml, make_layout
+
+    cfg = make_layout(tmp_path, ["A", "B", "C"], ["t1", "t2"])
+    config = layout_toml(tmp_path, cfg)
+    files = {
+        "ledger": cfg.paths.submissions / "ledger.csv", "oof": cfg.paths.oof / "v.npz", "oof json": cfg.paths.oof / "v.json",
+        "calibration": cfg.paths.oof / "v.calibration.json", "provenance": cfg.paths.submissions / "b1.json",
+        "submission": cfg.paths.submissions / "b1.csv", "studies": tmp_path / "optuna.db", "folds": tmp_path / "folds.csv",
+        "config": config, "data": cfg.data.dir / "train.csv",
+    }
+    for path in files.values():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            path.write_text(json.dumps({"written by": "another stage"}))
+    return cfg, config, files
+
+
+@pytest.mark.parametrize("owned", ["ledger", "oof", "oof json", "calibration", "provenance", "submission", "studies", "folds",
+                                   "config", "data", "folder", "no-html"])
+def test_report_out_never_replaces_another_stages_file_or_a_folder(tmp_path, capsys, owned):
+    from tests.conftest import assert_one_line_error, run_kit
+
+    cfg, config, files = _owned_files(tmp_path)
+    target = {"folder": cfg.paths.submissions, "no-html": tmp_path / "report.txt"}.get(owned) or files[owned]
+    before = {p: p.read_bytes() for p in files.values()}
+    code, _, err = run_kit(["--config", config, "report", "--out", target], capsys)
+    assert_one_line_error(code, err, f"--out {target}")
+    assert ("is a folder" if owned == "folder" else ".html" if owned == "no-html" else "would replace it") in err
+    assert {p: p.read_bytes() for p in files.values()} == before and not (tmp_path / "report.txt").exists()
+
+
+@pytest.mark.parametrize("key, value, needle", [
+    ("path", "{submissions}/ledger.csv", "the ledger of submissions"),
+    ("path", "{data}/train.csv", "data file train.csv"),
+    ("path", "{root}/competition.toml", "the competition config"),
+    ("path", "{root}", "is a folder"),
+    ("storage", "sqlite:///{submissions}/ledger.csv", "the ledger of submissions"),
+    ("storage", "sqlite:///{root}/folds.csv", "the file calibrate.storage names"),
+])
+def test_a_config_path_onto_another_stages_file_is_refused_at_load(tmp_path, capsys, key, value, needle):
+    from tests.conftest import assert_one_line_error, run_kit
+
+    cfg, config, files = _owned_files(tmp_path)
+    text = config.read_text()
+    fields = {"submissions": cfg.paths.submissions, "data": cfg.data.dir, "root": tmp_path}
+    old = f'path = "{cfg.folds.path}"' if key == "path" else f'storage = "{cfg.calibrate.storage}"'
+    config.write_text(text.replace(old, f'{key} = "{value.format(**fields)}"'))
+    before = {p: p.read_bytes() for p in files.values() if p != config}
+    code, _, err = run_kit(["--config", config, "folds"], capsys)
+    assert_one_line_error(code, err, str(config), needle, "give")
+    assert {p: p.read_bytes() for p in files.values() if p != config} == before
+
+
+@pytest.mark.parametrize("output, needle", [
+    ("{data}/train.csv", "data.dir"), ("{root}/submissions/ledger.csv", "ledger"), ("{root}", "is a folder"), ("{root}/c.txt", ".toml"),
+])
+def test_init_output_is_checked_before_anything_is_written(tmp_path, capsys, output, needle):
+    from tests.conftest import assert_one_line_error, run_kit
+
+    cfg, config, files = _owned_files(tmp_path)
+    before = {p: p.read_bytes() for p in files.values()}
+    target = output.format(data=cfg.data.dir, root=tmp_path)
+    code, _, err = run_kit(["init", cfg.data.dir, "--output", target, "--force"], capsys)
+    assert_one_line_error(code, err, f"--output {target}", needle)
+    assert {p: p.read_bytes() for p in files.values()} == before and not (tmp_path / "c.txt").exists()
+
+
+@pytest.mark.parametrize("slug", ["../../evil", "a b", "x/y"])
+def test_init_refuses_a_bad_slug_before_writing(tmp_path, capsys, monkeypatch, slug):
+    from tests.conftest import assert_one_line_error, make_layout, run_kit
+
+    cfg = make_layout(tmp_path, ["A", "B", "C"], ["t1", "t2"])
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_kit(["init", cfg.data.dir, "--competition", slug], capsys)
+    assert_one_line_error(code, err, "--competition", repr(slug))
+    assert not (tmp_path / "configs").exists()
+
+
+@pytest.mark.parametrize("value", ["../../../x", "a/b", "..", "ledger"])
+def test_a_name_read_from_a_variant_file_passes_the_name_check(tmp_path, value):
+    from kit.config import load_model
+    from kit.errors import KitError
+    from tests.conftest import TINY_VARIANT, make_layout, model_toml
+
+    cfg = make_layout(tmp_path, ["A", "B", "C"], ["t1", "t2"])
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "second.toml").write_text(model_toml({**TINY_VARIANT, "pseudo_label_from": value}))
+    with pytest.raises(KitError) as info:
+        load_model("second", cfg)
+    assert "pseudo_label_from" in str(info.value) and str(tmp_path / "models" / "second.toml") in str(info.value)

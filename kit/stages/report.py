@@ -27,6 +27,7 @@ from kit.decision.names import degenerate_notes, display_name
 from kit.errors import KitError, scrub_secrets
 from kit.files import write_text
 from kit.leaderboard.ledger import ledger_path, read_ledger
+from kit.owned import check_output
 
 REPORT_NAME = "report.html"
 CSS = """
@@ -42,7 +43,8 @@ img{max-width:100%;border:1px solid #eee}.stale{color:#b00}
 def report(cfg: CompetitionConfig, out: Path | None = None, console: Console | None = None) -> Path:
     """Write the HTML report of everything calibrate, blend and submit left for this config; return its path."""
     console = console or Console()
-    out = Path(out) if out is not None else cfg.paths.submissions / REPORT_NAME
+    out = check_output(out if out is not None else cfg.paths.submissions / REPORT_NAME, "--out", cfg, suffixes=(".html", ".htm"),
+                       example=str(cfg.paths.submissions / REPORT_NAME))
     metric = build_metric(cfg.metric)
     targets = [_target(cfg, path) for path in sorted(cfg.paths.oof.glob("*.calibration.json"))]
     blends = [_blend(path) for path in sorted(cfg.paths.submissions.glob("*.json")) if _is_blend(path)]
