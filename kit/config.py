@@ -154,7 +154,7 @@ class MetricConfig(_Strict):
 
 class FoldsConfig(_Strict):
     n_folds: int = Field(5, ge=2)
-    seed: int = 42
+    seed: int = Field(42, ge=0, le=2**32 - 1)  # the fold splitter's seed (numpy takes 0 .. 2**32 - 1)
     path: PathKey = Path("folds/folds.csv")
 
 
@@ -376,8 +376,11 @@ SOFTMAX_ONLY_LOSSES = (*REBALANCING_LOSSES, "ce")  # losses over a softmax: one 
 
 
 def recipe_task_conflict(m: ModelConfig, task: str) -> str | None:
-    """Why a variant's keys do not fit the competition's task (None when they do): the task is known
-    only with the competition config, so this is checked when a job is built, not at load."""
+    """Why a variant's keys do not fit the competition's task (None when they do): checked when the variant
+    is loaded with its competition config (and again when a job is built)."""
+    if task == "multi-class" and m.loss == "bce":
+        return ("key 'loss': \"bce\" is a per-label sigmoid loss for multi-label; its logits are not softmax logits, so "
+                "calibrate and blend would refuse the OOF; use \"ce\" (or \"focal\", \"logit_adjusted\", \"balanced_softmax\", \"ldam\")")
     if task != "multi-label":
         return None
     if m.loss in SOFTMAX_ONLY_LOSSES:
@@ -456,6 +459,9 @@ def load_model(name: str, cfg: CompetitionConfig) -> ModelConfig:
     problem = input_size_problem(mcfg)
     if problem:
         raise KitError(f"{path}: {problem}")
+    problem = recipe_task_conflict(mcfg, cfg.task)
+    if problem:
+        raise KitError(f"{path}: {problem} ({cfg.source_file or 'the competition config'} is {cfg.task})")
     return mcfg
 
 

@@ -9,6 +9,7 @@ not an archive) into one line naming the file.
 
 from __future__ import annotations
 
+import csv
 import errno
 import glob
 import io
@@ -174,6 +175,7 @@ def read_csv(path: str | Path, id_column: str, remedy: str, text_columns: list[s
     text = read_text(path, remedy)
     if not text.strip():
         raise KitError(f"{path}: file is empty; {remedy}")
+    _check_not_cut(text, path)
     try:
         dtypes = {c: str for c in [id_column, *(text_columns or [])] if c}
         frame = pd.read_csv(io.StringIO(text), dtype=dtypes, keep_default_na=False, na_values=[""])
@@ -188,6 +190,24 @@ def read_csv(path: str | Path, id_column: str, remedy: str, text_columns: list[s
             raise KitError(f"{path}: row {int(np.flatnonzero(empty)[0]) + 2} has an empty {id_column}")
         frame[id_column] = ids.astype(str)
     return frame
+
+
+def _check_not_cut(text: str, path: Path) -> None:
+    """A CSV whose last line has fewer fields than the header and no line end was cut off (an interrupted download
+    or copy): say so, rather than let its empty cells be blamed on the config."""
+    if text.endswith(("\n", "\r")):
+        return
+    lines = text.splitlines()
+    if len(lines) < 2:
+        return
+    try:
+        header, last = next(csv.reader([lines[0]])), next(csv.reader([lines[-1]]))
+    except (csv.Error, StopIteration):
+        return
+    if len(last) < len(header) or (len(last) == len(header) > 1 and last[-1] == ""):
+        fields = f"{len(last)} of the header's {len(header)} fields" + (", the last empty," if len(last) == len(header) else "")
+        raise KitError(f"{path}: the last line (line {len(lines)}) has {fields} and no line end: "
+                       "the file looks cut off (an interrupted download or copy); get the whole file again")
 
 
 def read_npz(path: str | Path, remedy: str, keys: list[str] | None = None) -> dict[str, np.ndarray]:

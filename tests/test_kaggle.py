@@ -71,6 +71,7 @@ class FakeKaggle:
         self.faults: dict[str, list[str]] = {}  # call name (e.g. "CreateSubmission") -> fault modes, one per request
         self.release = threading.Event()  # a stalled request waits for this (set when the test ends)
         self.headers: dict[str, str] = {}  # of the request being answered, for the "echo" fault
+        self.date_offset = 0.0  # seconds added to the dates Kaggle gives submissions (its clock against this machine's)
         self.before: dict[str, object] = {}  # call name -> a function run when its request arrives (a race staged by a test)
 
     def fail(self, call: str, *modes: str) -> None:
@@ -94,6 +95,8 @@ class FakeKaggle:
             return 429, {"code": 429, "message": "Too many requests"}, {"Retry-After": "0"}
         if mode == "5xx":
             return 503, {"code": 503, "message": "backend unavailable"}, {}
+        if mode == "503-retry-after":  # come back in 100 s
+            return 503, {"code": 503, "message": "backend unavailable"}, {"Retry-After": "100"}
         if mode == "echo":  # a server error page that repeats the request's Authorization header
             return 400, {"code": 400, "message": f"bad request; Authorization: {self.headers.get('Authorization', '')}"}, {}
         if mode == "echo-error":  # a scored submission whose error description repeats the Authorization header
@@ -125,7 +128,7 @@ class FakeKaggle:
             ref, self.next_ref = self.next_ref, self.next_ref + 1
             start = next(json.loads(r["body"]) for r in reversed(self.requests) if r["path"] == f"{API}/StartSubmissionUpload")
             self.submissions[ref] = {"ref": ref, "fileName": start["fileName"], "description": request.get("submissionDescription", ""),
-                                     "date": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()), "status": "PENDING"}
+                                     "date": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(time.time() + self.date_offset)), "status": "PENDING"}
             return 200, {"message": "Successfully submitted to fake competition", "ref": ref}, {}
         if method == "POST" and path == f"{API}/GetSubmission":
             ref = json.loads(body)["ref"]
@@ -155,7 +158,7 @@ def _handler(state: FakeKaggle):
         def _handle(self, method: str) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
-            state.requests.append({"method": method, "path": self.path, "headers": dict(self.headers), "body": body})
+            state.requests.append({"method": method, "path": self.path, "headers": dict(self.headers), "body": body, "at": time.monotonic()})
             state.headers = dict(self.headers)
             status, payload, headers = state.answer(method, self.path, body)
             data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
@@ -710,7 +713,7 @@ def test_a_file_replaced_after_the_check_is_never_sent(tmp_path, fake_kaggle, re
     checked = good.read_bytes()
     other = replacement(good.read_text())
     fake_kaggle.before[moment] = lambda: good.write_text(other)
-    result = _kit(tmp_path, config, "submit", str(good), "-m", "swapped", fake=fake_kaggle)
+    result = _kit(tmp_path, config, "submit", str(good), "-m", "swapped", fake=fake_kaggle, timeout=300)
     assert result.returncode == 0, result.stderr
     assert good.read_text() == other  # the race really happened
     start = next(json.loads(r["body"]) for r in fake_kaggle.requests if r["path"].endswith("StartSubmissionUpload"))
@@ -767,7 +770,7 @@ def test_an_echoed_credential_is_masked_wherever_the_package_read_it(tmp_path, f
     fake_kaggle.fail("GetSubmission", "echo-error")  # the scored submission's error description repeats the header
     fake_kaggle.pending_answers = 0
     command = [sys.executable, "-c", LAUNCHER, "--config", str(config), "submit", str(good), "-m", "echo", "--wait"]
-    waited = subprocess.run(command, capture_output=True, text=True, env=env, timeout=90, cwd=tmp_path)
+    waited = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
     assert waited.returncode == 1, waited.stderr
     echoed = fake_kaggle.requests[-1]["headers"]["Authorization"]
     assert echoed.split()[1] not in waited.stderr and "Authorization: " in waited.stderr and "***" in waited.stderr
@@ -777,6 +780,85 @@ def test_an_echoed_credential_is_masked_wherever_the_package_read_it(tmp_path, f
     other.write_text(good.read_text().replace("t1,1,0,0", "t1,0,1,0"))
     fake_kaggle.fail("StartSubmissionUpload", "echo")  # a refusal whose text repeats the header
     command = [sys.executable, "-c", LAUNCHER, "--config", str(config), "submit", str(other), "-m", "echo 2"]
-    refused = subprocess.run(command, capture_output=True, text=True, env=env, timeout=90, cwd=tmp_path)
+    refused = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
     assert_one_line_error(refused.returncode, refused.stderr, "HTTP 400", "Authorization: ", "***")
     _never_leaks(tmp_path, waited.stdout, waited.stderr, refused.stdout, refused.stderr)
+
+
+# Reconciliation (issue 28, class 5): clocks that differ, a SENDING row left by a kill, a refresh that must end.
+
+@pytest.mark.parametrize("offset", [-300, -3600, 3600])  # this machine's clock 5 min or an hour ahead of Kaggle's, or an hour behind
+def test_a_lost_answer_is_found_on_kaggle_whatever_the_clocks_say(tmp_path, fake_kaggle, offset):
+    config, good = _setup(tmp_path)
+    fake_kaggle.date_offset = offset
+    fake_kaggle.fail("CreateSubmission", "created-then-502")
+    first = _kit(tmp_path, config, "submit", str(good), "-m", "skewed", fake=fake_kaggle, timeout=300)
+    assert first.returncode == 1 and "may have been submitted" in first.stderr, first.stderr
+    later = _kit(tmp_path, config, "submissions", fake=fake_kaggle, timeout=300)
+    assert later.returncode == 0, later.stderr
+    assert "is on Kaggle as ref 4242" in later.stdout and "asking Kaggle for the latest submissions" in later.stdout
+    row = read_ledger(good.parent / "ledger.csv").iloc[0]
+    assert row["ref"] == "4242" and row["status"] != "NOT_FOUND"
+    again = _kit(tmp_path, config, "submit", str(good), "-m", "skewed", fake=fake_kaggle, timeout=300)
+    assert_one_line_error(again.returncode, again.stderr, "already sent to 'fake-comp' as ref 4242")
+    assert [c[1] for c in fake_kaggle.calls()].count(f"{API}/CreateSubmission") == 1  # no duplicate
+
+
+def test_two_submissions_of_one_name_and_message_far_from_the_rows_time_are_ambiguous_not_not_found(tmp_path, fake_kaggle):
+    config, good = _setup(tmp_path)
+    fake_kaggle.date_offset = -3 * 3600  # three hours from the row's time: the time cannot tell
+    for ref in (100, 101):
+        fake_kaggle.submissions[ref] = {"ref": ref, "fileName": "good.csv", "description": "same words", "status": "COMPLETE",
+                                        "date": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(time.time() - 3 * 3600))}
+    ledger = good.parent / "ledger.csv"
+    append_entry(ledger, {**new_entry(good, file_sha256(good), "same words", "fake-comp", PROVENANCE), "status": "UNKNOWN",
+                          "error_description": "lost"})
+    later = _kit(tmp_path, config, "submissions", fake=fake_kaggle, timeout=300)
+    assert later.returncode == 0, later.stderr
+    assert "ambiguous" in later.stdout and "100, 101" in later.stdout
+    row = read_ledger(ledger).iloc[0]
+    assert row["status"] == "UNKNOWN" and row["ref"] == "" and "ambiguous" in row["error_description"]
+    again = _kit(tmp_path, config, "submit", str(good), "-m", "same words", fake=fake_kaggle, timeout=300)
+    assert_one_line_error(again.returncode, again.stderr, "may already be on 'fake-comp'")
+
+
+def test_a_sending_row_left_by_a_kill_before_any_request_is_resolved(tmp_path, fake_kaggle):
+    config, good = _setup(tmp_path)
+    fake_kaggle.fail("GetSubmissionLimits", "stall")
+    command = [sys.executable, "-c", LAUNCHER, "--config", str(config), "submit", str(good), "-m", "killed"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(tmp_path, fake_kaggle), cwd=tmp_path)
+    deadline = time.monotonic() + 240
+    while ("POST", f"{API}/GetSubmissionLimits") not in fake_kaggle.calls() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.kill()  # SIGKILL: no clean-up runs, the SENDING row stays
+    process.communicate(timeout=30)
+    ledger = good.parent / "ledger.csv"
+    row = read_ledger(ledger).iloc[0]
+    assert row["status"] == "SENDING" and f"pid {process.pid}" in row["error_description"]
+    refused = _kit(tmp_path, config, "submit", str(good), "-m", "killed", fake=fake_kaggle, timeout=300)
+    assert_one_line_error(refused.returncode, refused.stderr, "were being sent", "kit submissions")
+    fake_kaggle.release.set()
+    later = _kit(tmp_path, config, "submissions", fake=fake_kaggle, timeout=300)
+    assert later.returncode == 0 and "it was not created" in later.stdout, later.stdout
+    assert read_ledger(ledger)["status"].tolist() == ["NOT_FOUND"]
+    again = _kit(tmp_path, config, "submit", str(good), "-m", "killed", fake=fake_kaggle, timeout=300)  # no --force needed
+    assert again.returncode == 0, again.stderr
+    assert read_ledger(ledger)["status"].tolist() == ["NOT_FOUND", "PENDING"]
+
+
+@pytest.mark.parametrize("fault", ["stall", "503-retry-after"])
+def test_submissions_timeout_bounds_the_refresh_and_says_what_it_waits_for(tmp_path, fake_kaggle, capsys, fault):
+    config, good = _setup(tmp_path)
+    ledger = good.parent / "ledger.csv"
+    append_entry(ledger, {**new_entry(good, file_sha256(good), "m", "fake-comp", PROVENANCE), "status": "UNKNOWN"})
+    fake_kaggle.fail("ListSubmissions", *[fault] * 5)
+    result = _kit(tmp_path, config, "submissions", "--timeout", "15", fake=fake_kaggle, timeout=180)  # connecting counts: a loaded machine
+    took = time.monotonic() - next(r["at"] for r in fake_kaggle.requests if r["path"].endswith("ListSubmissions"))
+    assert result.returncode == 0, result.stderr
+    out = " ".join(result.stdout.split())
+    assert "gives up after 15 s; --timeout" in out and "asking Kaggle for the latest submissions" in out
+    assert "not refreshed from Kaggle" in out and "Traceback" not in result.stderr
+    assert took < 35, took  # from the first list request to the end: at most 15 s and the table, never the 100 s Retry-After nor a 60 s read
+    assert read_ledger(ledger)["status"].tolist() == ["UNKNOWN"]
+    code, _, err = run_kit(["--config", config, "submissions", "--timeout", "0"], capsys)
+    assert_one_line_error(code, err, "--timeout 0", "more than 0")

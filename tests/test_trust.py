@@ -235,3 +235,249 @@ def test_a_name_read_from_a_variant_file_passes_the_name_check(tmp_path, value):
     with pytest.raises(KitError) as info:
         load_model("second", cfg)
     assert "pseudo_label_from" in str(info.value) and str(tmp_path / "models" / "second.toml") in str(info.value)
+
+
+# Reconciliation's matching, without a server: file name and message first, time to break ties.
+
+def _row(row_id: str, time: str, file: str = "sub/a.csv", message: str = "m") -> dict:
+    return {"row_id": row_id, "time": time, "file": file, "message": message}
+
+
+def _remote(ref: int, date: str, name: str = "a.csv", message: str = "m"):
+    return client.RemoteSubmission(ref=ref, status="COMPLETE", file_name=name, description=message, date=date)
+
+
+def test_reconcile_matches_by_name_and_message_whatever_the_clock():
+    from kit.leaderboard.reconcile import reconcile
+
+    rows = [_row("r1", "2026-01-01T10:05:00+00:00")]
+    for date in ("2026-01-01T10:00:00", "2026-01-01T07:00:00", "2026-01-01T14:00:00"):  # 5 min, 3 h, 4 h of skew
+        assert reconcile(rows, [_remote(7, date)])["r1"].found.ref == 7
+    assert reconcile(rows, [_remote(7, "2025-12-29T10:00:00")])["r1"].kind == "absent"  # days before: another submission
+    assert reconcile(rows, [_remote(7, "2026-01-01T10:00:00", message="other")])["r1"].kind == "absent"
+    assert reconcile(rows, [_remote(7, "2026-01-01T10:00:00", name="b.csv")])["r1"].kind == "absent"
+
+
+def test_reconcile_breaks_ties_by_time_and_says_ambiguous_when_it_cannot():
+    from kit.leaderboard.reconcile import reconcile
+
+    row = [_row("r1", "2026-01-01T10:00:00+00:00")]
+    near_and_far = [_remote(7, "2026-01-01T10:03:00"), _remote(8, "2026-01-01T05:00:00")]
+    assert reconcile(row, near_and_far)["r1"].found.ref == 7
+    far = [_remote(7, "2026-01-01T06:00:00"), _remote(8, "2026-01-01T05:00:00")]
+    verdict = reconcile(row, far)["r1"]
+    assert verdict.kind == "ambiguous" and [s.ref for s in verdict.candidates] == [7, 8]
+    two_rows = [_row("r1", "2026-01-01T10:00:00+00:00"), _row("r2", "2026-01-01T10:01:00+00:00")]
+    paired = reconcile(two_rows, [_remote(9, "2026-01-01T09:56:00"), _remote(8, "2026-01-01T09:55:00")])
+    assert (paired["r1"].found.ref, paired["r2"].found.ref) == (8, 9)  # in order
+    one_for_two = reconcile(two_rows, [_remote(8, "2026-01-01T10:00:30")])
+    assert one_for_two["r1"].kind == one_for_two["r2"].kind == "ambiguous"  # both near it: which one was created?
+
+
+def test_a_sending_row_is_still_sending_only_while_its_process_lives():
+    import datetime as dt
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from kit.leaderboard.reconcile import sender_tag, still_sending
+
+    now = dt.datetime.now(dt.UTC)
+    assert still_sending(sender_tag(), now, now)  # this process
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    assert not still_sending(f"being sent by pid {gone} on {socket.gethostname()}", now, now)
+    other_host = f"being sent by pid {os.getpid()} on another-machine"
+    assert still_sending(other_host, now, now) and not still_sending(other_host, now - dt.timedelta(hours=2), now)
+    assert not still_sending("", now - dt.timedelta(hours=2), now)  # an older kit's row, hours old
+
+
+# One true line (issue 28, class 6): each class of bad input the audit met, through the CLI.
+
+def _competition(tmp_path, models: dict[str, dict] | None = None):
+    """A tiny competition (10 train rows) with its runs/ and models/ folders, and its CLI config."""
+    from tests.conftest import layout_toml, make_layout, model_toml
+
+    cfg = make_layout(tmp_path, ["A", "B", "C"] * 3 + ["A"], ["t1", "t2"])
+    config = layout_toml(tmp_path, cfg)
+    config.write_text(config.read_text().replace("[kaggle]", f'runs = "{tmp_path / "runs"}"\nmodels = "{tmp_path / "models"}"\n[kaggle]'))
+    (tmp_path / "models").mkdir()
+    for name, keys in (models or {}).items():
+        (tmp_path / "models" / f"{name}.toml").write_text(model_toml(keys))
+    return cfg, config
+
+
+def _blend_json(path, **changes):
+    import json
+
+    row = {"key": "equal + bayes", "nested_cv": -1.2, "se": 0.1, "per_fold": [-1.1, -1.3], "delta_to_best": 0.0, "delta_se": 0.0}
+    meta = {"variants": ["v"], "weights": {"v": 1.0}, "weighting": "equal", "decision_rule": "bayes", "selection": "one_se",
+            "nested_cv_score": -1.2, "nested_cv_se": 0.1, "trivial_baseline": -4.0, "nested_cv_table": [row], **changes}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({k: v for k, v in meta.items() if v is not None}))
+
+
+@pytest.mark.parametrize("public, note", [("abc", "'abc'"), ("-1,25", "decimal comma")])
+def test_report_draws_only_numeric_scores_and_says_which_row_is_not(tmp_path, capsys, public, note):
+    from kit.leaderboard.ledger import append_entry, new_entry
+    from tests.conftest import run_kit
+
+    cfg, config = _competition(tmp_path)
+    _blend_json(cfg.paths.submissions / "b1.json")
+    ledger = cfg.paths.submissions / "ledger.csv"
+    for k, score in enumerate(["-1.3", public]):
+        entry = new_entry(cfg.paths.submissions / f"s{k}.csv", f"sha{k}", "m", "fake-comp", {"nested_cv_score": -1.2})
+        append_entry(ledger, {**entry, "ref": str(k), "status": "COMPLETE", "public_score": score})
+    code, out, err = run_kit(["--config", config, "report"], capsys)
+    assert code == 0, err
+    html = (cfg.paths.submissions / "report.html").read_text()
+    assert "1 ledger rows have a score that is not a number" in html and note in html.replace("&#x27;", "'")
+
+
+@pytest.mark.parametrize("damage, needle", [
+    ("calibration-cut", "not valid JSON"), ("provenance-no-key", "no key 'weighting'"),
+])
+def test_report_on_a_broken_json_is_one_line(tmp_path, capsys, damage, needle):
+    from tests.conftest import assert_one_line_error, run_kit
+
+    cfg, config = _competition(tmp_path)
+    if damage == "calibration-cut":
+        path = cfg.paths.oof / "v.calibration.json"
+        path.parent.mkdir(parents=True)
+        path.write_text('{"target": "v", "rows": [{"key": "ba')
+    else:
+        path = cfg.paths.submissions / "b1.json"
+        _blend_json(path, weighting=None)
+    code, _, err = run_kit(["--config", config, "report"], capsys)
+    assert_one_line_error(code, err, str(path), needle)
+    assert not (cfg.paths.submissions / "report.html").exists()
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**32), "1.5"])
+def test_a_folds_seed_numpy_cannot_take_is_refused_at_load(tmp_path, capsys, seed):
+    from tests.conftest import assert_one_line_error, run_kit
+
+    cfg, config = _competition(tmp_path)
+    config.write_text(config.read_text().replace("[folds]\n", f"[folds]\nseed = {seed}\n"))
+    code, _, err = run_kit(["--config", config, "folds"], capsys)
+    assert_one_line_error(code, err, str(config), "folds.seed")
+    assert not cfg.folds.path.exists()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["train", "--fold", "²"], "--fold '²'"), (["train", "--fold", "-1"], "--fold '-1'"),
+    (["doctor", "--memory-gb", "nan"], "--memory-gb nan"), (["doctor", "--memory-gb", "inf"], "--memory-gb inf"),
+    (["plan", "--hours", "nan"], "--hours nan"), (["plan", "--hours", "inf"], "--hours inf"),
+    (["dashboard", "--port", "99999"], "--port 99999"), (["dashboard", "--port", "0"], "--port 0"),
+    (["calibrate", "--variant", "a", "--oof", "b.npz"], "not both"),
+])
+def test_an_option_out_of_its_range_is_one_line(tmp_path, capsys, args, needle):
+    import json
+
+    from kit.config import doctor_report_path, load_competition
+    from tests.conftest import assert_one_line_error, run_kit
+
+    cfg, config = _competition(tmp_path)
+    row = {"epochs": 1, "batch_size": 2, "epoch_images_per_s": 10.0, "inference_images_per_s": 10.0}
+    path = doctor_report_path(load_competition(config))
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"variants": {"v": row}, "data": {"n_train": 10, "n_test": 2, "n_folds": 5}}))
+    code, _, err = run_kit(["--config", config, *args], capsys)
+    assert_one_line_error(code, err, needle)
+
+
+@pytest.mark.parametrize("change, needle", [
+    ({"epoch_images_per_s": None}, "no key 'epoch_images_per_s'"), ({"inference_images_per_s": 0}, "inference_images_per_s = 0"),
+    ({"batch_size": 1.5}, "batch_size = 1.5"), ({"epochs": "two"}, "epochs = 'two'"), ({"max_train_images": -3}, "max_train_images = -3"),
+])
+def test_plan_on_a_doctor_report_it_cannot_use_is_one_line(tmp_path, capsys, change, needle):
+    import json
+
+    from kit.config import doctor_report_path, load_competition
+    from tests.conftest import assert_one_line_error, run_kit
+
+    cfg, config = _competition(tmp_path)
+    row = {"epochs": 1, "batch_size": 2, "epoch_images_per_s": 10.0, "inference_images_per_s": 10.0, **change}
+    path = doctor_report_path(load_competition(config))
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"variants": {"v": {k: v for k, v in row.items() if v is not None}},
+                                "data": {"n_train": 10, "n_test": 2, "n_folds": 5}}))
+    code, _, err = run_kit(["--config", config, "plan"], capsys)
+    assert_one_line_error(code, err, str(path), "'v'", needle, "kit doctor")
+
+
+def test_a_dashboard_on_a_busy_port_says_so(tmp_path, capsys):
+    import socket
+
+    from tests.conftest import assert_one_line_error, run_kit
+
+    cfg, config = _competition(tmp_path)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        code, _, err = run_kit(["--config", config, "dashboard", "--port", str(port)], capsys)
+    assert_one_line_error(code, err, f"--port {port}", "already in use", "another --port")
+    assert "permissions" not in err
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (lambda lines: lines[:2] + ["tr001,0,,0"] + lines[3:], "row 3, class column 'B' holds an empty cell"),
+    (lambda lines: lines[:2] + ["tr001,0,yes,0"] + lines[3:], "row 3, class column 'B' holds 'yes'"),
+    (lambda lines: lines[:2] + ["tr001,0,0.5,0"] + lines[3:], "holds '0.5', not 0 or 1"),
+])
+def test_a_bad_cell_in_a_class_column_is_named_as_a_cell(tmp_path, capsys, edit, needle):
+    from tests.conftest import assert_one_line_error, run_kit
+
+    cfg, config = _competition(tmp_path)
+    train = cfg.data.dir / "train.csv"
+    train.write_text("\n".join(edit(train.read_text().splitlines())) + "\n")
+    code, _, err = run_kit(["--config", config, "folds"], capsys)
+    assert_one_line_error(code, err, str(train), needle, "0 or 1")
+    assert "patient" not in err and "np.float64" not in err
+
+
+@pytest.mark.parametrize("cut", [3, 1, 0])  # bytes kept of the last row's text: mid-id, mid-row, right after a comma
+def test_a_csv_cut_mid_row_is_said_to_be_cut(tmp_path, capsys, cut):
+    from tests.conftest import assert_one_line_error, run_kit
+
+    cfg, config = _competition(tmp_path)
+    train = cfg.data.dir / "train.csv"
+    text = train.read_text()
+    last = text.rstrip("\n").rsplit("\n", 1)[1]
+    keep = {3: last[:3], 1: last[: last.index(",") + 3], 0: last[: last.rindex(",") + 1]}[cut]
+    train.write_text(text.rstrip("\n").rsplit("\n", 1)[0] + "\n" + keep)
+    code, _, err = run_kit(["--config", config, "folds"], capsys)
+    assert_one_line_error(code, err, str(train), "cut off", "get the whole file again")
+    assert "competition.toml" not in err
+
+
+def test_bce_on_a_multi_class_task_is_refused_when_the_variant_is_loaded(tmp_path, capsys):
+    from tests.conftest import TINY_VARIANT, assert_one_line_error, run_kit
+
+    cfg, config = _competition(tmp_path, {"sig": {**TINY_VARIANT, "loss": "bce"}})
+    code, _, err = run_kit(["--config", config, "train", "--variant", "sig"], capsys)
+    assert_one_line_error(code, err, str(tmp_path / "models" / "sig.toml"), "key 'loss'", "multi-class", '"ce"')
+    assert not (tmp_path / "runs").exists() and not cfg.folds.path.exists()
+
+
+@pytest.mark.parametrize("command, advice", [
+    ("blend", "run `kit blend` again"), ("calibrate", "run `kit calibrate` again"), ("submissions", "run `kit submissions` again"),
+    ("train", "`kit train --resume` continues training"),
+])
+def test_ctrl_c_advice_is_the_commands_own(monkeypatch, capsys, command, advice):
+    import sys
+
+    from kit import cli
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "app", interrupted)
+    monkeypatch.setattr(sys, "argv", ["kit", "--config", "c.toml", command])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 130 and advice in err and len(err.strip().splitlines()) == 1
+    if command != "train":
+        assert "--resume" not in err

@@ -249,6 +249,11 @@ def send(api, file: Path, data: bytes, message: str, slug: str) -> tuple[int, st
         with requests.Session() as session:  # no credentials: the upload address is a signed URL
             answer = _with_timeouts(session, api.kit_deadline).put(upload.create_url, data=data)
         failed = "" if answer.status_code in (200, 201) else f"HTTP {answer.status_code}"
+    except requests.Timeout as exc:
+        left = api.kit_deadline.left()
+        failed = f"{type(exc).__name__}: no answer in time" + ("" if left is None else f", --timeout {api.kit_deadline.seconds:g} s")
+        raise KitError(f"{file}: {UPLOAD_FAILED} ({failed}), so nothing was submitted; try again later, "
+                       "or give a larger --timeout (a large file on a slow line needs longer)") from None
     except requests.RequestException as exc:
         failed = type(exc).__name__
     if failed:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from kit.decision.metrics import build_metric
 from kit.decision.names import degenerate_notes, display_name
 from kit.errors import KitError, scrub_secrets
 from kit.files import write_text
-from kit.leaderboard.ledger import ledger_path, read_ledger
+from kit.leaderboard.ledger import ledger_path, number, read_ledger
 from kit.owned import check_output
 
 REPORT_NAME = "report.html"
@@ -70,7 +69,8 @@ def report(cfg: CompetitionConfig, out: Path | None = None, console: Console | N
 
 def _target(cfg: CompetitionConfig, path: Path) -> dict[str, Any]:
     """One calibration report, with whether it still belongs to the OOF beside it."""
-    data = json.loads(path.read_text())
+    data = read_meta(path) or {}
+    _require_keys(data, CALIBRATION_KEYS, path, "kit calibrate")
     name = data.get("target", path.name.removesuffix(".calibration.json"))
     oof_path = path.with_name(f"{name}.npz")
     data["oof_path"] = oof_path
@@ -89,8 +89,22 @@ def _is_blend(path: Path) -> bool:
 
 def _blend(path: Path) -> dict[str, Any]:
     meta = read_meta(path) or {}
+    _require_keys(meta, BLEND_KEYS, path, f"kit blend --name {path.stem}")
     meta["name"] = path.stem
     return meta
+
+
+CALIBRATION_KEYS = ("rows", "chosen", "chosen_nested_cv", "trivial_baseline", "best", "in_sample", "selection",
+                    "temperature", "alpha", "task")
+BLEND_KEYS = ("weighting", "decision_rule", "nested_cv_score", "nested_cv_se", "trivial_baseline", "nested_cv_table", "selection")
+
+
+def _require_keys(meta: dict, keys: tuple[str, ...], path: Path, stage: str) -> None:
+    """One line for a report JSON that lacks a key the report reads (cut short, hand-edited, an older kit's)."""
+    missing = [k for k in keys if k not in meta]
+    if missing:
+        raise KitError(f"{path}: no key {missing[0]!r} (written by another kit version, or edited?); run `{stage}` again, "
+                       "or move the file away")
 
 
 def _overview(targets: list[dict], blends: list[dict]) -> list[str]:
@@ -213,15 +227,26 @@ def _blend_tables(blends: list[dict]) -> list[str]:
 def _ledger(ledger) -> list[str]:
     """Public leaderboard score against the nested-CV score of every scored submission."""
     lines = ["<h2>Leaderboard vs nested CV (submissions/ledger.csv)</h2>"]
-    scored = ledger[(ledger["public_score"] != "") & (ledger["nested_cv_score"] != "")]
+    given = ledger[(ledger["public_score"] != "") & (ledger["nested_cv_score"] != "")]
+    readable = np.array([number(p) is not None and number(c) is not None for p, c in zip(given["public_score"], given["nested_cv_score"])],
+                        dtype=bool)
+    scored = given[readable] if len(given) else given
+    notes = []
+    if len(given) and not readable.all():
+        first = given[~readable].iloc[0]
+        bad = first["public_score"] if number(first["public_score"]) is None else first["nested_cv_score"]
+        comma = " (a decimal comma? the ledger writes numbers with '.')" if "," in str(bad) else ""
+        notes.append(f"<p class='note'>{int((~readable).sum())} ledger rows have a score that is not a number, e.g. {_e(repr(bad))} "
+                     f"({_e(Path(first['file']).name)}){_e(comma)}: not drawn</p>")
     if scored.empty:
-        return lines + ["<p class='sub'>no scored submission in the ledger yet: `kit submit` records each one, "
-                        "`kit submissions` fetches their public scores.</p>"]
+        return lines + notes + ["<p class='sub'>no scored submission in the ledger yet: `kit submit` records each one, "
+                                "`kit submissions` fetches their public scores.</p>"]
     import matplotlib.pyplot as plt
 
-    cv = scored["nested_cv_score"].astype(float).to_numpy()
-    se = np.nan_to_num(_floats(scored["nested_cv_se"]))
-    public = scored["public_score"].astype(float).to_numpy()
+    cv = np.array([number(x) for x in scored["nested_cv_score"]], dtype=np.float64)
+    se = np.array([number(x) if number(x) is not None else 0.0 for x in scored["nested_cv_se"]], dtype=np.float64)
+    public = np.array([number(x) for x in scored["public_score"]], dtype=np.float64)
+    lines += notes
     fig, ax = plt.subplots(figsize=(6, 5))
     ax.errorbar(cv, public, xerr=se, fmt="o", capsize=3)
     lo, hi = min(cv.min(), public.min()), max(cv.max(), public.max())
@@ -237,10 +262,6 @@ def _ledger(ledger) -> list[str]:
         lines.append(f"<tr><td>{_e(Path(r['file']).name)}</td><td>{_e(r['time'])}</td><td>{_e(r['nested_cv_score'])}</td>"
                      f"<td>{_e(r['public_score'])}</td><td>{_e(r['trivial_baseline'])}</td></tr>")
     return lines + ["</table>"]
-
-
-def _floats(column) -> np.ndarray:
-    return np.array([float(x) if x not in ("", None) else np.nan for x in column])
 
 
 def _score_figure(labels: list[str], rows: list[dict], chosen: str, keys: list[str], trivial: float | None = None) -> str:
