@@ -2,8 +2,9 @@
 paths) passes before anything is written, so that no command replaces what another stage wrote (the ledger,
 an OOF, a calibration, a provenance JSON, the studies database, the folds file, the data) or writes into a folder.
 
-`owner_of` answers from the config's own paths and the kit's file names; when one module owns every
-artifact path, `owner_of` asks it instead and nothing else changes.
+`owner_of` asks kit.paths (the one module that spells every artifact path) which stage owns a path, and adds
+what kit.paths does not own: the config, the data, the cache, the variant configs, and files named like
+another stage's outside the config's folders.
 """
 
 from __future__ import annotations
@@ -32,51 +33,43 @@ def studies_file(cfg: CompetitionConfig) -> Path | None:
     return Path(url.removeprefix(SQLITE_PREFIX)) if url.startswith(SQLITE_PREFIX) else None
 
 
-def owner_of(path: str | Path, cfg: CompetitionConfig | None) -> str | None:
-    """What `path` is when a command must not write it (None when it may): a folder, or a file another stage
-    owns, by the config's paths (the ledger, folds file, studies, the config, what lies under paths.oof,
-    paths.runs, paths.cache, paths.models and data.dir, a submission and its provenance) or by its name."""
+def owner_of(path: str | Path, cfg: CompetitionConfig | None, stage: str = "") -> str | None:
+    """What `path` is when `stage` (e.g. "kit report") must not write it (None when it may): a folder, an artifact
+    another stage owns (kit.paths.owned_by_another: the ledger, OOF files and their JSON, calibrations, decisions,
+    submissions and their provenance, the studies, the folds file), the config, a file under data.dir, paths.cache
+    or paths.models, or a file named like another stage's wherever it lies."""
     path = Path(path)
     if path.is_dir():
         return "a folder"
     target = _resolved(path)
     name = path.name.lower()
     if cfg is not None:
-        from kit.leaderboard.ledger import ledger_path
+        from kit.paths import owned_by_another
 
-        files = {
-            _resolved(ledger_path(cfg.paths.submissions)): "the ledger of submissions (kit submit)",
-            _resolved(Path(cfg.folds.path)): "the folds file (kit folds)",
-        }
-        if cfg.source_file is not None:
-            files[_resolved(Path(cfg.source_file))] = "the competition config"
-        studies = studies_file(cfg)
-        if studies is not None:
-            files[_resolved(studies)] = "the Optuna studies database (calibrate.storage)"
-        if target in files:
-            return files[target]
-        folders = ((cfg.paths.oof, "paths.oof (OOF files, calibrations, decisions)"), (cfg.paths.runs, "paths.runs (kit train's runs)"),
-                   (cfg.paths.cache, "paths.cache (the image cache)"), (cfg.paths.models, "paths.models (the variant configs)"),
+        artifact = owned_by_another(path, cfg, stage)
+        if artifact is not None:
+            return str(artifact)
+        if cfg.source_file is not None and target == _resolved(Path(cfg.source_file)):
+            return "the competition config"
+        folders = ((cfg.paths.cache, "paths.cache (the image cache)"), (cfg.paths.models, "paths.models (the variant configs)"),
                    (cfg.data.dir, "data.dir (the competition's data)"))
         for folder, what in folders:
             if target.is_relative_to(_resolved(Path(folder))):
                 return f"a file in {what}"
-        if target.parent == _resolved(Path(cfg.paths.submissions)) and path.exists() and name.endswith((".csv", ".json", ".png")):
-            return "a file of paths.submissions (a submission, its provenance or a picture)"
     if name == "ledger.csv":
-        return "a ledger of submissions (kit submit)"
+        return "a ledger of submissions (written by `kit submit`)"
     for suffix, what in OWNED_SUFFIXES.items():
         if name.endswith(suffix):
             return what
     return None
 
 
-def check_output(path: str | Path, what: str, cfg: CompetitionConfig | None, *, suffixes: tuple[str, ...] = (),
+def check_output(path: str | Path, what: str, cfg: CompetitionConfig | None, *, stage: str, suffixes: tuple[str, ...] = (),
                  example: str = "") -> Path:
-    """`path` when a command may write it; else one KitError line saying what it is and what to give instead."""
+    """`path` when `stage` may write it; else one KitError line saying what it is and what to give instead."""
     path = Path(path)
     instead = f"; give another file{f', e.g. {example}' if example else ''}"
-    owner = owner_of(path, cfg)
+    owner = owner_of(path, cfg, stage)
     if owner == "a folder":
         raise KitError(f"{what} {path}: is a folder; give a file name{f', e.g. {example}' if example else ''}")
     if owner is not None:

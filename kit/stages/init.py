@@ -22,6 +22,7 @@ from kit.data.sources import open_source
 from kit.errors import KitError
 from kit.files import write_text
 from kit.owned import check_output
+from kit.paths import studies_url
 
 MAX_FOLDS = 5
 DEFAULT_VARIANTS = ("convnext_tiny_224", "convnext_tiny_256", "efficientnet_b0_256")
@@ -46,7 +47,7 @@ def init(
     if output.exists() and not force:
         raise KitError(f"{output}: exists; pass --output another path, or --force to replace it")
     cfg = CompetitionConfig(task=layout.task, data=DataConfig(source="kaggle", dir=Path(data_dir), **layout.data))
-    check_output(output, "--output", cfg, suffixes=(".toml",), example=f"configs/{name}.toml")
+    check_output(output, "--output", cfg, stage="kit init", suffixes=(".toml",), example=f"configs/{name}.toml")
     cfg = cfg.model_copy(update={"source_file": output})
     source = open_source(cfg)  # the reader `kit folds` uses: the keys work before they are written
     n_folds, fold_why = _fold_count(source.train.labels, source.train.groups, source.classes)
@@ -133,7 +134,7 @@ seed = 42
 path = "folds/{name}.csv"
 
 [calibrate]
-storage = "sqlite:///oof/{name}/optuna.db"
+storage = "{studies_url(f"oof/{name}")}"
 
 [paths]
 oof = "oof/{name}"
