@@ -191,7 +191,7 @@ class MetricConfig(_Strict):
 
 class FoldsConfig(_Strict):
     n_folds: int = Field(5, ge=2)
-    seed: int = 42
+    seed: int = Field(42, ge=0, le=2**32 - 1)  # the fold splitter's seed (numpy takes 0 .. 2**32 - 1)
     path: PathKey = Path("folds/folds.csv")
 
 
@@ -329,7 +329,7 @@ class ModelConfig(_Strict):
     persistent_workers: bool = True  # with num_workers > 0: keep loader workers alive across epochs
     prefetch_factor: int = Field(2, ge=1)  # with num_workers > 0: batches each worker prepares ahead
     # second round and scale TTA (docs/training.md, "Pseudo-labels" and "Test-time augmentation")
-    pseudo_label_from: str | None = None  # first-round variant whose test_logits[k] soft-label the test images in fold k
+    pseudo_label_from: Name | None = None  # first-round variant whose test_logits[k] soft-label the test images in fold k
     pseudo_label_temperature: float = Field(1.0, gt=0, allow_inf_nan=False)  # soft labels softmax(logits / T)
     pseudo_label_min_confidence: float = Field(0.0, ge=0, lt=1, allow_inf_nan=False)  # drop test images less sure than this
     tta_scales: list[float] = Field(default_factory=lambda: [1.0], min_length=1)  # held-out/test logits averaged over rescaled images
@@ -432,8 +432,11 @@ def seeds_conflict(seeds: list[int]) -> str | None:
 
 
 def recipe_task_conflict(m: ModelConfig, task: str) -> str | None:
-    """Why a variant's keys do not fit the competition's task (None when they do): the task is known
-    only with the competition config, so this is checked when a job is built, not at load."""
+    """Why a variant's keys do not fit the competition's task (None when they do): checked when the variant
+    is loaded with its competition config (and again when a job is built)."""
+    if task == "multi-class" and m.loss == "bce":
+        return ("key 'loss': \"bce\" is a per-label sigmoid loss for multi-label; its logits are not softmax logits, so "
+                "calibrate and blend would refuse the OOF; use \"ce\" (or \"focal\", \"logit_adjusted\", \"balanced_softmax\", \"ldam\")")
     if task != "multi-label":
         return None
     if task not in _loss(m).tasks:
@@ -474,9 +477,13 @@ def load_competition(path: str | Path = DEFAULT_CONFIG) -> CompetitionConfig:
     path = Path(path)
     raw = _submissions_per_config(_read_toml(path), path)
     try:
-        return CompetitionConfig.model_validate({**raw, "source_file": path})
+        cfg = CompetitionConfig.model_validate({**raw, "source_file": path})
     except ValidationError as exc:
         raise KitError(_first_error_line(path, exc)) from None
+    from kit.owned import check_config_paths
+
+    check_config_paths(cfg)  # no output path of the config is a folder or a file another stage owns
+    return cfg
 
 
 def _submissions_per_config(raw: dict, path: Path) -> dict:
@@ -511,6 +518,9 @@ def load_model(name: str, cfg: CompetitionConfig) -> ModelConfig:
     problem = input_size_problem(mcfg)
     if problem:
         raise KitError(f"{path}: {problem}")
+    problem = recipe_task_conflict(mcfg, cfg.task)
+    if problem:
+        raise KitError(f"{path}: {problem} ({cfg.source_file or 'the competition config'} is {cfg.task})")
     return mcfg
 
 

@@ -28,7 +28,7 @@ import pandas as pd
 
 from kit.config import CompetitionConfig
 from kit.errors import KitError
-from kit.files import atomic_write, read_text
+from kit.files import atomic_write, decode_text, read_text
 from kit.paths import provenance_json, submission_csv
 from kit.records import BlendProvenance, SubmissionMeta
 
@@ -43,8 +43,11 @@ def read_csv_str(path: str | Path, remedy: str = "check the file") -> pd.DataFra
     the header, an open quote) is one KitError line naming the file; a header without rows is
     returned as an empty frame, for the caller to judge.
     """
-    path = Path(path)
-    text = read_text(path, remedy)
+    return parse_csv_text(read_text(path, remedy), Path(path), remedy)
+
+
+def parse_csv_text(text: str, path: Path, remedy: str = "check the file") -> pd.DataFrame:
+    """`read_csv_str` of text already read (from `path`, named in every message)."""
     if not text.strip():
         raise KitError(f"{path}: file is empty; {remedy}")
     _check_field_counts(text, path, remedy)
@@ -455,9 +458,12 @@ def is_synthetic(cfg: CompetitionConfig) -> bool:
     return (cfg.data.dir / SYNTHETIC_MARKER).exists()
 
 
-def check_submission_file(path: Path, cfg: CompetitionConfig, classes: list[str] | None = None) -> pd.DataFrame:
-    """Validate a written submission file against the competition's sample (used again by `kit submit`)."""
-    frame = read_csv_str(path, "write it again with `kit blend`")
+def check_submission_file(path: Path, cfg: CompetitionConfig, classes: list[str] | None = None,
+                          data: bytes | None = None) -> pd.DataFrame:
+    """Validate a written submission file against the competition's sample (used again by `kit submit`).
+    With `data` (the file's bytes, read once by the caller) those bytes are checked, not the file as it is now."""
+    remedy = "write it again with `kit blend`"
+    frame = read_csv_str(path, remedy) if data is None else parse_csv_text(decode_text(data, path), Path(path), remedy)
     spath = sample_path(cfg)
     if spath is None:  # no sample (MedMNIST): the source's test ids and classes make the template
         from kit.data.sources import open_source

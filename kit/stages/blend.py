@@ -18,7 +18,19 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from kit.artifacts import OOF, check_against_folds, check_for_competition, check_oof_meta, check_same_classes, load_oof, oof_fingerprint, save_oof
+from kit.artifacts import (
+    OOF,
+    TEST_IMAGES_KEY,
+    check_against_folds,
+    check_for_competition,
+    check_oof_meta,
+    check_same_classes,
+    load_oof,
+    oof_fingerprint,
+    require_same_test_images,
+    save_oof,
+    test_images_fingerprint,
+)
 from kit.config import CompetitionConfig, check_name, resolve_variants
 from kit.decision.calibration import class_prior
 from kit.decision.candidates import FitContext, candidates_for
@@ -53,7 +65,8 @@ def blend(cfg: CompetitionConfig, variants: list[str] | None, name: str = "blend
     for n, oof in oofs.items():
         check_against_folds(oof, cfg.folds.path, paths[n])
         check_for_competition(oof, list(source.classes), cfg.task, paths[n], f"the data source {cfg.data.dir}")
-        check_oof_meta(paths[n], metric.params(), source.train.fingerprint, cfg.calibrate.accept_stale_oof, cfg.source_file)
+        meta = check_oof_meta(paths[n], metric.params(), source.train.fingerprint, cfg.calibrate.accept_stale_oof, cfg.source_file)
+        require_same_test_images(meta, source, paths[n], _fresh_test_logits_fix(n, paths[n], cfg))
     ref = oofs[names[0]]
     classes = ref.classes.astype(str).tolist()
     fold = ref.fold.astype(np.int64)
@@ -62,7 +75,17 @@ def blend(cfg: CompetitionConfig, variants: list[str] | None, name: str = "blend
         check_nested_inputs(oofs[n].logits, labels, fold, classes, cfg.task, str(paths[n]))
     with exclusive_studies(cfg.calibrate.storage, [f"blend/{name}"]):
         storage = open_storage(cfg.calibrate.storage)  # checked before the long computation
-        return _fit_and_write(cfg, name, paths, oofs, labels, bool(source.synthetic), metric=metric, storage=storage, console=console)
+        return _fit_and_write(cfg, name, paths, oofs, labels, bool(source.synthetic), metric=metric, storage=storage, console=console,
+                              test_images=test_images_fingerprint(source))
+
+
+def _fresh_test_logits_fix(member: str, path: Path, cfg: CompetitionConfig) -> str:
+    """How to get test logits of the current test images for a member."""
+    if path.parent.resolve() == cfg.paths.oof.resolve() and not member.startswith("blend_"):
+        return f"retrain it with `kit train --variant {member}` (without --resume), then run `kit blend` again"
+    if member.startswith("blend_"):
+        return f"retrain its members with `kit train`, then `kit blend --name {member.removeprefix('blend_')}` again"
+    return "predict the current test images with your model and write the file again (with the current test_ids)"
 
 
 def _member_paths(cfg: CompetitionConfig, variants: list[str] | None, oof: list[Path] | None) -> dict[str, Path]:
@@ -82,7 +105,7 @@ def _member_paths(cfg: CompetitionConfig, variants: list[str] | None, oof: list[
 
 def _fit_and_write(cfg: CompetitionConfig, name: str, paths: dict[str, Path], oofs: dict[str, OOF], labels: np.ndarray, synthetic: bool,
                    *,
-                   metric: Metric, storage, console: Console) -> Path:
+                   metric: Metric, storage, console: Console, test_images: str) -> Path:
     """The blend's selection (kit.ensemble.select), then every file the stage writes."""
     names = list(paths)
     ref = oofs[names[0]]
@@ -90,7 +113,8 @@ def _fit_and_write(cfg: CompetitionConfig, name: str, paths: dict[str, Path], oo
     selection = _select(cfg, name, members, labels, ref, metric, console=console)
     singles = _own_decisions(paths, oofs)
     _print_table(console, name, metric.describe(), ref.n_folds, selection, singles, sign=metric.sign)
-    out, provenance = _write_submission(cfg, name, names, oofs, members, labels, selection=selection, singles=singles, synthetic=synthetic, metric=metric)
+    out, provenance = _write_submission(cfg, name, names, oofs, members, labels, selection=selection, singles=singles, synthetic=synthetic, metric=metric,
+                                        test_images=test_images)
     for note in provenance["notes"]:
         console.print(f"[bold yellow]submission {out.name}: {note}", soft_wrap=True, highlight=False)
     blended, oof_path = _write_blended_oof(cfg, name, members, labels, ref, selection, provenance=provenance)
@@ -125,7 +149,7 @@ def _select(cfg: CompetitionConfig, name: str, members: list[Member], labels: np
 
 def _write_submission(cfg: CompetitionConfig, name: str, names: list[str], oofs: dict[str, OOF], members: list[Member], labels: np.ndarray,
                       *,
-                      selection: BlendSelection, singles: dict, synthetic: bool, metric: Metric) -> tuple[Path, dict[str, Any]]:
+                      selection: BlendSelection, singles: dict, synthetic: bool, metric: Metric, test_images: str) -> tuple[Path, dict[str, Any]]:
     """The submission CSV and its provenance JSON (what was chosen, how, and how it scored in nested CV)."""
     from kit.submission import write_submission
 
@@ -160,6 +184,7 @@ def _write_submission(cfg: CompetitionConfig, name: str, names: list[str], oofs:
         "test_aggregation": TEST_AGGREGATION,
         "in_sample_score": metric.score(labels, final.predict([m.logits for m in members])),
         "synthetic": synthetic,
+        TEST_IMAGES_KEY: test_images,  # the test images the members' test logits saw: `kit submit` checks it
         "notes": degenerate_notes(None, test_pred, cfg.task, oofs[names[0]].classes.astype(str).tolist()),  # single class, no positive
     }
     ref = oofs[names[0]]

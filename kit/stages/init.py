@@ -16,13 +16,14 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from kit.config import CompetitionConfig, DataConfig, KaggleConfig, load_competition
+from kit.config import CompetitionConfig, DataConfig, KaggleConfig, check_name, load_competition, name_problem
 from kit.data.detect import Layout, detect_layout
 from kit.data.folds import assign_folds, fold_class_counts, max_folds
 from kit.data.sources import open_source
 from kit.decision.metrics import METRICS
 from kit.errors import KitError
 from kit.files import write_text
+from kit.owned import check_output
 from kit.paths import studies_url
 
 MAX_FOLDS = 5
@@ -41,24 +42,44 @@ def init(
     """Detect `data_dir`'s layout, check it with the data reader, write the config (with `metric`, a name of the
     metric registry, when given); return its path."""
     console = console or Console()
+    if competition is not None:
+        check_name(competition, "--competition")  # before anything is read or written
     if metric is not None and metric not in METRICS:
         raise KitError(f"--metric: unknown metric {metric!r}; use one of {METRICS.names()}")
     layout = detect_layout(data_dir)
-    slug = competition or Path(data_dir).resolve().name
+    folder_name = Path(data_dir).resolve().name
+    slug = competition or (folder_name if name_problem(folder_name) is None else _safe_name(folder_name))
     name = _safe_name(slug)
     output = Path(output) if output is not None else Path("configs") / f"{name}.toml"
     if output.exists() and not force:
         raise KitError(f"{output}: exists; pass --output another path, or --force to replace it")
-    cfg = CompetitionConfig(task=layout.task, data=DataConfig(source="kaggle", dir=Path(data_dir), **layout.data), source_file=output)
+    cfg = CompetitionConfig(task=layout.task, data=DataConfig(source="kaggle", dir=Path(data_dir), **layout.data))
+    check_output(output, "--output", cfg, stage="kit init", suffixes=(".toml",), example=f"configs/{name}.toml")
+    cfg = cfg.model_copy(update={"source_file": output})
     source = open_source(cfg)  # the reader `kit folds` uses: the keys work before they are written
     n_folds, seed, fold_why = _fold_count(source.train.labels, source.train.groups, source.classes, source.task)
     layout.found("folds.n_folds", str(n_folds), fold_why)
     layout.found("folds.seed", str(seed), "the seed of that split")
     text = config_text(layout, Path(data_dir), name, slug, n_folds, competition is not None, metric_name=metric, fold_seed=seed)
+    _check_text(text, output)  # a config that would not load is never written
     write_text(output, text)
     load_competition(output)  # what was written reads back
     _print(console, layout, data_dir, output, len(source.train), len(source.test))
     return output
+
+
+def _check_text(text: str, output: Path) -> None:
+    import tomllib
+
+    from pydantic import ValidationError
+
+    try:
+        CompetitionConfig.model_validate({**tomllib.loads(text), "source_file": output})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise KitError(f"{output}: not written: key {where} would be refused ({first['msg']}); pass --competition SLUG "
+                       "(letters, digits, '.', '_' and '-')") from None
 
 
 def _safe_name(slug: str) -> str:

@@ -25,9 +25,10 @@ from kit.artifacts import load_oof, oof_fingerprint
 from kit.config import CompetitionConfig
 from kit.decision.metrics import build_metric
 from kit.decision.names import degenerate_notes, display_name
-from kit.errors import KitError
+from kit.errors import KitError, scrub_secrets
 from kit.files import write_text
-from kit.leaderboard.ledger import read_ledger
+from kit.leaderboard.ledger import number, read_ledger
+from kit.owned import check_output
 from kit.paths import (
     blend_decision_json,
     blend_oof_npz,
@@ -54,7 +55,8 @@ img{max-width:100%;border:1px solid #eee}.stale{color:#b00}
 def report(cfg: CompetitionConfig, out: Path | None = None, console: Console | None = None) -> Path:
     """Write the HTML report of everything calibrate, blend and submit left for this config; return its path."""
     console = console or Console()
-    out = Path(out) if out is not None else report_html(cfg)
+    out = check_output(out if out is not None else report_html(cfg), "--out", cfg, stage="kit report", suffixes=(".html", ".htm"),
+                       example=str(report_html(cfg)))
     metric = build_metric(cfg.metric)
     targets = [_target(path) for path in calibration_reports(cfg)]
     blends = [_Blend(path.stem, b) for path in provenance_jsons(cfg) if (b := read_blend_provenance(path)) is not None]
@@ -66,7 +68,7 @@ def report(cfg: CompetitionConfig, out: Path | None = None, console: Console | N
         overview=_overview(targets, blends, metric.sign), recall=_recall(cfg, targets, blends), targets=_candidates(targets), blends=_blend_tables(blends),
         ledger=_ledger(ledger),
     )
-    write_text(out, text)
+    write_text(out, scrub_secrets(text))  # ledger cells and messages of older kits may hold a credential: never in the report
     console.print(f"wrote {out} ({len(targets)} calibrated targets, {len(blends)} blends, {int((ledger['public_score'] != '').sum())} "
                   "ledger rows with a public score); open it in a browser", soft_wrap=True, highlight=False)
     return out
@@ -193,25 +195,31 @@ def _blend_tables(blends: list[_Blend]) -> list[dict[str, Any]]:
 
 
 def _ledger(ledger) -> dict[str, Any]:
-    """Public leaderboard score against the nested-CV score of every scored submission (the picture of `kit submissions`)."""
-    scored = ledger[(ledger["public_score"] != "") & (ledger["nested_cv_score"] != "")]
+    """Public leaderboard score against the nested-CV score of every scored submission (the picture of `kit submissions`);
+    a row whose score is not a number (a ledger re-saved with decimal commas) is named in a note, not drawn."""
+    given = ledger[(ledger["public_score"] != "") & (ledger["nested_cv_score"] != "")]
+    readable = np.array([number(p) is not None and number(c) is not None for p, c in zip(given["public_score"], given["nested_cv_score"])],
+                        dtype=bool)
+    scored = given[readable] if len(given) else given
+    notes = []
+    if len(given) and not readable.all():
+        first = given[~readable].iloc[0]
+        bad = first["public_score"] if number(first["public_score"]) is None else first["nested_cv_score"]
+        comma = " (a decimal comma? the ledger writes numbers with '.')" if "," in str(bad) else ""
+        notes.append(f"{int((~readable).sum())} ledger rows have a score that is not a number, e.g. {bad!r} ({Path(first['file']).name}){comma}: not drawn")
     if scored.empty:
-        return {"png": None, "rows": []}
+        return {"png": None, "rows": [], "notes": notes}
     from kit.leaderboard.ledger import correlation
     from kit.leaderboard.plot import cv_vs_public_figure
 
-    cv = scored["nested_cv_score"].astype(float).to_numpy()
-    public = scored["public_score"].astype(float).to_numpy()
-    trivial = next((float(t) for t in scored["trivial_baseline"][::-1] if t not in ("", None)), None)
-    fig = cv_vs_public_figure(cv, public, [Path(f).stem for f in scored["file"]], correlation(cv, public), trivial,
-                              se=np.nan_to_num(_floats(scored["nested_cv_se"])))
+    cv = np.array([number(x) for x in scored["nested_cv_score"]], dtype=np.float64)
+    public = np.array([number(x) for x in scored["public_score"]], dtype=np.float64)
+    se = np.array([number(x) if number(x) is not None else 0.0 for x in scored["nested_cv_se"]], dtype=np.float64)
+    trivial = next((number(t) for t in scored["trivial_baseline"][::-1] if number(t) is not None), None)
+    fig = cv_vs_public_figure(cv, public, [Path(f).stem for f in scored["file"]], correlation(cv, public), trivial, se=se)
     rows = [{"file": Path(r["file"]).name, "time": r["time"], "nested_cv_score": r["nested_cv_score"], "public_score": r["public_score"],
              "trivial_baseline": r["trivial_baseline"]} for _, r in scored.iterrows()]
-    return {"png": _png(fig), "rows": rows}
-
-
-def _floats(column) -> np.ndarray:
-    return np.array([float(x) if x not in ("", None) else np.nan for x in column])
+    return {"png": _png(fig), "rows": rows, "notes": notes}
 
 
 def _score_figure(labels: list[str], rows: list[ScoreRow], chosen: str, keys: list[str], trivial: float | None = None) -> str:
