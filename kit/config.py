@@ -13,12 +13,13 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, ValidationError, field_validator, model_validator
 
 from kit.errors import KitError
 from kit.files import read_text
+from kit.paths import DEFAULT_STORAGE, RESERVED_NAMES, RESERVED_SUFFIXES, SEED_SUFFIX
 
 DEFAULT_CONFIG = Path("configs/competition.toml")
 DEFAULT_MODELS = Path("configs/models")
@@ -30,8 +31,7 @@ Task = Literal["multi-class", "multi-label"]
 NAME_ALPHABET = "letters, digits, '.', '_' and '-'"
 NAME_MAX_LENGTH = 100
 _NAME = re.compile(r"[A-Za-z0-9._-]+")
-RESERVED_NAMES = ("ledger", "cv_vs_public", "optuna", "folds", "all")  # files the kit writes itself, or a keyword
-RESERVED_SUFFIXES = (".calibration", ".decision", ".per_class", ".holder", ".lock", ".tmp", "_confusion", "_per_class", "_reliability")
+# RESERVED_NAMES and RESERVED_SUFFIXES (kit.paths): the names of files the kit writes itself, or a keyword
 
 
 def name_problem(value: object) -> str | None:
@@ -100,18 +100,23 @@ class _Strict(BaseModel):
 class DataConfig(_Strict):
     """Where the competition's files are and how to read them."""
 
-    source: Literal["kaggle", "medmnist"] = "kaggle"
+    source: str = "kaggle"  # a data layout of kit.data.sources.LAYOUTS: "kaggle" (CSV + image folders) or "medmnist" (npz)
     dir: PathKey = Path("data/synth")
     # Kaggle layout
-    train_csv: str = "train.csv"
+    train_csv: str | None = "train.csv"  # None (left out) with class folders: `train_images` has a {label} folder
     test_csv: str = "sample_submission.csv"
     sample_submission: str = "sample_submission.csv"
     id_column: str = "id"
+    train_id_column: str | None = None  # the train CSV's id column when its name differs from the sample's
+    repeated_ids: Literal["stop", "same_label"] = "stop"  # "same_label": rows repeating an id (one per box) read once when their labels agree
     label_column: str | None = None
     class_columns: list[str] | None = None
     patient_column: str | None = None
-    train_images: str = "train/{id}.png"
-    test_images: str = "test/{id}.png"
+    # a pattern with {id}; a glob in its folder part or a list of patterns (images over several folders);
+    # train_images may name class folders as {label} ("train/{label}/{id}.png": no train CSV)
+    train_images: str | list[str] = "train/{id}.png"
+    test_images: str | list[str] = "test/{id}.png"
+    workers: int | None = Field(None, ge=1)  # processes decoding images into the cache (default: every core)
     solution_csv: str | None = None
     # label_column layouts (kit init writes these): a multi-label cell holds labels joined by label_separator;
     # none_label is the value that means "no class" (e.g. "No Finding"), read as a row of zeros; integer labels
@@ -129,20 +134,52 @@ class DataConfig(_Strict):
     def _one_label_format(self) -> DataConfig:
         if self.label_column is not None and self.class_columns is not None:
             raise ValueError("give label_column or class_columns, not both")
+        from kit.data.sources import LAYOUTS  # the readers register themselves; imported here, after kit.config
+
+        if self.source not in LAYOUTS:
+            raise ValueError(f"unknown data.source {self.source!r}; use one of {LAYOUTS.names()}")
+        if any("{label}" in p for p in ([self.test_images] if isinstance(self.test_images, str) else self.test_images)):
+            raise ValueError("test_images cannot hold {label}: test images have no class folders")
+        folders = isinstance(self.train_images, str) and "{label}" in self.train_images
+        if folders and self.train_csv is not None:
+            raise ValueError("train_images names class folders ({label}): the labels come from them; remove train_csv")
+        if not folders and self.train_csv is None:
+            raise ValueError("train_csv is needed unless train_images names class folders ('train/{label}/{id}.png')")
         return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_csv_with_class_folders(cls, values: Any) -> Any:
+        """Class folders (`{label}` in train_images) hold the labels: train_csv's default does not apply."""
+        if isinstance(values, dict) and "{label}" in str(values.get("train_images", "")) and "train_csv" not in values:
+            values = {**values, "train_csv": None}
+        return values
 
 
 class MetricConfig(_Strict):
-    """The leaderboard metric, by name. `linear`: per class (a·TP − b·FP − w·FN) / N_c, averaged over
-    classes (the chest X-ray competition: a = b = 1, w = 5); `macro_f1`; `balanced_accuracy`."""
+    """The leaderboard metric, by a name of the metric registry (kit.decision.metrics.METRICS). `linear`:
+    per class (a·TP − b·FP − w·FN) / N_c, averaged over classes (the chest X-ray competition: a = b = 1,
+    w = 5); `log_loss` takes optional per-class `weights`; the others take no parameter."""
 
-    name: Literal["linear", "macro_f1", "balanced_accuracy"] = "linear"
+    name: str = "linear"
     a: float = Field(1.0, ge=0, allow_inf_nan=False)
     b: float = Field(1.0, ge=0, allow_inf_nan=False)
     w: float = Field(5.0, ge=0, allow_inf_nan=False)
+    weights: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]] | None = None  # log_loss: one per class
+
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        from kit.decision.metrics import METRICS  # the registry imports nothing of the config at import time
+
+        if name not in METRICS:
+            raise ValueError(f"unknown metric {name!r}; use one of {METRICS.names()}")
+        return name
 
     @model_validator(mode="after")
     def _meaningful(self) -> MetricConfig:
+        if self.weights is not None and self.name != "log_loss":
+            raise ValueError(f"'weights' belong to the 'log_loss' metric, not '{self.name}'; remove them")
         if self.name != "linear":
             given = sorted({"a", "b", "w"} & self.model_fields_set)
             if given:
@@ -154,7 +191,7 @@ class MetricConfig(_Strict):
 
 class FoldsConfig(_Strict):
     n_folds: int = Field(5, ge=2)
-    seed: int = 42
+    seed: int = Field(42, ge=0, le=2**32 - 1)  # the fold splitter's seed (numpy takes 0 .. 2**32 - 1)
     path: PathKey = Path("folds/folds.csv")
 
 
@@ -169,7 +206,7 @@ class CalibrateConfig(_Strict):
     search: Literal["coordinate", "cmaes", "tpe"] = "coordinate"  # the offsets search (docs/decision.md: measured)
     search_trials: int = Field(300, ge=1)  # trials of the "cmaes" / "tpe" searches
     selection: Literal["one_se", "best"] = "one_se"  # the simplest candidate within one SE of the best, or the best
-    storage: str = "sqlite:///oof/optuna.db"
+    storage: str = DEFAULT_STORAGE
     threshold_method: Literal["metric", "youden", "f1"] = "metric"  # multi-label fitted thresholds
     accept_stale_oof: bool = False  # calibrate/blend an OOF trained on data that has changed since (normally refused)
 
@@ -201,7 +238,7 @@ class CompetitionConfig(_Strict):
     task: Task = "multi-class"
     seed: int = 42
     variants: list[Name] = Field(default_factory=list)
-    data: DataConfig = DataConfig()
+    data: DataConfig = Field(default_factory=DataConfig)  # built on first use: its validation asks the data layouts registry
     metric: MetricConfig = MetricConfig()
     folds: FoldsConfig = FoldsConfig()
     calibrate: CalibrateConfig = CalibrateConfig()
@@ -222,6 +259,10 @@ class CompetitionConfig(_Strict):
     def _metric_fits_task(self) -> CompetitionConfig:
         if self.task == "multi-label" and self.metric.name == "balanced_accuracy":
             raise ValueError("metric 'balanced_accuracy' (mean recall) is for multi-class; predicting every label would score 1")
+        if self.task == "multi-label" and self.metric.name in ("accuracy", "quadratic_weighted_kappa"):
+            raise ValueError(f"metric '{self.metric.name}' scores one class per row: it is for multi-class (ordinal grades for kappa)")
+        if self.metric.weights is not None and self.data.class_columns and len(self.metric.weights) != len(self.data.class_columns):
+            raise ValueError(f"metric.weights has {len(self.metric.weights)} values for {len(self.data.class_columns)} class columns")
         return self
 
 
@@ -238,7 +279,7 @@ class ModelConfig(_Strict):
     batch_size: int = Field(32, ge=1)
     lr: float = Field(8e-5, gt=0)
     weight_decay: float = Field(0.05, ge=0)
-    loss: Literal["ce", "focal", "bce", "logit_adjusted", "balanced_softmax", "ldam"] = "ce"
+    loss: str = "ce"  # a name registered in kit.training.losses.LOSSES (checked at load)
     label_smoothing: float = Field(0.05, ge=0, lt=1)
     focal_gamma: float = Field(2.0, ge=0)
     pos_weight_clip: float = Field(10.0, gt=0)
@@ -288,12 +329,21 @@ class ModelConfig(_Strict):
     persistent_workers: bool = True  # with num_workers > 0: keep loader workers alive across epochs
     prefetch_factor: int = Field(2, ge=1)  # with num_workers > 0: batches each worker prepares ahead
     # second round and scale TTA (docs/training.md, "Pseudo-labels" and "Test-time augmentation")
-    pseudo_label_from: str | None = None  # first-round variant whose test_logits[k] soft-label the test images in fold k
+    pseudo_label_from: Name | None = None  # first-round variant whose test_logits[k] soft-label the test images in fold k
     pseudo_label_temperature: float = Field(1.0, gt=0, allow_inf_nan=False)  # soft labels softmax(logits / T)
     pseudo_label_min_confidence: float = Field(0.0, ge=0, lt=1, allow_inf_nan=False)  # drop test images less sure than this
     tta_scales: list[float] = Field(default_factory=lambda: [1.0], min_length=1)  # held-out/test logits averaged over rescaled images
     # seed ensembles (docs/training.md): each seed is its own job; the OOF is the seeds' mean
     seeds: list[StrictInt] | None = None
+
+    @field_validator("loss")
+    @classmethod
+    def _registered_loss(cls, name: str) -> str:
+        from kit.training.losses import LOSSES  # the loss registry (imports torch): asked only when a variant is read
+
+        if name not in LOSSES:
+            raise ValueError(f"unknown loss {name!r}; use one of {LOSSES.names()}")
+        return name
 
     @model_validator(mode="after")
     def _recipe_combinations(self) -> ModelConfig:
@@ -316,7 +366,18 @@ class ModelConfig(_Strict):
         return self
 
 
-REBALANCING_LOSSES = ("logit_adjusted", "balanced_softmax", "ldam")
+def _loss(m: ModelConfig):
+    """The variant's registered loss (`kit.training.losses.LOSSES`): what it trains and how it re-balances."""
+    from kit.training.losses import loss_of
+
+    return loss_of(m)
+
+
+def _kit_backbone(name: str):
+    """The kit's own backbone `name` from its registry (`kit.models.registry.BACKBONES`), None for a timm name."""
+    from kit.models.registry import kit_backbone
+
+    return kit_backbone(name)
 
 
 def recipe_conflict(m: ModelConfig) -> str | None:
@@ -325,7 +386,7 @@ def recipe_conflict(m: ModelConfig) -> str | None:
         seeds_problem = seeds_conflict(m.seeds)
         if seeds_problem:
             return seeds_problem
-    rebalancing_loss = m.loss in REBALANCING_LOSSES or m.class_weights != "none"
+    rebalancing_loss = _loss(m).rebalancing or m.class_weights != "none"
     if m.sampler_power > 0 and rebalancing_loss and not m.allow_double_rebalancing:
         key, value = ("class_weights", m.class_weights) if m.class_weights != "none" else ("loss", m.loss)
         return (
@@ -334,18 +395,19 @@ def recipe_conflict(m: ModelConfig) -> str | None:
             "and the two compound (a re-weighting sampler with a class-weighted loss scored -117 in a published run); "
             "set sampler_power = 0, or allow_double_rebalancing = true to train it anyway"
         )
-    if m.class_weights != "none" and m.loss == "bce":
-        return "key 'class_weights': loss = \"bce\" already weights each label by pos_weight; use class_weights = \"none\""
+    if m.class_weights != "none" and _loss(m).label_weights:
+        return f"key 'class_weights': loss = \"{m.loss}\" already weights each label by pos_weight; use class_weights = \"none\""
     if m.crt_epochs > 0 and m.tau_norm > 0:
         return "keys 'crt_epochs' and 'tau_norm': both re-balance the classifier after training (Kang et al. 2020); use one"
-    if m.tau_norm > 0 and m.loss == "ldam":
+    if m.tau_norm > 0 and _loss(m).cosine_head:
         return "key 'tau_norm': the LDAM head is already norm-free (cosine); τ-normalisation would change nothing"
     if (m.mixup_alpha > 0 or m.cutmix_alpha > 0) and m.batch_size % 2:
         return f"key 'batch_size' = {m.batch_size}: mixup/cutmix pairs each image with another of its batch; use an even batch_size"
-    if m.drop_path_rate > 0 and m.backbone == "chestmnist_cnn":
-        return "key 'drop_path_rate': chestmnist_cnn has no residual blocks to drop; set drop_path_rate = 0 or use a timm backbone"
-    if m.layer_decay is not None and m.backbone == "chestmnist_cnn":
-        return "key 'layer_decay': chestmnist_cnn has no layer groups for timm's layer-wise decay; remove the key or use a timm backbone"
+    own = _kit_backbone(m.backbone) if m.drop_path_rate > 0 or m.layer_decay is not None else None
+    if m.drop_path_rate > 0 and own is not None and not own.drop_path:
+        return f"key 'drop_path_rate': {m.backbone} has no residual blocks to drop; set drop_path_rate = 0 or use a timm backbone"
+    if m.layer_decay is not None and own is not None and not own.layer_decay:
+        return f"key 'layer_decay': {m.backbone} has no layer groups for timm's layer-wise decay; remove the key or use a timm backbone"
     if m.class_weights == "none" and m.class_weights_from_epoch > 0:
         return "key 'class_weights_from_epoch': it defers class weights, but class_weights = \"none\""
     if m.class_weights_from_epoch >= m.epochs:
@@ -354,7 +416,7 @@ def recipe_conflict(m: ModelConfig) -> str | None:
 
 
 # --- seed ensembles: the seed list's checks and the per-seed OOF name (kept in one block) ---
-SEED_SUFFIX = re.compile(r"\.seed\d+$")  # oof/<variant>.seed<s>.npz: a variant name may not end like this
+# SEED_SUFFIX (kit.paths): oof/<variant>.seed<s>.npz; a variant name may not end like this
 
 
 def seeds_conflict(seeds: list[int]) -> str | None:
@@ -367,21 +429,21 @@ def seeds_conflict(seeds: list[int]) -> str | None:
     return None
 
 
-def seed_oof_stem(variant: str, seed: int) -> str:
-    """The per-seed OOF's file stem, oof/<variant>.seed<s>.npz; `load_model` refuses variant names of this form."""
-    return f"{variant}.seed{seed}"
-
-
-SOFTMAX_ONLY_LOSSES = (*REBALANCING_LOSSES, "ce")  # losses over a softmax: one label per image
 
 
 def recipe_task_conflict(m: ModelConfig, task: str) -> str | None:
-    """Why a variant's keys do not fit the competition's task (None when they do): the task is known
-    only with the competition config, so this is checked when a job is built, not at load."""
+    """Why a variant's keys do not fit the competition's task (None when they do): checked when the variant
+    is loaded with its competition config (and again when a job is built)."""
+    if task == "multi-class" and m.loss == "bce":
+        return ("key 'loss': \"bce\" is a per-label sigmoid loss for multi-label; its logits are not softmax logits, so "
+                "calibrate and blend would refuse the OOF; use \"ce\" (or \"focal\", \"logit_adjusted\", \"balanced_softmax\", \"ldam\")")
     if task != "multi-label":
         return None
-    if m.loss in SOFTMAX_ONLY_LOSSES:
-        return f"key 'loss': \"{m.loss}\" is a softmax loss for multi-class; use \"bce\" or \"focal\" for multi-label"
+    if task not in _loss(m).tasks:
+        from kit.training.losses import LOSSES
+
+        usable = " or ".join(f'"{n}"' for n in LOSSES.names() if task in LOSSES.get(n).tasks)
+        return f"key 'loss': \"{m.loss}\" is a softmax loss for multi-class; use {usable} for multi-label"
     if m.tau_norm > 0:
         return "key 'tau_norm': τ-normalisation balances a softmax head; the task is multi-label"
     if m.class_weights != "none":
@@ -415,9 +477,13 @@ def load_competition(path: str | Path = DEFAULT_CONFIG) -> CompetitionConfig:
     path = Path(path)
     raw = _submissions_per_config(_read_toml(path), path)
     try:
-        return CompetitionConfig.model_validate({**raw, "source_file": path})
+        cfg = CompetitionConfig.model_validate({**raw, "source_file": path})
     except ValidationError as exc:
         raise KitError(_first_error_line(path, exc)) from None
+    from kit.owned import check_config_paths
+
+    check_config_paths(cfg)  # no output path of the config is a folder or a file another stage owns
+    return cfg
 
 
 def _submissions_per_config(raw: dict, path: Path) -> dict:
@@ -452,6 +518,9 @@ def load_model(name: str, cfg: CompetitionConfig) -> ModelConfig:
     problem = input_size_problem(mcfg)
     if problem:
         raise KitError(f"{path}: {problem}")
+    problem = recipe_task_conflict(mcfg, cfg.task)
+    if problem:
+        raise KitError(f"{path}: {problem} ({cfg.source_file or 'the competition config'} is {cfg.task})")
     return mcfg
 
 
@@ -512,7 +581,3 @@ def with_overrides(mcfg: ModelConfig, overrides: dict | None, origin: str = "com
         where = f"--{key.replace('_', '-')} " if key else ""
         raise KitError(f"{origin}: {where}{first['msg'].removeprefix('Value error, ')} (variant '{mcfg.name}', {model_file(mcfg)})") from None
 
-
-def doctor_report_path(cfg: CompetitionConfig) -> Path:
-    """runs/doctor.json: written by `kit doctor` (the rates it measured here), read by `kit plan`."""
-    return Path(cfg.paths.runs) / "doctor.json"

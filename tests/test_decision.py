@@ -13,7 +13,7 @@ from scipy.special import expit, log_softmax, softmax
 from kit.config import CalibrateConfig
 from kit.decision.calibration import calibrated_logits, fit_temperature, fit_temperature_and_alpha, log_probs, prior_shift
 from kit.decision.candidates import CANDIDATES, FitContext, candidates_for, fit, fit_all
-from kit.decision.metrics import BalancedAccuracy, LinearCountMetric, MacroF1
+from kit.decision.metrics import BalancedAccuracy, LinearCountMetric, MacroF1, QuadraticWeightedKappa
 from kit.decision.nested import NestedScore, choose, nested_cv
 from kit.decision.rules import Decision, closed_form_decision, decide_indices, fit_thresholds
 from kit.decision.search import coordinate_ascent, offset_grid, sampled_search, search_offsets
@@ -177,14 +177,14 @@ def test_searches_return_their_real_history_as_optuna_trials():
     assert 1 + c <= len(coord.trials) <= 1 + 2 * c and max(t.value for t in coord.trials) == pytest.approx(coord.score)
     assert sum(t.user_attrs.get("accepted", False) for t in coord.trials) == len(coord.history)
     for sampler in ("cmaes", "tpe"):
-        found = sampled_search(lp, y, W, None, np.abs(grid).max(axis=1), sampler, 40, names)
+        found = sampled_search(lp, y, W, None, np.abs(grid).max(axis=1), sampler, n_trials=40, names=names)
         assert len(found.trials) == 40 and all(t.state == optuna.trial.TrialState.COMPLETE for t in found.trials)
         assert found.trials[0].params == dict.fromkeys(names, 0.0) and found.score >= found.start_score
         assert len({tuple(t.params.values()) for t in found.trials}) > 30  # sampled, not replayed
         assert W.score_from_indices(y, decide_indices(lp, found.offsets, None), c) == pytest.approx(found.score)
         assert all(abs(t.params[m]) <= b + 1e-12 for t in found.trials for m, b in zip(names, np.abs(grid).max(axis=1)))
     settings = CalibrateConfig(search="cmaes", search_trials=25, grid_points=9)
-    assert len(search_offsets(lp, y, W, None, counts, settings, names).trials) == 25
+    assert len(search_offsets(lp, y, W, None, counts, settings, names=names).trials) == 25
     with pytest.raises(ValueError):
         CalibrateConfig(search="random")
 
@@ -198,7 +198,8 @@ def test_candidates_registry_order_and_metric_support():
     assert [c.name for c in candidates_for("multi-label", MacroF1())] == ["trivial", "threshold_0.5", "thresholds"]
     with pytest.raises(ValueError, match="unknown decision candidates"):
         candidates_for("multi-class", W, ["argmax", "magic"])
-    assert len(CANDIDATES) == 11
+    assert len([n for n in CANDIDATES if CANDIDATES.get(n).kind == "label"]) == 12  # the 11 above and kappa's rounder
+    assert [c.name for c in candidates_for("multi-class", QuadraticWeightedKappa())] == ["trivial", "argmax", "prior_argmax", "offsets", "rounder"]
 
 
 def test_every_candidate_fits_and_predicts_one_class_per_row(make_oof):
@@ -284,9 +285,9 @@ def test_multilabel_candidates_fit_thresholds(make_oof):
 def test_decision_json_round_trip(tmp_path):
     rng = np.random.default_rng(7)
     logits = rng.normal(size=(50, 3))
-    mc = closed_form_decision("multi-class", ["a", "b", "c"], [0.5, 0.3, 0.2], [0.6, 0.3, 0.1], LinearCountMetric(1, 2, 3), 1.7, 0.6)
+    mc = closed_form_decision("multi-class", ["a", "b", "c"], [0.5, 0.3, 0.2], [0.6, 0.3, 0.1], LinearCountMetric(1, 2, 3), temperature=1.7, alpha=0.6)
     mc = mc.with_(rule="offsets", offsets=np.array([0.1, -0.2, 0.3]), fitted_on="abc", extra={"start": "bayes"})
-    ml = closed_form_decision("multi-label", ["a", "b", "c"], [0.1, 0.3, 0.2], [0.2, 0.3, 0.1], W, 0.8)
+    ml = closed_form_decision("multi-label", ["a", "b", "c"], [0.1, 0.3, 0.2], [0.2, 0.3, 0.1], W, temperature=0.8)
     ml = ml.with_(thresholds=np.array([0.2, 0.5, 0.05]))
     for i, d in enumerate((mc, ml)):
         path = tmp_path / f"d{i}.json"

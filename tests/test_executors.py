@@ -20,8 +20,8 @@ from rich.console import Console
 
 from kit.errors import KitError
 from kit.executors import Job, run_job
+from kit.paths import run_dir
 from kit.stages.train import train
-from kit.training.layout import run_dir
 
 ray = pytest.importorskip("ray", reason="Ray is the optional extra `ray` (make setup installs it)")
 
