@@ -729,6 +729,7 @@ def test_download_never_overwrites_a_file_changed_since_the_last_download(tmp_pa
     lambda text: text.splitlines()[0] + "\n",  # a file that would fail the checks (cut to its header)
 ])
 @pytest.mark.parametrize("moment", ["GetSubmissionLimits", "StartSubmissionUpload", "blob-token-1"])
+@pytest.mark.subprocess
 def test_a_file_replaced_after_the_check_is_never_sent(tmp_path, fake_kaggle, replacement, moment):
     config, good = _setup(tmp_path)
     checked = good.read_bytes()
@@ -779,6 +780,7 @@ def _credential_source(tmp_path: Path, source: str) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("source", ["env-key", "env-token", "kaggle.json", "access_token", "access_token.txt", "token-file", "xdg"])
+@pytest.mark.subprocess
 def test_an_echoed_credential_is_masked_wherever_the_package_read_it(tmp_path, fake_kaggle, source):
     config, good = _setup(tmp_path)
     extra = _credential_source(tmp_path, source)
@@ -809,6 +811,7 @@ def test_an_echoed_credential_is_masked_wherever_the_package_read_it(tmp_path, f
 # Reconciliation (issue 28, class 5): clocks that differ, a SENDING row left by a kill, a refresh that must end.
 
 @pytest.mark.parametrize("offset", [-300, -3600, 3600])  # this machine's clock 5 min or an hour ahead of Kaggle's, or an hour behind
+@pytest.mark.subprocess
 def test_a_lost_answer_is_found_on_kaggle_whatever_the_clocks_say(tmp_path, fake_kaggle, offset):
     config, good = _setup(tmp_path)
     fake_kaggle.date_offset = offset
@@ -825,6 +828,7 @@ def test_a_lost_answer_is_found_on_kaggle_whatever_the_clocks_say(tmp_path, fake
     assert [c[1] for c in fake_kaggle.calls()].count(f"{API}/CreateSubmission") == 1  # no duplicate
 
 
+@pytest.mark.subprocess
 def test_two_submissions_of_one_name_and_message_far_from_the_rows_time_are_ambiguous_not_not_found(tmp_path, fake_kaggle):
     config, good = _setup(tmp_path)
     fake_kaggle.date_offset = -3 * 3600  # three hours from the row's time: the time cannot tell
@@ -843,6 +847,7 @@ def test_two_submissions_of_one_name_and_message_far_from_the_rows_time_are_ambi
     assert_one_line_error(again.returncode, again.stderr, "may already be on 'fake-comp'")
 
 
+@pytest.mark.subprocess
 def test_a_sending_row_left_by_a_kill_before_any_request_is_resolved(tmp_path, fake_kaggle):
     config, good = _setup(tmp_path)
     fake_kaggle.fail("GetSubmissionLimits", "stall")
@@ -868,6 +873,7 @@ def test_a_sending_row_left_by_a_kill_before_any_request_is_resolved(tmp_path, f
 
 
 @pytest.mark.parametrize("fault", ["stall", "503-retry-after"])
+@pytest.mark.subprocess
 def test_submissions_timeout_bounds_the_refresh_and_says_what_it_waits_for(tmp_path, fake_kaggle, capsys, fault):
     config, good = _setup(tmp_path)
     ledger = good.parent / "ledger.csv"

@@ -274,6 +274,7 @@ def test_reconcile_breaks_ties_by_time_and_says_ambiguous_when_it_cannot():
     assert one_for_two["r1"].kind == one_for_two["r2"].kind == "ambiguous"  # both near it: which one was created?
 
 
+@pytest.mark.subprocess
 def test_a_sending_row_is_still_sending_only_while_its_process_lives():
     import datetime as dt
     import os
