@@ -331,3 +331,17 @@ def test_the_stacker_combines_two_classes():
     assert out.shape == (200, 2)
     assert np.allclose(np.exp(out).sum(axis=1), 1, atol=1e-4)
     assert (out.argmax(axis=1) == y).mean() > 0.8
+
+
+def test_dicom_voi_lut_sequence_is_applied(tmp_path):
+    """A VOI LUT (VOILUTSequence) maps each stored value through its table, scaled by the table's bits to 0..255."""
+    from pydicom.dataset import Dataset
+
+    stored = np.arange(20, dtype=np.uint16).reshape(4, 5) + 100
+    table = (np.arange(20) * 200).astype(np.uint16)  # 12-bit output, first input value 100
+    item = Dataset()
+    item.add_new(0x00283002, "US", [20, 100, 12])  # LUTDescriptor: entries, first stored value mapped, bits
+    item.add_new(0x00283006, "US", table.tolist())  # LUTData
+    path = write_dicom(tmp_path / "lut.dcm", stored, VOILUTSequence=[item])
+    expected = np.rint(table[stored - 100] / 4095 * 255).astype(np.uint8)
+    assert (read(path) == expected).all()
