@@ -141,7 +141,7 @@ def _check_free_space(folder: Path, needed: int, data_path: Path) -> None:
 
 def build_workers(split: Split, workers: int | None) -> int:
     """Processes for a build: `data.workers`, default every core; one for an npz (its rows are already decoded)."""
-    if split.paths is None:
+    if split.paths is None or multiprocessing.current_process().daemon:  # a daemonic process may not start processes
         return 1
     return max(1, workers or os.cpu_count() or 1)
 
