@@ -1,11 +1,12 @@
 """What a competition folder holds, read from its own files (`kit init`), with the reason for each decision.
 
-The id column and the classes (and their order) come from sample_submission.csv; the task and the
-label format from train.csv (one-hot class columns, one label column of names or integers, or one
-column of labels joined by a separator with a "none" value); a patient column by its name and its
-repeated values; the image paths by probing the usual folders and extensions. Whatever cannot be
-decided from the files stops with one KitError line naming the key to set: a wrong guess would only
-fail later, or worse, train on the wrong labels.
+The id column and the classes (and their order) come from the sample submission; the labels from the one
+CSV whose ids look like the sample's and which holds its labels (one-hot class columns, one label column
+of names or integers, or labels joined by a separator with a "none" value), or else from class folders
+named as the sample's classes; a patient column by its name and its repeated values; the image paths by
+probing every folder up to three down for the ids' files (any image suffix, any case, DICOM), one folder
+or several that hold each id once. Whatever cannot be decided from the files stops with one KitError line
+naming the key to set: a wrong guess would only fail later, or worse, train on the wrong labels.
 """
 
 from __future__ import annotations
