@@ -345,3 +345,20 @@ def test_dicom_voi_lut_sequence_is_applied(tmp_path):
     path = write_dicom(tmp_path / "lut.dcm", stored, VOILUTSequence=[item])
     expected = np.rint(table[stored - 100] / 4095 * 255).astype(np.uint8)
     assert (read(path) == expected).all()
+
+
+def test_a_train_csv_of_every_image_leaves_the_test_ids_out(tmp_path, capsys):
+    """NIH's Data_Entry_2017.csv lists every image, the test ones too: those rows are not trained on."""
+    data = tmp_path / "nih"
+    data.mkdir()
+    ids = [f"{i:08d}_000.png" for i in range(30)]
+    pool = ["No Finding", "Effusion", "Mass"]
+    pd.DataFrame({"Image Index": ids, "Finding Labels": [pool[i % 3] for i in range(30)]}).to_csv(data / "Data_Entry_2017.csv", index=False)
+    pd.DataFrame({"Image Index": ids[:4], "Effusion": 0, "Mass": 0}).to_csv(data / "sample_submission.csv", index=False)
+    (data / "images").mkdir()
+    for i in ids:
+        (data / "images" / i).touch()
+    _, cfg = init_and_folds(tmp_path, data, capsys)
+    assert cfg.data.drop_test_ids is True
+    source = open_source(cfg)
+    assert len(source.train) == 26 and not set(source.train.ids) & set(source.test.ids)

@@ -98,6 +98,11 @@ def _csv_layout(data_dir: Path, folders: _Folders, sample: pd.DataFrame, sample_
     layout.found("sample_submission", sample_name, "the submission format and the test ids, in submission order")
     layout.found("train_csv", train_name, "the training labels")
     id_column = _id_column(sample, train, label_file.id_column, sample_name, train_name, layout)
+    is_test = train[label_file.id_column].isin(set(sample[id_column]))
+    if is_test.any():  # a CSV of every image (NIH's Data_Entry_2017.csv): the test rows are not training rows
+        train = train[~is_test].reset_index(drop=True)
+        layout.data["drop_test_ids"] = True
+        layout.found("drop_test_ids", "true", f"{int(is_test.sum())} rows of {train_name} are the sample's test ids: left out of training")
     repeated = train[label_file.id_column].duplicated()
     first_rows = train[~repeated].reset_index(drop=True)
     trial = Layout()
