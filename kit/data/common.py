@@ -99,10 +99,6 @@ class Split:
                 'or set data.on_bad_image = "skip" to leave it out'
             ) from None
 
-    @property
-    def n_missing(self) -> int:
-        return 0 if self.missing is None else int(self.missing.sum())
-
 
 def check_pixels(size: tuple[int, int], path: str, limit: int | None) -> None:
     width, height = size

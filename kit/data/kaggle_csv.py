@@ -51,10 +51,18 @@ def _labels_from_columns(frame: pd.DataFrame, classes: list[str], path: Path, cf
     if bad.any():
         columns = [classes[k] for k in np.flatnonzero(bad.any(axis=0))]
         row, col = np.argwhere(bad)[0]
+        cell = frame[classes[col]].iloc[row]
+        shown_cell = "an empty cell" if pd.isna(cell) or str(cell).strip() == "" else repr(str(cell))
+        if bad[:, col].mean() < 0.5:  # a column of 0/1 with a few bad cells: those cells are wrong, not the layout
+            more = int(bad.sum()) - 1
+            raise KitError(
+                f"{path}: row {row + 2}, class column {_column_name(classes[col])} holds {shown_cell}, not 0 or 1"
+                + (f" ({more} more such cells)" if more else "") + "; write 0 or 1 in each class cell"
+            )
         shown = ", ".join(_column_name(c) for c in columns[:5])
         raise KitError(
             f"{path}: column{'s' if len(columns) > 1 else ''} {shown} hold{'' if len(columns) > 1 else 's'} values other than 0/1 "
-            f"(row {row + 2}: {frame[classes[col]].iloc[row]!r}), so {'they are' if len(columns) > 1 else 'it is'} not one-hot class "
+            f"(row {row + 2}: {shown_cell}), so {'they are' if len(columns) > 1 else 'it is'} not one-hot class "
             f"columns; name the patient id column with data.patient_column and the class columns with data.class_columns "
             f"(or one label column with data.label_column) in {cfg.source_file}"
         )

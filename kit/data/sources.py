@@ -16,14 +16,11 @@ from pathlib import Path
 import pandas as pd
 
 from kit.config import CompetitionConfig, relative_to_what
-from kit.data.common import DataSource, Split, gray_uint8, warn
+from kit.data.common import DataSource
 from kit.data.kaggle_csv import kaggle_test_labels, open_kaggle
-from kit.data.medmnist_npz import CHESTMNIST_CLASSES, medmnist_test_labels, open_medmnist
+from kit.data.medmnist_npz import medmnist_test_labels, open_medmnist
 from kit.errors import KitError
 from kit.registry import Registry
-
-__all__ = ["CHESTMNIST_CLASSES", "LAYOUTS", "DataSource", "Split", "gray_uint8", "open_source", "test_labels", "warn"]
-
 
 @dataclass(frozen=True)
 class DataLayout:

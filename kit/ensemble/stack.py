@@ -52,7 +52,7 @@ class Stacker:
         if self.task == "multi-label":
             return np.stack([m.decision_function(_features(zs, c)) for c, m in enumerate(self.models)], axis=1).astype(np.float32)
         scores = self.models[0].decision_function(_features(zs))
-        if scores.ndim == 1:  # two classes: sklearn gives one log-odds of the second class
+        if scores.ndim == 1:  # two classes: scikit-learn's binary regression gives the second class's log-odds
             scores = np.stack([np.zeros_like(scores), scores], axis=1)
         return log_softmax(scores, axis=1).astype(np.float32)
 
