@@ -435,16 +435,16 @@ def seeds_conflict(seeds: list[int]) -> str | None:
 def recipe_task_conflict(m: ModelConfig, task: str) -> str | None:
     """Why a variant's keys do not fit the competition's task (None when they do): checked when the variant
     is loaded with its competition config (and again when a job is built)."""
-    if task == "multi-class" and m.loss == "bce":
-        return ("key 'loss': \"bce\" is a per-label sigmoid loss for multi-label; its logits are not softmax logits, so "
-                "calibrate and blend would refuse the OOF; use \"ce\" (or \"focal\", \"logit_adjusted\", \"balanced_softmax\", \"ldam\")")
-    if task != "multi-label":
-        return None
-    if task not in _loss(m).tasks:
+    if task not in _loss(m).tasks:  # the loss registry says which tasks each loss trains
         from kit.training.losses import LOSSES
 
-        usable = " or ".join(f'"{n}"' for n in LOSSES.names() if task in LOSSES.get(n).tasks)
-        return f"key 'loss': \"{m.loss}\" is a softmax loss for multi-class; use {usable} for multi-label"
+        usable = [f'"{n}"' for n in LOSSES.names() if task in LOSSES.get(n).tasks]
+        if task == "multi-class":
+            return (f"key 'loss': \"{m.loss}\" is a per-label sigmoid loss for multi-label; its logits are not softmax logits, so "
+                    f"calibrate and blend would refuse the OOF; use {usable[0]} (or {', '.join(usable[1:])})")
+        return f"key 'loss': \"{m.loss}\" is a softmax loss for multi-class; use {' or '.join(usable)} for multi-label"
+    if task != "multi-label":
+        return None
     if m.tau_norm > 0:
         return "key 'tau_norm': τ-normalisation balances a softmax head; the task is multi-label"
     if m.class_weights != "none":
