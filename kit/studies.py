@@ -17,7 +17,6 @@ never printed.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import socket
@@ -33,6 +32,7 @@ from rich.console import Console
 from kit.config import CompetitionConfig
 from kit.errors import KitError
 from kit.files import write_json
+from kit.paths import study_lock_files
 
 JOURNAL_PREFIX = "journal://"
 SQLITE_PREFIX = "sqlite:///"
@@ -120,9 +120,7 @@ def exclusive_studies(url: str, names: list[str], command: str | None = None) ->
 
 @contextlib.contextmanager
 def _file_lock(url: str, path: Path, key: str, holder: dict) -> Iterator[None]:
-    suffix = "" if key == "all" else "." + hashlib.sha256(key.encode()).hexdigest()[:12]
-    lock_path = path.with_name(f"{path.name}{suffix}.lock")
-    info_path = path.with_name(f"{path.name}{suffix}.holder.json")
+    lock_path, info_path = study_lock_files(path, key)
     lock = FileLock(str(lock_path), timeout=0)
     try:
         lock.acquire()
@@ -206,7 +204,34 @@ def dashboard(cfg: CompetitionConfig, host: str = "127.0.0.1", port: int = 8080,
         console.print(f"warning: --host {host} is not a loopback address: anyone who can reach this machine on port {port} "
                       "can read (and delete) these studies, without authentication; use --host 127.0.0.1 and an SSH tunnel",
                       style="yellow", markup=False, highlight=False, soft_wrap=True)
-    optuna_dashboard.run_server(storage, host=host, port=port)
+    try:
+        _check_can_listen(host, port)  # before the server prints that it is starting
+        optuna_dashboard.run_server(storage, host=host, port=port)
+    except OSError as exc:
+        raise KitError(_serve_error(exc, host, port)) from None
+
+
+def _check_can_listen(host: str, port: int) -> None:
+    """Bind host:port once, as the server will (OSError when it cannot), and let it go."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(address)
+
+
+def _serve_error(exc: OSError, host: str, port: int) -> str:
+    """Why the dashboard could not listen on host:port, and what to give instead."""
+    import errno
+
+    if exc.errno == errno.EADDRINUSE:
+        other = port + 1 if port < 65535 else 8080
+        return f"--port {port}: already in use on {host} (another dashboard or server listens there); give another --port, e.g. {other}"
+    if exc.errno == errno.EACCES:
+        return f"--port {port}: this user may not listen on it (ports below 1024 need root); give e.g. --port 8080"
+    if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT) or isinstance(exc, socket.gaierror):
+        return f"--host {host}: not an address of this machine; give 127.0.0.1 (and an SSH tunnel to reach it from elsewhere)"
+    return f"cannot listen on {host}:{port} ({exc.strerror or type(exc).__name__}); give another --host or --port"
 
 
 def is_loopback(host: str) -> bool:

@@ -28,7 +28,9 @@ import pandas as pd
 
 from kit.config import CompetitionConfig
 from kit.errors import KitError
-from kit.files import atomic_write, read_text, write_json
+from kit.files import atomic_write, decode_text, read_text
+from kit.paths import provenance_json, submission_csv
+from kit.records import BlendProvenance, SubmissionMeta
 
 SYNTHETIC_MARKER = "SYNTHETIC"
 SUM_TOLERANCE = 1e-4  # a multi-class probability row must sum to 1 within this (written with 9 significant digits)
@@ -41,8 +43,11 @@ def read_csv_str(path: str | Path, remedy: str = "check the file") -> pd.DataFra
     the header, an open quote) is one KitError line naming the file; a header without rows is
     returned as an empty frame, for the caller to judge.
     """
-    path = Path(path)
-    text = read_text(path, remedy)
+    return parse_csv_text(read_text(path, remedy), Path(path), remedy)
+
+
+def parse_csv_text(text: str, path: Path, remedy: str = "check the file") -> pd.DataFrame:
+    """`read_csv_str` of text already read (from `path`, named in every message)."""
     if not text.strip():
         raise KitError(f"{path}: file is empty; {remedy}")
     _check_field_counts(text, path, remedy)
@@ -401,7 +406,8 @@ def write_submission(
     name: str,
     provenance: dict[str, Any],
 ) -> Path:
-    """Write submissions/<name>.csv in the sample's format (validated first) and <name>.json beside it."""
+    """Write submissions/<name>.csv in the sample's format (validated first) and <name>.json beside it: the file's
+    own fields, then `provenance` (a blend's is checked as kit.records.BlendProvenance)."""
     classes = [str(c) for c in classes]
     spath = sample_path(cfg)
     sample = read_sample(spath) if spath is not None else template_frame(test_ids, classes, cfg.data.id_column)
@@ -411,7 +417,7 @@ def write_submission(
     reference = "the sample submission" if spath is not None else "the test ids of the data source"
     validate_submission(frame, sample, cfg.task, classes=classes, source=f"submission {name}", reference=reference, separator=separator,
                         none_label=none_label, kind=kind)
-    out = cfg.paths.submissions / f"{name}.csv"
+    out = submission_csv(cfg, name)
     text = frame.to_csv(index=False, lineterminator="\n")
     atomic_write(out, lambda f: f.write(text.encode()))
     meta = {
@@ -428,7 +434,8 @@ def write_submission(
         "rows": len(frame),
         **provenance,
     }
-    write_json(out.with_suffix(".json"), meta)
+    record = BlendProvenance if BlendProvenance.is_one(meta) else SubmissionMeta
+    record.parse(meta, provenance_json(out)).write(provenance_json(out))
     return out
 
 
@@ -451,9 +458,12 @@ def is_synthetic(cfg: CompetitionConfig) -> bool:
     return (cfg.data.dir / SYNTHETIC_MARKER).exists()
 
 
-def check_submission_file(path: Path, cfg: CompetitionConfig, classes: list[str] | None = None) -> pd.DataFrame:
-    """Validate a written submission file against the competition's sample (used again by `kit submit`)."""
-    frame = read_csv_str(path, "write it again with `kit blend`")
+def check_submission_file(path: Path, cfg: CompetitionConfig, classes: list[str] | None = None,
+                          data: bytes | None = None) -> pd.DataFrame:
+    """Validate a written submission file against the competition's sample (used again by `kit submit`).
+    With `data` (the file's bytes, read once by the caller) those bytes are checked, not the file as it is now."""
+    remedy = "write it again with `kit blend`"
+    frame = read_csv_str(path, remedy) if data is None else parse_csv_text(decode_text(data, path), Path(path), remedy)
     spath = sample_path(cfg)
     if spath is None:  # no sample (MedMNIST): the source's test ids and classes make the template
         from kit.data.sources import open_source

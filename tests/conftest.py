@@ -349,12 +349,29 @@ def tiny_grid(tiny_competition, tmp_path_factory) -> TinyGrid:
     (its own copy of the data, copy2: the same mtimes, so the same image fingerprints), so a test that changes
     anything copies it first (`clone_grid`); tests only read it in place.
     """
+    from filelock import FileLock
+
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        return _train_tiny_grid(tiny_competition, tmp_path_factory.mktemp("tiny_grid"))
+    # under pytest-xdist every worker has its own session: the first to get here trains, the others wait and read
+    shared = tmp_path_factory.getbasetemp().parent  # this run's folder, above each worker's own
+    root, done = shared / "tiny_grid", shared / "tiny_grid.done"
+    with FileLock(shared / "tiny_grid.lock"):
+        if not done.exists():
+            shutil.rmtree(root, ignore_errors=True)  # a worker that died half-way
+            root.mkdir()
+            _train_tiny_grid(tiny_competition, root)
+            done.touch()
+    config = root / "competition.toml"
+    return TinyGrid(root, config, load_competition(config))
+
+
+def _train_tiny_grid(tiny_competition: TinyCompetition, root: Path) -> TinyGrid:
     from rich.console import Console
 
     from kit.data.folds import make_folds
     from kit.stages.train import train
 
-    root = tmp_path_factory.mktemp("tiny_grid")
     shutil.copytree(tiny_competition.root / "data", root / "data")
     (root / "models").mkdir()
     (root / "models" / "tiny.toml").write_text(model_toml(TINY_VARIANT))

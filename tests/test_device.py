@@ -13,9 +13,9 @@ import torch
 from rich.console import Console
 
 from kit.config import ModelConfig
+from kit.paths import run_dir
 from kit.stages.train import train
 from kit.training.device import pick_precision, prepare_model
-from kit.training.layout import run_dir
 
 
 def quiet() -> Console:
@@ -93,6 +93,7 @@ def _last_weights(cfg) -> dict[str, torch.Tensor]:
     return torch.load(run_dir(cfg, "tiny", 0) / "last.pt", weights_only=True)["model"]
 
 
+@pytest.mark.subprocess
 def test_the_default_path_does_not_import_ray():
     code = "import sys, kit.cli, kit.stages.train, kit.executors.local; assert 'ray' not in sys.modules, 'ray imported'"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -18,6 +18,7 @@ def test_the_registered_executors_are_local_and_ray():
     assert all(issubclass(EXECUTORS.get(name), Executor) for name in EXECUTORS)
 
 
+@pytest.mark.slow
 def test_an_executor_registered_in_a_test_runs_the_grid_by_name(tiny_run, tmp_path, monkeypatch):
     monkeypatch.setattr(EXECUTORS, "_items", dict(EXECUTORS._items))  # the registration ends with the test
     ran: list[str] = []

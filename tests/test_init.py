@@ -166,7 +166,8 @@ def _simple() -> tuple[pd.DataFrame, pd.DataFrame]:
 @pytest.mark.parametrize(
     "case, key",
     [("two_ids", "data.id_column"), ("class_absent", "data.class_columns"), ("no_images", "data.train_images"),
-     ("two_patients", "data.patient_column"), ("dicom", "DICOM"), ("class_not_in_sample", "data.class_columns"),
+     ("two_patients", "data.patient_column"), ("id_in_two_folders", "in two folders"), ("two_label_csvs", "data.train_csv"),
+     ("no_labels_anywhere", "data.train_csv"), ("class_not_in_sample", "data.class_columns"),
      ("label_not_in_sample", "data.none_label = 'C'")],
 )
 def test_undecidable_stops_with_one_line(tmp_path, capsys, case, key):
@@ -184,7 +185,16 @@ def test_undecidable_stops_with_one_line(tmp_path, capsys, case, key):
     elif case == "two_patients":
         train["patient_id"] = [i // 2 for i in range(20)]
         train["subject"] = [i // 4 for i in range(20)]
-    data = write_folder(tmp_path, train, sample, "id", ext=".dcm" if case == "dicom" else ".png")
+    data = write_folder(tmp_path, train, sample, "id")
+    if case == "id_in_two_folders":  # train/ split over two folders, one id in both
+        (data / "train_b").mkdir()
+        for path in sorted((data / "train").iterdir())[:8]:
+            path.rename(data / "train_b" / path.name)
+        (data / "train" / "a0.png").touch()
+    elif case == "two_label_csvs":
+        train.to_csv(data / "labels.csv", index=False)
+    elif case == "no_labels_anywhere":
+        (data / "train.csv").unlink()
     if case == "no_images":
         for path in list((data / "train").iterdir())[:3]:
             path.unlink()

@@ -154,12 +154,13 @@ def test_soft_targets_are_linear_in_the_mixing_weight():
         assert torch.isfinite(fn(logits, lam * y1 + (1 - lam) * y2))
 
 
+@pytest.mark.slow
 def test_a_loss_registered_in_a_test_trains_by_name_from_a_variant_toml(tiny_run, tmp_path, monkeypatch):
     """Adding a loss is one decorated function: its name is then valid in a variant's TOML and trains."""
     from rich.console import Console
 
+    from kit.paths import run_dir
     from kit.stages.train import train
-    from kit.training.layout import run_dir
     from kit.training.losses import LOSSES, LossContext, register_loss, softmax_family
 
     monkeypatch.setattr(LOSSES, "_items", dict(LOSSES._items))  # the registration ends with the test

@@ -27,6 +27,7 @@ def test_no_training_set_up_outside_the_core(path):
     assert not _imported_names(ROOT / path) & SET_UP, f"{path} builds part of a trainer itself; use kit.training.trainer"
 
 
+@pytest.mark.slow
 def test_doctor_times_the_step_train_fold_runs(tiny_run, tmp_path, monkeypatch):
     """doctor's timed step and a training job's step are one function, `Trainer.train_step`, on trainers built
     by the same `build_trainer`; the variant's mixing, accumulation and clipping are in what doctor times."""
@@ -67,14 +68,15 @@ def test_doctor_times_the_step_train_fold_runs(tiny_run, tmp_path, monkeypatch):
     assert all(type(t) is Trainer and t.mcfg.grad_accum_steps == 2 for _, t, _ in calls)
 
 
+@pytest.mark.slow
 def test_load_trainer_predicts_what_the_job_wrote(tiny_run, tmp_path):
     """`load_trainer` (the inference entry point) on a fold's best.pt gives the held-out logits in its preds.npz."""
     from kit.config import load_model
     from kit.data.cache import cached_images
     from kit.data.folds import load_fold_assignment
     from kit.data.sources import open_source
+    from kit.paths import run_dir
     from kit.stages.train import train
-    from kit.training.layout import run_dir
     from kit.training.trainer import load_trainer
 
     cfg = tiny_run(tmp_path, epochs=1, ema_decay=0.5)

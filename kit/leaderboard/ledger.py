@@ -30,12 +30,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kit.errors import KitError
+from kit.errors import KitError, scrub_secrets
 from kit.files import atomic_write, write_error
 from kit.leaderboard.client import RemoteSubmission
+from kit.paths import ledger_csv, ledger_lock
 from kit.submission import read_csv_str
 
-LEDGER_NAME = "ledger.csv"
 COLUMNS = (
     "time", "competition", "file", "sha256", "message", "ref", "status", "public_score", "private_score",
     "nested_cv_score", "nested_cv_se", "trivial_baseline", "variants", "weights", "decision_rule", "error_description",
@@ -48,15 +48,7 @@ LOCK_SECONDS = 60.0
 
 
 def ledger_path(submissions_dir: Path) -> Path:
-    return Path(submissions_dir) / LEDGER_NAME
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return ledger_csv(submissions_dir)
 
 
 def now_utc() -> str:
@@ -99,21 +91,16 @@ def edit_ledger(path: Path, edit: Callable[[pd.DataFrame], pd.DataFrame]) -> pd.
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        lock = filelock.FileLock(str(path.parent / f".{path.name}.lock"), timeout=LOCK_SECONDS)
+        lock = filelock.FileLock(str(ledger_lock(path)), timeout=LOCK_SECONDS)
         with lock:
             frame = edit(read_ledger(path))
-            text = frame.to_csv(index=False, lineterminator="\n")
+            text = scrub_secrets(frame.to_csv(index=False, lineterminator="\n"))  # no cell ever holds a credential
             atomic_write(path, lambda f: f.write(text.encode()))
     except filelock.Timeout:
         raise KitError(f"{path}: another kit command has held the ledger's lock for {LOCK_SECONDS:.0f} s; let it finish and run again") from None
     except OSError as exc:  # the lock file could not be made: read-only folder, disk full, ...
         raise write_error(path, exc) from None
     return frame
-
-
-def append_entry(path: Path, entry: dict[str, str]) -> None:
-    row = pd.DataFrame([{c: entry.get(c, "") for c in COLUMNS}])
-    edit_ledger(path, lambda frame: pd.concat([frame, row], ignore_index=True))
 
 
 def claim_entry(path: Path, entry: dict[str, str], refuse: Callable[[pd.Series], KitError] | None) -> None:

@@ -35,11 +35,12 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from kit.config import CompetitionConfig, ModelConfig, doctor_report_path, load_model, with_overrides
+from kit.config import CompetitionConfig, ModelConfig, load_model, with_overrides
 from kit.data.cache import cache_paths, resize_gray
 from kit.data.sources import open_source
 from kit.errors import KitError
-from kit.files import write_json
+from kit.paths import doctor_json
+from kit.records import DoctorReport
 from kit.training.augment import make_mixer
 from kit.training.dataset import to_model_input
 from kit.training.device import pick_precision
@@ -95,9 +96,9 @@ def doctor(
                 compile_check=compile_check, probe=probe,
             )
         report["variants"][mcfg.name] = result
-    write_json(doctor_report_path(cfg), report)
+    DoctorReport.parse(report, doctor_json(cfg)).write(doctor_json(cfg))
     _print(report, console)
-    console.print(f"wrote {doctor_report_path(cfg)}; `kit plan` turns these rates into the grid's time")
+    console.print(f"wrote {doctor_json(cfg)}; `kit plan` turns these rates into the grid's time")
     return report
 
 

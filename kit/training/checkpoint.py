@@ -18,8 +18,8 @@ import torch
 
 from kit.errors import KitError
 from kit.files import atomic_write
+from kit.paths import BEST_FILE, LAST_FILE, PREDS_FILE, set_aside
 from kit.training.identity import BEST_KEYS, LAST_KEYS, identity_changes, read_checkpoint, read_preds
-from kit.training.layout import BEST_FILE, LAST_FILE, PREDS_FILE
 from kit.training.trainer import Trainer
 
 
@@ -69,11 +69,7 @@ class FoldCheckpoints:
         last.pt and best.pt are moved aside as *.previous, and removed only once the new preds.npz exists."""
         for stale in (self.preds, self.last, self.best):
             if stale.is_file():
-                os.replace(stale, self._previous(stale))
-
-    @staticmethod
-    def _previous(path: Path) -> Path:
-        return path.with_name(f"{path.name}.previous")
+                os.replace(stale, set_aside(stale))
 
     def restore(self, trainer: Trainer) -> FoldState:
         """Load `last.pt` into `trainer` (and torch's RNG); the state to continue from."""
@@ -118,5 +114,5 @@ class FoldCheckpoints:
         arrays = {**arrays, "identity": np.asarray(json.dumps(self.identity)), "metrics": np.asarray(json.dumps(summary))}
         atomic_write(self.preds, lambda f: np.savez(f, **arrays))
         for kept in (self.preds, self.last, self.best):  # the new result exists: the earlier run's files may go
-            self._previous(kept).unlink(missing_ok=True)
+            set_aside(kept).unlink(missing_ok=True)
         return self.preds

@@ -2,7 +2,7 @@
 
 A job runs four steps, each a function below: set-up (model, split, trainer), resume (or a fresh
 start), epochs, and finish (reload the best epoch, cRT/τ-norm, write `preds.npz`). Its files live in
-`runs/<variant>/fold<k>/` (`kit.training.layout`) and are owned by one `FoldCheckpoints` object;
+`runs/<variant>/fold<k>/` (`kit.paths.run_dir`) and are owned by one `FoldCheckpoints` object;
 when every fold has its `preds.npz`, `kit.training.assemble` writes `oof/<variant>.npz` + `.json`.
 
 Checkpoints are chosen on the competition score under the decision rule of docs/decision.md (prior
@@ -28,10 +28,11 @@ from torch.utils.data import DataLoader
 
 from kit.config import CompetitionConfig, ModelConfig
 from kit.data.cache import cached_images
-from kit.data.sources import DataSource
+from kit.data.common import DataSource
 from kit.decision.metrics import build_metric, trivial_baseline
 from kit.errors import KitError
 from kit.files import ensure_writable_dir, write_text
+from kit.paths import CURVES_FILE, METRICS_FILE, run_dir
 from kit.plots import training_curves_png
 from kit.training.augment import make_mixer
 from kit.training.checkpoint import FoldCheckpoints, FoldState
@@ -40,7 +41,7 @@ from kit.training.dataset import CachedDataset
 from kit.training.device import pick_device
 from kit.training.evaluation import evaluate
 from kit.training.identity import fold_identity, retrain_hint
-from kit.training.layout import run_dir, seeded_config
+from kit.training.layout import seeded_config
 from kit.training.loader import EpochSampler, make_train_loader
 from kit.training.losses import prior_basis, recipe_prior
 from kit.training.pseudo import StackedImages, pseudo_label_source, soft_labels
@@ -67,7 +68,7 @@ class FoldSplit:
     n_pseudo: int = 0  # soft-labelled test images among the training rows
 
 
-@dataclass
+@dataclass(kw_only=True)
 class FoldRun:
     """One job's fixed context, shared by its steps."""
 
@@ -116,7 +117,10 @@ def train_fold(
     model = build_model(mcfg, len(source.classes), device, init_seed=seeds.model_init)  # first: a weights problem fails before any caching
     split = _split(cfg, mcfg, source, fold_of, fold, seeds, console=console)
     trainer, loader, sampler = _set_up(model, split, mcfg, source.task, device, seeds)
-    run = FoldRun(cfg, mcfg, fold, source.task, list(source.classes), split, trainer, loader, sampler, checkpoints, seeds, device, console)
+    run = FoldRun(
+        cfg=cfg, mcfg=mcfg, fold=fold, task=source.task, classes=list(source.classes), split=split, trainer=trainer, loader=loader,
+        sampler=sampler, checkpoints=checkpoints, seeds=seeds, device=device, console=console,
+    )
     state = _resume_or_start(run, resume)
     _print_header(run, len(source.test))
     while not state.finished and state.epoch < mcfg.epochs:
@@ -132,8 +136,8 @@ def train_fold(
 
 def _split(cfg: CompetitionConfig, mcfg: ModelConfig, source: DataSource, fold_of: np.ndarray, fold: int, seeds: JobSeeds, *, console: Console) -> FoldSplit:
     """Cache the images; train on the other folds' readable images (at most `max_train_images`), hold out fold `fold`."""
-    train_cache = cached_images(source.train, mcfg.image_size, cfg.paths.cache, cfg.data.on_bad_image)
-    test_cache = cached_images(source.test, mcfg.image_size, cfg.paths.cache, cfg.data.on_bad_image)
+    train_cache = cached_images(source.train, mcfg.image_size, cfg.paths.cache, cfg.data.on_bad_image, cfg.data.workers)
+    test_cache = cached_images(source.test, mcfg.image_size, cfg.paths.cache, cfg.data.on_bad_image, cfg.data.workers)
     _warn_skipped(console, source, train_cache.ok, test_cache.ok)
     train_idx = np.flatnonzero((fold_of != fold) & train_cache.ok)
     val_idx = np.flatnonzero(fold_of == fold)
@@ -246,7 +250,7 @@ def _run_epoch(run: FoldRun, state: FoldState) -> None:
         f"AUC {metrics['auc']:.3f}{'  [best]' if improved else ''}"
         + (f"; early stop after {state.bad_epochs} epochs without gain" if state.finished else "")
     )
-    write_text(run.checkpoints.out_dir / "metrics.csv", pd.DataFrame(state.history).to_csv(index=False))
+    write_text(run.checkpoints.out_dir / METRICS_FILE, pd.DataFrame(state.history).to_csv(index=False))
     run.checkpoints.save_last(trainer, state, sampler=run.sampler)
 
 
@@ -283,7 +287,7 @@ def _finish(run: FoldRun, state: FoldState, source: DataSource) -> Path:
             f"(trivial {decoupled_metrics['trivial_baseline']:.4f}), macro-F1 {decoupled_metrics['macro_f1']:.3f}, AUC {decoupled_metrics['auc']:.3f}"
         )
     test_logits = trainer.predict(split.test_images, np.arange(len(source.test)))
-    curves = training_curves_png(pd.DataFrame(state.history), run.checkpoints.out_dir / "curves.png", title=f"{mcfg.name} fold {run.fold}")
+    curves = training_curves_png(pd.DataFrame(state.history), run.checkpoints.out_dir / CURVES_FILE, title=f"{mcfg.name} fold {run.fold}")
     best_row = state.history[best_epoch]
     summary = {
         "fold": run.fold, "best_epoch": best_epoch + 1, "epochs_run": state.epoch, "seconds": state.seconds,
