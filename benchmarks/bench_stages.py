@@ -183,7 +183,7 @@ def compare(args: argparse.Namespace, console: Console) -> dict:
                 for target in args.make_target:
                     if target_commands(trees[side], target):
                         commands[side][f"make {target}"] = target_commands(trees[side], target)
-            stages = list(dict.fromkeys([*commands["base"], *commands["new"]]))
+            stages = list(dict.fromkeys([*commands["new"], *commands["base"]]))  # in the new demo's order
             order = ("base", "new") if rep % 2 == 0 else ("new", "base")
             for stage in stages:
                 for side in order:
