@@ -69,7 +69,13 @@ def materialize(version: str, dest: Path) -> str:
     """Copy `version` (a git checkout: its tracked and untracked-but-not-ignored files; another folder: all but
     .venv, data, runs and caches; or a git ref of this repository) to `dest`; what it is, in words."""
     if Path(version).is_dir() and not (Path(version) / ".git").exists():  # a plain copy of the kit (the test makes one)
-        shutil.copytree(version, dest, ignore=shutil.ignore_patterns(".git", ".venv", "__pycache__", ".cache", "data", "runs"))
+        root = Path(version).resolve()
+
+        def outputs(folder: str, names: list[str]) -> set[str]:  # the demo's outputs at the top only (kit/data is code)
+            top = {".git", ".venv", ".cache", "data", "runs"} if Path(folder).resolve() == root else set()
+            return {n for n in names if n in top or n == "__pycache__"}
+
+        shutil.copytree(root, dest, ignore=outputs)
         return str(Path(version).resolve())
     dest.mkdir(parents=True)
     if Path(version).is_dir():
