@@ -45,13 +45,14 @@ SEARCH_METRIC_NAME = "in-sample score (fitting folds)"
 
 
 def write_study(storage: str | optuna.storages.BaseStorage, study_name: str, trials: list[optuna.trial.FrozenTrial],
-                user_attrs: dict[str, Any], metric_name: str = METRIC_NAME) -> None:
-    """Replace `study_name` in `storage` by a study holding `trials`, its objective named `metric_name`."""
+                user_attrs: dict[str, Any], metric_name: str = METRIC_NAME, direction: str = "maximize") -> None:
+    """Replace `study_name` in `storage` by a study holding `trials`, its objective named `metric_name`, in the
+    metric's `direction` ("minimize" for log-loss: the study's best trial is then the lowest)."""
     storage = open_storage(storage) if isinstance(storage, str) else storage
     with quiet_optuna():
         with contextlib.suppress(KeyError):
             optuna.delete_study(study_name=study_name, storage=storage)
-        study = optuna.create_study(storage=storage, study_name=study_name, direction="maximize")
+        study = optuna.create_study(storage=storage, study_name=study_name, direction=direction)
         with warnings.catch_warnings():  # experimental in Optuna 5, and the dashboard reads it
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names([metric_name])
