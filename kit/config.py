@@ -108,6 +108,7 @@ class DataConfig(_Strict):
     sample_submission: str = "sample_submission.csv"
     id_column: str = "id"
     train_id_column: str | None = None  # the train CSV's id column when its name differs from the sample's
+    drop_test_ids: bool = False  # rows of the train CSV whose id is a test id (a CSV of every image, as NIH's) are left out of training
     repeated_ids: Literal["stop", "same_label"] = "stop"  # "same_label": rows repeating an id (one per box) read once when their labels agree
     label_column: str | None = None
     class_columns: list[str] | None = None
