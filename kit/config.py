@@ -391,8 +391,8 @@ def seeds_conflict(seeds: list[int]) -> str | None:
 
 
 def recipe_task_conflict(m: ModelConfig, task: str) -> str | None:
-    """Why a variant's keys do not fit the competition's task (None when they do): checked when the variant
-    is loaded with its competition config (and again when a job is built)."""
+    """Why a variant's keys do not fit the competition's task (None when they do): the task is known only with
+    the competition's data, so `kit train` checks this before it builds any job (a variant may serve several configs)."""
     if task == "multi-class" and m.loss == "bce":
         return ("key 'loss': \"bce\" is a per-label sigmoid loss for multi-label; its logits are not softmax logits, so "
                 "calibrate and blend would refuse the OOF; use \"ce\" (or \"focal\", \"logit_adjusted\", \"balanced_softmax\", \"ldam\")")
@@ -477,9 +477,6 @@ def load_model(name: str, cfg: CompetitionConfig) -> ModelConfig:
     problem = input_size_problem(mcfg)
     if problem:
         raise KitError(f"{path}: {problem}")
-    problem = recipe_task_conflict(mcfg, cfg.task)
-    if problem:
-        raise KitError(f"{path}: {problem} ({cfg.source_file or 'the competition config'} is {cfg.task})")
     return mcfg
 
 
