@@ -343,11 +343,13 @@ def init(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Config file to write (default: configs/<competition>.toml).")] = None,
     competition: Annotated[str | None, typer.Option("--competition", help="Kaggle competition slug (default: the folder's name).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace the config file if it exists.")] = False,
+    metric: Annotated[str | None, typer.Option("--metric", metavar="NAME",
+        help="The competition's metric (roc_auc, log_loss, quadratic_weighted_kappa, ...; the config's CHECK comment lists them).")] = None,
 ) -> None:
     """Write a competition config from the folder's own files and print what was found and why (needs no config)."""
     from kit.stages.init import init as run_init
 
-    run_init(data_dir, output, competition, force, console=console)
+    run_init(data_dir, output, competition, force, console=console, metric=metric)
 
 
 # First contact: doctor (will it fit, how fast) and plan (how long the grid takes).

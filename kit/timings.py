@@ -16,7 +16,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-TIMINGS_FILE = "timings.jsonl"
+from kit.paths import TIMINGS_FILE
 
 
 def timings_path(runs: Path) -> Path:

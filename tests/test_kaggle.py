@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kit.leaderboard.ledger import append_entry, file_sha256, new_entry, read_ledger
+from kit.hashing import file_sha256
+from kit.leaderboard.ledger import claim_entry, new_entry, read_ledger
 from kit.submission import write_submission
 from tests.conftest import CLASSES, assert_one_line_error, layout_toml, make_layout, one_hot, run_kit, sigint_to_default
 
@@ -243,6 +244,7 @@ def _never_leaks(tmp_path: Path, *texts: str) -> None:
                 assert secret.encode() not in path.read_bytes(), path
 
 
+@pytest.mark.subprocess
 def test_submit_wait_prints_public_beside_nested_cv_and_the_ledger_holds_it(tmp_path, fake_kaggle):
     config, good = _setup(tmp_path)
     result = _kit(tmp_path, config, "submit", str(good), "--message", "kit test: blend v1+v2", "--wait", fake=fake_kaggle)
@@ -273,6 +275,7 @@ def test_submit_wait_prints_public_beside_nested_cv_and_the_ledger_holds_it(tmp_
     _never_leaks(tmp_path, result.stdout, result.stderr)
 
 
+@pytest.mark.subprocess
 def test_error_status_prints_kaggle_description_and_exits_non_zero(tmp_path, fake_kaggle):
     config, good = _setup(tmp_path)
     fake_kaggle.outcome = {"status": "ERROR", "errorDescription": "Submission must have 17015 rows; found 3"}
@@ -284,6 +287,7 @@ def test_error_status_prints_kaggle_description_and_exits_non_zero(tmp_path, fak
     assert row["status"] == "ERROR" and row["error_description"] == "Submission must have 17015 rows; found 3"
 
 
+@pytest.mark.subprocess
 def test_ctrl_c_while_waiting_keeps_a_pending_row_that_submissions_completes(tmp_path, fake_kaggle):
     config, good = _setup(tmp_path)
     fake_kaggle.pending_answers = 10**6
@@ -315,6 +319,7 @@ def test_ctrl_c_while_waiting_keeps_a_pending_row_that_submissions_completes(tmp
     _never_leaks(tmp_path, out, err, later.stdout, later.stderr)
 
 
+@pytest.mark.subprocess
 def test_a_failed_upload_is_an_error_and_leaves_no_row(tmp_path, fake_kaggle):
     config, good = _setup(tmp_path)
     fake_kaggle.upload_status = 500  # the client returns "Could not submit to competition" instead of raising
@@ -325,6 +330,7 @@ def test_a_failed_upload_is_an_error_and_leaves_no_row(tmp_path, fake_kaggle):
     assert read_ledger(good.parent / "ledger.csv").empty
 
 
+@pytest.mark.subprocess
 def test_no_submissions_left_today_is_refused_before_the_upload(tmp_path, fake_kaggle):
     config, good = _setup(tmp_path)
     fake_kaggle.limits = {"numToday": 5, "numTotal": 40, "numAllowedNow": 0}
@@ -334,11 +340,12 @@ def test_no_submissions_left_today_is_refused_before_the_upload(tmp_path, fake_k
     assert read_ledger(good.parent / "ledger.csv").empty
 
 
+@pytest.mark.subprocess
 def test_a_file_already_sent_is_refused_in_one_line_unless_forced(tmp_path, fake_kaggle, capsys):
     config, good = _setup(tmp_path)
     ledger = good.parent / "ledger.csv"
     earlier = {**new_entry(good, file_sha256(good), "first try", "fake-comp", PROVENANCE), "ref": "77", "status": "COMPLETE", "public_score": "-1.3"}
-    append_entry(ledger, earlier)
+    claim_entry(ledger, earlier, None)
     code, out, err = run_kit(["--config", config, "submit", good, "-m", "again"], capsys)
     assert_one_line_error(code, err, str(good), "already sent to 'fake-comp'", "ref 77", "'first try'", "--force")
     assert fake_kaggle.requests == [] and len(read_ledger(ledger)) == 1
@@ -389,7 +396,7 @@ def test_a_broken_sample_submission_stops_submit(tmp_path, fake_kaggle, capsys, 
 
 def test_the_newest_submission_is_the_default_never_the_ledger(tmp_path, capsys, wide_console):
     config, good = _setup(tmp_path)
-    append_entry(good.parent / "ledger.csv", {**new_entry(good, "other-bytes", "m", "fake-comp", None), "ref": "5", "status": "COMPLETE"})
+    claim_entry(good.parent / "ledger.csv", {**new_entry(good, "other-bytes", "m", "fake-comp", None), "ref": "5", "status": "COMPLETE"}, None)
     os.utime(good, (1, 1))  # the ledger is now the newest CSV of submissions/
     code, out, err = run_kit(["--config", config, "submit", "-m", "default file", "--dry-run"], capsys)
     assert code == 0, err
@@ -429,6 +436,7 @@ def test_bad_environment_name_is_one_line_that_never_echoes_a_token(tmp_path, ca
     assert TOKEN not in err and read_ledger(good.parent / "ledger.csv").empty
 
 
+@pytest.mark.subprocess
 def test_token_accepted_and_rejected(tmp_path, fake_kaggle):
     config, good = _setup(tmp_path)
     rejected = _kit(tmp_path, config, "submit", str(good), "-m", "bad token", fake=fake_kaggle, creds="bad-token")
@@ -440,6 +448,7 @@ def test_token_accepted_and_rejected(tmp_path, fake_kaggle):
     _never_leaks(tmp_path, rejected.stdout, rejected.stderr, accepted.stdout, accepted.stderr)
 
 
+@pytest.mark.subprocess
 def test_missing_credentials_one_line_exit_2(tmp_path):
     config, good = _setup(tmp_path)
     result = _kit(tmp_path, config, "submit", str(good), "--message", "no creds", creds="none")
@@ -447,6 +456,7 @@ def test_missing_credentials_one_line_exit_2(tmp_path):
     assert "submitted" not in result.stdout and read_ledger(good.parent / "ledger.csv").empty
 
 
+@pytest.mark.subprocess
 def test_rejected_credentials_never_echo_the_key(tmp_path, fake_kaggle):
     config, good = _setup(tmp_path)
     fake_kaggle.reject_auth = True
@@ -456,6 +466,7 @@ def test_rejected_credentials_never_echo_the_key(tmp_path, fake_kaggle):
     _never_leaks(tmp_path, result.stdout, result.stderr)
 
 
+@pytest.mark.subprocess
 def test_world_readable_kaggle_json_is_used_with_a_warning(tmp_path, fake_kaggle):
     config, good = _setup(tmp_path)
     kaggle_json = tmp_path / "home" / ".kaggle" / "kaggle.json"
@@ -484,6 +495,7 @@ def test_readable_by_others_is_the_kaggle_cli_rule(tmp_path, mode, warned):
     assert ("readable by other users" in console.export_text()) is warned
 
 
+@pytest.mark.subprocess
 def test_malformed_kaggle_json_one_line(tmp_path):
     config, good = _setup(tmp_path)
     (tmp_path / "home" / ".kaggle").mkdir(parents=True)
@@ -507,8 +519,8 @@ def test_submissions_offline_and_with_nothing_recorded(tmp_path, capsys, wide_co
     ledger = good.parent / "ledger.csv"
     for k, (cv, public) in enumerate([(-1.5, "-1.4"), (-1.0, "-0.8"), (-0.5, "-0.45")]):
         row = new_entry(good, f"sha{k}", f"try [{k}]", "fake-comp", {**PROVENANCE, "nested_cv_score": cv})
-        append_entry(ledger, {**row, "time": f"2025-01-0{k + 1}T10:00:00+00:00", "ref": str(100 + k), "status": "COMPLETE", "public_score": public})
-    append_entry(ledger, {**new_entry(good, "other", "elsewhere", "other-comp", None), "ref": "9", "status": "PENDING"})
+        claim_entry(ledger, {**row, "time": f"2025-01-0{k + 1}T10:00:00+00:00", "ref": str(100 + k), "status": "COMPLETE", "public_score": public}, None)
+    claim_entry(ledger, {**new_entry(good, "other", "elsewhere", "other-comp", None), "ref": "9", "status": "PENDING"}, None)
     code, out, err = run_kit(["--config", config, "submissions", "--offline"], capsys)
     assert code == 0, err
     assert "try [0]" in out and "try [2]" in out and "elsewhere" not in out  # user text is shown as written, not read as markup
@@ -516,6 +528,7 @@ def test_submissions_offline_and_with_nothing_recorded(tmp_path, capsys, wide_co
     assert (good.parent / "cv_vs_public.png").is_file()
 
 
+@pytest.mark.subprocess
 def test_download_unpacks_into_data_slug(tmp_path, fake_kaggle):
     config, _ = _setup(tmp_path)
     buf = tmp_path / "archive.zip"
@@ -539,6 +552,7 @@ def test_download_unpacks_into_data_slug(tmp_path, fake_kaggle):
 @pytest.mark.parametrize("mode, extra", [
     ("created-then-502", []), ("garbled", []), ("no-ref", []), ("stall", ["--timeout", "3"]),
 ])
+@pytest.mark.subprocess
 def test_a_created_submission_whose_answer_is_lost_is_unknown_until_submissions_finds_it(tmp_path, fake_kaggle, capsys, mode, extra):
     config, good = _setup(tmp_path)
     ledger = good.parent / "ledger.csv"
@@ -564,6 +578,7 @@ def test_a_created_submission_whose_answer_is_lost_is_unknown_until_submissions_
     _never_leaks(tmp_path, result.stdout, result.stderr, later.stdout, later.stderr)
 
 
+@pytest.mark.subprocess
 def test_an_unknown_submission_that_kaggle_does_not_have_becomes_not_found_and_may_be_sent_again(tmp_path, fake_kaggle):
     config, good = _setup(tmp_path)
     fake_kaggle.fail("CreateSubmission", "5xx")  # a server error before anything was created
@@ -577,6 +592,7 @@ def test_an_unknown_submission_that_kaggle_does_not_have_becomes_not_found_and_m
     assert read_ledger(good.parent / "ledger.csv")["status"].tolist() == ["NOT_FOUND", "PENDING"]
 
 
+@pytest.mark.subprocess
 def test_read_calls_retry_429_and_5xx_but_create_submission_is_never_retried(tmp_path, fake_kaggle):
     config, good = _setup(tmp_path)
     fake_kaggle.fail("GetSubmissionLimits", "429", "5xx")
@@ -601,6 +617,7 @@ def test_read_calls_retry_429_and_5xx_but_create_submission_is_never_retried(tmp
     assert shown.returncode == 0 and "server error (HTTP 503" in shown.stdout and "retry later" in shown.stdout, shown.stdout
 
 
+@pytest.mark.subprocess
 def test_a_stalled_server_never_holds_submit_past_its_timeout(tmp_path, fake_kaggle):
     config, good = _setup(tmp_path)
     fake_kaggle.fail("GetSubmissionLimits", "stall")
@@ -611,6 +628,7 @@ def test_a_stalled_server_never_holds_submit_past_its_timeout(tmp_path, fake_kag
     assert ("POST", f"{API}/CreateSubmission") not in fake_kaggle.calls()
 
 
+@pytest.mark.subprocess
 def test_two_submits_of_one_file_at_the_same_moment_send_it_once(tmp_path, fake_kaggle):
     config, good = _setup(tmp_path)
     command = [sys.executable, "-c", LAUNCHER, "--config", str(config), "submit", str(good), "-m", "race"]
@@ -657,6 +675,7 @@ def test_a_provenance_json_of_another_csv_is_refused(tmp_path, fake_kaggle, caps
 # Text from outside (issue 18, class 4): shown as text, never a credential in any form.
 
 @pytest.mark.parametrize("creds", ["key", "token"])
+@pytest.mark.subprocess
 def test_a_server_message_that_echoes_the_authorization_header_is_scrubbed(tmp_path, fake_kaggle, creds):
     config, good = _setup(tmp_path)
     fake_kaggle.fail("StartSubmissionUpload", "echo")
@@ -667,6 +686,7 @@ def test_a_server_message_that_echoes_the_authorization_header_is_scrubbed(tmp_p
     _never_leaks(tmp_path, result.stdout, result.stderr)
 
 
+@pytest.mark.subprocess
 def test_server_text_loses_escape_sequences_and_markup_is_shown_as_text(tmp_path, fake_kaggle):
     config, good = _setup(tmp_path)
     fake_kaggle.fail("CreateSubmission", "ansi")
@@ -682,6 +702,7 @@ def test_server_text_loses_escape_sequences_and_markup_is_shown_as_text(tmp_path
     _never_leaks(tmp_path, result.stdout, result.stderr)
 
 
+@pytest.mark.subprocess
 def test_download_never_overwrites_a_file_changed_since_the_last_download(tmp_path, fake_kaggle):
     config, _ = _setup(tmp_path)
     buf = tmp_path / "archive.zip"
@@ -811,8 +832,8 @@ def test_two_submissions_of_one_name_and_message_far_from_the_rows_time_are_ambi
         fake_kaggle.submissions[ref] = {"ref": ref, "fileName": "good.csv", "description": "same words", "status": "COMPLETE",
                                         "date": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(time.time() - 3 * 3600))}
     ledger = good.parent / "ledger.csv"
-    append_entry(ledger, {**new_entry(good, file_sha256(good), "same words", "fake-comp", PROVENANCE), "status": "UNKNOWN",
-                          "error_description": "lost"})
+    claim_entry(ledger, {**new_entry(good, file_sha256(good), "same words", "fake-comp", PROVENANCE), "status": "UNKNOWN",
+                         "error_description": "lost"}, None)
     later = _kit(tmp_path, config, "submissions", fake=fake_kaggle, timeout=300)
     assert later.returncode == 0, later.stderr
     assert "ambiguous" in later.stdout and "100, 101" in later.stdout
@@ -850,7 +871,7 @@ def test_a_sending_row_left_by_a_kill_before_any_request_is_resolved(tmp_path, f
 def test_submissions_timeout_bounds_the_refresh_and_says_what_it_waits_for(tmp_path, fake_kaggle, capsys, fault):
     config, good = _setup(tmp_path)
     ledger = good.parent / "ledger.csv"
-    append_entry(ledger, {**new_entry(good, file_sha256(good), "m", "fake-comp", PROVENANCE), "status": "UNKNOWN"})
+    claim_entry(ledger, {**new_entry(good, file_sha256(good), "m", "fake-comp", PROVENANCE), "status": "UNKNOWN"}, None)
     fake_kaggle.fail("ListSubmissions", *[fault] * 5)
     result = _kit(tmp_path, config, "submissions", "--timeout", "15", fake=fake_kaggle, timeout=180)  # connecting counts: a loaded machine
     took = time.monotonic() - next(r["at"] for r in fake_kaggle.requests if r["path"].endswith("ListSubmissions"))

@@ -509,6 +509,7 @@ def test_model_messages_name_the_configured_models_folder(trained, tmp_path, cap
     assert "configs/models" not in err
 
 
+@pytest.mark.subprocess
 def test_ctrl_c_prints_one_line_and_exits_130(tmp_path):
     out = tmp_path / "synth"
     proc = subprocess.Popen(

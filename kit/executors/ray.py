@@ -28,7 +28,7 @@ from rich.console import Console
 
 from kit.config import CompetitionConfig
 from kit.data.cache import cached_images
-from kit.data.sources import DataSource
+from kit.data.common import DataSource
 from kit.errors import KitError
 from kit.executors.jobs import Job, JobResult, run_job
 from kit.files import write_json

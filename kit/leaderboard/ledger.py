@@ -51,14 +51,6 @@ def ledger_path(submissions_dir: Path) -> Path:
     return ledger_csv(submissions_dir)
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def now_utc() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
@@ -109,11 +101,6 @@ def edit_ledger(path: Path, edit: Callable[[pd.DataFrame], pd.DataFrame]) -> pd.
     except OSError as exc:  # the lock file could not be made: read-only folder, disk full, ...
         raise write_error(path, exc) from None
     return frame
-
-
-def append_entry(path: Path, entry: dict[str, str]) -> None:
-    row = pd.DataFrame([{c: entry.get(c, "") for c in COLUMNS}])
-    edit_ledger(path, lambda frame: pd.concat([frame, row], ignore_index=True))
 
 
 def claim_entry(path: Path, entry: dict[str, str], refuse: Callable[[pd.Series], KitError] | None) -> None:

@@ -11,7 +11,6 @@ print the ledger, draw public against nested CV. download: the competition's fil
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from kit.config import CompetitionConfig, check_name
 from kit.decision.metrics import signed
 from kit.errors import KitError
 from kit.files import read_bytes, write_json
+from kit.hashing import bytes_sha256, file_sha256, stream_sha256
 from kit.leaderboard import client
 from kit.leaderboard.ledger import (
     NOT_FOUND,
@@ -36,7 +36,6 @@ from kit.leaderboard.ledger import (
     UNKNOWN,
     claim_entry,
     correlation,
-    file_sha256,
     find_sent,
     ledger_path,
     new_entry,
@@ -142,7 +141,7 @@ def _validate(cfg: CompetitionConfig, file: Path | None, message: str, competiti
         )
     data = read_bytes(file, "write it again with `kit blend`")
     frame = check_submission_file(file, cfg, data=data)
-    sha = hashlib.sha256(data).hexdigest()
+    sha = bytes_sha256(data)
     meta = _provenance(file, sha)
     _check_test_images(cfg, file, meta)
     synthetic = bool((meta or {}).get("synthetic")) or is_synthetic(cfg)
@@ -492,11 +491,8 @@ def _safe_extract(archive: Path, target: Path) -> None:
 
 
 def _zip_member_sha256(zf: zipfile.ZipFile, member: zipfile.ZipInfo) -> str:
-    digest = hashlib.sha256()
     with zf.open(member) as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return stream_sha256(f)
 
 
 def _print_scores(console: Console, file: Path, slug: str, row: dict[str, str]) -> None:

@@ -10,8 +10,9 @@ from rich.console import Console
 
 from kit import timings
 from kit.config import CompetitionConfig, load_model, with_overrides
+from kit.data.common import DataSource
 from kit.data.folds import load_fold_assignment
-from kit.data.sources import DataSource, open_source
+from kit.data.sources import open_source
 from kit.errors import KitError
 from kit.executors import EXECUTORS, Executor, Job, JobResult
 from kit.files import ensure_writable_dir

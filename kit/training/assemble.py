@@ -17,7 +17,7 @@ from rich.console import Console
 
 from kit.artifacts import OOF, TEST_IMAGES_KEY, save_oof, test_images_fingerprint
 from kit.config import CompetitionConfig, ModelConfig
-from kit.data.sources import DataSource
+from kit.data.common import DataSource
 from kit.decision.metrics import build_metric
 from kit.errors import KitError
 from kit.paths import PREDS_FILE, oof_meta_json, oof_npz, run_dir, seed_oof_stem
