@@ -128,10 +128,10 @@ def test_ledger_cells_and_the_console_never_hold_a_credential(bare_home, monkeyp
 
     monkeypatch.setenv("KAGGLE_KEY", SECRET)
     ledger = bare_home / "ledger.csv"
-    from kit.leaderboard.ledger import append_entry
+    from kit.leaderboard.ledger import claim_entry
 
     entry = new_entry(bare_home / "a.csv", "sha", f"message with {SECRET}", "comp", None)
-    append_entry(ledger, entry)
+    claim_entry(ledger, entry, None)
     update_rows(ledger, {entry["row_id"]: {"error_description": f"echo {SECRET}"}})
     assert SECRET not in ledger.read_text() and read_ledger(ledger).iloc[0]["error_description"] == "echo ***"
     Console(file=ScrubbedStream(lambda: sys.stdout)).print(f"key {SECRET}")
@@ -322,7 +322,7 @@ def _blend_json(path, **changes):
 
 @pytest.mark.parametrize("public, note", [("abc", "'abc'"), ("-1,25", "decimal comma")])
 def test_report_draws_only_numeric_scores_and_says_which_row_is_not(tmp_path, capsys, public, note):
-    from kit.leaderboard.ledger import append_entry, new_entry
+    from kit.leaderboard.ledger import claim_entry, new_entry
     from tests.conftest import run_kit
 
     cfg, config = _competition(tmp_path)
@@ -330,11 +330,13 @@ def test_report_draws_only_numeric_scores_and_says_which_row_is_not(tmp_path, ca
     ledger = cfg.paths.submissions / "ledger.csv"
     for k, score in enumerate(["-1.3", public]):
         entry = new_entry(cfg.paths.submissions / f"s{k}.csv", f"sha{k}", "m", "fake-comp", {"nested_cv_score": -1.2})
-        append_entry(ledger, {**entry, "ref": str(k), "status": "COMPLETE", "public_score": score})
+        claim_entry(ledger, {**entry, "ref": str(k), "status": "COMPLETE", "public_score": score}, None)
     code, out, err = run_kit(["--config", config, "report"], capsys)
     assert code == 0, err
-    html = (cfg.paths.submissions / "report.html").read_text()
-    assert "1 ledger rows have a score that is not a number" in html and note in html.replace("&#x27;", "'")
+    import html as html_text
+
+    shown = html_text.unescape((cfg.paths.submissions / "report.html").read_text())
+    assert "1 ledger rows have a score that is not a number" in shown and note in shown
 
 
 @pytest.mark.parametrize("damage, needle", [
