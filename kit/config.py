@@ -430,8 +430,6 @@ def seeds_conflict(seeds: list[int]) -> str | None:
     return None
 
 
-
-
 def recipe_task_conflict(m: ModelConfig, task: str) -> str | None:
     """Why a variant's keys do not fit the competition's task (None when they do): checked when the variant
     is loaded with its competition config (and again when a job is built)."""
@@ -519,9 +517,6 @@ def load_model(name: str, cfg: CompetitionConfig) -> ModelConfig:
     problem = input_size_problem(mcfg)
     if problem:
         raise KitError(f"{path}: {problem}")
-    problem = recipe_task_conflict(mcfg, cfg.task)
-    if problem:
-        raise KitError(f"{path}: {problem} ({cfg.source_file or 'the competition config'} is {cfg.task})")
     return mcfg
 
 
