@@ -431,8 +431,8 @@ def seeds_conflict(seeds: list[int]) -> str | None:
 
 
 def recipe_task_conflict(m: ModelConfig, task: str) -> str | None:
-    """Why a variant's keys do not fit the competition's task (None when they do): checked when the variant
-    is loaded with its competition config (and again when a job is built)."""
+    """Why a variant's keys do not fit the competition's task (None when they do): the task is known only with
+    the competition's data, so `kit train` checks this before it builds any job (and a job again when it builds its loss)."""
     if task not in _loss(m).tasks:  # the loss registry says which tasks each loss trains
         from kit.training.losses import LOSSES
 
