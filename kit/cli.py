@@ -300,6 +300,28 @@ def init(
     run_init(data_dir, output, competition, force, console=console)
 
 
+@app.command()
+def predict(
+    images: Annotated[Path | None, typer.Argument(metavar="IMAGES",
+        help="Folder of images to predict (default: the config's test set).")] = None,
+    ids: Annotated[Path | None, typer.Option("--ids", metavar="CSV",
+        help="CSV of the ids to predict (data.id_column), their files in IMAGES; a sample submission also sets the format.")] = None,
+    name: Annotated[str, typer.Option("--name", metavar="BLEND", help="The blend to apply (`kit blend --name`).")] = "blend",
+    variant: Annotated[str | None, typer.Option("--variant", metavar="NAME",
+        help="One variant under its own `kit calibrate` decision instead of a blend.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", metavar="FILE",
+        help="Submission CSV to write (default: <paths.submissions>/predict_<BLEND>.csv).")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", metavar="N", help="Images per batch (default: the evaluation pass's).")] = None,
+    max_minutes: Annotated[float | None, typer.Option("--max-minutes", metavar="MIN",
+        help="Stop with a clear line as soon as the run is projected to take longer (a notebook's time limit).")] = None,
+) -> None:
+    """Run the trained ensemble's fold models on images and write the submission in the sample's format."""
+    from kit.stages.predict import predict as run_predict
+
+    run_predict(_cfg(), images, ids=ids, name=name, variant=variant, output=output, batch_size=batch_size, max_minutes=max_minutes,
+                console=console)
+
+
 # First contact: doctor (will it fit, how fast) and plan (how long the grid takes).
 _Variants = Annotated[list[str] | None, typer.Option("--variants", "--variant", metavar="A,B",
         help="Variants (comma list or repeated); default: the config's.")]

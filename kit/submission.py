@@ -267,12 +267,9 @@ def write_submission(
     classes = [str(c) for c in classes]
     spath = sample_path(cfg)
     sample = read_sample(spath) if spath is not None else template_frame(test_ids, classes, cfg.data.id_column)
-    separator, none_label = label_joining(cfg)
-    frame = build_submission(pred, test_ids, classes, sample, cfg.data.id_column, separator, none_label)
     reference = "the sample submission" if spath is not None else "the test ids of the data source"
-    validate_submission(frame, sample, cfg.task, classes, source=f"submission {name}", reference=reference, separator=separator, none_label=none_label)
+    text = submission_text(pred, test_ids, classes, cfg, sample, source=f"submission {name}", reference=reference)
     out = cfg.paths.submissions / f"{name}.csv"
-    text = frame.to_csv(index=False, lineterminator="\n")
     atomic_write(out, lambda f: f.write(text.encode()))
     meta = {
         "csv_sha256": hashlib.sha256(text.encode()).hexdigest(),  # `kit submit` uses this JSON only beside these bytes
@@ -284,11 +281,20 @@ def write_submission(
         "synthetic": is_synthetic(cfg),
         "format": "template" if spath is None else submission_format(sample, classes, cfg.data.id_column),
         "sample_submission": None if spath is None else str(spath),
-        "rows": len(frame),
+        "rows": len(sample),
         **provenance,
     }
     write_json(out.with_suffix(".json"), meta)
     return out
+
+
+def submission_text(pred: np.ndarray, test_ids: np.ndarray, classes: list[str], cfg: CompetitionConfig, sample: pd.DataFrame, *,
+                    source: str, reference: str) -> str:
+    """The CSV text of `pred` in `sample`'s format, validated against it (what `kit blend` and `kit predict` write)."""
+    separator, none_label = label_joining(cfg)
+    frame = build_submission(pred, test_ids, classes, sample, cfg.data.id_column, separator, none_label)
+    validate_submission(frame, sample, cfg.task, classes, source=source, reference=reference, separator=separator, none_label=none_label)
+    return frame.to_csv(index=False, lineterminator="\n")
 
 
 def label_joining(cfg: CompetitionConfig) -> tuple[str | None, str | None]:

@@ -29,6 +29,7 @@ from kit.decision.record import study_summary, write_study
 from kit.decision.select import check_nested_inputs
 from kit.ensemble.aggregate import TEST_AGGREGATION, aggregate_predict
 from kit.ensemble.pipeline import Blend, Member
+from kit.ensemble.record import blend_record
 from kit.ensemble.select import BLEND_RULES, BLEND_WEIGHTINGS, BlendSelection, blend_trials, pair_label, select_blend
 from kit.errors import KitError
 from kit.studies import exclusive_studies, open_storage
@@ -126,8 +127,10 @@ def _write_submission(cfg: CompetitionConfig, name: str, names: list[str], oofs:
     final, (weighting, rule) = selection.final, selection.chosen
     score, trivial = selection.scores[selection.chosen], selection.trivial
     test_pred = aggregate_predict(final, [m.test_logits for m in members])
+    trivial_class = None
     if _worse_than_trivial_everywhere(selection):  # no pair has any skill: submit the no-skill prediction, and say so
-        test_pred = trivial_prediction(np.zeros((len(test_pred), labels.shape[1]), dtype=np.uint8), cfg.task, int(labels.sum(axis=0).argmax()))
+        trivial_class = int(labels.sum(axis=0).argmax())
+        test_pred = trivial_prediction(np.zeros((len(test_pred), labels.shape[1]), dtype=np.uint8), cfg.task, trivial_class)
         rule, score = "trivial", trivial
         print_line = f"every weighting × rule of blend '{name}' scores below the trivial baseline in every fold: " \
                      f"{name}.csv holds the trivial prediction (majority class everywhere; multi-label: all negative); retrain the members"
@@ -153,6 +156,8 @@ def _write_submission(cfg: CompetitionConfig, name: str, names: list[str], oofs:
         "in_sample_score": metric.score(labels, final.predict([m.logits for m in members])),
         "synthetic": synthetic,
         "notes": degenerate_notes(None, test_pred, cfg.task, oofs[names[0]].classes.astype(str).tolist()),  # single class, no positive
+        "fitted_blend": blend_record(final, classes=oofs[names[0]].classes.astype(str).tolist(), aggregation=TEST_AGGREGATION,
+                                     trivial_class=trivial_class),  # what `kit predict` applies to new test logits
     }
     ref = oofs[names[0]]
     return write_submission(test_pred, ref.test_ids.astype(str), ref.classes.astype(str).tolist(), cfg, name, provenance), provenance

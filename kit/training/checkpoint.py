@@ -20,7 +20,7 @@ from kit.errors import KitError
 from kit.files import atomic_write
 from kit.training.epoch import Trainer
 from kit.training.identity import BEST_KEYS, LAST_KEYS, identity_changes, read_checkpoint, read_preds
-from kit.training.layout import BEST_FILE, LAST_FILE, PREDS_FILE
+from kit.training.layout import BEST_FILE, DECOUPLED_FILE, LAST_FILE, PREDS_FILE
 
 
 @dataclass
@@ -50,6 +50,7 @@ class FoldCheckpoints:
     def __init__(self, out_dir: Path, identity: dict[str, str], hint: str):
         self.out_dir, self.identity, self.hint = out_dir, identity, hint
         self.preds, self.last, self.best = out_dir / PREDS_FILE, out_dir / LAST_FILE, out_dir / BEST_FILE
+        self.decoupled = out_dir / DECOUPLED_FILE
 
     def finished(self) -> bool:
         """True when `preds.npz` exists and was made from the current inputs; KitError when from others."""
@@ -67,7 +68,7 @@ class FoldCheckpoints:
         """A fresh start: no file of an earlier run may be mistaken for this one's (so `--resume` continues this
         run, not the earlier one), yet nothing earlier is lost before this run has its own result: preds.npz,
         last.pt and best.pt are moved aside as *.previous, and removed only once the new preds.npz exists."""
-        for stale in (self.preds, self.last, self.best):
+        for stale in (self.preds, self.last, self.best, self.decoupled):
             if stale.is_file():
                 os.replace(stale, self._previous(stale))
 
@@ -107,6 +108,10 @@ class FoldCheckpoints:
             "identity": self.identity,
         })
 
+    def save_decoupled(self, trainer: Trainer, val_logits: np.ndarray, epoch: int) -> None:
+        """The weights after cRT/τ-norm (best.pt keeps the epoch's own, which a resumed job re-balances again)."""
+        _save_torch(self.decoupled, {"model": trainer.eval_model.state_dict(), "val_logits": torch.from_numpy(val_logits), "epoch": epoch})
+
     def load_best(self, trainer: Trainer, device: torch.device) -> tuple[int, np.ndarray]:
         """Put the best epoch's weights into the eval model; (that epoch, its held-out logits)."""
         best = read_checkpoint(self.best, BEST_KEYS, self.hint, map_location=device)
@@ -117,6 +122,6 @@ class FoldCheckpoints:
         """The job's result, with its identity and summary as JSON strings."""
         arrays = {**arrays, "identity": np.asarray(json.dumps(self.identity)), "metrics": np.asarray(json.dumps(summary))}
         atomic_write(self.preds, lambda f: np.savez(f, **arrays))
-        for kept in (self.preds, self.last, self.best):  # the new result exists: the earlier run's files may go
+        for kept in (self.preds, self.last, self.best, self.decoupled):  # the new result exists: the earlier run's files may go
             self._previous(kept).unlink(missing_ok=True)
         return self.preds

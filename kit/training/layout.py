@@ -9,6 +9,7 @@ from kit.config import CompetitionConfig
 PREDS_FILE = "preds.npz"  # the job's result: held-out and test logits, priors, identity
 LAST_FILE = "last.pt"  # full training state, written every epoch (resume)
 BEST_FILE = "best.pt"  # weights and held-out logits of the best epoch
+DECOUPLED_FILE = "decoupled.pt"  # after cRT/τ-norm: the re-balanced weights preds.npz's logits came from (else best.pt's are)
 
 
 def run_dir(cfg: CompetitionConfig, variant: str, fold: int, seed: int | None = None) -> Path:
