@@ -322,6 +322,31 @@ def predict(
                 console=console)
 
 
+@app.command()
+def package(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The blend to package (`kit blend --name NAME`).")],
+    out: Annotated[Path | None, typer.Option("--out", metavar="DIR", help="Folder to write (default: packages/NAME).")] = None,
+    half: Annotated[bool, typer.Option("--half", help="Store the fold weights in float16 (half the size; predictions may differ slightly).")] = False,
+    dataset: Annotated[str | None, typer.Option("--dataset", metavar="OWNER/SLUG", help="The Kaggle dataset (default: <you>/kit-NAME).")] = None,
+    kernel: Annotated[str | None, typer.Option("--kernel", metavar="OWNER/SLUG",
+        help="The Kaggle notebook (default: <owner>/kit-NAME-inference).")] = None,
+    wheels_from: Annotated[Path | None, typer.Option("--wheels-from", metavar="DIR",
+        help="Take the dependencies' wheels from this folder instead of the package index.")] = None,
+    max_minutes: Annotated[float, typer.Option("--max-minutes", metavar="MIN", help="The notebook's `kit predict --max-minutes`.")] = 500.0,
+    push: Annotated[bool, typer.Option("--push", help="Create or version the dataset on Kaggle and push the notebook.")] = False,
+) -> None:
+    """Make blend NAME a Kaggle dataset (kit wheel, dependency wheels, weights, record) and an offline inference notebook."""
+    from kit.stages.package import package as run_package
+
+    cfg = _cfg()
+    folder = run_package(cfg, name, out=out, half=half, dataset=dataset, kernel=kernel, wheels_from=wheels_from, max_minutes=max_minutes,
+                         console=console)
+    if push:
+        from kit.stages.package import push as run_push
+
+        run_push(folder, console=console)
+
+
 # First contact: doctor (will it fit, how fast) and plan (how long the grid takes).
 _Variants = Annotated[list[str] | None, typer.Option("--variants", "--variant", metavar="A,B",
         help="Variants (comma list or repeated); default: the config's.")]
