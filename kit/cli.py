@@ -258,10 +258,21 @@ def submit(
     wait: Annotated[bool, typer.Option("--wait", help="Wait until Kaggle has scored it; print its public score beside its nested-CV score.")] = False,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds --wait waits for the score.")] = DEFAULT_WAIT_SECONDS,
     force: Annotated[bool, typer.Option("--force", help="Send a file even if the ledger shows these bytes were sent already.")] = False,
+    kernel: Annotated[str | None, typer.Option("--kernel", metavar="OWNER/SLUG",
+        help="Code competition: submit this notebook's output instead of a file (`kit package`).")] = None,
+    version: Annotated[int | None, typer.Option("--version", metavar="N", help="With --kernel: the notebook version (default: its latest).")] = None,
 ) -> None:
     """Validate a submission against the sample, record it in submissions/ledger.csv and send it to Kaggle."""
     from kit.stages.submit import submit as run_submit
 
+    if kernel is not None or version is not None:
+        from kit.stages.submit import submit_kernel
+
+        if kernel is None or file is not None:
+            raise KitError("--kernel OWNER/SLUG submits a notebook's output: give it (with --version N if you like), and no FILE")
+        submit_kernel(_cfg(), kernel, message, version=version, competition=competition, dry_run=dry_run, wait=wait, timeout=timeout,
+                      force=force, console=console)
+        return
     run_submit(_cfg(), file, message, competition, dry_run, wait=wait, timeout=timeout, force=force, console=console)
 
 
@@ -342,7 +353,7 @@ def package(
     folder = run_package(cfg, name, out=out, half=half, dataset=dataset, kernel=kernel, wheels_from=wheels_from, max_minutes=max_minutes,
                          console=console)
     if push:
-        from kit.stages.package import push as run_push
+        from kit.leaderboard.publish import push as run_push
 
         run_push(folder, console=console)
 
