@@ -63,6 +63,12 @@ def _call(step: Callable, api, action: str):
         raise
     except client.CommandTimedOut:
         raise KitError(f"--timeout passed while trying to {action}; retry with more time") from None
+    except ValueError as exc:  # the kaggle package's own checks of the metadata, before any request
+        import json as _json
+
+        if not isinstance(exc, _json.JSONDecodeError):
+            raise KitError(f"cannot {action}: {client.clean_text(client.scrub(str(exc), api))}; fix the package's metadata JSON") from None
+        raise client.api_error(exc, action, api) from None
     except Exception as exc:
         raise client.api_error(exc, action, api) from None
 
@@ -93,8 +99,8 @@ def _wait_ready(api, dataset: str, deadline: client.Deadline, sleep: Callable[[f
         status = (_dataset_status(api, dataset) or "").lower()
         if status == "ready":
             return
-        if status == "error":
-            raise KitError(f"Kaggle could not process the dataset {dataset} (status 'error'); look at its page on kaggle.com")
+        if status in ("failed", "deleted"):
+            raise KitError(f"Kaggle could not process the dataset {dataset} (status '{status}'); look at its page on kaggle.com")
         left = deadline.left()
         if left is not None and left <= READY_POLL_SECONDS:
             raise KitError(f"the dataset {dataset} is not ready within the --timeout (status {status or 'unknown'!r}); "

@@ -64,7 +64,7 @@ def package(
     console = console or Console()
     check_name(name, "NAME")
     owner = os.environ.get("KAGGLE_USERNAME") or "your-kaggle-username"
-    dataset = _slug(dataset or f"{owner}/kit-{name}", "--dataset")
+    dataset = _slug(dataset or f"{owner}/kit-{name}-models", "--dataset")
     kernel = _slug(kernel or f"{dataset.split('/')[0]}/kit-{name}-inference", "--kernel")
     plan = blend_plan(cfg, name)  # every piece present and matching before anything is written
     out = Path(out) if out is not None else Path("packages") / name
@@ -101,8 +101,8 @@ def _parent(out: Path) -> Path:
 
 def _slug(value: str, what: str) -> str:
     parts = value.split("/")
-    if len(parts) != 2 or not all(parts) or any(" " in p for p in parts):
-        raise KitError(f"{what} {value!r}: give OWNER/SLUG (your Kaggle user name and a short name)")
+    if len(parts) != 2 or not all(parts) or any(" " in p for p in parts) or not 6 <= len(parts[1]) <= 50:
+        raise KitError(f"{what} {value!r}: give OWNER/SLUG (your Kaggle user name and a name of 6 to 50 characters)")
     return value
 
 
