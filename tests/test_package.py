@@ -87,8 +87,10 @@ def test_package_installs_offline_and_its_notebook_writes_the_blend_csv(tiny_com
     assert set(json.loads((out / "notebook" / "kernel-metadata.json").read_text())) >= {"enable_gpu", "enable_internet", "dataset_sources"}
 
     python = _stand_in_image(tmp_path / "kaggle")
-    assert subprocess.run([python, "-c", "import albumentations"], capture_output=True).returncode != 0  # the image lacks it
-    assert subprocess.run([python, "-c", "import torch, kit"], capture_output=True).returncode != 0  # ... and the kit
+    def runs(code: str) -> bool:
+        return subprocess.run([python, "-c", code], capture_output=True, cwd=tmp_path).returncode == 0
+
+    assert runs("import torch, timm, pandas") and not runs("import albumentations") and not runs("import kit")  # the image lacks these
     notebook = json.loads(next((out / "notebook").glob("*.ipynb")).read_text())
     script = tmp_path / "notebook.py"
     script.write_text(code_cells(notebook))
