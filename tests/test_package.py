@@ -73,7 +73,7 @@ def test_package_installs_offline_and_its_notebook_writes_the_blend_csv(tiny_com
     train(cfg, ["tiny"], None, resume=False, console=Console(quiet=True))
     blend(cfg, ["tiny"], "b", console=Console(quiet=True))
     try:
-        out = package(cfg, "b", out=tmp_path / "pkg", dataset="kit-tester/kit-b", console=Console(quiet=True))
+        out = package(cfg, "b", out=tmp_path / "pkg", dataset="kit-tester/kit-b-models", console=Console(quiet=True))
     except Exception as exc:  # the dependencies' wheels come from the package index
         if "pip download" in str(exc):
             pytest.skip(f"no package index to fetch the listed wheels from: {exc}")
