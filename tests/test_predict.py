@@ -88,9 +88,11 @@ def test_predict_equals_blend_label_column(tiny_competition, tmp_path, variant_r
 
 
 def test_predict_equals_blend_multi_label(tiny_chestmnist, tmp_path, variant_run):
-    cfg = _train_and_blend(tiny_chestmnist, tmp_path, variant_run, second=dict(tta_hflip=False), image_size=28, loss="bce",
+    """The second member has two seeds (seed 0 shares the variant's folder, seed 1 has its own): per fold, their mean."""
+    cfg = _train_and_blend(tiny_chestmnist, tmp_path, variant_run, second=dict(tta_hflip=False, seeds=[0, 1]), image_size=28, loss="bce",
                            sampler_power=0.0, freeze_epochs=0, ema_decay=0.0, scheduler="plateau", epochs=1)
     _assert_predict_is_blend(cfg, tmp_path)
+    assert (cfg.paths.runs / "tiny2" / "seed1" / "fold0" / "best.pt").is_file()
 
 
 def test_predict_on_a_folder_of_new_images(one_hot_run, tmp_path):

@@ -41,7 +41,7 @@ from kit.errors import KitError
 from kit.training.device import pick_device, prepare_model
 from kit.training.evaluation import predict_logits
 from kit.training.identity import BEST_KEYS, read_checkpoint
-from kit.training.layout import BEST_FILE, DECOUPLED_FILE, run_dir, seeded_config
+from kit.training.layout import BEST_FILE, DECOUPLED_FILE, run_dir
 
 
 def fold_logits(model: nn.Module, images: np.ndarray, rows: np.ndarray, mcfg: ModelConfig, device: torch.device, batch_size: int) -> np.ndarray:
@@ -151,7 +151,7 @@ def member_models(cfg: CompetitionConfig, member: str, classes: list[str], *, wh
     for k in range(oof.n_folds):
         per_seed = []
         for seed in seeds:
-            folder = run_dir(seeded_config(run_cfg, seed), member, k, seed)
+            folder = run_dir(run_cfg, member, k, seed)  # the competition seed shares the variant's own folder
             per_seed.append(_fold_weights(folder, mcfg, member, k))
         weights.append(per_seed)
     return oof, MemberModels(member, mcfg, weights, len(classes))
