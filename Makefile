@@ -11,7 +11,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 STAMP := $(VENV)/.installed
 
-.PHONY: setup synth folds train calibrate blend submit demo test dashboard bench clean doctor plan report
+.PHONY: setup synth folds train calibrate blend submit demo test test-fast dashboard bench clean doctor plan report timings
 
 setup: $(STAMP)
 
@@ -49,10 +49,15 @@ plan: $(STAMP)
 report: $(STAMP)
 	$(KIT) report
 
+timings: $(STAMP)
+	$(KIT) timings
+
 dashboard: $(STAMP)
 	$(KIT) dashboard --host $(HOST) --port $(PORT)
 
+# Each kit command adds its wall time to runs/timings.jsonl; the demo starts a new log and prints it at the end.
 demo: $(STAMP)
+	$(KIT) timings --reset
 	$(KIT) synth $(SYNTH_DIR) $(SYNTH_ARGS) --preview
 	$(KIT) folds
 	$(KIT) train --variant all --fold all
@@ -61,10 +66,21 @@ demo: $(STAMP)
 	$(KIT) score submissions/demo.csv --solution $(SYNTH_DIR)/solution.csv --compare-argmax
 	$(KIT) report
 	$(KIT) submit submissions/demo.csv --message "kit demo" --dry-run
+	$(KIT) timings
+
+# `make test` runs everything (CI's command: .ci/run); `make test-fast` leaves out the tests marked slow (each over
+# ~10 s: they train, search or run the CLI end to end) for the edit-test loop. Both print the 15 slowest tests.
+# PYTEST_ARGS passes more, e.g. PYTEST_ARGS="tests/test_blend.py -k stacker" or PYTEST_ARGS="-n 0" (no workers).
+PYTEST := $(VENV)/bin/python -m pytest -q --durations=15
+PYTEST_ARGS ?=
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check kit tests benchmarks
-	$(VENV)/bin/python -m pytest -q
+	$(PYTEST) $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(VENV)/bin/ruff check kit tests benchmarks
+	$(PYTEST) -m "not slow" $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(VENV)/bin/python -m benchmarks

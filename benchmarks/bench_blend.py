@@ -24,6 +24,7 @@ from kit.decision.select import select_decision
 from kit.ensemble.aggregate import aggregate_predict
 from kit.ensemble.pipeline import Member
 from kit.ensemble.select import BLEND_RULES, BLEND_WEIGHTINGS, pair_label, select_blend
+from kit.ensemble.stack import STACK
 from kit.ensemble.weights import WEIGHTINGS
 from kit.submission import write_submission
 
@@ -42,7 +43,7 @@ def stack_cost(n_rows: int = 5000) -> dict:
     n_rows, every class at least 8 rows; 3 members, 5 folds)."""
     labels, fold, raw = complementary_members(3, n_test=1700, counts=demo_counts(n_rows))
     members, context, rules = _setup(labels, raw)
-    without_s, without, _ = _blend_seconds(members, labels, fold, context, list(WEIGHTINGS), rules)
+    without_s, without, _ = _blend_seconds(members, labels, fold, context, [w for w in WEIGHTINGS if w != STACK], rules)
     with_s, with_stack, _ = _blend_seconds(members, labels, fold, context, BLEND_WEIGHTINGS, rules)
     return {"rows": int(len(labels)), "without_stack_s": round(without_s, 2), "with_stack_s": round(with_s, 2),
             "ratio_with_to_without_stack": round(with_s / without_s, 2),
@@ -68,7 +69,7 @@ def main() -> dict:
     single = select_decision(members[0].logits, labels, fold, single_context, candidates_for("multi-class", metric))
     calibrate_s = time.perf_counter() - t0
 
-    blend_s, selection, test_pred = _blend_seconds(members, labels, fold, context, list(WEIGHTINGS), rules)
+    blend_s, selection, test_pred = _blend_seconds(members, labels, fold, context, [w for w in WEIGHTINGS if w != STACK], rules)
     stack_s, stacked, _ = _blend_seconds(members, labels, fold, context, BLEND_WEIGHTINGS, rules)
 
     with tempfile.TemporaryDirectory() as tmp:

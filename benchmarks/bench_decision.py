@@ -32,6 +32,7 @@ from kit.config import CalibrateConfig
 from kit.decision.calibration import class_prior, fit_temperature, prior_shift
 from kit.decision.candidates import FitContext, candidates_for
 from kit.decision.metrics import LinearCountMetric, confusion_from_indices
+from kit.decision.names import display_name
 from kit.decision.nested import nested_cv
 from kit.decision.record import selection_trials, write_study
 from kit.decision.rules import closed_form_decision, decide_indices
@@ -83,7 +84,7 @@ def tpe_offsets_nested(logits, labels, fold, q, metric) -> float:
     def fit(rows):
         target = class_prior(labels[rows])
         t = fit_temperature(logits[rows], labels[rows], prior_shift(q, target, "multi-class"))
-        decision = closed_form_decision("multi-class", classes, q, target, metric, t)
+        decision = closed_form_decision("multi-class", classes, q, target, metric, temperature=t)
         lp, y = decision.log_probs(logits[rows]), labels[rows].argmax(axis=1)
         weights = metric.bayes_weights(target)
         with quiet_optuna():
@@ -141,7 +142,7 @@ def main() -> dict:
     table.add_row(f"baseline: TPE offsets from the Bayes rule, {TPE_TRIALS} trials × 5 outer fits", f"{tpe_s:.1f} s")
     for cand in candidates:
         s = scores[cand.name]
-        table.add_row(f"{cand.label}: nested CV ± SE (in-sample {selection.in_sample[cand.name]:+.4f})", f"{s.mean:+.4f} ± {s.se:.4f}")
+        table.add_row(f"{display_name(cand.name)}: nested CV ± SE (in-sample {selection.in_sample[cand.name]:+.4f})", f"{s.mean:+.4f} ± {s.se:.4f}")
     table.add_row("baseline: TPE offsets from the Bayes rule, nested CV", f"{tpe_nested:+.4f}")
     table.add_row(f"[bold]chosen ({selection.choice.rule})", f"[bold]{selection.choice.chosen}")
     console.print(table)

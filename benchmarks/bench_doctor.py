@@ -27,6 +27,7 @@ from pathlib import Path
 from rich.console import Console
 
 import kit.training.loop as loop
+import kit.training.trainer as core
 from kit.config import load_competition
 from kit.data.folds import make_folds
 from kit.data.synth import generate
@@ -64,7 +65,7 @@ def main() -> dict:
         peaks: dict[str, list[int]] = {}
         peaks_with_test: dict[str, list[int]] = {}
         current: dict[str, object] = {}
-        real_create = loop.create_model
+        real_create = core.create_model  # what build_model calls: the job's first step of its set-up
         real_rebalance = loop.rebalance_classifier
         real_curves = loop.training_curves_png
 
@@ -84,13 +85,13 @@ def main() -> dict:
             peaks_with_test.setdefault(str(current["name"]), []).append(current["meter"].peak())
             return real_curves(*args, **kwargs)
 
-        loop.create_model, loop.rebalance_classifier, loop.training_curves_png = create_model, rebalance_classifier, training_curves_png
+        core.create_model, loop.rebalance_classifier, loop.training_curves_png = create_model, rebalance_classifier, training_curves_png
         try:
             start = time.perf_counter()
             train(cfg, names, folds, resume=False, console=quiet, overrides=overrides)
             train_wall = time.perf_counter() - start
         finally:
-            loop.create_model, loop.rebalance_classifier, loop.training_curves_png = real_create, real_rebalance, real_curves
+            core.create_model, loop.rebalance_classifier, loop.training_curves_png = real_create, real_rebalance, real_curves
 
         measured_jobs = 0.0
         per_variant = {}

@@ -2,9 +2,9 @@
 
 Same model (built by the kit's registry from the variant's config, same seed), same batch size,
 sampler, loss, AdamW, gradient clipping, cosine schedule and augmentation, on the same uint8 cache.
-Kit side: the trainer's epoch function (`kit.training.epoch.train_one_epoch`) over the kit's loader
-(`make_train_loader`), model preparation, precision and GradScaler, exactly as `train_fold` sets
-them up, with its progress bar rendered to a terminal-like console (so drawing it is paid).
+Kit side: the training core (`kit.training.trainer`: `build_model`, `build_trainer`, `Trainer.train_epoch`) over
+the kit's loader (`make_train_loader`), built exactly as `train_fold` builds it (its AdamW,
+precision, GradScaler), with its progress bar rendered to a terminal-like console (so drawing it is paid).
 Plain side: the loop below, a plain Dataset over the same cache and albumentations pipeline, no
 progress bar, no per-step `.item()`, no autocast or GradScaler wrappers. Both collate with numpy
 (torch.stack of small uint8 tensors is up to 100x slower on a busy 2-core machine, see
@@ -50,11 +50,11 @@ from kit.data.synth import generate
 from kit.models import create_model
 from kit.training.augment import build_augment
 from kit.training.dataset import IMAGENET_MEAN, IMAGENET_STD, CachedDataset
-from kit.training.device import pick_device, pick_precision, prepare_model
-from kit.training.epoch import make_scheduler, train_one_epoch
+from kit.training.device import pick_device
 from kit.training.loader import make_train_loader
 from kit.training.losses import make_loss
 from kit.training.samplers import sample_weights
+from kit.training.trainer import build_model, build_trainer
 
 
 class PlainDataset(Dataset):
@@ -128,24 +128,22 @@ def plain_trainer(mcfg, images, labels, task, n_classes, device):
 
 
 def kit_trainer(mcfg, images, labels, task, n_classes, device):
-    """The kit's trainer set up as train_fold sets it up; returns a function that runs one epoch."""
-    torch.manual_seed(0)
-    model, step_model = prepare_model(create_model(mcfg, n_classes).to(device), mcfg)
-    precision = pick_precision(device, mcfg.amp)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=mcfg.lr, weight_decay=mcfg.weight_decay)
+    """The kit's trainer built as train_fold builds it (`build_model`, `build_trainer`); returns a function that runs one epoch."""
+    trainer = build_trainer(
+        mcfg, model=build_model(mcfg, n_classes, device, init_seed=0), device=device, task=task, train_labels=labels,
+        optimizer_steps_per_epoch=len(images) // mcfg.batch_size,
+    )
     dataset = CachedDataset(images, np.arange(len(images)), labels, mcfg.augment)
-    scheduler = make_scheduler(optimizer, mcfg, len(images) // mcfg.batch_size)
-    loss_fn = make_loss(mcfg, task, labels, device)
     weights = sample_weights(labels, mcfg.sampler_power) if mcfg.sampler_power > 0 else None
     loader, sampler = make_train_loader(dataset, weights, mcfg, device, drop_last=True, seed=0)
-    scaler = precision.grad_scaler()
     console = Console(file=io.StringIO(), force_terminal=True, width=120)  # the bar is drawn, as in a terminal
     epochs = iter(range(1_000_000))
 
     def epoch() -> int:
         e = next(epochs)
+        trainer.start_epoch(e)
         sampler.set_epoch(e)
-        train_one_epoch(step_model, loader, loss_fn, optimizer, scheduler, scaler, None, mcfg, device, precision, console, f"bench e{e}")
+        trainer.train_epoch(loader, console=console, description=f"bench e{e}")
         return len(images) // mcfg.batch_size * mcfg.batch_size
 
     return epoch

@@ -1,4 +1,4 @@
-"""The OOF file contract (docs/files.md): `oof/<variant>.npz` + `oof/<variant>.json`.
+"""The OOF file contract (docs/files.md): `oof/<variant>.npz` + `oof/<variant>.json` (names: kit.paths; the JSON: kit.records.OofMeta).
 
 Every stage after training reads only these files, so they are checked here once: shapes,
 finite logits, ids matching folds.csv, class lists agreeing between files and with the competition,
@@ -9,7 +9,6 @@ fails here with one line naming it and saying what to write instead.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,10 @@ import pandas as pd
 
 from kit.config import relative_to_what
 from kit.errors import KitError
-from kit.files import atomic_write, read_csv, read_npz, write_json
+from kit.files import atomic_write, read_csv, read_npz
+from kit.hashing import digest
+from kit.paths import oof_meta_json
+from kit.records import OofMeta
 
 _ARRAY_KINDS = {
     "classes": "U", "ids": "U", "fold": "iu", "logits": "f", "test_ids": "U", "test_logits": "f", "train_prior": "f",
@@ -84,8 +86,8 @@ class OOF:
         return self
 
 
-def save_oof(path: str | Path, oof: OOF, meta: dict[str, Any] | None = None) -> None:
-    """Write the npz (and the json beside it when `meta` is given), each atomically."""
+def save_oof(path: str | Path, oof: OOF, meta: OofMeta | dict[str, Any] | None = None) -> None:
+    """Write the npz (and the JSON beside it when `meta` is given), each atomically."""
     path = Path(path)
     oof.validate(path)
     arrays = {
@@ -99,7 +101,8 @@ def save_oof(path: str | Path, oof: OOF, meta: dict[str, Any] | None = None) -> 
     }
     atomic_write(path, lambda f: np.savez(f, **arrays))
     if meta is not None:
-        write_json(path.with_suffix(".json"), meta)
+        meta_path = oof_meta_json(path)
+        (meta if isinstance(meta, OofMeta) else OofMeta.parse(meta, meta_path)).write(meta_path)
 
 
 def load_oof(path: str | Path) -> OOF:
@@ -193,22 +196,22 @@ def check_for_competition(oof: OOF, classes: list[str], task: str, source: str |
         raise KitError(f"{source}: train_prior sums to {prior.sum():g}, not 1; it must be {TRAIN_PRIOR_MEANING}")
 
 
-def check_oof_meta(path: str | Path, metric: dict, data_fingerprint: str, accept_stale: bool, config: str | Path | None = None) -> dict:
+def check_oof_meta(path: str | Path, metric: dict, data_fingerprint: str, accept_stale: bool, config: str | Path | None = None) -> OofMeta:
     """The JSON beside an OOF (`kit train` writes it): it must exist and name the metric the model's checkpoints were
     chosen for, which must be the config's; its data fingerprint, when present, must be the data source's now. A
     hand-made OOF needs at least `{"metric": ...}` (the refusal prints it); without "data_fingerprint" the data is not checked."""
     path = Path(path)
-    json_path = path.with_suffix(".json")
-    meta = read_meta(json_path)
+    json_path = oof_meta_json(path)
+    meta = OofMeta.read_if_exists(json_path)
     minimal = json.dumps({"metric": metric})
-    if meta is None or "metric" not in meta:
+    if meta is None or "metric" not in meta.model_fields_set:
         what = f"no {json_path.name} beside it" if meta is None else f"{json_path.name} has no key 'metric'"
         raise KitError(
             f"{path}: {what}; a variant of `kit train`: run `kit train --variant {path.stem}` again; your own model: write {json_path} "
             f"holding {minimal} (the metric its checkpoints were chosen for; see {OWN_MODEL_DOC})"
         )
-    if not isinstance(meta["metric"], dict) or not _same_metric(meta["metric"], metric):
-        recorded = _metric_text(meta["metric"]) if isinstance(meta["metric"], dict) else repr(meta["metric"])
+    if not isinstance(meta.metric, dict) or not _same_metric(meta.metric, metric):
+        recorded = _metric_text(meta.metric) if isinstance(meta.metric, dict) else repr(meta.metric)
         raise KitError(
             f"{json_path}: made for metric {recorded} but {config or 'the config'} has {_metric_text(metric)}; rerun "
             f"`kit train --variant {path.stem}` (or restore the metric); your own model: its checkpoints were chosen for another metric, "
@@ -244,34 +247,17 @@ def read_folds(path: str | Path) -> pd.DataFrame:
 def oof_fingerprint(oof: OOF) -> str:
     """sha256 of what a decision is fitted on (ids, folds, logits, train_prior): a decision or report
     carrying another fingerprint was fitted on other logits and must not be applied to these."""
-    h = hashlib.sha256()
-    for arr in (np.asarray(oof.ids, dtype=str), np.asarray(oof.fold, dtype=np.int64), np.asarray(oof.logits, dtype=np.float32),
-                np.asarray(oof.train_prior, dtype=np.float64)):
-        h.update(str(arr.shape).encode())
-        h.update(np.ascontiguousarray(arr).tobytes())
-    return h.hexdigest()[:32]
+    arrays = (np.asarray(oof.ids, dtype=str), np.asarray(oof.fold, dtype=np.int64), np.asarray(oof.logits, dtype=np.float32),
+              np.asarray(oof.train_prior, dtype=np.float64))
+    return digest(*(p for arr in arrays for p in (str(arr.shape), np.ascontiguousarray(arr).tobytes())), sep=b"", length=32)
 
 
-def read_meta(path: str | Path) -> dict | None:
-    """The JSON written beside an artifact (`oof/<v>.json`, a submission's provenance), or None when absent."""
-    path = Path(path)
-    if not path.is_file():
-        return None
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise KitError(f"{path}: not valid JSON ({type(exc).__name__}); rewrite it with the stage that made it") from None
-    if not isinstance(meta, dict):
-        raise KitError(f"{path}: expected a JSON object; rewrite it with the stage that made it")
-    return meta
-
-
-def require_same_data(meta: dict | None, current: str, source: str | Path, variant: str, accept: bool,
+def require_same_data(meta: OofMeta | None, current: str, source: str | Path, variant: str, accept: bool,
                       config: str | Path | None = None) -> None:
     """One line when an OOF was trained on other data than the data source holds now (a label fixed in
     train.csv, images replaced): fitting or scoring its logits against the new labels would be silently wrong.
     `calibrate.accept_stale_oof = true` accepts it on purpose; an OOF with no recorded fingerprint is accepted."""
-    recorded = (meta or {}).get("data_fingerprint")
+    recorded = None if meta is None else meta.data_fingerprint
     if recorded is None or recorded == current or accept:
         return
     raise KitError(

@@ -7,6 +7,7 @@ and calls one stage. Bad input raises KitError, printed here as one line with ex
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -84,22 +85,42 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     help="Kaggle competition kit: folds, k-fold training, decision layer, blend, submit.",
+    result_callback=lambda *_, **__: _record_time(),
 )
 console = Console()
 err_console = Console(stderr=True)
-_state: dict[str, Path] = {"config": DEFAULT_CONFIG}
+_state: dict = {"config": DEFAULT_CONFIG, "started": time.perf_counter()}
 
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     config: Annotated[Path, typer.Option("--config", "-c", envvar="KIT_CONFIG", metavar="FILE",
                                          help="Competition config (TOML); before or after the command.")] = DEFAULT_CONFIG,
 ) -> None:
     _state["config"] = config
+    _state["command"] = ctx.invoked_subcommand
 
 
 def _cfg() -> CompetitionConfig:
     return load_competition(_state["config"])
+
+
+def _record_time() -> None:
+    """A command that finished adds its wall time to <paths.runs>/timings.jsonl (`kit timings` prints them);
+    not the table itself, nor a run without a config to say where runs/ is."""
+    from kit.timings import record
+
+    name = _state.get("command")
+    if name in (None, "timings"):
+        return
+    try:
+        runs = _cfg().paths.runs
+    except KitError:
+        return
+    args = sys.argv[sys.argv.index(name):] if name in sys.argv else [name]
+    args = [a for i, a in enumerate(args) if a not in _CONFIG_FLAGS and (i == 0 or args[i - 1] not in _CONFIG_FLAGS) and not a.startswith("--config=")]
+    record(runs, name, time.perf_counter() - _state["started"], " ".join(args))
 
 
 def _split_names(values: list[str] | None) -> list[str] | None:
@@ -116,6 +137,7 @@ def _variant_names(variant: str | None, variants: list[str] | None) -> list[str]
 @app.command()
 def synth(
     out: Annotated[Path, typer.Argument(help="Folder to write the synthetic dataset into.")],
+    *,
     n_train: Annotated[int, typer.Option(help="Training images.")] = 5000,
     n_test: Annotated[int, typer.Option(help="Test images.")] = 1700,
     size: Annotated[int | None, typer.Option(help="Image side in pixels (default 128; 28 for multi-label).")] = None,
@@ -146,6 +168,7 @@ def folds() -> None:
 
 @app.command()
 def train(
+    *,
     variant: Annotated[str | None, typer.Option(metavar="NAME",
         help="One variant (configs/models/<NAME>.toml) or 'all' (the config's variants, the default).")] = None,
     variants: Annotated[list[str] | None, typer.Option("--variants", metavar="A,B", help="Several variants: a comma list, or the option repeated.")] = None,
@@ -203,6 +226,24 @@ def calibrate(
 
 
 @app.command()
+def timings(
+    reset: Annotated[bool, typer.Option("--reset", help="Start a new log instead (the demo does it first).")] = False,
+) -> None:
+    """Print each recorded command's wall time (<paths.runs>/timings.jsonl): stage, command, seconds, share."""
+    from kit.timings import print_table, read, timings_path
+    from kit.timings import reset as start_new
+
+    runs = _cfg().paths.runs
+    if reset:
+        start_new(runs)
+        return
+    rows = read(runs)
+    if not rows:
+        raise KitError(f"{timings_path(runs)}: no timings recorded yet; run a kit command (e.g. `make demo`) first")
+    print_table(rows, console, f"wall time per stage ({timings_path(runs)})")
+
+
+@app.command()
 def dashboard(
     host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8080,
@@ -252,6 +293,7 @@ def score(
 @app.command()
 def submit(
     message: Annotated[str, typer.Option("--message", "-m", help="Submission description (required).")],
+    *,
     file: Annotated[Path | None, typer.Argument(help="Submission CSV (default: the newest in the config's paths.submissions folder).")] = None,
     competition: Annotated[str | None, typer.Option("--competition", help="Competition slug (default: kaggle.competition).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and show what would be sent; send nothing.")] = False,
@@ -273,7 +315,7 @@ def submit(
         submit_kernel(_cfg(), kernel, message, version=version, competition=competition, dry_run=dry_run, wait=wait, timeout=timeout,
                       force=force, console=console)
         return
-    run_submit(_cfg(), file, message, competition, dry_run, wait=wait, timeout=timeout, force=force, console=console)
+    run_submit(_cfg(), file, message, competition=competition, dry_run=dry_run, wait=wait, timeout=timeout, force=force, console=console)
 
 
 @app.command()
@@ -365,6 +407,7 @@ _Variants = Annotated[list[str] | None, typer.Option("--variants", "--variant", 
 
 @app.command()
 def doctor(
+    *,
     variants: _Variants = None,
     image_size: Annotated[int | None, typer.Option("--image-size", metavar="PIXELS",
         help="Check at this size instead of the variant's (as kit train --image-size).")] = None,
@@ -404,6 +447,7 @@ def main() -> None:
     """Entry point: bad input (KitError, or a file operation that failed) becomes one line on stderr and
     exit code 2; Ctrl-C becomes one "interrupted" line and exit code 130 (SIGTERM: 143); never a traceback."""
     previous_sigterm = _terminate_like_ctrl_c()
+    _state["started"] = time.perf_counter()  # the command's wall time (kit.timings) counts the stage's imports (torch, …)
     try:
         app()
     except KitError as exc:

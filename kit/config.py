@@ -19,6 +19,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, V
 
 from kit.errors import KitError
 from kit.files import read_text
+from kit.paths import DEFAULT_STORAGE, RESERVED_NAMES, RESERVED_SUFFIXES, SEED_SUFFIX
 
 DEFAULT_CONFIG = Path("configs/competition.toml")
 DEFAULT_MODELS = Path("configs/models")
@@ -30,8 +31,7 @@ Task = Literal["multi-class", "multi-label"]
 NAME_ALPHABET = "letters, digits, '.', '_' and '-'"
 NAME_MAX_LENGTH = 100
 _NAME = re.compile(r"[A-Za-z0-9._-]+")
-RESERVED_NAMES = ("ledger", "cv_vs_public", "optuna", "folds", "all")  # files the kit writes itself, or a keyword
-RESERVED_SUFFIXES = (".calibration", ".decision", ".per_class", ".holder", ".lock", ".tmp", "_confusion", "_per_class", "_reliability")
+# RESERVED_NAMES and RESERVED_SUFFIXES (kit.paths): the names of files the kit writes itself, or a keyword
 
 
 def name_problem(value: object) -> str | None:
@@ -169,7 +169,7 @@ class CalibrateConfig(_Strict):
     search: Literal["coordinate", "cmaes", "tpe"] = "coordinate"  # the offsets search (docs/decision.md: measured)
     search_trials: int = Field(300, ge=1)  # trials of the "cmaes" / "tpe" searches
     selection: Literal["one_se", "best"] = "one_se"  # the simplest candidate within one SE of the best, or the best
-    storage: str = "sqlite:///oof/optuna.db"
+    storage: str = DEFAULT_STORAGE
     threshold_method: Literal["metric", "youden", "f1"] = "metric"  # multi-label fitted thresholds
     accept_stale_oof: bool = False  # calibrate/blend an OOF trained on data that has changed since (normally refused)
 
@@ -238,7 +238,7 @@ class ModelConfig(_Strict):
     batch_size: int = Field(32, ge=1)
     lr: float = Field(8e-5, gt=0)
     weight_decay: float = Field(0.05, ge=0)
-    loss: Literal["ce", "focal", "bce", "logit_adjusted", "balanced_softmax", "ldam"] = "ce"
+    loss: str = "ce"  # a name registered in kit.training.losses.LOSSES (checked at load)
     label_smoothing: float = Field(0.05, ge=0, lt=1)
     focal_gamma: float = Field(2.0, ge=0)
     pos_weight_clip: float = Field(10.0, gt=0)
@@ -295,6 +295,15 @@ class ModelConfig(_Strict):
     # seed ensembles (docs/training.md): each seed is its own job; the OOF is the seeds' mean
     seeds: list[StrictInt] | None = None
 
+    @field_validator("loss")
+    @classmethod
+    def _registered_loss(cls, name: str) -> str:
+        from kit.training.losses import LOSSES  # the loss registry (imports torch): asked only when a variant is read
+
+        if name not in LOSSES:
+            raise ValueError(f"unknown loss {name!r}; use one of {LOSSES.names()}")
+        return name
+
     @model_validator(mode="after")
     def _recipe_combinations(self) -> ModelConfig:
         problem = recipe_conflict(self)
@@ -316,7 +325,18 @@ class ModelConfig(_Strict):
         return self
 
 
-REBALANCING_LOSSES = ("logit_adjusted", "balanced_softmax", "ldam")
+def _loss(m: ModelConfig):
+    """The variant's registered loss (`kit.training.losses.LOSSES`): what it trains and how it re-balances."""
+    from kit.training.losses import loss_of
+
+    return loss_of(m)
+
+
+def _kit_backbone(name: str):
+    """The kit's own backbone `name` from its registry (`kit.models.registry.BACKBONES`), None for a timm name."""
+    from kit.models.registry import kit_backbone
+
+    return kit_backbone(name)
 
 
 def recipe_conflict(m: ModelConfig) -> str | None:
@@ -325,7 +345,7 @@ def recipe_conflict(m: ModelConfig) -> str | None:
         seeds_problem = seeds_conflict(m.seeds)
         if seeds_problem:
             return seeds_problem
-    rebalancing_loss = m.loss in REBALANCING_LOSSES or m.class_weights != "none"
+    rebalancing_loss = _loss(m).rebalancing or m.class_weights != "none"
     if m.sampler_power > 0 and rebalancing_loss and not m.allow_double_rebalancing:
         key, value = ("class_weights", m.class_weights) if m.class_weights != "none" else ("loss", m.loss)
         return (
@@ -334,18 +354,19 @@ def recipe_conflict(m: ModelConfig) -> str | None:
             "and the two compound (a re-weighting sampler with a class-weighted loss scored -117 in a published run); "
             "set sampler_power = 0, or allow_double_rebalancing = true to train it anyway"
         )
-    if m.class_weights != "none" and m.loss == "bce":
-        return "key 'class_weights': loss = \"bce\" already weights each label by pos_weight; use class_weights = \"none\""
+    if m.class_weights != "none" and _loss(m).label_weights:
+        return f"key 'class_weights': loss = \"{m.loss}\" already weights each label by pos_weight; use class_weights = \"none\""
     if m.crt_epochs > 0 and m.tau_norm > 0:
         return "keys 'crt_epochs' and 'tau_norm': both re-balance the classifier after training (Kang et al. 2020); use one"
-    if m.tau_norm > 0 and m.loss == "ldam":
+    if m.tau_norm > 0 and _loss(m).cosine_head:
         return "key 'tau_norm': the LDAM head is already norm-free (cosine); τ-normalisation would change nothing"
     if (m.mixup_alpha > 0 or m.cutmix_alpha > 0) and m.batch_size % 2:
         return f"key 'batch_size' = {m.batch_size}: mixup/cutmix pairs each image with another of its batch; use an even batch_size"
-    if m.drop_path_rate > 0 and m.backbone == "chestmnist_cnn":
-        return "key 'drop_path_rate': chestmnist_cnn has no residual blocks to drop; set drop_path_rate = 0 or use a timm backbone"
-    if m.layer_decay is not None and m.backbone == "chestmnist_cnn":
-        return "key 'layer_decay': chestmnist_cnn has no layer groups for timm's layer-wise decay; remove the key or use a timm backbone"
+    own = _kit_backbone(m.backbone) if m.drop_path_rate > 0 or m.layer_decay is not None else None
+    if m.drop_path_rate > 0 and own is not None and not own.drop_path:
+        return f"key 'drop_path_rate': {m.backbone} has no residual blocks to drop; set drop_path_rate = 0 or use a timm backbone"
+    if m.layer_decay is not None and own is not None and not own.layer_decay:
+        return f"key 'layer_decay': {m.backbone} has no layer groups for timm's layer-wise decay; remove the key or use a timm backbone"
     if m.class_weights == "none" and m.class_weights_from_epoch > 0:
         return "key 'class_weights_from_epoch': it defers class weights, but class_weights = \"none\""
     if m.class_weights_from_epoch >= m.epochs:
@@ -354,7 +375,7 @@ def recipe_conflict(m: ModelConfig) -> str | None:
 
 
 # --- seed ensembles: the seed list's checks and the per-seed OOF name (kept in one block) ---
-SEED_SUFFIX = re.compile(r"\.seed\d+$")  # oof/<variant>.seed<s>.npz: a variant name may not end like this
+# SEED_SUFFIX (kit.paths): oof/<variant>.seed<s>.npz; a variant name may not end like this
 
 
 def seeds_conflict(seeds: list[int]) -> str | None:
@@ -367,12 +388,6 @@ def seeds_conflict(seeds: list[int]) -> str | None:
     return None
 
 
-def seed_oof_stem(variant: str, seed: int) -> str:
-    """The per-seed OOF's file stem, oof/<variant>.seed<s>.npz; `load_model` refuses variant names of this form."""
-    return f"{variant}.seed{seed}"
-
-
-SOFTMAX_ONLY_LOSSES = (*REBALANCING_LOSSES, "ce")  # losses over a softmax: one label per image
 
 
 def recipe_task_conflict(m: ModelConfig, task: str) -> str | None:
@@ -380,8 +395,11 @@ def recipe_task_conflict(m: ModelConfig, task: str) -> str | None:
     only with the competition config, so this is checked when a job is built, not at load."""
     if task != "multi-label":
         return None
-    if m.loss in SOFTMAX_ONLY_LOSSES:
-        return f"key 'loss': \"{m.loss}\" is a softmax loss for multi-class; use \"bce\" or \"focal\" for multi-label"
+    if task not in _loss(m).tasks:
+        from kit.training.losses import LOSSES
+
+        usable = " or ".join(f'"{n}"' for n in LOSSES.names() if task in LOSSES.get(n).tasks)
+        return f"key 'loss': \"{m.loss}\" is a softmax loss for multi-class; use {usable} for multi-label"
     if m.tau_norm > 0:
         return "key 'tau_norm': τ-normalisation balances a softmax head; the task is multi-label"
     if m.class_weights != "none":
@@ -512,7 +530,3 @@ def with_overrides(mcfg: ModelConfig, overrides: dict | None, origin: str = "com
         where = f"--{key.replace('_', '-')} " if key else ""
         raise KitError(f"{origin}: {where}{first['msg'].removeprefix('Value error, ')} (variant '{mcfg.name}', {model_file(mcfg)})") from None
 
-
-def doctor_report_path(cfg: CompetitionConfig) -> Path:
-    """runs/doctor.json: written by `kit doctor` (the rates it measured here), read by `kit plan`."""
-    return Path(cfg.paths.runs) / "doctor.json"

@@ -105,6 +105,7 @@ def reliability_png(
     labels: np.ndarray,
     task: str,
     path: str | Path,
+    *,
     n_bins: int = 15,
     title: str = "",
 ) -> Path:

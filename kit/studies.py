@@ -17,7 +17,6 @@ never printed.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import socket
@@ -33,6 +32,7 @@ from rich.console import Console
 from kit.config import CompetitionConfig
 from kit.errors import KitError
 from kit.files import write_json
+from kit.paths import study_lock_files
 
 JOURNAL_PREFIX = "journal://"
 SQLITE_PREFIX = "sqlite:///"
@@ -120,9 +120,7 @@ def exclusive_studies(url: str, names: list[str], command: str | None = None) ->
 
 @contextlib.contextmanager
 def _file_lock(url: str, path: Path, key: str, holder: dict) -> Iterator[None]:
-    suffix = "" if key == "all" else "." + hashlib.sha256(key.encode()).hexdigest()[:12]
-    lock_path = path.with_name(f"{path.name}{suffix}.lock")
-    info_path = path.with_name(f"{path.name}{suffix}.holder.json")
+    lock_path, info_path = study_lock_files(path, key)
     lock = FileLock(str(lock_path), timeout=0)
     try:
         lock.acquire()

@@ -20,7 +20,9 @@ import pandas as pd
 
 from kit.config import CompetitionConfig
 from kit.errors import KitError
-from kit.files import atomic_write, read_text, write_json
+from kit.files import atomic_write, read_text
+from kit.paths import provenance_json, submission_csv
+from kit.records import BlendProvenance, SubmissionMeta
 
 SYNTHETIC_MARKER = "SYNTHETIC"
 
@@ -143,6 +145,7 @@ def validate_submission(
     df: pd.DataFrame,
     sample_df: pd.DataFrame,
     task: str,
+    *,
     classes: list[str] | None = None,
     source: str = "submission",
     reference: str = "the sample submission",
@@ -207,6 +210,7 @@ def _value_text(sample: pd.DataFrame, classes: list[str]) -> tuple[str, str]:
 
 def build_submission(
     pred: np.ndarray, test_ids: np.ndarray, classes: list[str], sample: pd.DataFrame, id_column: str,
+    *,
     separator: str | None = None, none_label: str | None = None,
 ) -> pd.DataFrame:
     """Fill the sample's frame with `pred` rows matched by id (the sample's order wins). A one-label-column
@@ -263,13 +267,14 @@ def write_submission(
     name: str,
     provenance: dict[str, Any],
 ) -> Path:
-    """Write submissions/<name>.csv in the sample's format (validated first) and <name>.json beside it."""
+    """Write submissions/<name>.csv in the sample's format (validated first) and <name>.json beside it: the file's
+    own fields, then `provenance` (a blend's is checked as kit.records.BlendProvenance)."""
     classes = [str(c) for c in classes]
     spath = sample_path(cfg)
     sample = read_sample(spath) if spath is not None else template_frame(test_ids, classes, cfg.data.id_column)
     reference = "the sample submission" if spath is not None else "the test ids of the data source"
     text = submission_text(pred, test_ids, classes, cfg, sample, source=f"submission {name}", reference=reference)
-    out = cfg.paths.submissions / f"{name}.csv"
+    out = submission_csv(cfg, name)
     atomic_write(out, lambda f: f.write(text.encode()))
     meta = {
         "csv_sha256": hashlib.sha256(text.encode()).hexdigest(),  # `kit submit` uses this JSON only beside these bytes
@@ -284,7 +289,8 @@ def write_submission(
         "rows": len(sample),
         **provenance,
     }
-    write_json(out.with_suffix(".json"), meta)
+    record = BlendProvenance if BlendProvenance.is_one(meta) else SubmissionMeta
+    record.parse(meta, provenance_json(out)).write(provenance_json(out))
     return out
 
 
@@ -292,8 +298,8 @@ def submission_text(pred: np.ndarray, test_ids: np.ndarray, classes: list[str], 
                     source: str, reference: str) -> str:
     """The CSV text of `pred` in `sample`'s format, validated against it (what `kit blend` and `kit predict` write)."""
     separator, none_label = label_joining(cfg)
-    frame = build_submission(pred, test_ids, classes, sample, cfg.data.id_column, separator, none_label)
-    validate_submission(frame, sample, cfg.task, classes, source=source, reference=reference, separator=separator, none_label=none_label)
+    frame = build_submission(pred, test_ids, classes, sample, cfg.data.id_column, separator=separator, none_label=none_label)
+    validate_submission(frame, sample, cfg.task, classes=classes, source=source, reference=reference, separator=separator, none_label=none_label)
     return frame.to_csv(index=False, lineterminator="\n")
 
 
@@ -327,5 +333,5 @@ def check_submission_file(path: Path, cfg: CompetitionConfig, classes: list[str]
             classes = list(open_source(cfg).classes)
     reference = "the sample submission" if spath is not None else "the test ids of the data source"
     separator, none_label = label_joining(cfg)
-    validate_submission(frame, sample, cfg.task, classes, source=str(path), reference=reference, separator=separator, none_label=none_label)
+    validate_submission(frame, sample, cfg.task, classes=classes, source=str(path), reference=reference, separator=separator, none_label=none_label)
     return frame

@@ -332,6 +332,68 @@ def tiny_run(tiny_competition):
     return partial(_variant_run, tiny_competition)
 
 
+@dataclass(frozen=True)
+class TinyGrid:
+    root: Path  # data/ (a copy), models/tiny.toml, folds/, runs/, oof/, cache/ and competition.toml, all inside
+    config_path: Path
+    cfg: CompetitionConfig
+
+
+@pytest.fixture(scope="session")
+def tiny_grid(tiny_competition, tmp_path_factory) -> TinyGrid:
+    """The tiny variant (TINY_VARIANT) trained once per session on every fold of the tiny competition, one CPU
+    thread per job (as the Ray executor runs a job, so its OOF bytes are the reference the executors compare to).
+
+    Several suites check a finished grid (OOF contract, resume, executors, reliability at the command line);
+    training it once for all of them is most of what keeps the suite in minutes. The root holds everything
+    (its own copy of the data, copy2: the same mtimes, so the same image fingerprints), so a test that changes
+    anything copies it first (`clone_grid`); tests only read it in place.
+    """
+    from filelock import FileLock
+
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        return _train_tiny_grid(tiny_competition, tmp_path_factory.mktemp("tiny_grid"))
+    # under pytest-xdist every worker has its own session: the first to get here trains, the others wait and read
+    shared = tmp_path_factory.getbasetemp().parent  # this run's folder, above each worker's own
+    root, done = shared / "tiny_grid", shared / "tiny_grid.done"
+    with FileLock(shared / "tiny_grid.lock"):
+        if not done.exists():
+            shutil.rmtree(root, ignore_errors=True)  # a worker that died half-way
+            root.mkdir()
+            _train_tiny_grid(tiny_competition, root)
+            done.touch()
+    config = root / "competition.toml"
+    return TinyGrid(root, config, load_competition(config))
+
+
+def _train_tiny_grid(tiny_competition: TinyCompetition, root: Path) -> TinyGrid:
+    from rich.console import Console
+
+    from kit.data.folds import make_folds
+    from kit.stages.train import train
+
+    shutil.copytree(tiny_competition.root / "data", root / "data")
+    (root / "models").mkdir()
+    (root / "models" / "tiny.toml").write_text(model_toml(TINY_VARIANT))
+    data_lines = f'source = "kaggle"\ndir = "{root / "data"}"\npatient_column = "patient_id"\nsolution_csv = "solution.csv"'
+    config = write_config(root, data_lines, "multi-class", ["tiny"])
+    config.write_text(config.read_text().replace(str(REPO / "configs" / "models"), str(root / "models")))
+    cfg = load_competition(config)
+    make_folds(cfg, console=Console(quiet=True))
+    train(cfg, ["tiny"], None, resume=False, console=Console(quiet=True), cpus_per_job=1)
+    return TinyGrid(root, config, cfg)
+
+
+def clone_grid(grid: Path, tmp_path: Path) -> Path:
+    """A private copy of a self-contained trained root such as `tiny_grid.root`, without its image cache; copy2
+    keeps mtimes, so the same images keep their fingerprint. Its competition.toml points inside the copy."""
+    root = tmp_path / "w"
+    shutil.copytree(grid, root, ignore=lambda folder, names: ["cache"] if Path(folder) == grid else [])
+    config = root / "competition.toml"
+    config.write_text(config.read_text().replace(str(grid), str(root)))
+    return root
+
+
 def dashboard_studies(config: Path, cwd: Path) -> tuple[set[str], str, int]:
     """Start `kit dashboard` on a free port, read its study names over HTTP, stop it.
 

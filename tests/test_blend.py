@@ -59,7 +59,7 @@ def _nested_pipeline(zs, labels, fold, weightings, rules, blend_settings=None):
     fitted_per_fold = {}
 
     def fit_rows(rows):
-        return fit_blends(members, labels, rows, weightings, candidates_for("multi-class", WEIGHTS, rules), ctx, blend_settings)
+        return fit_blends(members, labels, rows, weightings, candidates_for("multi-class", WEIGHTS, rules), ctx, blend_settings=blend_settings)
 
     def evaluate(fitted, held):
         return {f"{w} + {r}": WEIGHTS.score(labels[held], b.predict([m.logits[held] for m in members])) for (w, r), b in fitted.items()}
@@ -123,7 +123,7 @@ def test_stacker_is_fitted_on_the_outer_training_rows_only():
     # the poison does reach the stackers of the folds that train on those rows
     assert not np.array_equal(fitted[1][("stack", "bayes")].stacker.models[0][-1].coef_, reference[1][("stack", "bayes")].stacker.models[0][-1].coef_)
     balanced = fit_blends(_members(zs), labels, np.ones(len(labels), dtype=bool), ["stack"], candidates_for("multi-class", WEIGHTS, ["bayes"]),
-                          _context(), BlendConfig(stack_class_weight="balanced"))[("stack", "bayes")]
+                          _context(), blend_settings=BlendConfig(stack_class_weight="balanced"))[("stack", "bayes")]
     assert balanced.stacker.output_prior == pytest.approx(np.full(4, 0.25)) and balanced.stacker.describe()["class_weight"] == "balanced"
     assert balanced.decision.calibrator.train_prior == pytest.approx(np.full(4, 0.25))  # the rule's prior correction undoes it
 
@@ -265,7 +265,7 @@ def test_display_names_are_one_vocabulary_in_calibrate_blend_and_studies(tmp_pat
     from kit.ensemble.weights import WEIGHTINGS
     from kit.stages.calibrate import calibrate
 
-    assert {c.name for c in CANDIDATES.values()} | set(WEIGHTINGS) | {"stack"} <= set(DISPLAY_NAMES)
+    assert {CANDIDATES.get(key).name for key in CANDIDATES} | set(WEIGHTINGS) <= set(DISPLAY_NAMES)
     cfg, _ = _stage_setup(tmp_path)
     calibrate(cfg, [cfg.paths.oof / "v1.npz"])
     blend(cfg, ["v1", "v2"], "names")

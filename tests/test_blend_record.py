@@ -41,7 +41,7 @@ def test_every_blend_rebuilt_from_its_record_computes_the_same_bytes(task):
     metric = build_metric(MetricConfig())
     context = FitContext(task, classes, metric, np.ones(len(classes)) / len(classes))
     rules = [r for r in candidates_for(task, metric) if r.name in BLEND_RULES[task]]
-    blends = fit_blends(members, labels, np.ones(len(labels), dtype=bool), list(BLEND_WEIGHTINGS), rules, context, BlendConfig())
+    blends = fit_blends(members, labels, np.ones(len(labels), dtype=bool), list(BLEND_WEIGHTINGS), rules, context, blend_settings=BlendConfig())
     assert {w for w, _ in blends} == set(BLEND_WEIGHTINGS)
     logits, test_logits = [m.logits for m in members], [m.test_logits for m in members]
     for pair, fitted in blends.items():

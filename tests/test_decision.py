@@ -177,14 +177,14 @@ def test_searches_return_their_real_history_as_optuna_trials():
     assert 1 + c <= len(coord.trials) <= 1 + 2 * c and max(t.value for t in coord.trials) == pytest.approx(coord.score)
     assert sum(t.user_attrs.get("accepted", False) for t in coord.trials) == len(coord.history)
     for sampler in ("cmaes", "tpe"):
-        found = sampled_search(lp, y, W, None, np.abs(grid).max(axis=1), sampler, 40, names)
+        found = sampled_search(lp, y, W, None, np.abs(grid).max(axis=1), sampler, n_trials=40, names=names)
         assert len(found.trials) == 40 and all(t.state == optuna.trial.TrialState.COMPLETE for t in found.trials)
         assert found.trials[0].params == dict.fromkeys(names, 0.0) and found.score >= found.start_score
         assert len({tuple(t.params.values()) for t in found.trials}) > 30  # sampled, not replayed
         assert W.score_from_indices(y, decide_indices(lp, found.offsets, None), c) == pytest.approx(found.score)
         assert all(abs(t.params[m]) <= b + 1e-12 for t in found.trials for m, b in zip(names, np.abs(grid).max(axis=1)))
     settings = CalibrateConfig(search="cmaes", search_trials=25, grid_points=9)
-    assert len(search_offsets(lp, y, W, None, counts, settings, names).trials) == 25
+    assert len(search_offsets(lp, y, W, None, counts, settings, names=names).trials) == 25
     with pytest.raises(ValueError):
         CalibrateConfig(search="random")
 
@@ -284,9 +284,9 @@ def test_multilabel_candidates_fit_thresholds(make_oof):
 def test_decision_json_round_trip(tmp_path):
     rng = np.random.default_rng(7)
     logits = rng.normal(size=(50, 3))
-    mc = closed_form_decision("multi-class", ["a", "b", "c"], [0.5, 0.3, 0.2], [0.6, 0.3, 0.1], LinearCountMetric(1, 2, 3), 1.7, 0.6)
+    mc = closed_form_decision("multi-class", ["a", "b", "c"], [0.5, 0.3, 0.2], [0.6, 0.3, 0.1], LinearCountMetric(1, 2, 3), temperature=1.7, alpha=0.6)
     mc = mc.with_(rule="offsets", offsets=np.array([0.1, -0.2, 0.3]), fitted_on="abc", extra={"start": "bayes"})
-    ml = closed_form_decision("multi-label", ["a", "b", "c"], [0.1, 0.3, 0.2], [0.2, 0.3, 0.1], W, 0.8)
+    ml = closed_form_decision("multi-label", ["a", "b", "c"], [0.1, 0.3, 0.2], [0.2, 0.3, 0.1], W, temperature=0.8)
     ml = ml.with_(thresholds=np.array([0.2, 0.5, 0.05]))
     for i, d in enumerate((mc, ml)):
         path = tmp_path / f"d{i}.json"

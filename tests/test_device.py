@@ -13,9 +13,9 @@ import torch
 from rich.console import Console
 
 from kit.config import ModelConfig
+from kit.paths import run_dir
 from kit.stages.train import train
 from kit.training.device import pick_precision, prepare_model
-from kit.training.layout import run_dir
 
 
 def quiet() -> Console:

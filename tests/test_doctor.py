@@ -33,7 +33,7 @@ def doctored(tiny_competition, tmp_path_factory, variant_run):
 
 
 def test_doctor_cpu_run_on_a_tiny_variant(doctored):
-    from kit.config import doctor_report_path
+    from kit.paths import doctor_json as doctor_report_path
 
     cfg, report = doctored
     written = json.loads(doctor_report_path(cfg).read_text())
@@ -119,9 +119,11 @@ def test_compile_verdicts_without_compiling():
     from kit.stages.doctor import _compile_verdict
 
     cpu = torch.device("cpu")
-    missing = _compile_verdict(ModelConfig(compile=True), None, None, 2, cpu, None, {"works": False, "reason": "no C++ compiler"})
+    missing = _compile_verdict(
+        ModelConfig(compile=True), None, None, 2, cpu, task="multi-class", compile_check=None, probe={"works": False, "reason": "no C++ compiler"}
+    )
     assert missing["works"] is False and "no C++ compiler" in missing["advice"] and "set compile = false" in missing["advice"]
-    skipped = _compile_verdict(ModelConfig(), None, None, 2, cpu, None, {"works": None})
+    skipped = _compile_verdict(ModelConfig(), None, None, 2, cpu, task="multi-class", compile_check=None, probe={"works": None})
     assert skipped["checked"] == "no" and "kit doctor --compile" in skipped["advice"]
 
 
@@ -139,7 +141,7 @@ def test_doctor_cli_with_a_small_device_memory(doctored, tiny_competition, tmp_p
 
 
 def test_plan_times_the_grid_from_doctors_rates(doctored, capsys):
-    from kit.config import doctor_report_path
+    from kit.paths import doctor_json as doctor_report_path
     from kit.stages.plan import fold_seconds, makespan, plan
 
     cfg = doctored[0]

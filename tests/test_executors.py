@@ -20,8 +20,8 @@ from rich.console import Console
 
 from kit.errors import KitError
 from kit.executors import Job, run_job
+from kit.paths import run_dir
 from kit.stages.train import train
-from kit.training.layout import run_dir
 
 ray = pytest.importorskip("ray", reason="Ray is the optional extra `ray` (make setup installs it)")
 
@@ -33,11 +33,9 @@ def quiet() -> Console:
 
 
 @pytest.fixture(scope="module")
-def sequential(tiny_run, tmp_path_factory):
-    """The reference: the 3-fold grid run one job after another with one CPU thread per job."""
-    cfg = tiny_run(tmp_path_factory.mktemp("sequential"))
-    train(cfg, ["tiny"], None, resume=False, console=quiet(), cpus_per_job=1)
-    return (Path(cfg.paths.oof) / "tiny.npz").read_bytes()
+def sequential(tiny_grid):
+    """The reference: the 3-fold grid run one job after another with one CPU thread per job (the session's shared grid)."""
+    return (Path(tiny_grid.cfg.paths.oof) / "tiny.npz").read_bytes()
 
 
 @pytest.fixture(scope="module")

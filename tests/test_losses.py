@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from kit.config import ModelConfig
+from kit.errors import KitError
 from kit.training.losses import effective_number_weights, ldam_margins, make_loss, softmax_cross_entropy
 
 # two images, three classes; training labels with 6 / 3 / 1 images per class
@@ -150,3 +152,35 @@ def test_soft_targets_are_linear_in_the_mixing_weight():
         if loss != "ldam":  # LDAM's margin moves with the target, so it is not linear in λ; it must still be finite
             assert float(fn(logits, lam * y1 + (1 - lam) * y2)) == pytest.approx(lam * float(fn(logits, y1)) + (1 - lam) * float(fn(logits, y2)), abs=1e-5)
         assert torch.isfinite(fn(logits, lam * y1 + (1 - lam) * y2))
+
+
+@pytest.mark.slow
+def test_a_loss_registered_in_a_test_trains_by_name_from_a_variant_toml(tiny_run, tmp_path, monkeypatch):
+    """Adding a loss is one decorated function: its name is then valid in a variant's TOML and trains."""
+    from rich.console import Console
+
+    from kit.paths import run_dir
+    from kit.stages.train import train
+    from kit.training.losses import LOSSES, LossContext, register_loss, softmax_family
+
+    monkeypatch.setattr(LOSSES, "_items", dict(LOSSES._items))  # the registration ends with the test
+    built: list[LossContext] = []
+
+    @register_loss("squared_margin_ce", prior_note="test loss")
+    def squared_margin_ce(ctx: LossContext):
+        built.append(ctx)
+        return softmax_family(ctx, gamma=0.5)
+
+    cfg = tiny_run(tmp_path, loss="squared_margin_ce", sampler_power=0.0, epochs=1)
+    train(cfg, ["tiny"], [0], resume=False, console=Console(quiet=True))
+    summary = json.loads(str(np.load(run_dir(cfg, "tiny", 0) / "preds.npz")["metrics"]))
+    assert built and built[0].mcfg.loss == "squared_margin_ce" and built[0].task == "multi-class"
+    assert "test loss" in summary["train_prior_basis"]
+
+
+def test_an_unknown_loss_in_a_variant_toml_is_one_line_naming_the_choices(tiny_run, tmp_path):
+    from kit.config import load_model
+
+    cfg = tiny_run(tmp_path, loss="no_such_loss")
+    with pytest.raises(KitError, match=r"tiny.toml: key 'loss': .*unknown loss 'no_such_loss'; use one of \['ce', 'focal'"):
+        load_model("tiny", cfg)

@@ -195,7 +195,7 @@ def test_refuses_weights_of_another_model(broken, capsys):
     ckpt = torch.load(path, weights_only=True)
     ckpt["model"] = {k: v[..., :1] if v.ndim else v for k, v in ckpt["model"].items()}
     torch.save(ckpt, path)
-    _refused(toml, capsys, "fold0/best.pt", "do not fit variant 'tiny'")
+    _refused(toml, capsys, "fold0/best.pt", "does not fit variant 'tiny'")
 
 
 def test_refuses_a_member_calibration_of_another_prior(broken, capsys):

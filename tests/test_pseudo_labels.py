@@ -65,13 +65,13 @@ def test_fold_k_trains_on_its_own_first_round_slice_only(second_round):
     cfg, mcfg, source, fold_of, logits = second_round
     n_train = len(source.train.ids)
     for k in range(cfg.folds.n_folds):
-        clean = _split(cfg, mcfg, source, fold_of, k, JobSeeds(cfg.seed, mcfg.name, k), quiet())
+        clean = _split(cfg, mcfg, source, fold_of, k, JobSeeds(cfg.seed, mcfg.name, k), console=quiet())
         poisoned = logits.copy()
         others = [j for j in range(cfg.folds.n_folds) if j != k]
         poisoned[others[0]] = 1e30  # (an OOF file refuses NaN, so huge values stand for poison)
         poisoned[others[1]] = -1e30 * np.sign(logits[others[1]])
         write_first_round(cfg, source, fold_of, poisoned)
-        split = _split(cfg, mcfg, source, fold_of, k, JobSeeds(cfg.seed, mcfg.name, k), quiet())
+        split = _split(cfg, mcfg, source, fold_of, k, JobSeeds(cfg.seed, mcfg.name, k), console=quiet())
         assert np.array_equal(split.train_idx, clean.train_idx) and np.array_equal(split.y_train, clean.y_train)
         assert np.isfinite(split.y_train).all() and 0 < split.n_pseudo < len(source.test)
         test_rows = split.train_idx[split.train_idx >= n_train] - n_train
@@ -80,7 +80,7 @@ def test_fold_k_trains_on_its_own_first_round_slice_only(second_round):
         assert not np.isin(split.train_idx, np.flatnonzero(fold_of == k)).any()  # fold k's own rows stay held out
         poisoned[k] = logits[(k + 1) % cfg.folds.n_folds]  # its own slice does change its training set
         write_first_round(cfg, source, fold_of, poisoned)
-        changed = _split(cfg, mcfg, source, fold_of, k, JobSeeds(cfg.seed, mcfg.name, k), quiet())
+        changed = _split(cfg, mcfg, source, fold_of, k, JobSeeds(cfg.seed, mcfg.name, k), console=quiet())
         assert not np.array_equal(changed.y_train, clean.y_train)
         write_first_round(cfg, source, fold_of, logits)
 

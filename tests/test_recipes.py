@@ -146,7 +146,7 @@ def test_crt_changes_only_the_head():
     y = np.eye(4, dtype=np.uint8)[np.repeat([0, 0, 0, 1, 1, 2, 3, 3], 10)]
     before = {k: v.clone() for k, v in model.state_dict().items()}
     head_keys = {f"fc.{k}" for k in classifier_of(model).state_dict()}
-    prior = rebalance_classifier(model, images, np.arange(80), y, mcfg, "multi-class", torch.device("cpu"), seed=0, console=Console(quiet=True))
+    prior = rebalance_classifier(model, images, np.arange(80), y, mcfg, "multi-class", device=torch.device("cpu"), seed=0, console=Console(quiet=True))
     after = model.state_dict()
     for key, value in before.items():
         if key in head_keys:
@@ -282,7 +282,7 @@ def test_layer_decay_scales_learning_rate_by_depth():
 
 def test_gradient_accumulation_equals_one_large_batch():
     from kit.training.device import pick_precision
-    from kit.training.epoch import train_one_epoch
+    from kit.training.trainer import Trainer
 
     rng = np.random.default_rng(0)
     x = torch.from_numpy(rng.integers(0, 256, (16, 1, 8, 8), dtype=np.uint8))
@@ -300,7 +300,11 @@ def test_gradient_accumulation_equals_one_large_batch():
             return torch.nn.functional.cross_entropy(logits, t.argmax(1))
 
         cpu = torch.device("cpu")
-        train_one_epoch(model, batches, loss_fn, optimizer, None, scaler, None, mcfg, cpu, pick_precision(cpu, False), Console(quiet=True), "t")
+        trainer = Trainer(
+            mcfg=mcfg, device=cpu, task="multi-class", model=model, step_model=model, ema=None, optimizer=optimizer, scheduler=None,
+            scaler=scaler, precision=pick_precision(cpu, False), loss_fn=loss_fn,
+        )
+        trainer.train_epoch(batches, console=Console(quiet=True), description="t")
         assert optimizer.state[model[1].weight]["step"] == 1  # one optimizer step for the whole group
         assert not torch.equal(before[0], model[1].weight)
         results.append([p.detach().clone() for p in model.parameters()])

@@ -23,24 +23,12 @@ from PIL import Image
 from rich.console import Console
 
 from kit.config import load_competition
-from kit.data import cached_images, make_folds, open_source
+from kit.data import cached_images, open_source
 from kit.data.folds import check_every_class_fits
 from kit.errors import KitError
 from kit.files import atomic_write
 from kit.stages.train import train
-from tests.conftest import REPO, assert_one_line_error, edit_csv, kaggle_copy, run_kit, sigint_to_default, write_config
-
-TINY_MODEL = """backbone = "chestmnist_cnn"
-pretrained = false
-image_size = 16
-in_chans = 1
-cnn_width = 4
-epochs = 2
-batch_size = 64
-lr = 0.003
-augment = "none"
-tta_hflip = false
-"""
+from tests.conftest import REPO, TINY_VARIANT, assert_one_line_error, clone_grid, edit_csv, kaggle_copy, model_toml, run_kit, sigint_to_default, write_config
 
 
 def quiet() -> Console:
@@ -48,28 +36,15 @@ def quiet() -> Console:
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_competition, tmp_path_factory) -> Path:
-    """A finished 3-fold run of a tiny variant: data/, folds/, runs/, oof/, models/ and competition.toml under one root."""
-    root = tmp_path_factory.mktemp("reliability")
-    shutil.copytree(tiny_competition.root / "data", root / "data")
-    (root / "models").mkdir()
-    (root / "models" / "tiny.toml").write_text(TINY_MODEL)
-    data = f'source = "kaggle"\ndir = "{root / "data"}"\npatient_column = "patient_id"\nsolution_csv = "solution.csv"'
-    config = write_config(root, data, "multi-class", ["tiny"])
-    config.write_text(config.read_text().replace(str(REPO / "configs" / "models"), str(root / "models")))
-    cfg = load_competition(config)
-    make_folds(cfg, console=quiet())
-    train(cfg, ["tiny"], None, resume=False, console=quiet())
-    return root
+def trained(tiny_grid) -> Path:
+    """A finished 3-fold run of a tiny variant: data/, folds/, runs/, oof/, models/ and competition.toml under one
+    root (the session's shared grid: read only, every test clones it)."""
+    return tiny_grid.root
 
 
 def clone(trained: Path, tmp_path: Path) -> Path:
     """A private copy of the trained root (copy2 keeps mtimes: the same images keep their fingerprint)."""
-    root = tmp_path / "w"
-    shutil.copytree(trained, root, ignore=lambda folder, names: ["cache"] if Path(folder) == trained else [])
-    config = root / "competition.toml"
-    config.write_text(config.read_text().replace(str(trained), str(root)))
-    return root
+    return clone_grid(trained, tmp_path)
 
 
 def kit(root: Path, capsys, *args) -> tuple[int, str, str]:
@@ -232,7 +207,7 @@ def test_resume_after_folds_changed_names_the_folds(trained, tmp_path, capsys):
 
 def test_resume_after_the_model_config_changed_names_it(trained, tmp_path, capsys):
     root = clone(trained, tmp_path)
-    (root / "models" / "tiny.toml").write_text(TINY_MODEL.replace("lr = 0.003", "lr = 0.001"))
+    (root / "models" / "tiny.toml").write_text(model_toml(TINY_VARIANT).replace("lr = 0.003", "lr = 0.001"))
     code, _, err = kit(root, capsys, "train", "--variant", "tiny", "--resume")
     assert_one_line_error(code, err, "preds.npz", "model config changed")
 

@@ -93,9 +93,9 @@ def test_without_sample_writes_id_and_class_columns(tmp_path):
 def test_validation_errors_are_one_clear_line(mutate, expected):
     sample = pd.DataFrame({"id": TEST_IDS, "A": ["0"] * 5, "B": ["0"] * 5, "C": ["0"] * 5})
     good = pd.DataFrame({"id": TEST_IDS, "A": ["0", "1", "1", "0", "0"], "B": ["0", "0", "0", "1", "1"], "C": ["1", "0", "0", "0", "0"]})
-    validate_submission(good, sample, "multi-class", CLASSES)  # the unmutated frame passes
+    validate_submission(good, sample, "multi-class", classes=CLASSES)  # the unmutated frame passes
     with pytest.raises(KitError) as err:
-        validate_submission(mutate(good), sample, "multi-class", CLASSES)
+        validate_submission(mutate(good), sample, "multi-class", classes=CLASSES)
     message = str(err.value)
     assert expected in message and "\n" not in message
 

@@ -28,12 +28,9 @@ def quiet() -> Console:
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_competition, tmp_path_factory, variant_run):
-    """One uninterrupted 3-fold run of the tiny variant (shared by the checks below)."""
-    tmp = tmp_path_factory.mktemp("trained")
-    cfg = variant_run(tiny_competition, tmp)
-    train(cfg, ["tiny"], None, resume=False, console=quiet())
-    return cfg
+def trained(tiny_grid):
+    """One uninterrupted 3-fold run of the tiny variant: the session's shared grid (read only)."""
+    return tiny_grid.cfg
 
 
 def test_each_train_id_once_in_oof_from_its_own_fold(trained):
@@ -72,11 +69,11 @@ def test_train_prior_in_oof_is_the_sampler_distribution(trained):
 
 def test_resume_after_interruption_gives_identical_oof(trained, tiny_competition, tmp_path, variant_run):
     cfg = variant_run(tiny_competition, tmp_path)
-    train(cfg, ["tiny"], None, resume=False, stop_after_epoch=1, console=quiet())
+    train(cfg, ["tiny"], None, resume=False, stop_after_epoch=1, console=quiet(), cpus_per_job=1)  # the grid's threads
     assert not (cfg.paths.oof / "tiny.npz").exists()  # interrupted: nothing assembled
     assert not (cfg.paths.runs / "tiny" / "fold0" / "preds.npz").exists()
     assert (cfg.paths.runs / "tiny" / "fold0" / "last.pt").exists()
-    train(cfg, ["tiny"], None, resume=True, console=quiet())
+    train(cfg, ["tiny"], None, resume=True, console=quiet(), cpus_per_job=1)
     resumed, full = load_oof(cfg.paths.oof / "tiny.npz"), load_oof(trained.paths.oof / "tiny.npz")
     assert np.array_equal(resumed.logits, full.logits)
     assert np.array_equal(resumed.test_logits, full.test_logits)

@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from kit.errors import KitError
+from kit.hashing import digest
 
 MAX_LISTED = 5
 
@@ -43,11 +44,7 @@ def first_items(items, n: int = MAX_LISTED) -> str:
 
 def fingerprint(*parts: bytes | str) -> str:
     """sha256 of the parts, each closed by a NUL (so ("ab", "c") and ("a", "bc") differ)."""
-    h = hashlib.sha256()
-    for part in parts:
-        h.update(part.encode() if isinstance(part, str) else part)
-        h.update(b"\0")
-    return h.hexdigest()
+    return digest(*parts)
 
 
 class ArrayImages(Protocol):

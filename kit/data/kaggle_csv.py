@@ -194,7 +194,7 @@ def _check_missing(missing: np.ndarray, paths: np.ndarray, split: str, cfg: Comp
 
 def _image_split(
     cfg: CompetitionConfig, data_dir: Path, name: str, ids: np.ndarray, csv_path: Path,
-    labels: np.ndarray | None, groups: np.ndarray | None,
+    labels: np.ndarray | None, *, groups: np.ndarray | None,
 ) -> Split:
     """One split with its image paths checked and its fingerprints (CSV bytes + one stat per image)."""
     key = f"{name}_images"
@@ -226,8 +226,8 @@ def open_kaggle(cfg: CompetitionConfig, data_dir: Path) -> DataSource:
     test_ids = test[d.id_column].astype(str).to_numpy(dtype=str)
     _check_unique_ids(test_ids, test_path)
 
-    train_split = _image_split(cfg, data_dir, "train", train_ids, train_path, labels, groups)
-    test_split = _image_split(cfg, data_dir, "test", test_ids, test_path, None, None)
+    train_split = _image_split(cfg, data_dir, "train", train_ids, train_path, labels, groups=groups)
+    test_split = _image_split(cfg, data_dir, "test", test_ids, test_path, None, groups=None)
     return DataSource(classes, cfg.task, train_split, test_split, synthetic=(data_dir / "SYNTHETIC").exists())
 
 

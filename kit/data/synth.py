@@ -562,7 +562,7 @@ def _draw_all(jobs: list[tuple], description: str, n: int, processes: int) -> li
     return results
 
 
-def _jobs(seed, split_code, size, findings, patient_index, folder, ids, difficulty, contrast, chunk=100):
+def _jobs(seed, split_code, size, findings, patient_index, folder, *, ids, difficulty, contrast, chunk=100):
     n = len(findings)
     return [
         (seed, split_code, s, min(s + chunk, n), size, findings[s : s + chunk], patient_index[s : s + chunk], folder, ids[s : s + chunk], difficulty, contrast)
@@ -605,6 +605,7 @@ def _swap_in(tmp: Path, out: Path) -> None:
 
 def generate(
     out: Path,
+    *,
     n_train: int = 5000,
     n_test: int = 1700,
     size: int = 128,
@@ -643,9 +644,9 @@ def generate(
     tmp = _prepare_out(out)
     try:
         if task == "multi-class":
-            summary = _generate_kaggle(tmp, n_train, n_test, size, seed, min_per_class, processes, look)
+            summary = _generate_kaggle(tmp, n_train, n_test, size, seed, min_per_class, processes=processes, look=look)
         elif task == "multi-label":
-            summary = _generate_chestmnist(tmp, n_train, n_test, size, seed, n_val, processes, look)
+            summary = _generate_chestmnist(tmp, n_train, n_test, size, seed, n_val, processes=processes, look=look)
         else:
             raise KitError(f"--task {task!r}: use 'multi-class' or 'multi-label'")
         summary.update(size=size, seed=seed, task=task, difficulty=difficulty)
@@ -661,7 +662,7 @@ def generate(
     return summary
 
 
-def _generate_kaggle(tmp: Path, n_train: int, n_test: int, size: int, seed: int, min_per_class: int, processes: int, look: tuple) -> dict:
+def _generate_kaggle(tmp: Path, n_train: int, n_test: int, size: int, seed: int, min_per_class: int, *, processes: int, look: tuple) -> dict:
     rng = np.random.default_rng(seed)
     train_counts = scale_counts(n_train, min_per_class=min_per_class)
     # the test floor is lower (at least 1) so that a small test set keeps the train proportions
@@ -678,7 +679,7 @@ def _generate_kaggle(tmp: Path, n_train: int, n_test: int, size: int, seed: int,
         findings = [[] if k == 0 else [CLASSES[k]] for k in label_idx]
         folder = tmp / name
         folder.mkdir()
-        _draw_all(_jobs(seed, split_code, size, findings, patient_index, str(folder), ids, *look), f"synth {name} {size}px", n, processes)
+        _draw_all(_jobs(seed, split_code, size, findings, patient_index, str(folder), ids=ids, difficulty=look[0], contrast=look[1]), f"synth {name} {size}px", n, processes)
         onehot = np.eye(len(CLASSES), dtype=np.uint8)[label_idx]
         frame = pd.DataFrame(onehot, columns=CLASSES)
         frame.insert(0, "id", ids)
@@ -695,7 +696,7 @@ def _generate_kaggle(tmp: Path, n_train: int, n_test: int, size: int, seed: int,
     return {"classes": CLASSES, "train_counts": train_counts, "test_counts": test_counts, "n_train": n_train, "n_test": n_test}
 
 
-def _generate_chestmnist(tmp: Path, n_train: int, n_test: int, size: int, seed: int, n_val: int | None, processes: int, look: tuple) -> dict:
+def _generate_chestmnist(tmp: Path, n_train: int, n_test: int, size: int, seed: int, n_val: int | None, *, processes: int, look: tuple) -> dict:
     rng = np.random.default_rng(seed)
     n_val = n_val if n_val is not None else max(1, round(n_train * MEDMNIST_SPLITS[1] / MEDMNIST_SPLITS[0]))
     arrays: dict[str, np.ndarray] = {}
@@ -707,7 +708,7 @@ def _generate_chestmnist(tmp: Path, n_train: int, n_test: int, size: int, seed: 
                 labels[rng.choice(n, 2, replace=False), k] = 1
         findings = [[CHESTMNIST_FINDINGS[c] for c, on in zip(CHESTMNIST_CLASSES, row) if on] for row in labels]
         patient_index = np.arange(n) + 10 * split_code * max(n_train, n_val, n_test)
-        chunks = _draw_all(_jobs(seed, 10 + split_code, size, findings, patient_index, None, np.arange(n), *look), f"synth {name} {size}px", n, processes)
+        chunks = _draw_all(_jobs(seed, 10 + split_code, size, findings, patient_index, None, ids=np.arange(n), difficulty=look[0], contrast=look[1]), f"synth {name} {size}px", n, processes)
         arrays[f"{name}_images"] = np.concatenate(chunks) if chunks else np.zeros((0, size, size), np.uint8)
         arrays[f"{name}_labels"] = labels
         counts[name] = dict(zip(CHESTMNIST_CLASSES, labels.sum(axis=0).tolist()))

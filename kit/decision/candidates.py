@@ -21,7 +21,6 @@ one, macro-F1 has none); `candidates_for` leaves out what the metric cannot do.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -32,6 +31,7 @@ from kit.decision.calibration import Calibrator, class_prior, fit_calibrator
 from kit.decision.metrics import Metric
 from kit.decision.rules import Decision, decide_calibrated, fit_thresholds
 from kit.decision.search import search_offsets
+from kit.registry import Registry
 
 TRIVIAL_OFFSET = 1e6  # added to the majority class: argmax then picks it for every row
 NEVER = float(np.nextafter(1.0, 2.0))  # a multi-label threshold no probability reaches
@@ -52,25 +52,21 @@ class FitContext:
 
 @dataclass(frozen=True)
 class Candidate:
-    name: str
-    label: str
+    name: str  # its display name is kit.decision.names.display_name(name)
     task: str
     fit: Callable[[np.ndarray, np.ndarray, FitContext], Decision]
     needs: str | None = None  # "bayes" or "threshold": the metric must have that closed form
 
 
-CANDIDATES: dict[str, Candidate] = {}
+CANDIDATES: Registry[Candidate] = Registry("decision candidate")  # keys "<task>/<name>", simplest first within a task
 
 
-def register_candidate(name: str, label: str, task: str, needs: str | None = None):
+def register_candidate(name: str, task: str, needs: str | None = None):
     """Decorator: `fn(logits, labels, context) -> Decision` becomes a candidate; registration order is
     the order of simplicity within a task."""
 
     def wrap(fn):
-        key = f"{task}/{name}"
-        if key in CANDIDATES:  # as timm's register_model: a second registration replaces the first, loudly
-            warnings.warn(f"Overwriting decision candidate {key} with {fn.__module__}.{fn.__name__}: the name is registered twice", stacklevel=2)
-        CANDIDATES[key] = Candidate(name, label, task, fn, needs)
+        CANDIDATES.add(f"{task}/{name}", Candidate(name, task, fn, needs))
         return fn
 
     return wrap
@@ -78,7 +74,7 @@ def register_candidate(name: str, label: str, task: str, needs: str | None = Non
 
 def candidates_for(task: str, metric: Metric, names: list[str] | None = None) -> list[Candidate]:
     """The candidates for a task that this metric supports, simplest first (all, or those named)."""
-    found = [c for c in CANDIDATES.values() if c.task == task and _supported(c, metric)]
+    found = [c for c in map(CANDIDATES.get, CANDIDATES) if c.task == task and _supported(c, metric)]
     if names is None:
         return found
     known = {c.name: c for c in found}
@@ -92,7 +88,7 @@ def candidate(task: str, name: str) -> Candidate:
     key = f"{task}/{name}"
     if key not in CANDIDATES:
         raise ValueError(f"unknown decision candidate {name!r} for {task}")
-    return CANDIDATES[key]
+    return CANDIDATES.get(key)
 
 
 def fit(cand: Candidate | str, logits: np.ndarray, labels: np.ndarray, context: FitContext) -> Decision:
@@ -140,28 +136,28 @@ def _closed_form(rule: str, alpha: float | None):
 # multi-class
 
 
-@register_candidate("trivial", "trivial baseline (majority class everywhere)", "multi-class")
+@register_candidate("trivial", "multi-class")
 def _mc_trivial(logits, labels, ctx):
     offsets = np.zeros(len(ctx.classes))
     offsets[int(labels.sum(axis=0).argmax())] = TRIVIAL_OFFSET
     return decide_calibrated(_fixed(labels, ctx, 0.0), ctx.classes, ctx.metric, "trivial").with_(bayes=False, offsets=offsets)
 
 
-@register_candidate("argmax", "argmax (plain logits)", "multi-class")
+@register_candidate("argmax", "multi-class")
 def _mc_argmax(logits, labels, ctx):
     return decide_calibrated(_fixed(labels, ctx, 0.0), ctx.classes, ctx.metric, "argmax").with_(bayes=False)
 
 
-@register_candidate("prior_argmax", "prior-corrected argmax (nominal α = 1)", "multi-class")
+@register_candidate("prior_argmax", "multi-class")
 def _mc_prior_argmax(logits, labels, ctx):
     return decide_calibrated(_fixed(labels, ctx, 1.0), ctx.classes, ctx.metric, "prior_argmax").with_(bayes=False)
 
 
-register_candidate("bayes", "Bayes rule, T fitted (closed form)", "multi-class", needs="bayes")(_closed_form("bayes", 1.0))
-register_candidate("bayes_alpha", "Bayes rule, T and α fitted by NLL", "multi-class", needs="bayes")(_closed_form("bayes_alpha", None))
+register_candidate("bayes", "multi-class", needs="bayes")(_closed_form("bayes", 1.0))
+register_candidate("bayes_alpha", "multi-class", needs="bayes")(_closed_form("bayes_alpha", None))
 
 
-@register_candidate("offsets", "per-class offsets searched against the metric", "multi-class")
+@register_candidate("offsets", "multi-class")
 def _mc_offsets(logits, labels, ctx):
     """Coordinate ascent from the calibrated argmax and (when the metric has one) from the Bayes rule;
     the start that ends higher on these rows wins."""
@@ -171,7 +167,7 @@ def _mc_offsets(logits, labels, ctx):
     if ctx.metric.bayes_weights(calibrated.target_prior) is not None:
         starts["bayes"] = ctx.metric.bayes_weights(calibrated.target_prior)
     names = [f"offset[{c}]" for c in ctx.classes]
-    results = {name: search_offsets(lp, y_idx, ctx.metric, w, labels.sum(axis=0), ctx.settings, names) for name, w in starts.items()}
+    results = {name: search_offsets(lp, y_idx, ctx.metric, w, labels.sum(axis=0), ctx.settings, names=names) for name, w in starts.items()}
     start = max(results, key=lambda k: (results[k].score, k == "argmax"))  # ties: the argmax start
     found = results[start]
     extra = {"start": start, "in_sample": found.score, "start_score": found.start_score,
@@ -183,22 +179,22 @@ def _mc_offsets(logits, labels, ctx):
 # multi-label
 
 
-@register_candidate("trivial", "trivial baseline (all negative)", "multi-label")
+@register_candidate("trivial", "multi-label")
 def _ml_trivial(logits, labels, ctx):
     return decide_calibrated(_fixed(labels, ctx, 0.0), ctx.classes, ctx.metric, "trivial").with_(thresholds=np.full(len(ctx.classes), NEVER))
 
 
-@register_candidate("threshold_0.5", "threshold 0.5 (plain sigmoid)", "multi-label")
+@register_candidate("threshold_0.5", "multi-label")
 def _ml_half(logits, labels, ctx):
     return decide_calibrated(_fixed(labels, ctx, 0.0), ctx.classes, ctx.metric, "threshold_0.5").with_(thresholds=np.full(len(ctx.classes), 0.5))
 
 
-register_candidate("closed_form", "the metric's threshold, T fitted (closed form)", "multi-label", needs="threshold")(_closed_form("closed_form", 1.0))
-register_candidate("closed_form_alpha", "the metric's threshold, T and α fitted by NLL", "multi-label",
+register_candidate("closed_form", "multi-label", needs="threshold")(_closed_form("closed_form", 1.0))
+register_candidate("closed_form_alpha", "multi-label",
                    needs="threshold")(_closed_form("closed_form_alpha", None))
 
 
-@register_candidate("thresholds", "per-class thresholds fitted (calibrate.threshold_method)", "multi-label")
+@register_candidate("thresholds", "multi-label")
 def _ml_thresholds(logits, labels, ctx):
     decision = decide_calibrated(_calibrator(logits, labels, ctx, None), ctx.classes, ctx.metric, "thresholds")
     probs = np.exp(decision.log_probs(logits))

@@ -15,22 +15,30 @@ The offsets searches (kit.decision.search) get their own studies, `<target>/offs
 and `<target>/offsets/all/from_<start>`, holding every proposal the search scored, valued in-sample on
 the rows it searched (its nested score is the parent study's). A re-run replaces the studies, so the storage shows the latest run; the stages hold
 `kit.studies.exclusive_studies` while they write.
+
+Cost: Optuna's `Study.add_trials` writes a trial to a SQL database one row at a time (two queries and an
+insert per parameter, a commit per trial): 20 offsets × ~60 proposals × 13 searches took half a minute
+on the demo. On a SQL storage the trials therefore go in as one transaction of bulk inserts, the same
+rows `add_trials` would write (tests/test_record.py compares them through Optuna's public reads); other
+storages (a journal file: one line per trial already) take `add_trials`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import warnings
 from typing import Any
 
 import optuna
-from optuna.distributions import CategoricalDistribution
+from optuna.distributions import BaseDistribution, CategoricalDistribution, check_distribution_compatibility, distribution_to_json
+from optuna.storages import RDBStorage
 
 from kit.decision.names import display_name
 from kit.decision.nested import Choice, NestedScore
 from kit.decision.rules import Decision
 from kit.decision.select import Selection
-from kit.studies import quiet_optuna
+from kit.studies import open_storage, quiet_optuna
 
 METRIC_NAME = "nested-CV score"
 SEARCH_METRIC_NAME = "in-sample score (fitting folds)"
@@ -39,6 +47,7 @@ SEARCH_METRIC_NAME = "in-sample score (fitting folds)"
 def write_study(storage: str | optuna.storages.BaseStorage, study_name: str, trials: list[optuna.trial.FrozenTrial],
                 user_attrs: dict[str, Any], metric_name: str = METRIC_NAME) -> None:
     """Replace `study_name` in `storage` by a study holding `trials`, its objective named `metric_name`."""
+    storage = open_storage(storage) if isinstance(storage, str) else storage
     with quiet_optuna():
         with contextlib.suppress(KeyError):
             optuna.delete_study(study_name=study_name, storage=storage)
@@ -46,9 +55,62 @@ def write_study(storage: str | optuna.storages.BaseStorage, study_name: str, tri
         with warnings.catch_warnings():  # experimental in Optuna 5, and the dashboard reads it
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names([metric_name])
-        for key, value in user_attrs.items():
-            study.set_user_attr(key, value)
-        study.add_trials(trials)
+        if isinstance(storage, RDBStorage):
+            bulk_add_trials(storage, storage.get_study_id_from_name(study_name), trials, user_attrs)
+        else:
+            for key, value in user_attrs.items():
+                study.set_user_attr(key, value)
+            study.add_trials(trials)
+
+
+def bulk_add_trials(storage: RDBStorage, study_id: int, trials: list[optuna.trial.FrozenTrial], study_attrs: dict[str, Any] | None = None) -> None:
+    """What `Study.add_trials` (and `Study.set_user_attr` for `study_attrs`) store, in one transaction of a few bulk
+    inserts instead of a few statements per parameter and a commit per trial: the trial rows (numbered after the
+    study's existing trials), then their values, params, attributes and intermediate values, each table in one
+    executemany. Optuna's schema, through its own models."""
+    from optuna.storages._rdb import models
+    from sqlalchemy import func, insert, orm, select
+
+    _check_compatible(trials)
+    with orm.Session(storage.engine) as session, session.begin():
+        models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)  # as add_trials: the numbers are ours
+        start = session.scalar(select(func.count()).select_from(models.TrialModel).where(models.TrialModel.study_id == study_id))
+        rows = [models.TrialModel(study_id=study_id, number=start + i, state=t.state, datetime_start=t.datetime_start,
+                                  datetime_complete=t.datetime_complete) for i, t in enumerate(trials)]
+        session.add_all(rows)
+        session.flush()  # the trial ids, in one INSERT … RETURNING
+        value_repr = models.TrialValueModel.value_to_stored_repr
+        step_repr = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr
+        tables: dict[type, list[dict]] = {models.TrialValueModel: [], models.TrialParamModel: [], models.TrialUserAttributeModel: [],
+                                          models.TrialSystemAttributeModel: [], models.TrialIntermediateValueModel: [],
+                                          models.StudyUserAttributeModel: [{"study_id": study_id, "key": k, "value_json": json.dumps(v)}
+                                                                           for k, v in (study_attrs or {}).items()]}
+        for row, t in zip(rows, trials):
+            tid = row.trial_id
+            for objective, value in enumerate(t.values or []):
+                stored, kind = value_repr(value)
+                tables[models.TrialValueModel].append({"trial_id": tid, "objective": objective, "value": stored, "value_type": kind})
+            for name, value in t.params.items():
+                dist = t.distributions[name]
+                tables[models.TrialParamModel].append({"trial_id": tid, "param_name": name, "param_value": dist.to_internal_repr(value),
+                                                       "distribution_json": distribution_to_json(dist)})
+            for model, attrs in ((models.TrialUserAttributeModel, t.user_attrs), (models.TrialSystemAttributeModel, t.system_attrs)):
+                tables[model].extend({"trial_id": tid, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items())
+            for step, value in t.intermediate_values.items():
+                stored, kind = step_repr(value)
+                tables[models.TrialIntermediateValueModel].append({"trial_id": tid, "step": step, "intermediate_value": stored,
+                                                                   "intermediate_value_type": kind})
+        for model, values in tables.items():
+            if values:
+                session.execute(insert(model), values)
+
+
+def _check_compatible(trials: list[optuna.trial.FrozenTrial]) -> None:
+    """A param name keeps one kind of distribution within a study (the check `add_trials` makes row by row)."""
+    seen: dict[str, BaseDistribution] = {}
+    for t in trials:
+        for name, dist in t.distributions.items():
+            check_distribution_compatibility(seen.setdefault(name, dist), dist)
 
 
 def fitted_attrs(decision: Decision, prefix: str = "") -> dict[str, Any]:
@@ -117,6 +179,7 @@ def search_studies(selection: Selection) -> dict[str, tuple[list[optuna.trial.Fr
 def write_search_studies(storage: str | optuna.storages.BaseStorage, prefix: str,
                          studies: dict[str, tuple[list[optuna.trial.FrozenTrial], dict[str, Any]]]) -> list[str]:
     """Replace every study named `<prefix>/...` by `studies` (so a run without searches leaves none stale); their names."""
+    storage = open_storage(storage) if isinstance(storage, str) else storage
     with quiet_optuna():
         for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
             if summary.study_name.startswith(prefix + "/") and summary.study_name.removeprefix(prefix + "/") not in studies:

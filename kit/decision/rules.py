@@ -173,7 +173,7 @@ def _class_array(d: dict, key: str, c: int) -> np.ndarray | None:
 
 
 def closed_form_decision(
-    task: str, classes, train_prior: np.ndarray, target_prior: np.ndarray, metric: Metric, temperature: float = 1.0, alpha: float = 1.0,
+    task: str, classes, train_prior: np.ndarray, target_prior: np.ndarray, metric: Metric, *, temperature: float = 1.0, alpha: float = 1.0,
 ) -> Decision:
     """The metric's Bayes-optimal decision for calibrated probabilities, nothing searched.
 

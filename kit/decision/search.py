@@ -54,6 +54,7 @@ def coordinate_ascent(
     bayes_weights: tuple[np.ndarray, np.ndarray] | None,
     grid: np.ndarray,
     sweeps: int,
+    *,
     names: list[str] | None = None,
 ) -> SearchResult:
     """Offsets o maximizing the metric of `decide_indices(lp, o, bayes_weights)` on these rows.
@@ -116,6 +117,7 @@ def sampled_search(
     bayes_weights: tuple[np.ndarray, np.ndarray] | None,
     bounds: np.ndarray,
     sampler: str,
+    *,
     n_trials: int,
     names: list[str],
 ) -> SearchResult:
@@ -149,14 +151,15 @@ def search_offsets(
     bayes_weights: tuple[np.ndarray, np.ndarray] | None,
     class_counts: np.ndarray,
     settings,
+    *,
     names: list[str],
 ) -> SearchResult:
     """The search `settings.search` names (a kit.config.CalibrateConfig), over the shrunk per-class ranges."""
     grid = offset_grid(class_counts, settings.offset_range, settings.grid_points, settings.shrinkage)
     if settings.search == "coordinate":
-        return coordinate_ascent(lp, y_idx, metric, bayes_weights, grid, settings.sweeps, names)
+        return coordinate_ascent(lp, y_idx, metric, bayes_weights, grid, settings.sweeps, names=names)
     if settings.search in ("cmaes", "tpe"):
-        return sampled_search(lp, y_idx, metric, bayes_weights, np.abs(grid).max(axis=1), settings.search, settings.search_trials, names)
+        return sampled_search(lp, y_idx, metric, bayes_weights, np.abs(grid).max(axis=1), settings.search, n_trials=settings.search_trials, names=names)
     raise ValueError(f"unknown offsets search {settings.search!r}; use one of {SEARCHES}")
 
 

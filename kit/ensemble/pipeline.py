@@ -21,7 +21,7 @@ from kit.config import BlendConfig
 from kit.decision.calibration import Calibrator, class_prior, fit_calibrator
 from kit.decision.candidates import Candidate, FitContext, fit
 from kit.decision.rules import Decision, closed_form_decision
-from kit.ensemble.stack import STACK, Stacker, fit_stacker
+from kit.ensemble.stack import Stacker
 from kit.ensemble.weights import WEIGHTINGS, mix
 
 _TINY = 1e-12
@@ -85,6 +85,7 @@ def mixture_scorer(labels: np.ndarray, context: FitContext):
 
 def fit_blends(
     members: list[Member], labels: np.ndarray, rows: np.ndarray, weightings: list[str], rules: list[Candidate], context: FitContext,
+    *,
     blend_settings: BlendConfig | None = None,
 ) -> dict[tuple[str, str], Blend]:
     """Every (weighting, rule) blend fitted on `rows` (a boolean mask) only, sharing the member calibrations
@@ -96,11 +97,8 @@ def fit_blends(
     names = tuple(m.name for m in members)
     out = {}
     for weighting in weightings:
-        if weighting == STACK:
-            weights, stacker = None, fit_stacker(zs, y, context.task, blend_settings or BlendConfig())
-            mixture_prior = stacker.output_prior  # what the stacker predicts under (flat when class-balanced)
-        else:
-            weights, stacker, mixture_prior = WEIGHTINGS[weighting](zs, score), None, class_prior(y)
+        combination = WEIGHTINGS.get(weighting, where="blend")(zs, y, score, context.task, blend_settings or BlendConfig())
+        weights, stacker, mixture_prior = combination.weights, combination.stacker, combination.mixture_prior
         blend = Blend(names, calibrations, weights, None, stacker)  # type: ignore[arg-type]  # the decision follows
         z = blend.combine(zs)
         blend_context = FitContext(context.task, context.classes, context.metric, mixture_prior, context.settings)  # fresh NLL cache per mixture

@@ -19,11 +19,10 @@ from kit.decision.names import display_name
 from kit.decision.nested import Choice, NestedScore, choose, nested_cv
 from kit.decision.record import fitted_attrs, score_trial
 from kit.ensemble.pipeline import Blend, Member, fit_blends
-from kit.ensemble.stack import STACK
 from kit.ensemble.weights import WEIGHTINGS
 
 Pair = tuple[str, str]  # (weighting, rule)
-BLEND_WEIGHTINGS = [*WEIGHTINGS, STACK]  # simplest first: the stacker fits the most
+BLEND_WEIGHTINGS = WEIGHTINGS.names()  # simplest first: the stacker fits the most
 BLEND_RULES = {"multi-class": ["argmax", "bayes", "offsets"], "multi-label": ["threshold_0.5", "closed_form", "thresholds"]}
 
 
@@ -59,6 +58,7 @@ def select_blend(
     context: FitContext,
     weightings: list[str],
     rules: list[Candidate],
+    *,
     on_fit: Callable[[], None] | None = None,
     blend_settings: BlendConfig | None = None,
 ) -> BlendSelection:
@@ -67,7 +67,7 @@ def select_blend(
     per_fold: dict[int, dict[Pair, Blend]] = {}
 
     def fit_rows(rows: np.ndarray, ws: list[str] = weightings, rs: list[Candidate] = rules) -> dict[Pair, Blend]:
-        fitted = fit_blends(members, labels, rows, ws, rs, context, blend_settings)
+        fitted = fit_blends(members, labels, rows, ws, rs, context, blend_settings=blend_settings)
         if on_fit is not None:
             on_fit()
         return fitted

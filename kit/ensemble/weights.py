@@ -1,17 +1,52 @@
-"""How much each member counts: the best single member, equal weights, or greedy selection.
+"""How much each member counts: the best single member, equal weights, greedy selection, or a stacker.
 
-Each weighting is `fn(zs, score) -> weights` over the members' calibrated logits on the fitting rows,
-with `score(z)` the metric of a fixed rule on a mixture; WEIGHTINGS lists them from the simplest.
+A weighting is registered in `WEIGHTINGS` (`kit.registry.Registry`), simplest first, as
+`fit(zs, labels, score, task, settings) -> Combination`: the members' calibrated pool terms on the fitting
+rows, their labels, `score(z)` (the metric of a fixed rule on a mixture), the task and the stacker's settings. The three
+weight vectors are `fn(zs, score) -> weights` (`@register_weights`); the stacker ("stack",
+kit.ensemble.stack) learns per-class weights and says which class distribution its mixture predicts under.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
+from kit.config import BlendConfig
+from kit.decision.calibration import class_prior
+from kit.ensemble.stack import STACK, Stacker, fit_stacker
+from kit.registry import Registry
+
 DEFAULT_STEPS = 25
 Score = Callable[[np.ndarray], float]
+
+
+@dataclass(frozen=True)
+class Combination:
+    """A fitted weighting: weights (or a stacker) and the class distribution its mixture predicts under."""
+
+    weights: np.ndarray | None  # None for the stacker
+    stacker: Stacker | None
+    mixture_prior: np.ndarray
+
+
+WeightingFit = Callable[[list[np.ndarray], np.ndarray, Score, str, BlendConfig], Combination]
+WEIGHTINGS: Registry[WeightingFit] = Registry("blend weighting")
+
+
+def register_weights(name: str) -> Callable[[Callable[[list[np.ndarray], Score], np.ndarray]], Callable]:
+    """Decorator: `fn(zs, score) -> weights` becomes the weighting `name` (its mixture keeps the labels' prior)."""
+
+    def wrap(fn: Callable[[list[np.ndarray], Score], np.ndarray]) -> Callable:
+        def fit(zs: list[np.ndarray], labels: np.ndarray, score: Score, task: str, settings: BlendConfig) -> Combination:
+            return Combination(fn(zs, score), None, class_prior(labels))
+
+        WEIGHTINGS.add(name, fit)
+        return fn
+
+    return wrap
 
 
 def mix(zs: list[np.ndarray], weights: np.ndarray) -> np.ndarray:
@@ -23,6 +58,7 @@ def mix(zs: list[np.ndarray], weights: np.ndarray) -> np.ndarray:
     return out
 
 
+@register_weights("single_best")
 def single_best(zs: list[np.ndarray], score: Score) -> np.ndarray:
     """All weight on the member that scores best on these rows."""
     weights = np.zeros(len(zs))
@@ -30,11 +66,13 @@ def single_best(zs: list[np.ndarray], score: Score) -> np.ndarray:
     return weights
 
 
+@register_weights("equal")
 def equal(zs: list[np.ndarray], score: Score) -> np.ndarray:
     """The plain average: nothing fitted, so nothing to overfit."""
     return np.full(len(zs), 1.0 / len(zs))
 
 
+@register_weights("greedy")
 def greedy(zs: list[np.ndarray], score: Score, steps: int = DEFAULT_STEPS) -> np.ndarray:
     """Greedy ensemble selection with replacement (Caruana et al. 2004): add the member that most improves
     the score, `steps` times; keep the best bag seen (never below the best single member on these rows)."""
@@ -54,8 +92,10 @@ def greedy(zs: list[np.ndarray], score: Score, steps: int = DEFAULT_STEPS) -> np
     return best_counts / best_counts.sum()
 
 
-WEIGHTINGS: dict[str, Callable[[list[np.ndarray], Score], np.ndarray]] = {
-    "single_best": single_best,
-    "equal": equal,
-    "greedy": greedy,
-}
+
+@WEIGHTINGS.register(STACK)
+def stack(zs: list[np.ndarray], labels: np.ndarray, score: Score, task: str, settings: BlendConfig) -> Combination:
+    """The stacker (the most fitted, so last): C by inner CV on these rows; its mixture predicts under its
+    own output prior (flat when class-balanced)."""
+    stacker = fit_stacker(zs, labels, task, settings)
+    return Combination(None, stacker, stacker.output_prior)

@@ -11,8 +11,8 @@ from rich.console import Console
 from kit.config import CompetitionConfig, ModelConfig
 from kit.data.folds import load_fold_assignment
 from kit.data.sources import DataSource, open_source
+from kit.paths import run_dir
 from kit.training.device import cpu_threads, deterministic_algorithms
-from kit.training.layout import run_dir
 from kit.training.loop import train_fold
 
 

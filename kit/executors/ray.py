@@ -32,9 +32,8 @@ from kit.data.sources import DataSource
 from kit.errors import KitError
 from kit.executors.jobs import Job, JobResult, run_job
 from kit.files import write_json
+from kit.paths import JOB_RECORD
 from kit.progress import make_progress
-
-JOB_RECORD = "job.json"
 
 
 def run_ray(

@@ -1,8 +1,8 @@
 """Run a finished ensemble on images: every fold model of every member, then the blend `kit blend` fitted.
 
 Nothing is decided here. The members' logits come from the training code's own preprocessing (the image
-cache: decode, grayscale, resize) and evaluation pass (`kit.training.evaluation.predict_logits`, with each
-variant's TTA), through `fold_logits`, the one seam a trainer object can replace. The blend is the very
+cache: decode, grayscale, resize) and its training core (`kit.training.trainer.load_trainer` and
+`Trainer.predict`, with each variant's TTA), through `fold_logits`, the one seam to it. The blend is the very
 object `kit blend` fitted, rebuilt from its record (`kit.ensemble.record`), and its test aggregation
 (`kit.ensemble.aggregate`) turns the fold models' logits into the prediction. So on the config's own test
 set the logits equal the OOF file's `test_logits` and the CSV equals `kit blend`'s byte for byte.
@@ -25,10 +25,9 @@ import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import TextColumn
-from torch import nn
 
-from kit.artifacts import OOF, load_oof, oof_fingerprint, read_meta
-from kit.config import CompetitionConfig, ModelConfig, seed_oof_stem
+from kit.artifacts import OOF, load_oof, oof_fingerprint
+from kit.config import CompetitionConfig, ModelConfig
 from kit.data.cache import cached_images
 from kit.data.common import Split
 from kit.decision.calibration import Calibrator
@@ -38,16 +37,17 @@ from kit.ensemble.aggregate import TEST_AGGREGATION, aggregate_predict
 from kit.ensemble.pipeline import Blend
 from kit.ensemble.record import blend_from_record
 from kit.errors import KitError
-from kit.training.device import pick_device, prepare_model
-from kit.training.evaluation import predict_logits
+from kit.paths import BEST_FILE, DECOUPLED_FILE, blend_oof_npz, decision_json, oof_meta_json, oof_npz, run_dir, seed_oof_stem
+from kit.records import read_json
+from kit.training.device import pick_device
 from kit.training.identity import BEST_KEYS, read_checkpoint
-from kit.training.layout import BEST_FILE, DECOUPLED_FILE, run_dir
+from kit.training.trainer import Trainer, load_trainer
 
 
-def fold_logits(model: nn.Module, images: np.ndarray, rows: np.ndarray, mcfg: ModelConfig, device: torch.device, batch_size: int) -> np.ndarray:
-    """The seam to the trainer: one fold model's (len(rows), C) float32 logits, TTA included, exactly as training
-    predicted its held-out and test rows."""
-    return predict_logits(model, images, rows, mcfg, device, batch_size=batch_size)
+def fold_logits(trainer: Trainer, images: np.ndarray, rows: np.ndarray, batch_size: int) -> np.ndarray:
+    """The seam to the training core: one fold model's (len(rows), C) float32 logits, TTA included, exactly as
+    training predicted its held-out and test rows (`Trainer.predict`)."""
+    return trainer.predict(images, rows, batch_size=batch_size)
 
 
 @dataclass(frozen=True)
@@ -79,14 +79,19 @@ class Plan:
 # --- what training and blending wrote -----------------------------------------------------------
 
 
+def _read(path: Path) -> dict | None:
+    return read_json(path, "`kit train` or `kit blend`")
+
+
 def blend_record_path(cfg: CompetitionConfig, name: str) -> Path:
-    return Path(cfg.paths.oof) / f"blend_{name}.json"
+    """oof/blend_<name>.json: the blend's provenance, with the fitted blend under "fitted_blend"."""
+    return oof_meta_json(blend_oof_npz(cfg, name))
 
 
 def blend_plan(cfg: CompetitionConfig, name: str) -> Plan:
     """The blend `kit blend --name name` fitted, and its members' fold models, all checked."""
     path = blend_record_path(cfg, name)
-    meta = read_meta(path)
+    meta = _read(path)
     if meta is None:
         raise KitError(f"{path}: not found; run `kit blend --name {name}` first (predict applies the blend it fitted)")
     record = meta.get("fitted_blend")
@@ -113,7 +118,7 @@ def blend_plan(cfg: CompetitionConfig, name: str) -> Plan:
 def variant_plan(cfg: CompetitionConfig, variant: str) -> Plan:
     """One variant alone under its own decision (`kit calibrate`'s), as a blend of one member: the member's
     calibration is the decision's, and the decision reads the calibrated log-probabilities unchanged."""
-    path = Path(cfg.paths.oof) / f"{variant}.decision.json"
+    path = decision_json(oof_npz(cfg, variant))
     if not path.is_file():
         raise KitError(f"{path}: not found; run `kit calibrate --variant {variant}` first (predict applies the decision it chose)")
     decision = Decision.load(path)
@@ -129,11 +134,11 @@ def variant_plan(cfg: CompetitionConfig, variant: str) -> Plan:
 def member_models(cfg: CompetitionConfig, member: str, classes: list[str], *, where: str) -> tuple[OOF, MemberModels]:
     """A member's OOF and fold weights: its model config from the OOF's JSON, every fold's weights file present
     and holding the OOF's held-out logits of that fold (so it is the model whose logits were blended)."""
-    oof_path = Path(cfg.paths.oof) / f"{member}.npz"
+    oof_path = oof_npz(cfg, member)
     if not oof_path.is_file():
         raise KitError(f"{oof_path}: not found; {where} has member '{member}': train it (`kit train --variant {member}`) or restore the file")
     oof = load_oof(oof_path)
-    meta = read_meta(oof_path.with_suffix(".json")) or {}
+    meta = _read(oof_meta_json(oof_path)) or {}
     if "model_config" not in meta or "competition_config" not in meta:
         raise KitError(f"{oof_path.with_suffix('.json')}: no model config: member '{member}' was not trained by `kit train`, "
                        "so there are no fold models to run; blend only trained variants for `kit predict`")
@@ -184,7 +189,7 @@ def check_weights_match(member: MemberModels, oof_path: Path, fold: int, seed_in
     """The checkpoint's held-out logits must be the OOF's rows of its fold (per seed: the seed's own OOF file)."""
     seeds = [None] if len(member.weights[fold]) == 1 else None
     if seeds is None:  # a variant with seeds: its OOF is the mean; compare with the seed's own file when present
-        meta = read_meta(oof_path.with_suffix(".json")) or {}
+        meta = _read(oof_path.with_suffix(".json")) or {}
         seed = (meta.get("seeds") or [])[seed_index]
         oof_path = oof_path.with_name(f"{seed_oof_stem(member.name, seed)}.npz")
         if not oof_path.is_file():
@@ -199,22 +204,12 @@ def check_weights_match(member: MemberModels, oof_path: Path, fold: int, seed_in
 # --- running the models -------------------------------------------------------------------------
 
 
-def load_fold_model(member: MemberModels, path: Path, device: torch.device) -> tuple[nn.Module, np.ndarray]:
-    """The fold's network built as training built it (no pretrained download: the weights are the checkpoint's)."""
-    from kit.models import create_model
-    from kit.training.heads import use_cosine_head
-
-    mcfg = member.mcfg.model_copy(update={"pretrained": False, "weights": None, "compile": False})
-    ckpt = read_checkpoint(path, BEST_KEYS, f"retrain it: `kit train --variant {member.name}`", map_location=device)
-    model = create_model(mcfg, member.n_classes)
-    model = use_cosine_head(model, mcfg) if mcfg.loss == "ldam" else model
-    model, _ = prepare_model(model.to(device), mcfg)
-    try:
-        model.load_state_dict(ckpt["model"])
-    except (RuntimeError, KeyError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0][:160]
-        raise KitError(f"{path}: the weights do not fit variant '{member.name}''s model ({first}); retrain it or restore its OOF JSON") from None
-    return model.eval(), ckpt["val_logits"].cpu().numpy().astype(np.float32)
+def load_fold_model(member: MemberModels, path: Path, device: torch.device, task: str) -> tuple[Trainer, np.ndarray]:
+    """The fold's network as training built it, with the checkpoint's weights (`load_trainer`: nothing is
+    downloaded), and the checkpoint's held-out logits."""
+    trainer = load_trainer(member.mcfg, n_classes=member.n_classes, checkpoint=path, task=task, device=device)
+    ckpt = read_checkpoint(path, BEST_KEYS, f"retrain it: `kit train --variant {member.name}`", map_location="cpu")
+    return trainer, ckpt["val_logits"].numpy().astype(np.float32)
 
 
 class TimeBudget:
@@ -247,7 +242,7 @@ class TimeBudget:
             )
 
 
-def member_logits(member: MemberModels, images: np.ndarray, device: torch.device, *, batch_size: int | None, oof_path: Path | None,
+def member_logits(member: MemberModels, images: np.ndarray, device: torch.device, *, task: str, batch_size: int | None, oof_path: Path | None,
                   on_batch: Callable[[int], None]) -> np.ndarray:
     """(K, m, C) float32: each fold model's logits on `images` (the seeds' mean per fold, as `kit train` assembles it)."""
     batch = batch_size or max(member.mcfg.batch_size, 64)
@@ -256,15 +251,15 @@ def member_logits(member: MemberModels, images: np.ndarray, device: torch.device
     for k, paths in enumerate(member.weights):
         per_seed = []
         for s, path in enumerate(paths):
-            model, val_logits = load_fold_model(member, path, device)
+            trainer, val_logits = load_fold_model(member, path, device, task)
             if oof_path is not None:
                 check_weights_match(member, oof_path, k, s, val_logits)
             chunks = []
             for start in range(0, len(rows), batch):  # one batch per call: the same batches as one call over all rows
-                chunks.append(fold_logits(model, images, rows[start : start + batch], member.mcfg, device, batch))
+                chunks.append(fold_logits(trainer, images, rows[start : start + batch], batch))
                 on_batch(len(chunks[-1]))
             per_seed.append(np.concatenate(chunks) if chunks else np.zeros((0, member.n_classes), np.float32))
-            del model
+            del trainer
         if len(per_seed) == 1:
             per_fold.append(per_seed[0])
         else:  # kit.training.assemble.seed_mean: the mean in float64, stored as float32
@@ -295,7 +290,8 @@ def run_plan(plan: Plan, split: Split, cfg: CompetitionConfig, *, batch_size: in
             cache = cached_images(split, member.mcfg.image_size, cfg.paths.cache, cfg.data.on_bad_image)
             budget.started()
             oof_path = Path(cfg.paths.oof) / f"{member.name}.npz" if check_weights else None
-            logits[member.name] = member_logits(member, cache.images, device, batch_size=batch_size, oof_path=oof_path, on_batch=on_batch)
+            logits[member.name] = member_logits(member, cache.images, device, task=plan.blend.decision.task, batch_size=batch_size,
+                                                oof_path=oof_path, on_batch=on_batch)
     if plan.trivial_class is not None:  # the blend had no skill: `kit blend` submitted the majority class (multi-label: none)
         pred = trivial_prediction(np.zeros((len(split), len(plan.classes)), dtype=np.uint8), plan.blend.decision.task, plan.trivial_class)
     else:

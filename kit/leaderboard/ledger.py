@@ -33,9 +33,9 @@ import pandas as pd
 from kit.errors import KitError
 from kit.files import atomic_write, write_error
 from kit.leaderboard.client import RemoteSubmission
+from kit.paths import ledger_csv, ledger_lock
 from kit.submission import read_csv_str
 
-LEDGER_NAME = "ledger.csv"
 COLUMNS = (
     "time", "competition", "file", "sha256", "message", "ref", "status", "public_score", "private_score",
     "nested_cv_score", "nested_cv_se", "trivial_baseline", "variants", "weights", "decision_rule", "error_description",
@@ -48,7 +48,7 @@ LOCK_SECONDS = 60.0
 
 
 def ledger_path(submissions_dir: Path) -> Path:
-    return Path(submissions_dir) / LEDGER_NAME
+    return ledger_csv(submissions_dir)
 
 
 def file_sha256(path: Path) -> str:
@@ -99,7 +99,7 @@ def edit_ledger(path: Path, edit: Callable[[pd.DataFrame], pd.DataFrame]) -> pd.
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        lock = filelock.FileLock(str(path.parent / f".{path.name}.lock"), timeout=LOCK_SECONDS)
+        lock = filelock.FileLock(str(ledger_lock(path)), timeout=LOCK_SECONDS)
         with lock:
             frame = edit(read_ledger(path))
             text = frame.to_csv(index=False, lineterminator="\n")

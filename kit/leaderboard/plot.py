@@ -10,7 +10,7 @@ from kit.plots import plt, save_figure
 
 
 def cv_vs_public_png(
-    cv: np.ndarray, public: np.ndarray, names: list[str], path: str | Path, r: float | None, trivial: float | None = None, title: str = ""
+    cv: np.ndarray, public: np.ndarray, names: list[str], path: str | Path, r: float | None, *, trivial: float | None = None, title: str = ""
 ) -> Path:
     """One point per scored submission (labelled with its file name), the line y = x and the correlation in the
     title; the trivial baseline, when known, is in the legend and drawn as dotted lines when it is in view."""

@@ -6,10 +6,10 @@ A new backbone is a function decorated with `@register_model("name")` in a modul
 
 from kit.models import cnn  # noqa: F401  (registers chestmnist_cnn)
 from kit.models.cnn import CNN_NAME, ChestMNISTCNN, cnn_depth
-from kit.models.registry import classifier_of, create_model, list_models, register_model
+from kit.models.registry import BACKBONES, classifier_of, create_model, list_models, register_model
 from kit.models.weights import load_weights, read_state_dict
 
 __all__ = [
-    "CNN_NAME", "ChestMNISTCNN", "classifier_of", "cnn_depth", "create_model", "list_models", "load_weights",
+    "BACKBONES", "CNN_NAME", "ChestMNISTCNN", "classifier_of", "cnn_depth", "create_model", "list_models", "load_weights",
     "read_state_dict", "register_model",
 ]

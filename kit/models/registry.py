@@ -1,5 +1,9 @@
 """Model registry à la timm: `register_model(name)` for the kit's own networks, timm for every other name.
 
+The kit's own backbones are a `kit.registry.Registry` (`BACKBONES`) of `Backbone` entries: the builder and
+what the config checks ask of it (whether `drop_path_rate` and `layer_decay` apply), so `kit.config` asks the
+registry instead of naming a backbone.
+
 `create_model(mcfg, num_classes)` is the one way a variant's network is built: a registered kit model
 (the ChestMNIST CNN) or any `timm.list_models()` name. Weights come from timm's hub
 (`pretrained = true`), a local file or URL (`weights = "..."`), or not at all (`pretrained = false`).
@@ -8,24 +12,34 @@
 from __future__ import annotations
 
 import contextlib
-import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from torch import nn
 
 from kit.config import ModelConfig, model_file
 from kit.errors import KitError
+from kit.registry import Registry
 
-_REGISTRY: dict[str, Callable[[ModelConfig, int], nn.Module]] = {}
+
+@dataclass(frozen=True)
+class Backbone:
+    """One of the kit's own networks: `build(mcfg, num_classes)` and the timm options it takes."""
+
+    build: Callable[[ModelConfig, int], nn.Module]
+    drop_path: bool = False  # has residual blocks for stochastic depth (`drop_path_rate`)
+    layer_decay: bool = False  # has layer groups for timm's layer-wise lr decay (`layer_decay`)
 
 
-def register_model(name: str):
-    """Decorator: `fn(mcfg, num_classes) -> nn.Module` becomes the backbone `name`."""
+BACKBONES: Registry[Backbone] = Registry("backbone")
+
+
+def register_model(name: str, *, drop_path: bool = False, layer_decay: bool = False):
+    """Decorator: `fn(mcfg, num_classes) -> nn.Module` becomes the backbone `name` (a second registration
+    replaces the first, loudly, as timm's register_model does)."""
 
     def wrap(fn):
-        if name in _REGISTRY:  # as timm's register_model: a second registration replaces the first, loudly
-            warnings.warn(f"Overwriting model {name} with {fn.__module__}.{fn.__name__}: the name is registered twice", stacklevel=2)
-        _REGISTRY[name] = fn
+        BACKBONES.add(name, Backbone(fn, drop_path=drop_path, layer_decay=layer_decay))
         return fn
 
     return wrap
@@ -33,15 +47,20 @@ def register_model(name: str):
 
 def list_models() -> list[str]:
     """The kit's own backbones (timm's are listed by `timm.list_models()`)."""
-    return sorted(_REGISTRY)
+    return sorted(BACKBONES.names())
+
+
+def kit_backbone(name: str) -> Backbone | None:
+    """The kit's own backbone `name`, or None for a timm (or hub, local-dir) name."""
+    return BACKBONES.get(name) if name in BACKBONES else None
 
 
 def create_model(mcfg: ModelConfig, num_classes: int) -> nn.Module:
     """Build the variant's network with `num_classes` outputs and load its weights if asked."""
     from kit.models.weights import load_weights
 
-    if mcfg.backbone in _REGISTRY:
-        model = _REGISTRY[mcfg.backbone](mcfg, num_classes)
+    if mcfg.backbone in BACKBONES:
+        model = BACKBONES.get(mcfg.backbone).build(mcfg, num_classes)
         if mcfg.pretrained and not mcfg.weights:
             raise KitError(
                 f"variant '{mcfg.name}': {mcfg.backbone} has no published pretrained weights; "

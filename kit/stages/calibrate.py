@@ -28,9 +28,10 @@ from kit.decision.record import search_studies, selection_trials, study_summary,
 from kit.decision.rules import Decision
 from kit.decision.select import Selection, check_nested_inputs, select_decision
 from kit.errors import KitError
-from kit.files import write_json
+from kit.paths import calibration_json, calibration_per_class_png, decision_json, oof_npz
 from kit.plots import per_class_png
 from kit.progress import make_progress
+from kit.records import CalibrationReport
 from kit.studies import exclusive_studies, open_storage
 
 
@@ -39,8 +40,8 @@ def find_oof_paths(cfg: CompetitionConfig, oof: list[Path] | None = None, varian
     if oof:
         return [Path(p) for p in oof]
     if variants and variants != ["all"]:
-        return [cfg.paths.oof / f"{v}.npz" for v in resolve_variants(variants, cfg)]  # names checked before any path is made
-    found = [cfg.paths.oof / f"{v}.npz" for v in cfg.variants if (cfg.paths.oof / f"{v}.npz").is_file()]
+        return [oof_npz(cfg, v) for v in resolve_variants(variants, cfg)]  # names checked before any path is made
+    found = [oof_npz(cfg, v) for v in cfg.variants if oof_npz(cfg, v).is_file()]
     if not found:
         raise KitError(f"{cfg.paths.oof}: no OOF file for the variants {cfg.variants} of {cfg.source_file}; run `kit train` first")
     return found
@@ -73,10 +74,13 @@ def calibrate(cfg: CompetitionConfig, oof_paths: list[Path], console: Console | 
         targets.append((path, oof, labels, classes))
     with exclusive_studies(cfg.calibrate.storage, [f"calibrate/{path.stem}" for path, *_ in targets]):
         storage = open_storage(cfg.calibrate.storage)  # checked before the long computation
-        return {path.stem: _calibrate_target(cfg, metric, candidates, storage, path, oof, labels, classes, console) for path, oof, labels, classes in targets}
+        return {
+            path.stem: _calibrate_target(cfg, metric, candidates, storage, path, oof, labels=labels, classes=classes, console=console)
+            for path, oof, labels, classes in targets
+        }
 
 
-def _calibrate_target(cfg: CompetitionConfig, metric: Metric, candidates: list[Candidate], storage, path: Path, oof: OOF, labels: np.ndarray,
+def _calibrate_target(cfg: CompetitionConfig, metric: Metric, candidates: list[Candidate], storage, path: Path, oof: OOF, *, labels: np.ndarray,
                       classes: list[str], console: Console) -> Decision:
     """One variant: the nested-CV selection, then its decision, report, study and picture."""
     name = path.stem
@@ -87,32 +91,32 @@ def _calibrate_target(cfg: CompetitionConfig, metric: Metric, candidates: list[C
         selection = select_decision(oof.logits, labels, oof.fold, context, candidates, on_fit=partial(progress.advance, bar))
     decision = selection.decision.with_(fitted_on=oof_fingerprint(oof))
     trivial = selection.scores["trivial"]
-    report = {
-        "target": name, "task": cfg.task, "metric": metric.params(), "n_folds": n_folds, "fitted_on": decision.fitted_on,
-        "selection": selection.choice.rule, "rows": as_report(selection.scores, selection.choice, {c.name: display_name(c.name) for c in candidates}),
-        "in_sample": selection.in_sample, "nested_cv": {k: s.mean for k, s in selection.scores.items()},
-        "trivial_baseline": {"nested_cv": trivial.mean, "se": trivial.se},
-        "chosen": selection.choice.chosen, "chosen_nested_cv": selection.scores[selection.choice.chosen].mean,
-        "best": selection.choice.best, "temperature": decision.temperature, "alpha": decision.alpha,
-        "fitted_per_fold": {str(k): {c: _fitted(d) for c, d in fitted.items()} for k, fitted in selection.per_fold.items()},
-        "storage": cfg.calibrate.storage, "study": f"calibrate/{name}",
-    }
+    report = CalibrationReport(
+        target=name, task=cfg.task, metric=metric.params(), n_folds=n_folds, fitted_on=decision.fitted_on,
+        selection=selection.choice.rule, rows=as_report(selection.scores, selection.choice, {c.name: display_name(c.name) for c in candidates}),
+        in_sample=selection.in_sample, nested_cv={k: s.mean for k, s in selection.scores.items()},
+        trivial_baseline={"nested_cv": trivial.mean, "se": trivial.se},
+        chosen=selection.choice.chosen, chosen_nested_cv=selection.scores[selection.choice.chosen].mean,
+        best=selection.choice.best, temperature=decision.temperature, alpha=decision.alpha,
+        fitted_per_fold={str(k): {c: _fitted(d) for c, d in fitted.items()} for k, fitted in selection.per_fold.items()},
+        storage=cfg.calibrate.storage, study=f"calibrate/{name}",
+    )
     print_selection(console, f"{name}: competition metric {metric.describe()} by decision rule", selection, n_folds)
     for note in degenerate_notes(selection.choice.chosen, decision.predict(oof.logits), cfg.task, classes):
         console.print(f"[bold yellow]{name}: {note} (OOF, refit on all folds)", soft_wrap=True, highlight=False)
-    out = path.with_name(f"{name}.decision.json")
+    out, report_path = decision_json(path), calibration_json(path)
     decision.save(out)
-    write_json(path.with_name(f"{name}.calibration.json"), report)
+    report.write(report_path)
     write_study(storage, f"calibrate/{name}", selection_trials(selection, {c.name: display_name(c.name) for c in candidates}),
                 study_summary(selection.choice, trivial, target=name))
     searches = write_search_studies(storage, f"calibrate/{name}", search_studies(selection))
     png = per_class_png(
         metric.per_class(labels, decision.predict(oof.logits)),
         metric.per_class(labels, selection.final["trivial"].predict(oof.logits)),
-        classes, path.with_name(f"{name}.per_class.png"),
+        classes, calibration_per_class_png(path),
         title=f"{name}: OOF score per class, rule '{selection.choice.chosen}' (refit on all folds) vs trivial baseline",
     )
-    console.print(f"wrote {out}, {path.with_name(f'{name}.calibration.json')} and {png}", soft_wrap=True, highlight=False)
+    console.print(f"wrote {out}, {report_path} and {png}", soft_wrap=True, highlight=False)
     also = f" and {len(searches)} studies of its offsets searches ('calibrate/{name}/offsets/…')" if searches else ""
     console.print(f"Optuna study 'calibrate/{name}'{also} in {cfg.calibrate.storage} (`kit dashboard`)", soft_wrap=True, highlight=False)
     return decision

@@ -2,7 +2,8 @@
 
 For each variant at its image size and batch size: the device and the autocast dtype the trainer will use
 (`kit.training.device`'s own choices), whether channels_last and torch.compile work, the peak memory of
-training steps on a real batch (forward, backward, optimizer step, EMA copy) and of the evaluation pass
+training steps on a real batch (the trainer's own `Trainer.train_step`, built by `kit.training.trainer` as `kit train`
+builds it: mixing, forward, backward, accumulation, clipping, optimizer step, EMA copy, schedule) and of the evaluation pass
 (the trainer's own `predict_logits`: batches of max(batch_size, 64) images with its TTA, while the optimizer
 state is still held) against the device's memory, with a batch size or gradient accumulation that fits when it does not, the model's images/s against the
 training loader's at the configured workers, and the image cache's disk need against free space. One table
@@ -34,18 +35,16 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from kit.config import CompetitionConfig, ModelConfig, doctor_report_path, load_model, with_overrides
+from kit.config import CompetitionConfig, ModelConfig, load_model, with_overrides
 from kit.data.cache import cache_paths, resize_gray
 from kit.data.sources import open_source
 from kit.errors import KitError
-from kit.files import write_json
-from kit.models import create_model
+from kit.paths import doctor_json
+from kit.records import DoctorReport
+from kit.training.augment import make_mixer
 from kit.training.dataset import to_model_input
-from kit.training.device import pick_precision, prepare_model
-from kit.training.epoch import WeightEMA
-from kit.training.heads import use_cosine_head
-from kit.training.losses import make_loss
-from kit.training.optim import build_optimizer
+from kit.training.device import pick_precision
+from kit.training.trainer import Trainer, build_model, build_trainer
 
 MEMORY_HEADROOM = 0.9  # advise a batch that fits in 90% of the device's memory (fragmentation, cuDNN workspaces)
 WARMUP_STEPS = 2  # untimed: the first allocates the optimizer state, both build the kernels' plans
@@ -97,15 +96,16 @@ def doctor(
                 compile_check=compile_check, probe=probe,
             )
         report["variants"][mcfg.name] = result
-    write_json(doctor_report_path(cfg), report)
+    DoctorReport.parse(report, doctor_json(cfg)).write(doctor_json(cfg))
     _print(report, console)
-    console.print(f"wrote {doctor_report_path(cfg)}; `kit plan` turns these rates into the grid's time")
+    console.print(f"wrote {doctor_json(cfg)}; `kit plan` turns these rates into the grid's time")
     return report
 
 
 def check_variant(
     mcfg: ModelConfig, images: np.ndarray, source, cfg: CompetitionConfig, device: torch.device, memory_total: int,
-    *, compile_check: bool | None = None, probe: dict | None = None,
+    *,
+    compile_check: bool | None = None, probe: dict | None = None,
 ) -> dict[str, Any]:
     """One variant's row of the report (see the module docstring)."""
 
@@ -122,18 +122,18 @@ def check_variant(
     }
     channels_last = mcfg.channels_last
     try:
-        step = _measure_steps(mcfg, images, labels, source.task, n_classes, device, channels_last, predicted)
+        step = _measure_steps(mcfg, images, labels, source.task, n_classes, device, channels_last=channels_last, predicted=predicted)
         result["channels_last"] = "on" if channels_last else "off (channels_last = false)"
     except RuntimeError as exc:
         if not channels_last or _is_out_of_memory(exc):
             raise _step_failed(mcfg, exc) from None
-        step = _measure_steps(mcfg, images, labels, source.task, n_classes, device, False, predicted)
+        step = _measure_steps(mcfg, images, labels, source.task, n_classes, device, channels_last=False, predicted=predicted)
         result["channels_last"] = f"fails here ({type(exc).__name__}); set channels_last = false"
     result.update(step)
     result["memory"] = memory_advice(step["peak_bytes"], step["fixed_bytes"], mcfg.batch_size, memory_total, mcfg.grad_accum_steps,
                                      even=mcfg.mixup_alpha > 0 or mcfg.cutmix_alpha > 0)
     result["memory"].update(job_peak(step, device, len(source.train) + len(source.test), mcfg.image_size))
-    result["compile"] = _compile_verdict(mcfg, images, labels, n_classes, device, compile_check, probe or {})
+    result["compile"] = _compile_verdict(mcfg, images, labels, n_classes, device, task=source.task, compile_check=compile_check, probe=probe or {})
     loader_rate = loader_images_per_s(mcfg, images, labels)
     result["loader_images_per_s_per_worker"] = loader_rate
     result.update(feeding(step["train_images_per_s"], loader_rate, mcfg.num_workers, _cores()))
@@ -236,59 +236,64 @@ def loader_images_per_s(mcfg: ModelConfig, images: np.ndarray, labels: np.ndarra
 
 
 def _measure_steps(
-    mcfg: ModelConfig, images: np.ndarray, labels: np.ndarray, task: str, n_classes: int, device: torch.device, channels_last: bool,
+    mcfg: ModelConfig, images: np.ndarray, labels: np.ndarray, task: str, n_classes: int, device: torch.device, *, channels_last: bool,
     predicted: tuple[int, ...] = (),
 ) -> dict:
     """Peak memory and images/s of training steps on a real batch, built as `train_fold` builds them, then of the
     evaluation pass (`predict_logits`, as `_run_epoch` calls it: the eval model, default batch, TTA) with the
     optimizer state still held, as in the real job. `peak_bytes` is the larger of the two phases."""
     measured = mcfg.model_copy(update={"pretrained": False, "weights": None, "channels_last": channels_last, "compile": False})
-    precision = pick_precision(device, measured.amp)
     batch = mcfg.batch_size
     rows = np.resize(np.arange(len(images)), batch)  # a real batch (repeated images when the data is smaller)
     x_cpu = torch.from_numpy(np.ascontiguousarray(images[rows]))[:, None]
-    y = torch.from_numpy(np.ascontiguousarray(labels[rows])).to(device)
+    y = torch.from_numpy(np.ascontiguousarray(labels[rows]))
     _warm_up(measured, images, n_classes, device)
     gc.collect()
     meter = _PeakMeter(device)
-    torch.manual_seed(0)
-    model = create_model(measured, n_classes).to(device)
-    if measured.loss == "ldam":
-        model = use_cosine_head(model, measured)
-    model, step_model = prepare_model(model, measured)
-    ema = WeightEMA(model, mcfg.ema_decay) if mcfg.ema_decay > 0 else None
-    optimizer = build_optimizer(model, measured, device)
-    scaler = precision.grad_scaler()
-    loss_fn = make_loss(measured, task, labels, device)
+    trainer = _build_measured_trainer(measured, n_classes, device, task, labels)
+    model = trainer.model
     n_params = sum(p.numel() for p in model.parameters())
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     # weights + gradients + AdamW's two moments (+ the EMA copy): what stays whatever the batch
-    fixed = param_bytes * (4 + (1 if ema is not None else 0))
+    fixed = param_bytes * (4 + (1 if trainer.ema is not None else 0))
+    step = _real_step(trainer, x_cpu, y, n_classes, task)
 
-    def step() -> None:
-        x = to_model_input(x_cpu.to(device, non_blocking=True), measured.in_chans, channels_last)
-        with precision.autocast():
-            logits = step_model(x)
-        loss = loss_fn(logits, y)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        if ema is not None:
-            ema.update(model)
-
-    model.train()
+    trainer.step_model.train()
     first_s, timed, train_rate = _time_steps(step, batch, device)
     train_peak = meter.peak()
-    eval_model = ema.module if ema is not None else model  # Trainer.eval_model
     meter.restart_peak()
-    infer_rate = _inference_rate(eval_model, images, measured, device, predicted)
+    infer_rate = _inference_rate(trainer.eval_model, images, measured, device, predicted)
     predict_peak = meter.peak()
     peak = max(train_peak, predict_peak)  # the two phases follow each other: the job's peak is the higher one
     model.train()
     return {"params": int(n_params), "peak_bytes": int(peak), "train_peak_bytes": int(train_peak), "predict_peak_bytes": int(predict_peak),
             "fixed_bytes": int(fixed), "warmup_steps_s": first_s, "timed_steps": timed,
             "train_images_per_s": train_rate, "inference_images_per_s": infer_rate}
+
+
+def _build_measured_trainer(mcfg: ModelConfig, n_classes: int, device: torch.device, task: str, labels: np.ndarray) -> Trainer:
+    """The job's trainer, built by the training core's own functions (`build_model`, `build_trainer`), at the first
+    epoch that trains every weight (after `freeze_epochs`: the step whose gradients and memory are the largest)."""
+    trainer = build_trainer(
+        mcfg, model=build_model(mcfg, n_classes, device, init_seed=0), device=device, task=task, train_labels=labels,
+        optimizer_steps_per_epoch=1,
+    )
+    trainer.start_epoch(mcfg.freeze_epochs)
+    return trainer
+
+
+def _real_step(trainer: Trainer, x_cpu: torch.Tensor, y: torch.Tensor, n_classes: int, task: str):
+    """The training step `kit train` runs (`Trainer.train_step`: mixup/cutmix, autocast, accumulation, clipping,
+    GradScaler, EMA, schedule), called as `Trainer.train_epoch` calls it: the optimizer steps every
+    `grad_accum_steps` calls."""
+    mixer = make_mixer(trainer.mcfg, n_classes, task, 0)
+    accum, calls = trainer.mcfg.grad_accum_steps, iter(range(1, 1 << 62))
+
+    def step() -> None:
+        call = next(calls)
+        trainer.train_step(x_cpu, y, mixer=mixer, group_size=accum, optimizer_step=call % accum == 0)
+
+    return step
 
 
 def _time_steps(step, batch: int, device: torch.device) -> tuple[float, int, float]:
@@ -314,7 +319,7 @@ def _warm_up(mcfg: ModelConfig, images: np.ndarray, n_classes: int, device: torc
     from kit.training.evaluation import predict_logits
 
     rows = np.resize(np.arange(len(images)), 2)  # two images: batch norm's training mode needs more than one
-    model = create_model(mcfg, n_classes).to(device)
+    model = build_model(mcfg, n_classes, device, init_seed=0)
     x = to_model_input(torch.from_numpy(np.ascontiguousarray(images[rows]))[:, None].to(device), mcfg.in_chans, mcfg.channels_last)
     model.train()
     with pick_precision(device, mcfg.amp).autocast():
@@ -375,7 +380,7 @@ def _checks_compile(device: torch.device, compile_check: bool | None, mcfgs: lis
     return device.type == "cuda" or any(m.compile for m in mcfgs)
 
 
-def _compile_verdict(mcfg, images, labels, n_classes, device, compile_check: bool | None, probe: dict) -> dict[str, Any]:
+def _compile_verdict(mcfg, images, labels, n_classes, device, *, task: str, compile_check: bool | None, probe: dict) -> dict[str, Any]:
     """compile = true/false in the variant, whether it works, and (when checked) the compile time and speed-up."""
     wanted = mcfg.compile
     if probe.get("works") is None:
@@ -391,7 +396,7 @@ def _compile_verdict(mcfg, images, labels, n_classes, device, compile_check: boo
     compiled_cfg = mcfg.model_copy(update={"compile": True})
     try:
         start = time.perf_counter()
-        rate = _compiled_rate(compiled_cfg, images, labels, n_classes, device)
+        rate = _compiled_rate(compiled_cfg, images, labels, n_classes, device, task)
         seconds = time.perf_counter() - start
     except Exception as exc:
         return {"works": False, "checked": "model", "advice": f"compiling the model fails ({type(exc).__name__}); set compile = false"}
@@ -401,19 +406,18 @@ def _compile_verdict(mcfg, images, labels, n_classes, device, compile_check: boo
             "advice": f"works: compiled in {seconds:.0f} s, {rate:.0f} img/s compiled"}
 
 
-def _compiled_rate(mcfg: ModelConfig, images, labels, n_classes, device) -> float:
-
-    model, step_model = prepare_model(create_model(mcfg.model_copy(update={"pretrained": False, "weights": None}), n_classes).to(device), mcfg)
-    precision = pick_precision(device, mcfg.amp)
+def _compiled_rate(mcfg: ModelConfig, images, labels, n_classes, device, task: str) -> float:
+    """Images/s of the compiled model's real training step (`Trainer.train_step`), after the calls that compile it."""
+    trainer = _build_measured_trainer(mcfg.model_copy(update={"pretrained": False, "weights": None}), n_classes, device, task, labels)
     rows = np.resize(np.arange(len(images)), mcfg.batch_size)
-    x = to_model_input(torch.from_numpy(np.ascontiguousarray(images[rows]))[:, None].to(device), mcfg.in_chans, mcfg.channels_last)
+    x = torch.from_numpy(np.ascontiguousarray(images[rows]))[:, None]
+    step = _real_step(trainer, x, torch.from_numpy(np.ascontiguousarray(labels[rows])), n_classes, task)
+    trainer.step_model.train()
     for _ in range(2):  # the first call compiles
-        with precision.autocast():
-            step_model(x).float().sum().backward()
+        step()
     _sync(device)
     start = time.perf_counter()
-    with precision.autocast():
-        step_model(x).float().sum().backward()
+    step()
     _sync(device)
     return mcfg.batch_size / max(time.perf_counter() - start, 1e-9)
 

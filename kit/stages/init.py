@@ -21,6 +21,7 @@ from kit.data.folds import max_folds
 from kit.data.sources import open_source
 from kit.errors import KitError
 from kit.files import write_text
+from kit.paths import studies_url
 
 MAX_FOLDS = 5
 DEFAULT_VARIANTS = ("convnext_tiny_224", "convnext_tiny_256", "efficientnet_b0_256")
@@ -112,7 +113,7 @@ seed = 42
 path = "folds/{name}.csv"
 
 [calibrate]
-storage = "sqlite:///oof/{name}/optuna.db"
+storage = "{studies_url(f"oof/{name}")}"
 
 [paths]
 oof = "oof/{name}"

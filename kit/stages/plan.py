@@ -11,15 +11,16 @@ longest jobs are placed first. Not counted: building the image cache once and cR
 from __future__ import annotations
 
 import heapq
-import json
 import math
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from kit.config import CompetitionConfig, doctor_report_path
+from kit.config import CompetitionConfig
 from kit.errors import KitError
+from kit.paths import doctor_json
+from kit.records import DoctorReport
 
 DEVICE_COUNTS = (1, 2, 4, 8)
 
@@ -49,15 +50,13 @@ def makespan(jobs: list[float], devices: int) -> float:
 def plan(cfg: CompetitionConfig, hours: float | None = None, gpus: int | None = None, console: Console | None = None) -> dict[str, Any]:
     """Print the grid's time per device count and what fits in `hours`, with the commands; return the numbers."""
     console = console or Console()
-    path = doctor_report_path(cfg)
+    path = doctor_json(cfg)
     if not path.is_file():
         raise KitError(f"{path}: no measurements yet; run `kit doctor` first (it measures each variant's speed on this machine)")
-    try:
-        report = json.loads(path.read_text())
-        rows, data = report["variants"], report["data"]
-        n_train, n_test, n_folds = int(data["n_train"]), int(data["n_test"]), int(data["n_folds"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise KitError(f"{path}: not a report of `kit doctor` ({type(exc).__name__}); run `kit doctor` again") from None
+    doctor = DoctorReport.read(path)
+    report = doctor.to_dict()
+    rows = report["variants"]
+    n_train, n_test, n_folds = doctor.data.n_train, doctor.data.n_test, doctor.data.n_folds
     if hours is not None and hours <= 0:
         raise KitError(f"--hours {hours}: give the hours available, e.g. 8")
     if gpus is not None and gpus < 1:
@@ -85,12 +84,12 @@ def plan(cfg: CompetitionConfig, hours: float | None = None, gpus: int | None = 
     for n in counts:
         console.print(f"grid on {n} device{'s' if n > 1 else ''} at once: {_hms(grid[n])}  ({_command(names, n)})", highlight=False, soft_wrap=True)
     if hours is not None:
-        result["fits"] = _what_fits(names, rows, per_variant, n_train, n_test, n_folds, hours, counts, console)
+        result["fits"] = _what_fits(names, rows, per_variant, n_train, n_test, n_folds, hours=hours, counts=counts, console=console)
     console.print("[dim]all epochs counted (early stopping only shortens it); the image cache build and cRT are not[/]")
     return result
 
 
-def _what_fits(names, rows, per_variant, n_train, n_test, n_folds, hours: float, counts: list[int], console: Console) -> dict[int, dict]:
+def _what_fits(names, rows, per_variant, n_train, n_test, n_folds, *, hours: float, counts: list[int], console: Console) -> dict[int, dict]:
     """Per device count: the whole grid, or the variants that fit (config order), and the epochs that fit them all."""
     budget = hours * 3600
     out: dict[int, dict] = {}
@@ -105,7 +104,7 @@ def _what_fits(names, rows, per_variant, n_train, n_test, n_folds, hours: float,
             trial = chosen + [name]
             if makespan([per_variant[m]["fold_s"] for m in trial for _ in range(n_folds)], n) <= budget:
                 chosen = trial
-        epochs = _epochs_that_fit(names, rows, n_train, n_test, n_folds, n, budget)
+        epochs = _epochs_that_fit(names, rows, n_train, n_test, n_folds, n, budget=budget)
         out[n] = {"all": False, "variants": chosen, "epochs_for_all": epochs}
         lines = [f"{hours:g} h on {n} device{'s' if n > 1 else ''}: the grid needs {_hms(whole)}"]
         if chosen:
@@ -118,7 +117,7 @@ def _what_fits(names, rows, per_variant, n_train, n_test, n_folds, hours: float,
     return out
 
 
-def _epochs_that_fit(names, rows, n_train, n_test, n_folds, devices: int, budget: float) -> int | None:
+def _epochs_that_fit(names, rows, n_train, n_test, n_folds, devices: int, *, budget: float) -> int | None:
     """The largest `kit train --epochs E` (the same E for every variant) whose grid fits the budget."""
     most = max(rows[m]["epochs"] for m in names)
     for epochs in range(most, 0, -1):

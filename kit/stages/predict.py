@@ -22,6 +22,7 @@ from kit.data.common import Split, fingerprint, first_items
 from kit.errors import KitError
 from kit.files import atomic_write, read_csv
 from kit.inference.predict import Plan, blend_plan, run_plan, variant_plan
+from kit.paths import owned_by_another, predict_csv
 
 
 def predict(
@@ -45,8 +46,10 @@ def predict(
         raise KitError(f"--batch-size {batch_size}: give a batch size of 1 or more")
     plan = variant_plan(cfg, variant) if variant else blend_plan(cfg, name)
     split, sample, reference = _target(cfg, images, ids, plan)
-    out = Path(output) if output is not None else Path(cfg.paths.submissions) / f"predict_{variant or name}.csv"
-    _refuse_stage_outputs(cfg, out)
+    out = Path(output) if output is not None else predict_csv(cfg, variant or name)
+    owner = owned_by_another(out, cfg, "kit predict")
+    if owner is not None:
+        raise KitError(f"--output {out}: that is {owner}; choose another file (default: {predict_csv(cfg, variant or name)})")
     pred, _ = run_plan(plan, split, cfg, batch_size=batch_size, max_minutes=max_minutes, console=console)
     text = _submission_text(cfg, plan, split, pred, sample, reference)
     atomic_write(out, lambda f: f.write(text.encode()))
@@ -59,13 +62,6 @@ def _submission_text(cfg: CompetitionConfig, plan: Plan, split: Split, pred: np.
     from kit.submission import submission_text
 
     return submission_text(pred, np.asarray(split.ids, dtype=str), plan.classes, cfg, sample, source=f"predict {plan.target}", reference=reference)
-
-
-def _refuse_stage_outputs(cfg: CompetitionConfig, out: Path) -> None:
-    """A blend's own CSV is `kit blend`'s: predict never overwrites it (nor the ledger)."""
-    folder = Path(cfg.paths.submissions).resolve()
-    if out.resolve().parent == folder and (out.name == "ledger.csv" or (out.with_suffix(".json").is_file() and not out.name.startswith("predict_"))):
-        raise KitError(f"--output {out}: that file is written by `kit blend` (or is the ledger); choose another file name")
 
 
 def _target(cfg: CompetitionConfig, images: Path | None, ids: Path | None, plan: Plan) -> tuple[Split, pd.DataFrame, str]:

@@ -13,22 +13,33 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from rich.console import Console
 
-from kit.artifacts import load_oof, oof_fingerprint, read_meta
+from kit.artifacts import load_oof, oof_fingerprint
 from kit.config import CompetitionConfig
 from kit.decision.metrics import build_metric
 from kit.decision.names import degenerate_notes, display_name
 from kit.errors import KitError
 from kit.files import write_text
-from kit.leaderboard.ledger import ledger_path, read_ledger
+from kit.leaderboard.ledger import read_ledger
+from kit.paths import (
+    blend_decision_json,
+    blend_oof_npz,
+    calibration_reports,
+    calibration_target,
+    decision_json,
+    ledger_csv,
+    oof_of_calibration,
+    provenance_jsons,
+    report_html,
+)
+from kit.records import BlendProvenance, CalibrationReport, ScoreRow, read_blend_provenance
 
-REPORT_NAME = "report.html"
 CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px auto;max-width:1250px;color:#222;padding:0 16px}
 h1{font-size:1.5em;margin-bottom:0}h2{border-bottom:2px solid #ddd;padding-bottom:4px;margin-top:2em}h3{margin-bottom:.3em}
@@ -42,13 +53,13 @@ img{max-width:100%;border:1px solid #eee}.stale{color:#b00}
 def report(cfg: CompetitionConfig, out: Path | None = None, console: Console | None = None) -> Path:
     """Write the HTML report of everything calibrate, blend and submit left for this config; return its path."""
     console = console or Console()
-    out = Path(out) if out is not None else cfg.paths.submissions / REPORT_NAME
+    out = Path(out) if out is not None else report_html(cfg)
     metric = build_metric(cfg.metric)
-    targets = [_target(cfg, path) for path in sorted(cfg.paths.oof.glob("*.calibration.json"))]
-    blends = [_blend(path) for path in sorted(cfg.paths.submissions.glob("*.json")) if _is_blend(path)]
+    targets = [_target(path) for path in calibration_reports(cfg)]
+    blends = [_Blend(path.stem, b) for path in provenance_jsons(cfg) if (b := read_blend_provenance(path)) is not None]
     if not targets and not blends:
         raise KitError(f"{cfg.paths.oof}, {cfg.paths.submissions}: nothing to report yet; run `kit calibrate` or `kit blend` first")
-    ledger = read_ledger(ledger_path(cfg.paths.submissions))
+    ledger = read_ledger(ledger_csv(cfg.paths.submissions))
     title = f"kit report: {cfg.source_file.name if cfg.source_file else 'competition'}"
     parts = [f"<h1>{_e(title)}</h1>",
              f"<p class='sub'>metric {_e(metric.describe())}; task {_e(cfg.task)}; every score is a nested-CV mean ± standard error over "
@@ -66,37 +77,34 @@ def report(cfg: CompetitionConfig, out: Path | None = None, console: Console | N
     return out
 
 
-def _target(cfg: CompetitionConfig, path: Path) -> dict[str, Any]:
-    """One calibration report, with whether it still belongs to the OOF beside it."""
-    data = json.loads(path.read_text())
-    name = data.get("target", path.name.removesuffix(".calibration.json"))
-    oof_path = path.with_name(f"{name}.npz")
-    data["oof_path"] = oof_path
-    data["fresh"] = oof_path.is_file() and data.get("fitted_on") == oof_fingerprint(load_oof(oof_path))
-    return data
+@dataclass(frozen=True)
+class _Target:
+    """One calibration report, the OOF beside it, and whether the report was made on that very OOF."""
+
+    report: CalibrationReport
+    oof_path: Path
+    fresh: bool
 
 
-def _row(target: dict, key: str) -> dict:
-    return next(r for r in target["rows"] if r["key"] == key)
+@dataclass(frozen=True)
+class _Blend:
+    name: str  # the submission's file stem
+    meta: BlendProvenance
 
 
-def _is_blend(path: Path) -> bool:
-    meta = read_meta(path)
-    return isinstance(meta, dict) and "nested_cv_table" in meta and "variants" in meta
+def _target(path: Path) -> _Target:
+    report = CalibrationReport.read(path)
+    oof_path = oof_of_calibration(path, report.target or calibration_target(path))
+    fresh = oof_path.is_file() and report.fitted_on == oof_fingerprint(load_oof(oof_path))
+    return _Target(report, oof_path, fresh)
 
 
-def _blend(path: Path) -> dict[str, Any]:
-    meta = read_meta(path) or {}
-    meta["name"] = path.stem
-    return meta
-
-
-def _overview(targets: list[dict], blends: list[dict]) -> list[str]:
+def _overview(targets: list[_Target], blends: list[_Blend]) -> list[str]:
     """Every target's chosen score ± SE beside its trivial baseline, as a picture and a table."""
-    rows = [(t["target"], t["chosen"], t["chosen_nested_cv"], _row(t, t["chosen"])["se"], t["trivial_baseline"]["nested_cv"], t["fresh"])
-            for t in targets]
-    rows += [(f"blend {b['name']}", f"{b['weighting']} + {b['decision_rule']}", b["nested_cv_score"], b["nested_cv_se"], b["trivial_baseline"], True)
-             for b in blends]
+    rows = [(r.target, r.chosen, r.chosen_nested_cv, r.row(r.chosen).se, r.trivial_baseline.nested_cv, t.fresh)
+            for t in targets for r in [t.report]]
+    rows += [(f"blend {b.name}", f"{m.weighting} + {m.decision_rule}", m.nested_cv_score, m.nested_cv_se, m.trivial_baseline, True)
+             for b in blends for m in [b.meta]]
     import matplotlib.pyplot as plt
 
     import kit.plots  # noqa: F401 - the Agg backend
@@ -121,13 +129,13 @@ def _overview(targets: list[dict], blends: list[dict]) -> list[str]:
                      f"<td>{trivial:+.4f}</td><td>{score - trivial:+.4f}</td></tr>")
     lines.append("</table>")
     for t in targets:
-        lines += [f"<p class='note'>{_e(t['target'])}: {_e(n)}</p>" for n in degenerate_notes(t["chosen"], None, t["task"])]
+        lines += [f"<p class='note'>{_e(t.report.target)}: {_e(n)}</p>" for n in degenerate_notes(t.report.chosen, None, t.report.task)]
     for b in blends:
-        lines += [f"<p class='note'>submission {_e(b['name'])}: {_e(n)}</p>" for n in b.get("notes", [])]
+        lines += [f"<p class='note'>submission {_e(b.name)}: {_e(n)}</p>" for n in b.meta.notes]
     return lines
 
 
-def _recall(cfg: CompetitionConfig, targets: list[dict], blends: list[dict]) -> list[str]:
+def _recall(cfg: CompetitionConfig, targets: list[_Target], blends: list[_Blend]) -> list[str]:
     """Per-class recall of each chosen decision refitted on all folds, on its OOF (in-sample for the decision)."""
     from kit.data.sources import open_source
     from kit.decision.rules import Decision
@@ -137,8 +145,8 @@ def _recall(cfg: CompetitionConfig, targets: list[dict], blends: list[dict]) -> 
         source = open_source(cfg)
     except KitError as exc:
         return ["<h2>Per-class recall</h2>", f"<p class='note'>not shown: {_e(str(exc))}</p>"]
-    paths = [(t["target"], t["oof_path"], t["oof_path"].with_name(f"{t['target']}.decision.json")) for t in targets if t["fresh"]]
-    paths += [(f"blend {b['name']}", cfg.paths.oof / f"blend_{b['name']}.npz", cfg.paths.oof / f"blend_{b['name']}.decision.json") for b in blends]
+    paths = [(t.report.target, t.oof_path, decision_json(t.oof_path)) for t in targets if t.fresh]
+    paths += [(f"blend {b.name}", blend_oof_npz(cfg, b.name), blend_decision_json(cfg, b.name)) for b in blends]
     for name, oof_path, decision_path in paths:
         if not (oof_path.is_file() and decision_path.is_file()):
             continue
@@ -167,44 +175,44 @@ def _recall(cfg: CompetitionConfig, targets: list[dict], blends: list[dict]) -> 
     return ["<h2>Per-class recall</h2>", _png(fig)]
 
 
-def _candidates(targets: list[dict]) -> list[str]:
+def _candidates(targets: list[_Target]) -> list[str]:
     """Each target's candidates: per-fold held-out scores, mean ± SE, and the choice."""
     lines = ["<h2>Decision rules per target (kit calibrate)</h2>"] if targets else []
-    for t in targets:
-        rows = t["rows"]
-        lines.append(f"<h3>{_e(t['target'])}</h3><p class='sub'>{_e(t['selection'])}; chosen: <b>{_e(display_name(t['chosen']))}</b>, "
-                     f"temperature {t['temperature']:.3f}, α {t['alpha']:.3f}; Optuna study '{_e(t.get('study', ''))}'</p>")
-        lines.append(_score_figure([display_name(r["key"]) for r in rows], rows, t["chosen"], [r["key"] for r in rows]))
+    for t in (t.report for t in targets):
+        rows = t.rows
+        lines.append(f"<h3>{_e(t.target)}</h3><p class='sub'>{_e(t.selection)}; chosen: <b>{_e(display_name(t.chosen))}</b>, "
+                     f"temperature {t.temperature:.3f}, α {t.alpha:.3f}; Optuna study '{_e(t.study)}'</p>")
+        lines.append(_score_figure([display_name(r.key) for r in rows], rows, t.chosen, [r.key for r in rows]))
         lines.append("<table><tr><th>candidate (simplest first)</th><th>nested CV ± SE</th><th>Δ to best ± SE</th><th>in-sample</th></tr>")
         for r in rows:
-            cls = "chosen" if r["key"] == t["chosen"] else ("trivial" if r["key"] == "trivial" else "")
-            delta = "best" if r["key"] == t["best"] else f"{r['delta_to_best']:+.4f} ± {r['delta_se']:.4f}"
-            lines.append(f"<tr class='{cls}'><td>{_e(display_name(r['key']))}</td><td>{r['nested_cv']:+.4f} ± {r['se']:.4f}</td>"
-                         f"<td>{delta}</td><td>{t['in_sample'][r['key']]:+.4f}</td></tr>")
+            cls = "chosen" if r.key == t.chosen else ("trivial" if r.key == "trivial" else "")
+            delta = "best" if r.key == t.best else f"{r.delta_to_best:+.4f} ± {r.delta_se:.4f}"
+            lines.append(f"<tr class='{cls}'><td>{_e(display_name(r.key))}</td><td>{r.nested_cv:+.4f} ± {r.se:.4f}</td>"
+                         f"<td>{delta}</td><td>{t.in_sample[r.key]:+.4f}</td></tr>")
         lines.append("</table>")
     return lines
 
 
-def _blend_tables(blends: list[dict]) -> list[str]:
+def _blend_tables(blends: list[_Blend]) -> list[str]:
     lines = ["<h2>Blends (kit blend)</h2>"] if blends else []
-    for b in blends:
-        rows = b["nested_cv_table"]
-        chosen = f"{b['weighting']} + {b['decision_rule']}"
-        weights = ", ".join(f"{m} {w:.2f}" for m, w in b["weights"].items()) if b.get("weights") else f"a stacker {b.get('stacker') or ''}"
-        lines.append(f"<h3>{_e(b['name'])}</h3><p class='sub'>{_e(b['selection'])}; chosen: <b>{_e(display_name(chosen))}</b>, weights {_e(weights)}; "
+    for name, b in ((b.name, b.meta) for b in blends):
+        rows = b.nested_cv_table
+        chosen = f"{b.weighting} + {b.decision_rule}"
+        weights = ", ".join(f"{m} {w:.2f}" for m, w in b.weights.items()) if b.weights else f"a stacker {b.stacker or ''}"
+        lines.append(f"<h3>{_e(name)}</h3><p class='sub'>{_e(b.selection)}; chosen: <b>{_e(display_name(chosen))}</b>, weights {_e(weights)}; "
                      f"each member's T and α are fitted inside the blend, on the fitting folds (its own kit calibrate score may differ)</p>")
-        lines.append(_score_figure([display_name(r["key"]) for r in rows], rows, chosen, [r["key"] for r in rows], trivial=b["trivial_baseline"]))
+        lines.append(_score_figure([display_name(r.key) for r in rows], rows, chosen, [r.key for r in rows], trivial=b.trivial_baseline))
         lines.append("<table><tr><th>weighting + rule</th><th>nested CV ± SE</th><th>Δ to best ± SE</th></tr>")
-        lines.append(f"<tr class='trivial'><td>trivial baseline</td><td>{b['trivial_baseline']:+.4f}</td><td></td></tr>")
+        lines.append(f"<tr class='trivial'><td>trivial baseline</td><td>{b.trivial_baseline:+.4f}</td><td></td></tr>")
         for r in rows:
-            delta = "best" if r["delta_to_best"] == 0 and r["delta_se"] == 0 else f"{r['delta_to_best']:+.4f} ± {r['delta_se']:.4f}"
-            lines.append(f"<tr class='{'chosen' if r['key'] == chosen else ''}'><td>{_e(display_name(r['key']))}</td>"
-                         f"<td>{r['nested_cv']:+.4f} ± {r['se']:.4f}</td><td>{delta}</td></tr>")
+            delta = "best" if r.delta_to_best == 0 and r.delta_se == 0 else f"{r.delta_to_best:+.4f} ± {r.delta_se:.4f}"
+            lines.append(f"<tr class='{'chosen' if r.key == chosen else ''}'><td>{_e(display_name(r.key))}</td>"
+                         f"<td>{r.nested_cv:+.4f} ± {r.se:.4f}</td><td>{delta}</td></tr>")
         lines.append("</table>")
-        for variant, own in (b.get("single_variant_own_decision") or {}).items():
+        for variant, own in b.single_variant_own_decision.items():
             if own:
-                lines.append(f"<p class='sub'>{_e(variant)} alone, its own decision (kit calibrate): {own['nested_cv']:+.4f} "
-                             f"({_e(display_name(own['rule']))})</p>")
+                lines.append(f"<p class='sub'>{_e(variant)} alone, its own decision (kit calibrate): {own.nested_cv:+.4f} "
+                             f"({_e(display_name(own.rule))})</p>")
     return lines
 
 
@@ -241,7 +249,7 @@ def _floats(column) -> np.ndarray:
     return np.array([float(x) if x not in ("", None) else np.nan for x in column])
 
 
-def _score_figure(labels: list[str], rows: list[dict], chosen: str, keys: list[str], trivial: float | None = None) -> str:
+def _score_figure(labels: list[str], rows: list[ScoreRow], chosen: str, keys: list[str], trivial: float | None = None) -> str:
     """Per-fold held-out scores (dots) and mean ± SE (bar) of each compared option; the chosen one in green."""
     import matplotlib.pyplot as plt
 
@@ -249,8 +257,8 @@ def _score_figure(labels: list[str], rows: list[dict], chosen: str, keys: list[s
     y = np.arange(len(rows))[::-1]
     for yi, r, key in zip(y, rows, keys):
         color = "#4c9a52" if key == chosen else ("#bbb" if key == "trivial" else "#6a8caf")
-        ax.errorbar(r["nested_cv"], yi, xerr=r["se"], fmt="s", color=color, capsize=4, ms=7)
-        ax.scatter(r["per_fold"], [yi] * len(r["per_fold"]), s=10, color=color, alpha=0.5)
+        ax.errorbar(r.nested_cv, yi, xerr=r.se, fmt="s", color=color, capsize=4, ms=7)
+        ax.scatter(r.per_fold, [yi] * len(r.per_fold), s=10, color=color, alpha=0.5)
     if trivial is not None:
         ax.axvline(trivial, color="#c33", lw=1, label=f"trivial baseline {trivial:+.3f}")
         ax.legend(fontsize=8, loc="lower left")

@@ -154,13 +154,15 @@ def _print_summary(console: Console, cfg: CompetitionConfig, result: dict[str, A
 
 
 def blend_members(submission_csv: Path) -> list[str] | None:
-    """The variants `kit blend` recorded in the submission's provenance JSON (None without one)."""
-    import json
+    """The variants `kit blend` recorded in the submission's provenance JSON (None without one, or an unreadable one)."""
+    from kit.paths import provenance_json
+    from kit.records import SubmissionMeta
 
     try:
-        members = json.loads(submission_csv.with_suffix(".json").read_text()).get("variants")
-    except (OSError, ValueError, AttributeError):
+        meta = SubmissionMeta.read_if_exists(provenance_json(submission_csv))
+    except KitError:
         return None
+    members = None if meta is None else meta.variants
     return [str(m) for m in members] if isinstance(members, list) and members else None
 
 
@@ -171,11 +173,12 @@ def argmax_scores(
     that has an OOF file."""
     from kit.artifacts import load_oof
     from kit.decision.metrics import build_metric
+    from kit.paths import oof_npz
 
     metric = build_metric(cfg.metric)
     out: dict[str, float] = {}
     for variant in variants or cfg.variants:
-        path = cfg.paths.oof / f"{variant}.npz"
+        path = oof_npz(cfg, variant)
         if not path.is_file():
             continue
         oof = load_oof(path)

@@ -24,14 +24,12 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
-from kit.artifacts import read_meta
 from kit.config import CompetitionConfig, check_name
 from kit.decision.metrics import signed
 from kit.errors import KitError
 from kit.files import write_json
 from kit.leaderboard import client
 from kit.leaderboard.ledger import (
-    LEDGER_NAME,
     NOT_FOUND,
     SENDING,
     UNKNOWN,
@@ -50,9 +48,10 @@ from kit.leaderboard.ledger import (
     scored_pairs,
     update_rows,
 )
+from kit.paths import cv_vs_public_picture, provenance_json, submission_csvs
+from kit.records import SubmissionMeta, read_json
 from kit.submission import check_submission_file, is_synthetic
 
-PICTURE_NAME = "cv_vs_public.png"
 SENDING_MATCH_SECONDS = 900  # a SENDING or UNKNOWN row matches a Kaggle submission of the same file and message made this soon after
 CLOCK_SKEW_SECONDS = 120  # ... or this long before (this machine's clock may run ahead of Kaggle's)
 
@@ -65,7 +64,7 @@ def _failure(message: str, exit_code: int) -> KitError:
 
 
 def newest_submission(cfg: CompetitionConfig) -> Path:
-    files = [p for p in cfg.paths.submissions.glob("*.csv") if p.name != LEDGER_NAME]
+    files = submission_csvs(cfg)
     if not files:
         raise KitError(f"{cfg.paths.submissions}: no submission files; run `kit blend` first")
     return max(files, key=lambda p: p.stat().st_mtime)
@@ -89,6 +88,7 @@ def submit(
     cfg: CompetitionConfig,
     file: Path | None,
     message: str,
+    *,
     competition: str | None = None,
     dry_run: bool = False,
     wait: bool = False,
@@ -257,9 +257,9 @@ def submit_kernel(
 def _kernel_provenance(kernel: str) -> dict[str, Any] | None:
     """The blend record of the package whose notebook is `kernel` (packages/*/dataset/kit-package.json), if any."""
     for marker in sorted(Path("packages").glob("*/dataset/kit-package.json")):
-        record = read_meta(marker) or {}
+        record = read_json(marker) or {}
         if record.get("kernel") == kernel:
-            return read_meta(marker.parent / "oof" / f"blend_{record.get('blend')}.json")
+            return read_json(marker.parent / "oof" / f"blend_{record.get('blend')}.json")
     return None
 
 
@@ -308,11 +308,12 @@ def _slug(cfg: CompetitionConfig, competition: str | None) -> str:
 def _provenance(file: Path, sha: str) -> dict[str, Any] | None:
     """The provenance JSON beside `file`, only when it was written for these bytes: a JSON left from an
     earlier CSV of the same name would put another blend's scores in the ledger."""
-    path = file.with_suffix(".json")
-    meta = read_meta(path)
-    if meta is None or "csv_sha256" not in meta:
+    path = provenance_json(file)
+    record = SubmissionMeta.read_if_exists(path)
+    meta = None if record is None else record.to_dict()
+    if record is None or record.csv_sha256 is None:
         return meta  # none, or written by an older kit (which recorded no hash)
-    if meta["csv_sha256"] != sha:
+    if record.csv_sha256 != sha:
         raise KitError(
             f"{path}: describes another CSV than {file} (its csv_sha256 differs from the file's sha256): the CSV changed after "
             f"`kit blend` wrote them; write both again with `kit blend`, or move {path.name} away to send the CSV without provenance"
@@ -409,7 +410,7 @@ def submissions(
 
         r = correlation(cv, public)
         trivial = next((number(t) for t in rows["trivial_baseline"][::-1] if number(t) is not None), None)
-        picture = cv_vs_public_png(cv, public, names, cfg.paths.submissions / PICTURE_NAME, r, trivial, title=f"public vs nested CV on '{slug}'")
+        picture = cv_vs_public_png(cv, public, names, cv_vs_public_picture(cfg), r, trivial=trivial, title=f"public vs nested CV on '{slug}'")
         corr = f"r = {r:+.3f}" if r is not None else "r needs 3 or more points that vary"
         _say(console, f"public vs nested CV over {len(cv)} scored submissions: {corr}; picture: {picture}")
     else:
@@ -501,7 +502,7 @@ def _safe_extract(archive: Path, target: Path) -> None:
     unpacked then. The manifest beside the files records what this download unpacked."""
     root = target.resolve()
     manifest_path = target / DOWNLOAD_MANIFEST
-    manifest = read_meta(manifest_path) or {}
+    manifest = read_json(manifest_path) or {}
     try:
         with zipfile.ZipFile(archive) as zf:
             members = [m for m in zf.infolist() if not m.is_dir()]

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
 import numpy as np
 from rich.console import Console
 
+from kit import timings
 from kit.config import CompetitionConfig, load_model, with_overrides
 from kit.data.folds import load_fold_assignment
 from kit.data.sources import DataSource, open_source
 from kit.errors import KitError
-from kit.executors import EXECUTORS, Job, JobResult
+from kit.executors import EXECUTORS, Executor, Job, JobResult
 from kit.files import ensure_writable_dir
 from kit.training.assemble import assemble_oof
 from kit.training.losses import check_recipe_for_task
@@ -34,8 +35,8 @@ def train(
 ) -> None:
     """Stage `kit train`: every variant × fold job, then the OOF of each variant whose folds are all done.
 
-    `executor` "local" runs the jobs one after another here; "ray" runs them as Ray tasks (local Ray,
-    or the cluster at `address`). `cpus_per_job` sets each job's torch threads (and, on Ray, the cores
+    `executor`: a name in `kit.executors.EXECUTORS`; "local" runs the jobs one after another here, "ray" runs
+    them as Ray tasks (local Ray, or the cluster at `address`). `cpus_per_job` sets each job's torch threads (and, on Ray, the cores
     it reserves; default 1 there, all cores locally); `gpus_per_job` (Ray only) defaults to one GPU per
     job when the cluster has GPUs. A variant's OOF is written as soon as its last fold finishes. A variant
     with `seeds` has a job per (seed, fold), each seed's OOF written when its folds are done and the
@@ -43,7 +44,7 @@ def train(
     of every variant before the jobs are built, so they are part of each job's identity.
     """
     console = console or Console()
-    _check_executor_options(executor, address, cpus_per_job, gpus_per_job)
+    runner = _executor(executor, console, address=address, cpus_per_job=cpus_per_job, gpus_per_job=gpus_per_job)
     mcfgs = [with_overrides(load_model(name, cfg), overrides) for name in variants]  # fail on a bad config before any training
     source = open_source(cfg)
     fold_of = load_fold_assignment(cfg, source.train.ids)
@@ -58,17 +59,15 @@ def train(
         Job(cfg, mcfg, k, resume, stop_after_epoch, cpus_per_job, seed=seed)
         for mcfg in mcfgs for seed in (mcfg.seeds or [None]) for k in fold_list
     ]
-    results = _run_jobs(jobs, source, fold_of, console, executor, address, cpus_per_job, gpus_per_job)
+    results = runner.run(jobs, source, fold_of)
     _assemble_when_done(cfg, jobs, results, source, fold_of, console)
 
 
-def _check_executor_options(executor: str, address: str | None, cpus_per_job: int | None, gpus_per_job: float | None) -> None:
+def _executor(executor: str, console: Console, *, address: str | None, cpus_per_job: int | None, gpus_per_job: float | None) -> Executor:
+    """The registered executor `executor` with its options checked (before any work)."""
     if executor not in EXECUTORS:
-        raise KitError(f"--executor {executor!r}: use one of {', '.join(EXECUTORS)}")
-    if executor == "local" and (address is not None or gpus_per_job is not None):
-        raise KitError("--address and --gpus-per-job are for --executor ray")
-    if cpus_per_job is not None and cpus_per_job < 1:
-        raise KitError(f"--cpus-per-job {cpus_per_job}: give 1 or more cores")
+        raise KitError(f"--executor {executor!r}: use one of {', '.join(EXECUTORS.names())}")
+    return EXECUTORS.get(executor)(console=console, address=address, cpus_per_job=cpus_per_job, gpus_per_job=gpus_per_job)
 
 
 def _fold_list(cfg: CompetitionConfig, folds: list[int] | None) -> list[int]:
@@ -81,31 +80,19 @@ def _fold_list(cfg: CompetitionConfig, folds: list[int] | None) -> list[int]:
     return fold_list
 
 
-def _run_jobs(jobs: list[Job], source: DataSource, fold_of: np.ndarray, console: Console, executor: str,
-              address: str | None, cpus_per_job: int | None, gpus_per_job: float | None) -> Iterator[JobResult]:
-    """Each job's result as it finishes, from Ray tasks or one after another here."""
-    if executor == "ray":
-        try:
-            from kit.executors.ray import run_ray
-        except ImportError:
-            raise KitError("--executor ray: Ray is not installed; run `make setup` or `pip install -e '.[ray]'`") from None
-
-        return run_ray(jobs, source, console, address=address, cpus_per_job=cpus_per_job or 1, gpus_per_job=gpus_per_job)
-    from kit.executors.local import run_local
-
-    return run_local(jobs, source, fold_of, console)
-
-
 def _assemble_when_done(cfg: CompetitionConfig, jobs: list[Job], results: Iterable[JobResult], source: DataSource,
                         fold_of: np.ndarray, console: Console) -> None:
     """Write each seed's OOF when its last fold is done, and the variant's (over all its seeds) when all its jobs are."""
     per_seed = Counter((job.mcfg.name, job.seed) for job in jobs)
     per_variant = Counter(job.mcfg.name for job in jobs)
+    n_jobs, seconds = dict(per_variant), Counter()  # a variant's train time: its jobs' wall times (kit.timings)
     for result in results:
         job = result.job
+        seconds[job.mcfg.name] += result.seconds
         per_seed[job.mcfg.name, job.seed] -= 1
         if job.seed is not None and per_seed[job.mcfg.name, job.seed] == 0:
             assemble_oof(cfg, job.mcfg, source, fold_of, console=console, seed=job.seed)
         per_variant[job.mcfg.name] -= 1
         if per_variant[job.mcfg.name] == 0:
             assemble_oof(cfg, job.mcfg, source, fold_of, console=console)
+            timings.record(cfg.paths.runs, f"train {job.mcfg.name}", seconds[job.mcfg.name], f"{n_jobs[job.mcfg.name]} jobs, their wall times summed")

@@ -16,13 +16,14 @@ import torch
 from rich.console import Console
 
 from kit.artifacts import OOF, save_oof
-from kit.config import CompetitionConfig, ModelConfig, seed_oof_stem
+from kit.config import CompetitionConfig, ModelConfig
 from kit.data.sources import DataSource
 from kit.decision.metrics import build_metric
 from kit.errors import KitError
+from kit.paths import PREDS_FILE, oof_meta_json, oof_npz, run_dir, seed_oof_stem
 from kit.training.evaluation import evaluate
 from kit.training.identity import fold_identity, identity_changes, read_preds
-from kit.training.layout import run_dir, seeded_config
+from kit.training.layout import seeded_config
 from kit.training.pseudo import pseudo_label_source
 from kit.training.samplers import smoothed_class_prior
 
@@ -45,13 +46,13 @@ def assemble_oof(
     stem = mcfg.name if seed is None else seed_oof_stem(mcfg.name, seed)
     if seed is not None:
         meta = {**meta, "seed": seed, "seed_of": mcfg.name}
-    out = Path(cfg.paths.oof) / f"{stem}.npz"
+    out = oof_npz(cfg, stem)
     save_oof(out, oof, meta)
     overall = meta["oof_metrics_closed_form_rule"]
     console.print(
         f"[bold]{stem}[/]: OOF score {overall['score']:.4f} under the closed-form rule "
         f"(trivial baseline {overall['trivial_baseline']:.4f}), macro-F1 {overall['macro_f1']:.3f}, AUC {overall['auc']:.3f}; "
-        f"wrote {out} and {out.with_suffix('.json')}"
+        f"wrote {out} and {oof_meta_json(out)}"
     )
     return out
 
@@ -62,13 +63,13 @@ def _collect_folds(
     """The OOF of one (variant, seed) from its K preds files, each checked against the current identity; None
     (and a line naming the missing folds) while some fold is not trained."""
     n_folds = cfg.folds.n_folds
-    paths = [run_dir(cfg, mcfg.name, k, seed) / "preds.npz" for k in range(n_folds)]
+    paths = [run_dir(cfg, mcfg.name, k, seed) / PREDS_FILE for k in range(n_folds)]
     missing = [k for k, p in enumerate(paths) if not p.is_file()]
     what = mcfg.name if seed is None else f"{mcfg.name} seed {seed}"
     if missing:
-        out_name = mcfg.name if seed is None else seed_oof_stem(mcfg.name, seed)
+        out = oof_npz(cfg, mcfg.name if seed is None else seed_oof_stem(mcfg.name, seed))
         console.print(
-            f"{what}: folds {missing} not trained yet; oof/{out_name}.npz is written when all {n_folds} are there "
+            f"{what}: folds {missing} not trained yet; {out} is written when all {n_folds} are there "
             f"(`kit train --variant {mcfg.name} --fold K`)"
         )
         return None
@@ -110,7 +111,10 @@ def _collect_folds(
 def _meta(cfg: CompetitionConfig, mcfg: ModelConfig, source: DataSource, fold_of: np.ndarray, oof: OOF) -> dict:
     """The OOF JSON's fields every OOF of `kit train` carries (calibrate and blend check its metric)."""
     labels = source.train.labels
-    overall = evaluate(oof.logits, labels, source.task, list(source.classes), oof.train_prior, smoothed_class_prior(labels, source.task), cfg, mcfg.temperature)
+    overall = evaluate(
+        oof.logits, labels, source.task, list(source.classes), oof.train_prior, smoothed_class_prior(labels, source.task),
+        cfg=cfg, temperature=mcfg.temperature,
+    )
     meta = {
         "variant": mcfg.name, "model_config": mcfg.model_dump(mode="json"), "competition_config": cfg.model_dump(mode="json"),
         "task": source.task, "oof_metrics_closed_form_rule": overall,
@@ -147,24 +151,24 @@ def _assemble_seed_mean(cfg: CompetitionConfig, mcfg: ModelConfig, source: DataS
     collected = {s: _collect_folds(cfg, mcfg, source, fold_of, s, console) for s in seeds}
     waiting = [s for s, c in collected.items() if c is None]
     if waiting:
-        console.print(f"{mcfg.name}: seeds {waiting} are not complete; oof/{mcfg.name}.npz (the mean of seeds {seeds}) is written when they are")
+        console.print(f"{mcfg.name}: seeds {waiting} are not complete; {oof_npz(cfg, mcfg.name)} (the mean of seeds {seeds}) is written when they are")
         return None
     per_seed = {s: c for s, c in collected.items() if c is not None}
     oof = seed_mean([c[0] for c in per_seed.values()])
     meta = _meta(cfg, mcfg, source, fold_of, oof)
     meta.update(
         seeds=seeds,
-        per_seed={str(s): {"oof": f"{seed_oof_stem(mcfg.name, s)}.npz", "score_closed_form_rule": c[1]["oof_metrics_closed_form_rule"]["score"]}
+        per_seed={str(s): {"oof": oof_npz(cfg, seed_oof_stem(mcfg.name, s)).name, "score_closed_form_rule": c[1]["oof_metrics_closed_form_rule"]["score"]}
                   for s, c in per_seed.items()},
         seconds_total=float(sum(c[1]["seconds_total"] for c in per_seed.values())),
     )
-    out = Path(cfg.paths.oof) / f"{mcfg.name}.npz"
+    out = oof_npz(cfg, mcfg.name)
     save_oof(out, oof, meta)
     scores = ", ".join(f"{s}: {c[1]['oof_metrics_closed_form_rule']['score']:.4f}" for s, c in per_seed.items())
     overall = meta["oof_metrics_closed_form_rule"]
     console.print(
         f"[bold]{mcfg.name}[/]: mean of {len(seeds)} seeds, OOF score {overall['score']:.4f} under the closed-form rule "
         f"(seeds {scores}; trivial baseline {overall['trivial_baseline']:.4f}), macro-F1 {overall['macro_f1']:.3f}, AUC {overall['auc']:.3f}; "
-        f"wrote {out} and {out.with_suffix('.json')}"
+        f"wrote {out} and {oof_meta_json(out)}"
     )
     return out

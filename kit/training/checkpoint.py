@@ -18,9 +18,9 @@ import torch
 
 from kit.errors import KitError
 from kit.files import atomic_write
-from kit.training.epoch import Trainer
+from kit.paths import BEST_FILE, DECOUPLED_FILE, LAST_FILE, PREDS_FILE, set_aside
 from kit.training.identity import BEST_KEYS, LAST_KEYS, identity_changes, read_checkpoint, read_preds
-from kit.training.layout import BEST_FILE, DECOUPLED_FILE, LAST_FILE, PREDS_FILE
+from kit.training.trainer import Trainer
 
 
 @dataclass
@@ -70,11 +70,7 @@ class FoldCheckpoints:
         last.pt and best.pt are moved aside as *.previous, and removed only once the new preds.npz exists."""
         for stale in (self.preds, self.last, self.best, self.decoupled):
             if stale.is_file():
-                os.replace(stale, self._previous(stale))
-
-    @staticmethod
-    def _previous(path: Path) -> Path:
-        return path.with_name(f"{path.name}.previous")
+                os.replace(stale, set_aside(stale))
 
     def restore(self, trainer: Trainer) -> FoldState:
         """Load `last.pt` into `trainer` (and torch's RNG); the state to continue from."""
@@ -100,11 +96,11 @@ class FoldCheckpoints:
     def save_best(self, trainer: Trainer, val_logits: np.ndarray, epoch: int) -> None:
         _save_torch(self.best, {"model": trainer.eval_model.state_dict(), "val_logits": torch.from_numpy(val_logits), "epoch": epoch})
 
-    def save_last(self, trainer: Trainer, state: FoldState) -> None:
+    def save_last(self, trainer: Trainer, state: FoldState, *, sampler) -> None:
         _save_torch(self.last, {
             "model": trainer.model.state_dict(), "optimizer": trainer.optimizer.state_dict(), "scheduler": trainer.scheduler.state_dict(),
             "scaler": trainer.scaler.state_dict(), "ema": trainer.ema.module.state_dict() if trainer.ema is not None else None,
-            "state": state.__dict__, "torch_rng": torch.get_rng_state(), "sampler_generator": trainer.sampler.generator.get_state(),
+            "state": state.__dict__, "torch_rng": torch.get_rng_state(), "sampler_generator": sampler.generator.get_state(),
             "identity": self.identity,
         })
 
@@ -123,5 +119,5 @@ class FoldCheckpoints:
         arrays = {**arrays, "identity": np.asarray(json.dumps(self.identity)), "metrics": np.asarray(json.dumps(summary))}
         atomic_write(self.preds, lambda f: np.savez(f, **arrays))
         for kept in (self.preds, self.last, self.best, self.decoupled):  # the new result exists: the earlier run's files may go
-            self._previous(kept).unlink(missing_ok=True)
+            set_aside(kept).unlink(missing_ok=True)
         return self.preds

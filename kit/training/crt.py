@@ -51,7 +51,7 @@ def classifier_inputs(model: nn.Module, images: np.ndarray, indices: np.ndarray,
 
 
 def retrain_head(
-    head: nn.Module, features: torch.Tensor, y_train: np.ndarray, mcfg: ModelConfig, task: str, seed: int, console: Console | None = None
+    head: nn.Module, features: torch.Tensor, y_train: np.ndarray, mcfg: ModelConfig, task: str, seed: int, *, console: Console | None = None
 ) -> np.ndarray:
     """cRT: re-initialise the head and train only it for `crt_epochs` on the frozen `features` of the training
     images, with a sampler of power `crt_sampler_power` (1: class-balanced). Returns the class distribution the
@@ -116,6 +116,7 @@ def rebalance_classifier(
     y_train: np.ndarray,
     mcfg: ModelConfig,
     task: str,
+    *,
     device: torch.device,
     seed: int,
     console: Console | None = None,
@@ -127,7 +128,7 @@ def rebalance_classifier(
     if mcfg.crt_epochs > 0:
         head = classifier_of(model)
         features = classifier_inputs(model, images, train_idx, mcfg, device)
-        return retrain_head(head, features, y_train, mcfg, task, seed, console)
+        return retrain_head(head, features, y_train, mcfg, task, seed, console=console)
     if mcfg.tau_norm > 0:
         if not isinstance(classifier_of(model), nn.Linear):
             raise KitError(f"{model_file(mcfg)}: key 'tau_norm': backbone '{mcfg.backbone}' has no linear classifier head to normalise")

@@ -20,7 +20,7 @@ class CachedDataset(Dataset):
     """
 
     def __init__(
-        self, images: np.ndarray, indices: np.ndarray, labels: np.ndarray, augment: str, seed: int = 0,
+        self, images: np.ndarray, indices: np.ndarray, labels: np.ndarray, augment: str, *, seed: int = 0,
         randaugment_magnitude: int = 0, randaugment_ops: int = 2,
     ):
         self.images = images

@@ -71,6 +71,7 @@ def evaluate(
     classes: list[str],
     train_prior: np.ndarray,
     target_prior: np.ndarray,
+    *,
     cfg: CompetitionConfig,
     temperature: float,
 ) -> dict[str, float]:

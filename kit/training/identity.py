@@ -9,7 +9,6 @@ what changed and how to retrain, instead of scoring old logits against new label
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from kit.data.sources import DataSource
 from kit.decision.metrics import build_metric
 from kit.errors import KitError
 from kit.files import read_npz
+from kit.hashing import digest
 from kit.training.pseudo import pseudo_label_source
 
 PREDS_KEYS = ("classes", "val_ids", "val_logits", "test_ids", "test_logits", "train_prior", "metrics")
@@ -30,19 +30,7 @@ BEST_KEYS = ("model", "val_logits", "epoch")
 
 
 def _digest(*parts: Any) -> str:
-    h = hashlib.sha256()
-    for part in parts:
-        if isinstance(part, np.ndarray):
-            if part.dtype.kind in "OUS":
-                part = "\n".join(map(str, part.tolist()))
-            else:
-                h.update(f"{part.dtype.str}{part.shape}".encode())
-                part = np.ascontiguousarray(part).tobytes()
-        elif not isinstance(part, (str, bytes)):
-            part = json.dumps(part, sort_keys=True, default=str)
-        h.update(part.encode() if isinstance(part, str) else part)
-        h.update(b"\0")
-    return h.hexdigest()[:16]
+    return digest(*parts, length=16)
 
 
 def fold_data_fingerprint(source: DataSource, fold_of: np.ndarray, fold: int) -> dict[str, str]:

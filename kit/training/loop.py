@@ -2,7 +2,7 @@
 
 A job runs four steps, each a function below: set-up (model, split, trainer), resume (or a fresh
 start), epochs, and finish (reload the best epoch, cRT/τ-norm, write `preds.npz`). Its files live in
-`runs/<variant>/fold<k>/` (`kit.training.layout`) and are owned by one `FoldCheckpoints` object;
+`runs/<variant>/fold<k>/` (`kit.paths.run_dir`) and are owned by one `FoldCheckpoints` object;
 when every fold has its `preds.npz`, `kit.training.assemble` writes `oof/<variant>.npz` + `.json`.
 
 Checkpoints are chosen on the competition score under the decision rule of docs/decision.md (prior
@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 from rich.console import Console
-from torch import nn
+from torch.utils.data import DataLoader
 
 from kit.config import CompetitionConfig, ModelConfig
 from kit.data.cache import cached_images
@@ -32,24 +32,22 @@ from kit.data.sources import DataSource
 from kit.decision.metrics import build_metric, trivial_baseline
 from kit.errors import KitError
 from kit.files import ensure_writable_dir, write_text
-from kit.models import create_model
+from kit.paths import CURVES_FILE, METRICS_FILE, run_dir
 from kit.plots import training_curves_png
 from kit.training.augment import make_mixer
 from kit.training.checkpoint import FoldCheckpoints, FoldState
 from kit.training.crt import rebalance_classifier
 from kit.training.dataset import CachedDataset
-from kit.training.device import pick_device, pick_precision, prepare_model
-from kit.training.epoch import Trainer, WeightEMA, apply_freeze_schedule, make_scheduler, train_one_epoch
-from kit.training.evaluation import evaluate, predict_logits
-from kit.training.heads import use_cosine_head
+from kit.training.device import pick_device
+from kit.training.evaluation import evaluate
 from kit.training.identity import fold_identity, retrain_hint
-from kit.training.layout import run_dir, seeded_config
-from kit.training.loader import make_train_loader
-from kit.training.losses import make_loss, prior_basis, recipe_prior
-from kit.training.optim import build_optimizer
+from kit.training.layout import seeded_config
+from kit.training.loader import EpochSampler, make_train_loader
+from kit.training.losses import prior_basis, recipe_prior
 from kit.training.pseudo import StackedImages, pseudo_label_source, soft_labels
 from kit.training.samplers import sample_weights, smoothed_class_prior
 from kit.training.seeding import JobSeeds
+from kit.training.trainer import Trainer, build_model, build_trainer
 
 
 @dataclass
@@ -70,7 +68,7 @@ class FoldSplit:
     n_pseudo: int = 0  # soft-labelled test images among the training rows
 
 
-@dataclass
+@dataclass(kw_only=True)
 class FoldRun:
     """One job's fixed context, shared by its steps."""
 
@@ -81,6 +79,8 @@ class FoldRun:
     classes: list[str]
     split: FoldSplit
     trainer: Trainer
+    loader: DataLoader
+    sampler: EpochSampler
     checkpoints: FoldCheckpoints
     seeds: JobSeeds
     device: torch.device
@@ -93,6 +93,7 @@ def train_fold(
     source: DataSource,
     fold_of: np.ndarray,
     fold: int,
+    *,
     resume: bool = False,
     console: Console | None = None,
     stop_after_epoch: int | None = None,
@@ -113,9 +114,13 @@ def train_fold(
         return checkpoints.preds
     ensure_writable_dir(checkpoints.out_dir)
     seeds, device = JobSeeds(cfg.seed, mcfg.name, fold), pick_device()
-    model = _create_model(mcfg, len(source.classes), device, seeds)  # first: a weights problem fails before any caching
-    split = _split(cfg, mcfg, source, fold_of, fold, seeds, console)
-    run = FoldRun(cfg, mcfg, fold, source.task, list(source.classes), split, _set_up(model, split, mcfg, device, seeds), checkpoints, seeds, device, console)
+    model = build_model(mcfg, len(source.classes), device, init_seed=seeds.model_init)  # first: a weights problem fails before any caching
+    split = _split(cfg, mcfg, source, fold_of, fold, seeds, console=console)
+    trainer, loader, sampler = _set_up(model, split, mcfg, source.task, device, seeds)
+    run = FoldRun(
+        cfg=cfg, mcfg=mcfg, fold=fold, task=source.task, classes=list(source.classes), split=split, trainer=trainer, loader=loader,
+        sampler=sampler, checkpoints=checkpoints, seeds=seeds, device=device, console=console,
+    )
     state = _resume_or_start(run, resume)
     _print_header(run, len(source.test))
     while not state.finished and state.epoch < mcfg.epochs:
@@ -129,13 +134,7 @@ def train_fold(
 # --- set-up -------------------------------------------------------------------------------------
 
 
-def _create_model(mcfg: ModelConfig, n_classes: int, device: torch.device, seeds: JobSeeds) -> nn.Module:
-    torch.manual_seed(seeds.model_init)
-    model = create_model(mcfg, n_classes).to(device)
-    return use_cosine_head(model, mcfg) if mcfg.loss == "ldam" else model
-
-
-def _split(cfg: CompetitionConfig, mcfg: ModelConfig, source: DataSource, fold_of: np.ndarray, fold: int, seeds: JobSeeds, console: Console) -> FoldSplit:
+def _split(cfg: CompetitionConfig, mcfg: ModelConfig, source: DataSource, fold_of: np.ndarray, fold: int, seeds: JobSeeds, *, console: Console) -> FoldSplit:
     """Cache the images; train on the other folds' readable images (at most `max_train_images`), hold out fold `fold`."""
     train_cache = cached_images(source.train, mcfg.image_size, cfg.paths.cache, cfg.data.on_bad_image)
     test_cache = cached_images(source.test, mcfg.image_size, cfg.paths.cache, cfg.data.on_bad_image)
@@ -163,12 +162,8 @@ def _split(cfg: CompetitionConfig, mcfg: ModelConfig, source: DataSource, fold_o
     )
 
 
-def _set_up(model: nn.Module, split: FoldSplit, mcfg: ModelConfig, device: torch.device, seeds: JobSeeds) -> Trainer:
-    """Optimizer, schedule, precision, EMA and the seeded loader around `model`."""
-    model, step_model = prepare_model(model, mcfg)
-    precision = pick_precision(device, mcfg.amp)
-    ema = WeightEMA(model, mcfg.ema_decay) if mcfg.ema_decay > 0 else None
-    optimizer = build_optimizer(model, mcfg, device)
+def _set_up(model, split: FoldSplit, mcfg: ModelConfig, task: str, device: torch.device, seeds: JobSeeds) -> tuple[Trainer, DataLoader, EpochSampler]:
+    """The trainer around `model` (`build_trainer`: the one training core) and the seeded loader of the training rows."""
     dataset = CachedDataset(
         split.fit_images, split.train_idx, split.y_train, mcfg.augment,
         randaugment_magnitude=mcfg.randaugment_magnitude, randaugment_ops=mcfg.randaugment_ops,
@@ -176,11 +171,13 @@ def _set_up(model: nn.Module, split: FoldSplit, mcfg: ModelConfig, device: torch
     n_train = len(split.train_idx)
     drop_last = n_train > mcfg.batch_size
     batches_per_epoch = n_train // mcfg.batch_size if drop_last else 1
-    scheduler = make_scheduler(optimizer, mcfg, math.ceil(batches_per_epoch / mcfg.grad_accum_steps))
-    scaler = precision.grad_scaler()
+    trainer = build_trainer(
+        mcfg, model=model, device=device, task=task, train_labels=split.y_train,
+        optimizer_steps_per_epoch=math.ceil(batches_per_epoch / mcfg.grad_accum_steps),
+    )
     weights = split.weights if mcfg.sampler_power > 0 else None
     loader, sampler = make_train_loader(dataset, weights, mcfg, device, drop_last, seeds.loader)
-    return Trainer(model, step_model, ema, optimizer, scheduler, scaler, loader, sampler, precision)
+    return trainer, loader, sampler
 
 
 # --- resume -------------------------------------------------------------------------------------
@@ -219,21 +216,16 @@ def _run_epoch(run: FoldRun, state: FoldState) -> None:
     """Train one epoch, score the held-out fold, keep the best epoch, write metrics.csv and last.pt."""
     mcfg, split, trainer, epoch = run.mcfg, run.split, run.trainer, state.epoch
     t0 = time.perf_counter()
-    apply_freeze_schedule(trainer, mcfg, epoch)
+    trainer.start_epoch(epoch)  # the freeze schedule and the loss at this epoch
     seed = run.seeds.epoch(epoch)
     torch.manual_seed(seed)
-    trainer.sampler.set_epoch(seed)
-    loss_fn = make_loss(mcfg, run.task, split.y_train, run.device, epoch)  # deferred re-weighting changes it per epoch
+    run.sampler.set_epoch(seed)
     train_prior = recipe_prior(split.y_train, split.weights, mcfg, run.task, epoch)
-    train_loss = train_one_epoch(
-        trainer.step_model, trainer.loader, loss_fn, trainer.optimizer, trainer.scheduler, trainer.scaler, trainer.ema, mcfg,
-        run.device, trainer.precision, run.console, f"{mcfg.name} f{run.fold} e{epoch + 1}/{mcfg.epochs}",
-        make_mixer(mcfg, len(run.classes), run.task, seed, soft_targets=split.y_train.dtype.kind == "f"),
+    train_loss = trainer.train_epoch(
+        run.loader, console=run.console, description=f"{mcfg.name} f{run.fold} e{epoch + 1}/{mcfg.epochs}",
+        mixer=make_mixer(mcfg, len(run.classes), run.task, seed, soft_targets=split.y_train.dtype.kind == "f"),
     )
-    val_logits = predict_logits(trainer.eval_model, split.train_images, split.val_idx, mcfg, run.device)
-    ok = split.val_ok
-    with torch.no_grad():
-        val_loss = float(loss_fn(torch.from_numpy(val_logits[ok]).to(run.device), torch.from_numpy(split.y_val[ok]).to(run.device)))
+    val_logits, val_loss = trainer.evaluate(split.train_images, split.val_idx, split.y_val, scored=split.val_ok)
     metrics = _held_out_metrics(run, val_logits, train_prior)
     if mcfg.scheduler == "plateau":
         trainer.scheduler.step(metrics["score"])
@@ -257,13 +249,15 @@ def _run_epoch(run: FoldRun, state: FoldState) -> None:
         f"AUC {metrics['auc']:.3f}{'  [best]' if improved else ''}"
         + (f"; early stop after {state.bad_epochs} epochs without gain" if state.finished else "")
     )
-    write_text(run.checkpoints.out_dir / "metrics.csv", pd.DataFrame(state.history).to_csv(index=False))
-    run.checkpoints.save_last(trainer, state)
+    write_text(run.checkpoints.out_dir / METRICS_FILE, pd.DataFrame(state.history).to_csv(index=False))
+    run.checkpoints.save_last(trainer, state, sampler=run.sampler)
 
 
 def _held_out_metrics(run: FoldRun, val_logits: np.ndarray, train_prior: np.ndarray) -> dict[str, float]:
     ok = run.split.val_ok
-    return evaluate(val_logits[ok], run.split.y_val[ok], run.task, run.classes, train_prior, run.split.target_prior, run.cfg, run.mcfg.temperature)
+    return evaluate(
+        val_logits[ok], run.split.y_val[ok], run.task, run.classes, train_prior, run.split.target_prior, cfg=run.cfg, temperature=run.mcfg.temperature,
+    )
 
 
 def _prefixed(metrics: dict[str, float]) -> dict[str, float]:
@@ -280,20 +274,20 @@ def _finish(run: FoldRun, state: FoldState, source: DataSource) -> Path:
     best_epoch, val_logits = run.checkpoints.load_best(trainer, run.device)
     train_prior = recipe_prior(split.y_train, split.weights, mcfg, run.task, best_epoch)
     decoupled = rebalance_classifier(
-        trainer.eval_model, split.fit_images, split.train_idx, split.y_train, mcfg, run.task, run.device, run.seeds.crt_head, run.console
+        trainer.eval_model, split.fit_images, split.train_idx, split.y_train, mcfg, run.task, device=run.device, seed=run.seeds.crt_head, console=run.console
     )
     decoupled_metrics = None
     if decoupled is not None:  # cRT or τ-norm: a new head, so new held-out logits and the head's prior
         train_prior = decoupled
-        val_logits = predict_logits(trainer.eval_model, split.train_images, split.val_idx, mcfg, run.device)
+        val_logits = trainer.predict(split.train_images, split.val_idx)
         decoupled_metrics = _held_out_metrics(run, val_logits, train_prior)
         run.checkpoints.save_decoupled(trainer, val_logits, best_epoch)  # the weights `kit predict` loads
         run.console.print(
             f"  {'cRT' if mcfg.crt_epochs else 'τ-norm'} head: score {decoupled_metrics['score']:.4f} "
             f"(trivial {decoupled_metrics['trivial_baseline']:.4f}), macro-F1 {decoupled_metrics['macro_f1']:.3f}, AUC {decoupled_metrics['auc']:.3f}"
         )
-    test_logits = predict_logits(trainer.eval_model, split.test_images, np.arange(len(source.test)), mcfg, run.device)
-    curves = training_curves_png(pd.DataFrame(state.history), run.checkpoints.out_dir / "curves.png", title=f"{mcfg.name} fold {run.fold}")
+    test_logits = trainer.predict(split.test_images, np.arange(len(source.test)))
+    curves = training_curves_png(pd.DataFrame(state.history), run.checkpoints.out_dir / CURVES_FILE, title=f"{mcfg.name} fold {run.fold}")
     best_row = state.history[best_epoch]
     summary = {
         "fold": run.fold, "best_epoch": best_epoch + 1, "epochs_run": state.epoch, "seconds": state.seconds,

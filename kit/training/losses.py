@@ -14,9 +14,18 @@ and differ only in what they do to the logits or the per-class weights:
   ``w_c ∝ (1 − β)/(1 − β^n_c)``; with ``class_weights_from_epoch`` they start late (deferred
   re-weighting, DRW, Cao et al. 2019). ``focal`` + these weights is Cui's class-balanced focal loss.
 - ``bce``: per-label binary CE with ``pos_weight`` (multi-label).
+
+Each loss is one function registered in `LOSSES` (`kit.registry.Registry`) with `@register_loss(name, ...)`:
+`fn(ctx: LossContext) -> loss(logits, targets)`, and the facts the rest of the kit asks of it (which tasks it
+trains, whether it re-balances the classes itself, the logit offset `train_prior` must undo, whether it needs
+LDAM's cosine head). `ModelConfig.loss` is checked against `LOSSES.names()`; adding a loss is one decorated
+function here (and its test).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -24,7 +33,54 @@ import torch.nn.functional as F
 
 from kit.config import ModelConfig, model_file, recipe_task_conflict
 from kit.errors import KitError
+from kit.registry import Registry
 from kit.training.samplers import PRIOR_FLOOR, sampler_prior, smoothed_class_prior
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class LossContext:
+    """What a loss is built from: the variant, the task, the training rows' labels, the device and the epoch
+    (deferred re-weighting changes the loss from an epoch on)."""
+
+    mcfg: ModelConfig
+    task: str
+    train_labels: np.ndarray
+    device: torch.device
+    epoch: int = 0
+
+
+@dataclass(frozen=True)
+class Loss:
+    """One registered loss: its builder and what the rest of the kit needs to know of it."""
+
+    build: Callable[[LossContext], LossFn]
+    tasks: tuple[str, ...] = ("multi-class",)  # the tasks it trains (a softmax loss: multi-class only)
+    rebalancing: bool = False  # re-balances the classes itself: compounds with a re-weighting sampler
+    exact_prior: bool = True  # False: `recipe_prior` is nominal for it (focusing or margins are not in it)
+    cosine_head: bool = False  # trains LDAM's cosine head (`kit.training.heads.use_cosine_head`)
+    label_weights: bool = False  # weights each label itself (pos_weight): class_weights do not apply
+    offset_tau: Callable[[ModelConfig], float] | None = None  # adds τ·log π to the logits (logit adjustment)
+    prior_note: str = ""  # what it does to `train_prior`, for the OOF json's `train_prior_basis`
+
+
+LOSSES: Registry[Loss] = Registry("loss")
+
+
+def register_loss(name: str, **facts) -> Callable[[Callable[[LossContext], LossFn]], Callable[[LossContext], LossFn]]:
+    """Decorator: `fn(ctx) -> loss(logits, targets)` becomes the loss `name` (facts: the fields of `Loss`)."""
+
+    def wrap(fn: Callable[[LossContext], LossFn]) -> Callable[[LossContext], LossFn]:
+        LOSSES.add(name, Loss(build=fn, **facts))
+        return fn
+
+    return wrap
+
+
+def loss_of(mcfg: ModelConfig) -> Loss:
+    """The variant's registered loss (an unknown name is one line naming its file)."""
+    return LOSSES.get(mcfg.loss, where=f"{model_file(mcfg)}: key 'loss'")
 
 
 def bce_pos_weight(labels: np.ndarray, clip: float) -> np.ndarray:
@@ -36,7 +92,7 @@ def bce_pos_weight(labels: np.ndarray, clip: float) -> np.ndarray:
 
 def loss_prior(prior: np.ndarray, mcfg: ModelConfig, pos_weight: np.ndarray | None) -> np.ndarray:
     """BCE with pos_weight w trains the sigmoid on odds multiplied by w: fold that into the prior."""
-    if mcfg.loss != "bce" or pos_weight is None:
+    if not loss_of(mcfg).label_weights or pos_weight is None:
         return prior
     odds = prior / (1 - prior) * pos_weight
     return np.clip(odds / (1 + odds), 1e-6, 1 - 1e-6)
@@ -71,12 +127,8 @@ def logit_offset(frequencies: np.ndarray, mcfg: ModelConfig) -> np.ndarray | Non
     """What the loss adds to every logit: τ·log π (logit-adjusted) or log π (balanced softmax, the same
     up to a constant as log n_c); None for the other losses. π: the training folds' class frequencies
     (`samplers.smoothed_class_prior`, the same pseudo-count as the sampler's prior, so τ = 1 gives exactly uniform)."""
-    log_prior = np.log(frequencies)
-    if mcfg.loss == "logit_adjusted":
-        return mcfg.logit_adjust_tau * log_prior
-    if mcfg.loss == "balanced_softmax":
-        return log_prior
-    return None
+    offset_tau = loss_of(mcfg).offset_tau
+    return None if offset_tau is None else offset_tau(mcfg) * np.log(frequencies)
 
 
 def softmax_cross_entropy(
@@ -103,23 +155,25 @@ def softmax_cross_entropy(
     return (per_class * class_weight).sum() / (t * class_weight).sum()
 
 
-def make_loss(mcfg: ModelConfig, task: str, train_labels: np.ndarray, device: torch.device, epoch: int = 0):
+def make_loss(mcfg: ModelConfig, task: str, train_labels: np.ndarray, device: torch.device, epoch: int = 0) -> LossFn:
     """loss(logits, targets) for the configured recipe as it stands at `epoch` (DRW changes weights)."""
-    if task == "multi-label":
-        return _multi_label_loss(mcfg, train_labels, device)
-    if mcfg.loss == "bce":
-        pos_weight = torch.tensor(bce_pos_weight(train_labels, mcfg.pos_weight_clip), dtype=torch.float32, device=device)
-        return lambda logits, y: F.binary_cross_entropy_with_logits(logits.float(), y.float(), pos_weight=pos_weight)
-    counts = class_counts(train_labels)
+    check_recipe_for_task(mcfg, task)
+    return loss_of(mcfg).build(LossContext(mcfg, task, train_labels, device, epoch))
+
+
+def softmax_family(ctx: LossContext, *, gamma: float = 0.0, smoothing: float | None = None, margins: bool = False) -> LossFn:
+    """The softmax losses' one cross-entropy: the variant's class weights (DRW included), the registered logit
+    offset (τ·log π), LDAM's margins when `margins`, focusing `gamma`, label smoothing (default: the variant's)."""
+    mcfg, device = ctx.mcfg, ctx.device
+    counts = class_counts(ctx.train_labels)
 
     def tensor(values: np.ndarray | None) -> torch.Tensor | None:
         return None if values is None else torch.tensor(values, dtype=torch.float32, device=device)
 
-    weight = tensor(class_weights_at(counts, mcfg, epoch))
-    offset = tensor(logit_offset(smoothed_class_prior(train_labels, task), mcfg))
-    margin = tensor(mcfg.ldam_scale * ldam_margins(counts, mcfg.ldam_max_margin)) if mcfg.loss == "ldam" else None
-    gamma = mcfg.focal_gamma if mcfg.loss == "focal" else 0.0
-    smoothing = 0.0 if mcfg.loss == "focal" else mcfg.label_smoothing
+    weight = tensor(class_weights_at(counts, mcfg, ctx.epoch))
+    offset = tensor(logit_offset(smoothed_class_prior(ctx.train_labels, ctx.task), mcfg))
+    margin = tensor(mcfg.ldam_scale * ldam_margins(counts, mcfg.ldam_max_margin)) if margins else None
+    smoothing = mcfg.label_smoothing if smoothing is None else smoothing
 
     def loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         z = logits.float()
@@ -132,18 +186,51 @@ def make_loss(mcfg: ModelConfig, task: str, train_labels: np.ndarray, device: to
     return loss
 
 
-def _multi_label_loss(mcfg: ModelConfig, train_labels: np.ndarray, device: torch.device):
-    check_recipe_for_task(mcfg, "multi-label")
-    if mcfg.loss == "focal":
-        gamma = mcfg.focal_gamma
+@register_loss("ce")
+def ce(ctx: LossContext) -> LossFn:
+    return softmax_family(ctx)
 
-        def focal(logits, y):
-            bce = F.binary_cross_entropy_with_logits(logits.float(), y.float(), reduction="none")
-            return ((1 - torch.exp(-bce)) ** gamma * bce).mean()
 
-        return focal
-    pos_weight = torch.tensor(bce_pos_weight(train_labels, mcfg.pos_weight_clip), dtype=torch.float32, device=device)
+@register_loss("focal", tasks=("multi-class", "multi-label"), exact_prior=False)
+def focal(ctx: LossContext) -> LossFn:
+    """Lin et al. 2017; label smoothing is not applied to it. Multi-label: per-label focal BCE."""
+    gamma = ctx.mcfg.focal_gamma
+    if ctx.task != "multi-label":
+        return softmax_family(ctx, gamma=gamma, smoothing=0.0)
+
+    def multi_label_focal(logits, y):
+        bce = F.binary_cross_entropy_with_logits(logits.float(), y.float(), reduction="none")
+        return ((1 - torch.exp(-bce)) ** gamma * bce).mean()
+
+    return multi_label_focal
+
+
+@register_loss("bce", tasks=("multi-class", "multi-label"), label_weights=True, prior_note="× pos_weight odds (BCE)")
+def bce(ctx: LossContext) -> LossFn:
+    """Per-label binary CE with `pos_weight` (neg/pos clipped at `pos_weight_clip`)."""
+    pos_weight = torch.tensor(bce_pos_weight(ctx.train_labels, ctx.mcfg.pos_weight_clip), dtype=torch.float32, device=ctx.device)
     return lambda logits, y: F.binary_cross_entropy_with_logits(logits.float(), y.float(), pos_weight=pos_weight)
+
+
+@register_loss(
+    "logit_adjusted", rebalancing=True, offset_tau=lambda mcfg: mcfg.logit_adjust_tau,
+    prior_note="÷ class frequency^{tau} (logit adjustment)",
+)
+def logit_adjusted(ctx: LossContext) -> LossFn:
+    """Menon et al. 2021: CE on logit + τ·log π_c."""
+    return softmax_family(ctx)
+
+
+@register_loss("balanced_softmax", rebalancing=True, offset_tau=lambda mcfg: 1.0, prior_note="÷ class frequency (balanced softmax)")
+def balanced_softmax(ctx: LossContext) -> LossFn:
+    """Ren et al. 2020: CE on logit + log n_c."""
+    return softmax_family(ctx)
+
+
+@register_loss("ldam", rebalancing=True, exact_prior=False, cosine_head=True)
+def ldam(ctx: LossContext) -> LossFn:
+    """Cao et al. 2019: CE on s·cos − s·m_y, margins m_c ∝ n_c^(−1/4), on the cosine head."""
+    return softmax_family(ctx, margins=True)
 
 
 def check_recipe_for_task(mcfg: ModelConfig, task: str, config_file: object = None) -> None:
@@ -165,7 +252,7 @@ def recipe_prior(y_train: np.ndarray, sample_weights: np.ndarray, mcfg: ModelCon
     not in it): the decision layer's fitted correction strength takes up the rest.
     """
     q = sampler_prior(y_train, sample_weights, task)
-    if mcfg.loss == "bce":
+    if loss_of(mcfg).label_weights:
         return loss_prior(q, mcfg, bce_pos_weight(y_train, mcfg.pos_weight_clip))
     if task == "multi-label":
         return q
@@ -190,11 +277,8 @@ def prior_basis(mcfg: ModelConfig) -> str:
     parts = [f"sampler power {mcfg.sampler_power}"]
     if mcfg.class_weights != "none":
         parts.append(f"× effective-number class weights (β = {mcfg.class_weight_beta}) from epoch {mcfg.class_weights_from_epoch + 1}")
-    if mcfg.loss == "logit_adjusted":
-        parts.append(f"÷ class frequency^{mcfg.logit_adjust_tau} (logit adjustment)")
-    if mcfg.loss == "balanced_softmax":
-        parts.append("÷ class frequency (balanced softmax)")
-    if mcfg.loss == "bce":
-        parts.append("× pos_weight odds (BCE)")
-    nominal = mcfg.loss in ("focal", "ldam")
+    loss = loss_of(mcfg)
+    if loss.prior_note:
+        parts.append(loss.prior_note.replace("{tau}", str(mcfg.logit_adjust_tau)))
+    nominal = not loss.exact_prior
     return " ".join(parts) + ("; nominal (the loss's focusing or margins are not in it)" if nominal else "; exact")

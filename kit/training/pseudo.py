@@ -10,17 +10,19 @@ top probability; multi-label: its least certain label's max(p, 1 − p)).
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from scipy.special import expit, softmax
 
-from kit.artifacts import load_oof, read_meta
+from kit.artifacts import load_oof
 from kit.config import CompetitionConfig, ModelConfig, model_file
 from kit.data.sources import DataSource
 from kit.errors import KitError
+from kit.hashing import digest
+from kit.paths import oof_meta_json, oof_npz
+from kit.records import OofMeta
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,7 @@ class PseudoLabelSource:
 def pseudo_label_source(cfg: CompetitionConfig, mcfg: ModelConfig, source: DataSource, fold_of: np.ndarray) -> PseudoLabelSource:
     """Read `oof/<pseudo_label_from>.npz` and check it was made on these folds, classes and test ids."""
     name = mcfg.pseudo_label_from
-    path = Path(cfg.paths.oof) / f"{name}.npz"
+    path = oof_npz(cfg, name)
     where = f"{model_file(mcfg)}: key 'pseudo_label_from' = \"{name}\""
     if not path.is_file():
         raise KitError(f"{where}: {path} does not exist; train the first round first (`kit train --variant {name}`)")
@@ -55,14 +57,17 @@ def pseudo_label_source(cfg: CompetitionConfig, mcfg: ModelConfig, source: DataS
         raise KitError(f"{where}: {path} was made on other folds than {cfg.folds.path}: its fold-k model may have seen fold k; {retrain}")
     if len(oof.test_logits) != cfg.folds.n_folds:
         raise KitError(f"{where}: {path} has test logits of {len(oof.test_logits)} folds, not {cfg.folds.n_folds}; {retrain}")
-    meta = read_meta(path.with_suffix(".json")) or {}
-    round_ = int((meta.get("pseudo_labels") or {}).get("round", 1))
-    h = hashlib.sha256()
-    for arr in (oof.classes, oof.ids, oof.fold, oof.test_ids, oof.test_logits):
-        arr = np.asarray(arr)
-        h.update(f"{arr.dtype.str}{arr.shape}".encode())
-        h.update("\n".join(arr.tolist()).encode() if arr.dtype.kind == "U" else np.ascontiguousarray(arr).tobytes())
-    return PseudoLabelSource(name, path, round_, h.hexdigest()[:16], oof.test_logits)
+    meta = OofMeta.read_if_exists(oof_meta_json(path))
+    round_ = int(((meta.pseudo_labels if meta is not None else None) or {}).get("round", 1))
+    return PseudoLabelSource(name, path, round_, source_fingerprint(oof), oof.test_logits)
+
+
+def source_fingerprint(oof) -> str:
+    """Of the first round's ids, folds, classes, test ids and test logits: what a second round learnt from."""
+    arrays = [np.asarray(a) for a in (oof.classes, oof.ids, oof.fold, oof.test_ids, oof.test_logits)]
+    # text arrays with their dtype and shape in front (digest adds them to numeric arrays only)
+    parts = [p for a in arrays for p in ((f"{a.dtype.str}{a.shape}", a) if a.dtype.kind == "U" else (a,))]
+    return digest(*parts, sep=b"", length=16)
 
 
 def soft_labels(fold_test_logits: np.ndarray, mcfg: ModelConfig, task: str, usable: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
