@@ -355,7 +355,7 @@ def init(
 
 @app.command()
 def predict(
-    images: Annotated[Path | None, typer.Argument(metavar="IMAGES",
+    images: Annotated[Path | None, typer.Argument(
         help="Folder of images to predict (default: the config's test set).")] = None,
     ids: Annotated[Path | None, typer.Option("--ids", metavar="CSV",
         help="CSV of the ids to predict (data.id_column), their files in IMAGES; a sample submission also sets the format.")] = None,
@@ -377,7 +377,7 @@ def predict(
 
 @app.command()
 def package(
-    name: Annotated[str, typer.Argument(metavar="NAME", help="The blend to package (`kit blend --name NAME`).")],
+    name: Annotated[str, typer.Argument(help="The blend to package (`kit blend --name NAME`).")],
     out: Annotated[Path | None, typer.Option("--out", metavar="DIR", help="Folder to write (default: packages/NAME).")] = None,
     half: Annotated[bool, typer.Option("--half", help="Store the fold weights in float16 (half the size; predictions may differ slightly).")] = False,
     dataset: Annotated[str | None, typer.Option("--dataset", metavar="OWNER/SLUG", help="The Kaggle dataset (default: <you>/kit-NAME).")] = None,
