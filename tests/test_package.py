@@ -38,6 +38,8 @@ def _stand_in_image(root: Path) -> Path:
     python = root / "venv" / "bin" / "python"
     site = Path(subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], check=True,
                                capture_output=True, text=True).stdout.strip())
+    for own in [*site.glob("setuptools*"), *site.glob("_distutils_hack"), *site.glob("distutils-precedence.pth")]:
+        shutil.rmtree(own) if own.is_dir() else own.unlink()  # ensurepip's old setuptools would hide the image's
     here = Path(sysconfig.get_paths()["purelib"])
     left_out = set()
     for name in ("kit", *KAGGLE_LACKS):
@@ -46,10 +48,12 @@ def _stand_in_image(root: Path) -> Path:
         except metadata.PackageNotFoundError:
             continue
         left_out |= {Path(f).parts[0] for f in files}
+    canonical = {n.lower().replace("-", "_") for n in ("kit", *KAGGLE_LACKS)}  # a dist-info is <name>-<version>.dist-info
     farm = root / "image"
     farm.mkdir()
     for entry in here.iterdir():
-        if entry.name in left_out or entry.name.startswith("__editable__") or entry.suffix == ".pth" or entry.name == "__pycache__":
+        dist_info = entry.suffix == ".dist-info" and entry.name.split("-")[0].lower().replace(".", "_") in canonical
+        if entry.name in left_out or dist_info or entry.name.startswith("__editable__") or entry.suffix == ".pth" or entry.name == "__pycache__":
             continue
         (farm / entry.name).symlink_to(entry)
     (site / "kaggle-image.pth").write_text(f"{farm}\n")
@@ -67,6 +71,7 @@ def _offline(command: list[str]) -> list[str]:
     return ["unshare", "-n", *command] if probe is not None and probe.returncode == 0 else command
 
 
+@pytest.mark.timeout(3600)  # training, the wheels' download, a fresh venv's install and the notebook's run, on a loaded machine
 def test_package_installs_offline_and_its_notebook_writes_the_blend_csv(tiny_competition, tmp_path, variant_run):
     cfg = variant_run(tiny_competition, tmp_path, name="tiny", epochs=1)
     cfg = cfg.model_copy(update={"paths": cfg.paths.model_copy(update={"submissions": tmp_path / "submissions"})})
@@ -98,7 +103,7 @@ def test_package_installs_offline_and_its_notebook_writes_the_blend_csv(tiny_com
     work.mkdir()
     port = _closed_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV", "KIT_", "PIP_", "UV_"))}
-    env.update(KIT_PACKAGE=str(dataset), KIT_DATA=str(cfg.data.dir), KIT_WORK=str(work), PIP_NO_INDEX="1",
+    env.update(KIT_PACKAGE=str(dataset), KIT_DATA=str(cfg.data.dir), KIT_WORK=str(work), PIP_NO_INDEX="1", PIP_CONFIG_FILE=os.devnull,
                **{k: f"http://127.0.0.1:{port}" for k in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")})
     result = subprocess.run(_offline([str(python), str(script)]), capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -30,7 +30,7 @@ _PREDICT = """\
 record = json.loads((PACKAGE / "{marker}").read_text())
 WORK = Path(os.environ.get("KIT_WORK", "/kaggle/working"))
 DATA = Path(os.environ.get("KIT_DATA") or find(record["data_marker"]).parent)
-env = {{**os.environ, "KIT_PACKAGE": str(PACKAGE), "KIT_DATA": str(DATA), "KIT_WORK": str(WORK)}}
+env = {{**os.environ, "KIT_PACKAGE": str(PACKAGE), "KIT_DATA": str(DATA), "KIT_WORK": str(WORK), "NO_ALBUMENTATIONS_UPDATE": "1"}}
 subprocess.run([sys.executable, "-m", "kit", "--config", str(PACKAGE / "competition.toml"), "predict", "--name", record["blend"],
                 "--output", str(WORK / "submission.csv"), "--max-minutes", str(record["max_minutes"])], check=True, env=env)
 """
