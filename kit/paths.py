@@ -12,6 +12,7 @@ oof/ (paths.oof)
 runs/ (paths.runs)
   <variant>/[seed<s>/]fold<k>/             kit train: preds.npz, last.pt, best.pt (decoupled.pt after cRT/τ-norm), metrics.csv, curves.png, job.json
   doctor.json                              kit doctor: the rates `kit plan` reads (kit.records.DoctorReport)
+  timings.jsonl                            make demo (KIT_TIMINGS): each kit command's wall time (kit.timings)
 submissions/ (paths.submissions)
   <name>.csv + <name>.json                 kit blend: the submission and its provenance (kit.records.Provenance)
   <name>_confusion.png, _per_class.png, _reliability.png   kit blend
@@ -57,6 +58,7 @@ CURVES_FILE = "curves.png"
 JOB_RECORD = "job.json"  # the ray executor's record of each attempt
 PREVIOUS_SUFFIX = ".previous"  # an earlier run's preds.npz, last.pt, best.pt, kept until the new run has its result
 DOCTOR_NAME = "doctor.json"  # runs/doctor.json
+TIMINGS_FILE = "timings.jsonl"  # runs/timings.jsonl: make demo's KIT_TIMINGS log (kit.timings)
 
 # --- submissions/ ---
 SUBMISSION_EXT = ".csv"
@@ -240,6 +242,7 @@ BLEND_DECISION = Artifact("a blend's decision file", "kit blend")
 STUDIES = Artifact("the Optuna studies' storage", "kit calibrate")
 RUN_FILE = Artifact("a training job's file", "kit train")
 DOCTOR = Artifact("the doctor's report", "kit doctor")
+TIMINGS = Artifact("the commands' timings log", "kit timings")
 SUBMISSION = Artifact("a submission", "kit blend")
 PREDICTION = Artifact("a prediction", "kit predict")
 PROVENANCE = Artifact("a submission's provenance JSON", "kit blend")
@@ -289,6 +292,8 @@ def _in_oof(rel: Path) -> Artifact | None:
 def _in_runs(rel: Path) -> Artifact | None:
     if rel == Path(DOCTOR_NAME):
         return DOCTOR
+    if rel == Path(TIMINGS_FILE):
+        return TIMINGS
     return RUN_FILE if len(rel.parts) > 1 else None
 
 

@@ -112,7 +112,7 @@ def test_every_artifact_is_owned_by_the_stage_that_writes_it(tmp_path):
         run_dir(cfg, "v1", 0) / "preds.npz": "kit train", doctor_json(cfg): "kit doctor",
         submission_csv(cfg, "b"): "kit blend", provenance_json(submission_csv(cfg, "b")): "kit blend",
         submission_picture(cfg, "b", "confusion"): "kit blend", ledger_csv(cfg.paths.submissions): "kit submit",
-        tmp_path / "folds.csv": "kit folds",
+        tmp_path / "folds.csv": "kit folds", tmp_path / "runs" / "timings.jsonl": "kit timings",
     }
     for path, stage in owners.items():
         assert artifact_at(path, cfg).stage == stage, path
@@ -131,7 +131,7 @@ def test_names_the_kit_writes_are_reserved_for_variants_and_blends():
 
 
 ARTIFACT_NAMES = re.compile(r"\.calibration|\.decision|\.per_class|_confusion|_reliability|_per_class|ledger\.csv|preds\.npz|last\.pt|best\.pt"
-                            r"|doctor\.json|report\.html|cv_vs_public|metrics\.csv|curves\.png|job\.json|optuna|\.previous|blend_|\.seed")
+                            r"|doctor\.json|timings\.jsonl|report\.html(?!\.j2)|cv_vs_public|metrics\.csv|curves\.png|job\.json|optuna|\.previous|blend_|\.seed")
 
 
 def test_file_names_under_oof_runs_and_submissions_are_spelled_only_in_kit_paths():
@@ -148,7 +148,7 @@ def test_file_names_under_oof_runs_and_submissions_are_spelled_only_in_kit_paths
                       and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
         for node in ast.walk(tree):
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
-                bare_extension = re.fullmatch(r"\.(npz|json|csv|png|pt)", node.value) and path.parent.name != "data"  # f"{v}.npz"
+                bare_extension = re.fullmatch(r"\.(npz|jsonl?|csv|png|pt)", node.value) and path.parent.name != "data"  # f"{v}.npz"
                 if not re.search(r"\s", node.value) and (ARTIFACT_NAMES.search(node.value) or bare_extension):
                     offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value!r}")
     assert not offenders, "\n".join(offenders)
@@ -157,3 +157,21 @@ def test_file_names_under_oof_runs_and_submissions_are_spelled_only_in_kit_paths
 def test_record_is_the_base_of_every_record():
     for record in (CalibrationReport, DoctorReport, OofMeta):
         assert issubclass(record, Record)
+
+
+def test_the_report_escapes_what_the_records_hold_and_refuses_a_damaged_one(tmp_path):
+    """kit report renders through jinja2 with autoescape: text from a record never becomes markup."""
+    from rich.console import Console
+
+    from kit.stages.report import report
+
+    cfg = _cfg(tmp_path)
+    path = calibration_json(oof_npz(cfg, "v1"))
+    write_json(path, _calibration(selection="<script>alert(1)</script> & more"))
+    out = report(cfg, console=Console(file=open("/dev/null", "w")))
+    text = out.read_text()
+    assert "<script>" not in text and "&lt;script&gt;alert(1)&lt;/script&gt; &amp; more" in text
+    assert text.count("<img alt='' src='data:image/png;base64,") == 2 and "font-family:system-ui,-apple-system,'Segoe UI'" in text
+    write_json(path, _calibration(rows=[{"key": "trivial"}]))
+    with pytest.raises(KitError, match=r"v1.calibration.json: missing key 'rows.0.label'; write it again with `kit calibrate`"):
+        report(cfg, console=Console(file=open("/dev/null", "w")))

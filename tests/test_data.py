@@ -235,7 +235,7 @@ def test_missing_and_unreadable_images_skip_or_stop(tiny_competition, tmp_path, 
     cfg = load_competition(config)
     source = open_source(cfg)
     assert "1 of 300 train images are missing" in capsys.readouterr().err
-    assert source.train.n_missing == 1
+    assert source.train.missing is not None and int(source.train.missing.sum()) == 1
     with pytest.raises(KitError, match="img_000007.png: image file is missing"):
         source.train.read_image(6)
     with pytest.raises(KitError, match="img_000010.png: cannot read image"):
@@ -295,6 +295,7 @@ def test_npz_errors_name_file_and_key(tmp_path, capsys):
     assert not source.synthetic
 
 
+@pytest.mark.subprocess
 def test_cli_error_exit_code_in_a_real_process(tmp_path):
     """The console entry point itself: exit code 2, one line on stderr, no traceback."""
     config = write_config(tmp_path, f'dir = "{tmp_path / "nowhere"}"', "multi-class", [])

@@ -16,7 +16,7 @@ from kit.leaderboard.client import RemoteSubmission, SubmissionLimits, wait_unti
 from kit.leaderboard.ledger import (
     COLUMNS,
     SENDING,
-    append_entry,
+    claim_entry,
     correlation,
     new_entry,
     provenance_fields,
@@ -34,7 +34,7 @@ def test_rows_round_trip_with_awkward_text(tmp_path):
     path = tmp_path / "subs" / "ledger.csv"
     messages = ['blend "v2", α=0.5', "two\nlines", "[bold]not markup[/]", "  spaced  ", "NA", "=1+1"]
     for k, message in enumerate(messages):
-        append_entry(path, {**new_entry(Path(f"s{k}.csv"), f"sha{k}", message, "comp", None), "ref": str(k)})
+        claim_entry(path, {**new_entry(Path(f"s{k}.csv"), f"sha{k}", message, "comp", None), "ref": str(k)}, None)
     frame = read_ledger(path)
     assert list(frame.columns) == list(COLUMNS)
     assert frame["message"].tolist() == messages and frame["ref"].tolist() == [str(k) for k in range(len(messages))]
@@ -50,9 +50,10 @@ def test_rows_round_trip_with_awkward_text(tmp_path):
 
 def _append_many(path: str, worker: int, n: int) -> None:
     for k in range(n):
-        append_entry(Path(path), {**new_entry(Path("f.csv"), f"w{worker}-{k}", "m", "comp", None), "time": f"t{worker}-{k}"})
+        claim_entry(Path(path), {**new_entry(Path("f.csv"), f"w{worker}-{k}", "m", "comp", None), "time": f"t{worker}-{k}"}, None)
 
 
+@pytest.mark.subprocess
 def test_concurrent_writers_lose_no_row(tmp_path):
     path = tmp_path / "ledger.csv"
     context = multiprocessing.get_context("fork")
@@ -144,10 +145,10 @@ def recorded(tmp_path):
                             {"nested_cv_score": -1.0, "trivial_baseline": -4.0})
     ledger = cfg.paths.submissions / "ledger.csv"
     meta = {"nested_cv_score": -1.0, "trivial_baseline": -4.0}
-    append_entry(ledger, {**new_entry(good, "a", "pending one", cfg.kaggle.competition, meta), "ref": "11", "status": "PENDING",
-                          "time": "2025-03-01T10:00:00+00:00"})
-    append_entry(ledger, {**new_entry(good, "b", "cut off", cfg.kaggle.competition, meta), "time": "2025-03-01T11:00:00+00:00"})
-    append_entry(ledger, {**new_entry(good, "c", "never arrived", cfg.kaggle.competition, meta), "time": "2025-03-01T12:00:00+00:00"})
+    claim_entry(ledger, {**new_entry(good, "a", "pending one", cfg.kaggle.competition, meta), "ref": "11", "status": "PENDING",
+                         "time": "2025-03-01T10:00:00+00:00"}, None)
+    claim_entry(ledger, {**new_entry(good, "b", "cut off", cfg.kaggle.competition, meta), "time": "2025-03-01T11:00:00+00:00"}, None)
+    claim_entry(ledger, {**new_entry(good, "c", "never arrived", cfg.kaggle.competition, meta), "time": "2025-03-01T12:00:00+00:00"}, None)
     return cfg, ledger
 
 

@@ -7,7 +7,7 @@ import re
 
 from rich.console import Console
 
-from kit.leaderboard.ledger import COLUMNS, append_entry, ledger_path
+from kit.leaderboard.ledger import COLUMNS, claim_entry, ledger_path
 from kit.stages.blend import blend
 from kit.stages.calibrate import calibrate
 from kit.stages.report import report
@@ -23,7 +23,7 @@ def test_report_is_one_self_contained_html_file_with_the_stages_numbers(tmp_path
     entry = dict.fromkeys(COLUMNS, "")
     entry.update(file=str(csv), time="2026-01-01 00:00:00", status="COMPLETE", public_score="-3.1", nested_cv_score=str(meta["nested_cv_score"]),
                  nested_cv_se="0.1", trivial_baseline=str(meta["trivial_baseline"]))
-    append_entry(ledger_path(cfg.paths.submissions), entry)
+    claim_entry(ledger_path(cfg.paths.submissions), entry, None)
     before = set(tmp_path.rglob("*"))
     out = report(cfg, console=quiet)
     assert out == cfg.paths.submissions / "report.html" and set(tmp_path.rglob("*")) - before == {out}  # one file

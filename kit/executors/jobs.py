@@ -9,8 +9,9 @@ import numpy as np
 from rich.console import Console
 
 from kit.config import CompetitionConfig, ModelConfig
+from kit.data.common import DataSource
 from kit.data.folds import load_fold_assignment
-from kit.data.sources import DataSource, open_source
+from kit.data.sources import open_source
 from kit.paths import run_dir
 from kit.training.device import cpu_threads, deterministic_algorithms
 from kit.training.loop import train_fold

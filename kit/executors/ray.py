@@ -28,7 +28,7 @@ from rich.console import Console
 
 from kit.config import CompetitionConfig
 from kit.data.cache import cached_images
-from kit.data.sources import DataSource
+from kit.data.common import DataSource
 from kit.errors import KitError
 from kit.executors.jobs import Job, JobResult, run_job
 from kit.files import write_json
@@ -157,7 +157,7 @@ def _warm_caches(jobs: list[Job], source: DataSource) -> None:
         if key not in seen:
             seen.add(key)
             for split in (source.train, source.test):
-                cached_images(split, job.mcfg.image_size, job.cfg.paths.cache, job.cfg.data.on_bad_image)
+                cached_images(split, job.mcfg.image_size, job.cfg.paths.cache, job.cfg.data.on_bad_image, job.cfg.data.workers)
 
 
 def _check_fits(cpus_per_job: int, gpus_per_job: float) -> None:

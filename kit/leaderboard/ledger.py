@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kit.errors import KitError
+from kit.errors import KitError, scrub_secrets
 from kit.files import atomic_write, write_error
 from kit.leaderboard.client import RemoteSubmission
 from kit.paths import ledger_csv, ledger_lock
@@ -49,14 +49,6 @@ LOCK_SECONDS = 60.0
 
 def ledger_path(submissions_dir: Path) -> Path:
     return ledger_csv(submissions_dir)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def now_utc() -> str:
@@ -102,18 +94,13 @@ def edit_ledger(path: Path, edit: Callable[[pd.DataFrame], pd.DataFrame]) -> pd.
         lock = filelock.FileLock(str(ledger_lock(path)), timeout=LOCK_SECONDS)
         with lock:
             frame = edit(read_ledger(path))
-            text = frame.to_csv(index=False, lineterminator="\n")
+            text = scrub_secrets(frame.to_csv(index=False, lineterminator="\n"))  # no cell ever holds a credential
             atomic_write(path, lambda f: f.write(text.encode()))
     except filelock.Timeout:
         raise KitError(f"{path}: another kit command has held the ledger's lock for {LOCK_SECONDS:.0f} s; let it finish and run again") from None
     except OSError as exc:  # the lock file could not be made: read-only folder, disk full, ...
         raise write_error(path, exc) from None
     return frame
-
-
-def append_entry(path: Path, entry: dict[str, str]) -> None:
-    row = pd.DataFrame([{c: entry.get(c, "") for c in COLUMNS}])
-    edit_ledger(path, lambda frame: pd.concat([frame, row], ignore_index=True))
 
 
 def claim_entry(path: Path, entry: dict[str, str], refuse: Callable[[pd.Series], KitError] | None) -> None:

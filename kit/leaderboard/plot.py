@@ -1,4 +1,5 @@
-"""The picture of `kit submissions`: public leaderboard score against the nested-CV score."""
+"""The picture of public leaderboard score against the nested-CV score: `kit submissions` saves it as a PNG,
+`kit report` embeds the same figure."""
 
 from __future__ import annotations
 
@@ -12,8 +13,17 @@ from kit.plots import plt, save_figure
 def cv_vs_public_png(
     cv: np.ndarray, public: np.ndarray, names: list[str], path: str | Path, r: float | None, *, trivial: float | None = None, title: str = ""
 ) -> Path:
-    """One point per scored submission (labelled with its file name), the line y = x and the correlation in the
-    title; the trivial baseline, when known, is in the legend and drawn as dotted lines when it is in view."""
+    """The figure of `cv_vs_public_figure`, written to `path`."""
+    return save_figure(cv_vs_public_figure(cv, public, names, r, trivial=trivial, title=title), path)
+
+
+def cv_vs_public_figure(
+    cv: np.ndarray, public: np.ndarray, names: list[str], r: float | None, *, trivial: float | None = None, title: str = "",
+    se: np.ndarray | None = None,
+):
+    """One point per scored submission (labelled with its file name; with `se`, its nested-CV standard error as a
+    horizontal bar), the line y = x and the correlation in the title; the trivial baseline, when known, is in the
+    legend and drawn as dotted lines when it is in view."""
     cv = np.asarray(cv, dtype=np.float64)
     public = np.asarray(public, dtype=np.float64)
     fig, ax = plt.subplots(figsize=(6.0, 5.5))
@@ -21,7 +31,10 @@ def cv_vs_public_png(
     low, high = float(values.min()), float(values.max())
     pad = max(0.1 * (high - low), 0.02)
     ax.plot([low - pad, high + pad], [low - pad, high + pad], color="black", linewidth=0.8, linestyle="--", label="y = x")
-    ax.scatter(cv, public, zorder=3, label="submission")
+    if se is None:
+        ax.scatter(cv, public, zorder=3, label="submission")
+    else:
+        ax.errorbar(cv, public, xerr=np.asarray(se, dtype=np.float64), fmt="o", capsize=3, zorder=3, label="submission (nested CV ± SE)")
     for x, y, name in zip(cv, public, names):
         ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     if trivial is not None:
@@ -34,4 +47,4 @@ def cv_vs_public_png(
     corr = f"r = {r:+.3f}" if r is not None else "r: needs 3 or more points that vary"
     ax.set_title(f"{title or 'public vs nested CV'}: {len(cv)} scored, {corr}", fontsize=9)
     ax.legend(fontsize=8, loc="upper left")
-    return save_figure(fig, path)
+    return fig

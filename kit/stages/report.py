@@ -11,22 +11,24 @@ no server and fetches nothing.
 from __future__ import annotations
 
 import base64
-import html
 import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import numpy as np
+from markupsafe import Markup
 from rich.console import Console
 
 from kit.artifacts import load_oof, oof_fingerprint
 from kit.config import CompetitionConfig
 from kit.decision.metrics import build_metric
 from kit.decision.names import degenerate_notes, display_name
-from kit.errors import KitError
+from kit.errors import KitError, scrub_secrets
 from kit.files import write_text
-from kit.leaderboard.ledger import read_ledger
+from kit.leaderboard.ledger import number, read_ledger
+from kit.owned import check_output
 from kit.paths import (
     blend_decision_json,
     blend_oof_npz,
@@ -53,28 +55,31 @@ img{max-width:100%;border:1px solid #eee}.stale{color:#b00}
 def report(cfg: CompetitionConfig, out: Path | None = None, console: Console | None = None) -> Path:
     """Write the HTML report of everything calibrate, blend and submit left for this config; return its path."""
     console = console or Console()
-    out = Path(out) if out is not None else report_html(cfg)
+    out = check_output(out if out is not None else report_html(cfg), "--out", cfg, stage="kit report", suffixes=(".html", ".htm"),
+                       example=str(report_html(cfg)))
     metric = build_metric(cfg.metric)
     targets = [_target(path) for path in calibration_reports(cfg)]
     blends = [_Blend(path.stem, b) for path in provenance_jsons(cfg) if (b := read_blend_provenance(path)) is not None]
     if not targets and not blends:
         raise KitError(f"{cfg.paths.oof}, {cfg.paths.submissions}: nothing to report yet; run `kit calibrate` or `kit blend` first")
     ledger = read_ledger(ledger_csv(cfg.paths.submissions))
-    title = f"kit report: {cfg.source_file.name if cfg.source_file else 'competition'}"
-    parts = [f"<h1>{_e(title)}</h1>",
-             f"<p class='sub'>metric {_e(metric.describe())}; task {_e(cfg.task)}; every score is a nested-CV mean ± standard error over "
-             f"the outer folds, beside the trivial baseline, unless it says otherwise.</p>"]
-    parts += _overview(targets, blends)
-    parts += _recall(cfg, targets, blends)
-    parts += _candidates(targets)
-    parts += _blend_tables(blends)
-    parts += _ledger(ledger)
-    text = "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>" + _e(title) + "</title><style>" + CSS + "</style></head><body>\n"
-    text += "\n".join(parts) + "\n</body></html>\n"
-    write_text(out, text)
+    text = _template().render(
+        title=f"kit report: {cfg.source_file.name if cfg.source_file else 'competition'}", css=Markup(CSS), metric=metric.describe(), task=cfg.task,
+        overview=_overview(targets, blends, metric.sign), recall=_recall(cfg, targets, blends), targets=_candidates(targets), blends=_blend_tables(blends),
+        ledger=_ledger(ledger),
+    )
+    write_text(out, scrub_secrets(text))  # ledger cells and messages of older kits may hold a credential: never in the report
     console.print(f"wrote {out} ({len(targets)} calibrated targets, {len(blends)} blends, {int((ledger['public_score'] != '').sum())} "
                   "ledger rows with a public score); open it in a browser", soft_wrap=True, highlight=False)
     return out
+
+
+def _template() -> jinja2.Template:
+    """kit/templates/report.html.j2, every value escaped (autoescape) but the inline CSS and the embedded PNGs."""
+    env = jinja2.Environment(loader=jinja2.PackageLoader("kit", "templates"), autoescape=True, undefined=jinja2.StrictUndefined,
+                             keep_trailing_newline=True)
+    env.filters.update(signed=lambda x: f"{x:+.4f}", fixed=lambda x: f"{x:.4f}", display=display_name)
+    return env.get_template("report.html.j2")
 
 
 @dataclass(frozen=True)
@@ -99,12 +104,12 @@ def _target(path: Path) -> _Target:
     return _Target(report, oof_path, fresh)
 
 
-def _overview(targets: list[_Target], blends: list[_Blend]) -> list[str]:
-    """Every target's chosen score ± SE beside its trivial baseline, as a picture and a table."""
-    rows = [(r.target, r.chosen, r.chosen_nested_cv, r.row(r.chosen).se, r.trivial_baseline.nested_cv, t.fresh)
-            for t in targets for r in [t.report]]
-    rows += [(f"blend {b.name}", f"{m.weighting} + {m.decision_rule}", m.nested_cv_score, m.nested_cv_se, m.trivial_baseline, True)
-             for b in blends for m in [b.meta]]
+def _overview(targets: list[_Target], blends: list[_Blend], sign: float = 1.0) -> dict[str, Any]:
+    """Every target's chosen score ± SE beside its trivial baseline, as a picture and a table (`sign` -1: lower is better)."""
+    rows = [{"name": r.target, "rule": r.chosen, "score": r.chosen_nested_cv, "se": r.row(r.chosen).se, "trivial": r.trivial_baseline.nested_cv,
+             "fresh": t.fresh} for t in targets for r in [t.report]]
+    rows += [{"name": f"blend {b.name}", "rule": f"{m.weighting} + {m.decision_rule}", "score": m.nested_cv_score, "se": m.nested_cv_se,
+              "trivial": m.trivial_baseline, "fresh": True} for b in blends for m in [b.meta]]
     import matplotlib.pyplot as plt
 
     import kit.plots  # noqa: F401 - the Agg backend
@@ -112,30 +117,24 @@ def _overview(targets: list[_Target], blends: list[_Blend]) -> list[str]:
     fig, ax = plt.subplots(figsize=(9, 0.5 * len(rows) + 1.4))
     y = np.arange(len(rows))[::-1]
     # each bar runs from the target's trivial baseline to its chosen rule's score: its length is the gain
-    ax.barh(y, [r[2] - r[4] for r in rows], left=[r[4] for r in rows], xerr=[r[3] for r in rows],
-            color=["#4c9a52" if r[5] else "#bbb" for r in rows], capsize=3, label="chosen rule, nested CV ± SE (bar: gain over trivial)")
-    ax.scatter([r[4] for r in rows], y, marker="|", s=400, color="#c33", zorder=3, label="trivial baseline (nested CV)")
-    ax.set_yticks(y, [r[0] for r in rows])
-    lo = min(min(r[4] for r in rows), min(r[2] - r[3] for r in rows))
-    hi = max(r[2] + r[3] for r in rows)
+    ax.barh(y, [r["score"] - r["trivial"] for r in rows], left=[r["trivial"] for r in rows], xerr=[r["se"] for r in rows],
+            color=["#4c9a52" if r["fresh"] else "#bbb" for r in rows], capsize=3, label="chosen rule, nested CV ± SE (bar: gain over trivial)")
+    ax.scatter([r["trivial"] for r in rows], y, marker="|", s=400, color="#c33", zorder=3, label="trivial baseline (nested CV)")
+    ax.set_yticks(y, [r["name"] for r in rows])
+    lo = min(min(r["trivial"] for r in rows), min(r["score"] - r["se"] for r in rows))
+    hi = max(r["score"] + r["se"] for r in rows)
     ax.set_xlim(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
-    ax.set_xlabel("nested-CV score (higher is better)")
+    ax.set_xlabel("nested-CV score (higher is better)" if sign > 0 else "nested-CV score (lower is better)")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=2, fontsize=8)
-    lines = ["<h2>Scores</h2>", _png(fig),
-             "<table><tr><th>target</th><th>chosen rule</th><th>nested CV ± SE</th><th>trivial baseline</th><th>gain over trivial</th></tr>"]
-    for name, rule, score, se, trivial, fresh in rows:
-        stale = "" if fresh else " <span class='stale'>(stale: the OOF changed since; rerun kit calibrate)</span>"
-        lines.append(f"<tr><td>{_e(name)}{stale}</td><td>{_e(display_name(rule))}</td><td>{score:+.4f} ± {se:.4f}</td>"
-                     f"<td>{trivial:+.4f}</td><td>{score - trivial:+.4f}</td></tr>")
-    lines.append("</table>")
-    for t in targets:
-        lines += [f"<p class='note'>{_e(t.report.target)}: {_e(n)}</p>" for n in degenerate_notes(t.report.chosen, None, t.report.task)]
-    for b in blends:
-        lines += [f"<p class='note'>submission {_e(b.name)}: {_e(n)}</p>" for n in b.meta.notes]
-    return lines
+    for r in rows:
+        r["rule"] = display_name(r["rule"])
+        r["gain"] = sign * (r["score"] - r["trivial"])
+    notes = [f"{t.report.target}: {n}" for t in targets for n in degenerate_notes(t.report.chosen, None, t.report.task)]
+    notes += [f"submission {b.name}: {n}" for b in blends for n in b.meta.notes]
+    return {"png": _png(fig), "rows": rows, "notes": notes}
 
 
-def _recall(cfg: CompetitionConfig, targets: list[_Target], blends: list[_Blend]) -> list[str]:
+def _recall(cfg: CompetitionConfig, targets: list[_Target], blends: list[_Blend]) -> dict[str, str | None]:
     """Per-class recall of each chosen decision refitted on all folds, on its OOF (in-sample for the decision)."""
     from kit.data.sources import open_source
     from kit.decision.rules import Decision
@@ -144,7 +143,7 @@ def _recall(cfg: CompetitionConfig, targets: list[_Target], blends: list[_Blend]
     try:
         source = open_source(cfg)
     except KitError as exc:
-        return ["<h2>Per-class recall</h2>", f"<p class='note'>not shown: {_e(str(exc))}</p>"]
+        return {"error": str(exc), "png": None}
     paths = [(t.report.target, t.oof_path, decision_json(t.oof_path)) for t in targets if t.fresh]
     paths += [(f"blend {b.name}", blend_oof_npz(cfg, b.name), blend_decision_json(cfg, b.name)) for b in blends]
     for name, oof_path, decision_path in paths:
@@ -155,12 +154,14 @@ def _recall(cfg: CompetitionConfig, targets: list[_Target], blends: list[_Blend]
         if decision.fitted_on not in (None, oof_fingerprint(oof)):
             continue
         labels = source.train_labels_for(oof.ids, oof_path)
+        if decision.metric.kind != "label":  # probabilities: no decided class to recall
+            continue
         pred = decision.predict(oof.logits)
         recalls.append((pred & labels).sum(axis=0) / np.maximum(labels.sum(axis=0), 1))
         columns.append(name)
         classes = oof.classes.astype(str).tolist()
     if not columns:
-        return []
+        return {"error": None, "png": None}
     import matplotlib.pyplot as plt
 
     matrix = np.array(recalls).T  # (C, targets)
@@ -172,81 +173,53 @@ def _recall(cfg: CompetitionConfig, targets: list[_Target], blends: list[_Blend]
         ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white" if v < 0.6 else "black")
     fig.colorbar(im, ax=ax, label="recall")
     ax.set_title("per-class recall of the chosen decision on the OOF (the trivial baseline: 1 for the majority class, 0 elsewhere)", fontsize=9)
-    return ["<h2>Per-class recall</h2>", _png(fig)]
+    return {"error": None, "png": _png(fig)}
 
 
-def _candidates(targets: list[_Target]) -> list[str]:
-    """Each target's candidates: per-fold held-out scores, mean ± SE, and the choice."""
-    lines = ["<h2>Decision rules per target (kit calibrate)</h2>"] if targets else []
-    for t in (t.report for t in targets):
-        rows = t.rows
-        lines.append(f"<h3>{_e(t.target)}</h3><p class='sub'>{_e(t.selection)}; chosen: <b>{_e(display_name(t.chosen))}</b>, "
-                     f"temperature {t.temperature:.3f}, α {t.alpha:.3f}; Optuna study '{_e(t.study)}'</p>")
-        lines.append(_score_figure([display_name(r.key) for r in rows], rows, t.chosen, [r.key for r in rows]))
-        lines.append("<table><tr><th>candidate (simplest first)</th><th>nested CV ± SE</th><th>Δ to best ± SE</th><th>in-sample</th></tr>")
-        for r in rows:
-            cls = "chosen" if r.key == t.chosen else ("trivial" if r.key == "trivial" else "")
-            delta = "best" if r.key == t.best else f"{r.delta_to_best:+.4f} ± {r.delta_se:.4f}"
-            lines.append(f"<tr class='{cls}'><td>{_e(display_name(r.key))}</td><td>{r.nested_cv:+.4f} ± {r.se:.4f}</td>"
-                         f"<td>{delta}</td><td>{t.in_sample[r.key]:+.4f}</td></tr>")
-        lines.append("</table>")
-    return lines
+def _candidates(targets: list[_Target]) -> list[dict[str, Any]]:
+    """Each target's candidates: per-fold held-out scores, mean ± SE, and the choice (the table is the template's)."""
+    return [{"report": t.report, "png": _score_figure([display_name(r.key) for r in t.report.rows], t.report.rows, t.report.chosen,
+                                                       [r.key for r in t.report.rows])} for t in targets]
 
 
-def _blend_tables(blends: list[_Blend]) -> list[str]:
-    lines = ["<h2>Blends (kit blend)</h2>"] if blends else []
+def _blend_tables(blends: list[_Blend]) -> list[dict[str, Any]]:
+    """Each blend's (weighting, rule) pairs: per-fold held-out scores, mean ± SE, and the choice."""
+    out = []
     for name, b in ((b.name, b.meta) for b in blends):
-        rows = b.nested_cv_table
         chosen = f"{b.weighting} + {b.decision_rule}"
         weights = ", ".join(f"{m} {w:.2f}" for m, w in b.weights.items()) if b.weights else f"a stacker {b.stacker or ''}"
-        lines.append(f"<h3>{_e(name)}</h3><p class='sub'>{_e(b.selection)}; chosen: <b>{_e(display_name(chosen))}</b>, weights {_e(weights)}; "
-                     f"each member's T and α are fitted inside the blend, on the fitting folds (its own kit calibrate score may differ)</p>")
-        lines.append(_score_figure([display_name(r.key) for r in rows], rows, chosen, [r.key for r in rows], trivial=b.trivial_baseline))
-        lines.append("<table><tr><th>weighting + rule</th><th>nested CV ± SE</th><th>Δ to best ± SE</th></tr>")
-        lines.append(f"<tr class='trivial'><td>trivial baseline</td><td>{b.trivial_baseline:+.4f}</td><td></td></tr>")
-        for r in rows:
-            delta = "best" if r.delta_to_best == 0 and r.delta_se == 0 else f"{r.delta_to_best:+.4f} ± {r.delta_se:.4f}"
-            lines.append(f"<tr class='{'chosen' if r.key == chosen else ''}'><td>{_e(display_name(r.key))}</td>"
-                         f"<td>{r.nested_cv:+.4f} ± {r.se:.4f}</td><td>{delta}</td></tr>")
-        lines.append("</table>")
-        for variant, own in b.single_variant_own_decision.items():
-            if own:
-                lines.append(f"<p class='sub'>{_e(variant)} alone, its own decision (kit calibrate): {own.nested_cv:+.4f} "
-                             f"({_e(display_name(own.rule))})</p>")
-    return lines
+        png = _score_figure([display_name(r.key) for r in b.nested_cv_table], b.nested_cv_table, chosen, [r.key for r in b.nested_cv_table],
+                            trivial=b.trivial_baseline)
+        out.append({"name": name, "meta": b, "chosen": chosen, "weights": weights, "png": png})
+    return out
 
 
-def _ledger(ledger) -> list[str]:
-    """Public leaderboard score against the nested-CV score of every scored submission."""
-    lines = ["<h2>Leaderboard vs nested CV (submissions/ledger.csv)</h2>"]
-    scored = ledger[(ledger["public_score"] != "") & (ledger["nested_cv_score"] != "")]
+def _ledger(ledger) -> dict[str, Any]:
+    """Public leaderboard score against the nested-CV score of every scored submission (the picture of `kit submissions`);
+    a row whose score is not a number (a ledger re-saved with decimal commas) is named in a note, not drawn."""
+    given = ledger[(ledger["public_score"] != "") & (ledger["nested_cv_score"] != "")]
+    readable = np.array([number(p) is not None and number(c) is not None for p, c in zip(given["public_score"], given["nested_cv_score"])],
+                        dtype=bool)
+    scored = given[readable] if len(given) else given
+    notes = []
+    if len(given) and not readable.all():
+        first = given[~readable].iloc[0]
+        bad = first["public_score"] if number(first["public_score"]) is None else first["nested_cv_score"]
+        comma = " (a decimal comma? the ledger writes numbers with '.')" if "," in str(bad) else ""
+        notes.append(f"{int((~readable).sum())} ledger rows have a score that is not a number, e.g. {bad!r} ({Path(first['file']).name}){comma}: not drawn")
     if scored.empty:
-        return lines + ["<p class='sub'>no scored submission in the ledger yet: `kit submit` records each one, "
-                        "`kit submissions` fetches their public scores.</p>"]
-    import matplotlib.pyplot as plt
+        return {"png": None, "rows": [], "notes": notes}
+    from kit.leaderboard.ledger import correlation
+    from kit.leaderboard.plot import cv_vs_public_figure
 
-    cv = scored["nested_cv_score"].astype(float).to_numpy()
-    se = np.nan_to_num(_floats(scored["nested_cv_se"]))
-    public = scored["public_score"].astype(float).to_numpy()
-    fig, ax = plt.subplots(figsize=(6, 5))
-    ax.errorbar(cv, public, xerr=se, fmt="o", capsize=3)
-    lo, hi = min(cv.min(), public.min()), max(cv.max(), public.max())
-    ax.plot([lo, hi], [lo, hi], color="#999", lw=0.8, label="public = nested CV")
-    for x, y, f in zip(cv, public, scored["file"]):
-        ax.annotate(Path(f).stem, (x, y), fontsize=7, xytext=(4, 2), textcoords="offset points")
-    ax.set_xlabel("nested-CV score ± SE")
-    ax.set_ylabel("public leaderboard score")
-    ax.legend(fontsize=8)
-    lines.append(_png(fig))
-    lines.append("<table><tr><th>file</th><th>time</th><th>nested CV</th><th>public</th><th>trivial baseline</th></tr>")
-    for _, r in scored.iterrows():
-        lines.append(f"<tr><td>{_e(Path(r['file']).name)}</td><td>{_e(r['time'])}</td><td>{_e(r['nested_cv_score'])}</td>"
-                     f"<td>{_e(r['public_score'])}</td><td>{_e(r['trivial_baseline'])}</td></tr>")
-    return lines + ["</table>"]
-
-
-def _floats(column) -> np.ndarray:
-    return np.array([float(x) if x not in ("", None) else np.nan for x in column])
+    cv = np.array([number(x) for x in scored["nested_cv_score"]], dtype=np.float64)
+    public = np.array([number(x) for x in scored["public_score"]], dtype=np.float64)
+    se = np.array([number(x) if number(x) is not None else 0.0 for x in scored["nested_cv_se"]], dtype=np.float64)
+    trivial = next((number(t) for t in scored["trivial_baseline"][::-1] if number(t) is not None), None)
+    fig = cv_vs_public_figure(cv, public, [Path(f).stem for f in scored["file"]], correlation(cv, public), trivial=trivial, se=se)
+    rows = [{"file": Path(r["file"]).name, "time": r["time"], "nested_cv_score": r["nested_cv_score"], "public_score": r["public_score"],
+             "trivial_baseline": r["trivial_baseline"]} for _, r in scored.iterrows()]
+    return {"png": _png(fig), "rows": rows, "notes": notes}
 
 
 def _score_figure(labels: list[str], rows: list[ScoreRow], chosen: str, keys: list[str], trivial: float | None = None) -> str:
@@ -268,14 +241,10 @@ def _score_figure(labels: list[str], rows: list[ScoreRow], chosen: str, keys: li
 
 
 def _png(fig) -> str:
-    """The figure as an embedded base64 PNG."""
+    """The figure as a data URI, for an <img> of the report."""
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     plt.close(fig)
-    return f"<img alt='' src='data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}'>"
-
-
-def _e(text: Any) -> str:
-    return html.escape(str(text))
+    return f"data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}"

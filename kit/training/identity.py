@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from kit.config import CompetitionConfig, ModelConfig
-from kit.data.sources import DataSource
+from kit.data.common import DataSource
 from kit.decision.metrics import build_metric
 from kit.errors import KitError
 from kit.files import read_npz

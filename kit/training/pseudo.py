@@ -18,7 +18,7 @@ from scipy.special import expit, softmax
 
 from kit.artifacts import load_oof
 from kit.config import CompetitionConfig, ModelConfig, model_file
-from kit.data.sources import DataSource
+from kit.data.common import DataSource
 from kit.errors import KitError
 from kit.hashing import digest
 from kit.paths import oof_meta_json, oof_npz
