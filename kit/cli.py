@@ -302,10 +302,21 @@ def submit(
     wait: Annotated[bool, typer.Option("--wait", help="Wait until Kaggle has scored it; print its public score beside its nested-CV score.")] = False,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds --wait waits for the score.")] = DEFAULT_WAIT_SECONDS,
     force: Annotated[bool, typer.Option("--force", help="Send a file even if the ledger shows these bytes were sent already.")] = False,
+    kernel: Annotated[str | None, typer.Option("--kernel", metavar="OWNER/SLUG",
+        help="Code competition: submit this notebook's output instead of a file (`kit package`).")] = None,
+    version: Annotated[int | None, typer.Option("--version", metavar="N", help="With --kernel: the notebook version (default: its latest).")] = None,
 ) -> None:
     """Validate a submission against the sample, record it in submissions/ledger.csv and send it to Kaggle."""
     from kit.stages.submit import submit as run_submit
 
+    if kernel is not None or version is not None:
+        from kit.stages.submit import submit_kernel
+
+        if kernel is None or file is not None:
+            raise KitError("--kernel OWNER/SLUG submits a notebook's output: give it (with --version N if you like), and no FILE")
+        submit_kernel(_cfg(), kernel, message, version=version, competition=competition, dry_run=dry_run, wait=wait, timeout=timeout,
+                      force=force, console=console)
+        return
     run_submit(_cfg(), file, message, competition=competition, dry_run=dry_run, wait=wait, timeout=timeout, force=force, console=console)
 
 
@@ -346,6 +357,53 @@ def init(
     from kit.stages.init import init as run_init
 
     run_init(data_dir, output, competition, force, console=console, metric=metric)
+
+
+@app.command()
+def predict(
+    images: Annotated[Path | None, typer.Argument(
+        help="Folder of images to predict (default: the config's test set).")] = None,
+    ids: Annotated[Path | None, typer.Option("--ids", metavar="CSV",
+        help="CSV of the ids to predict (data.id_column), their files in IMAGES; a sample submission also sets the format.")] = None,
+    name: Annotated[str, typer.Option("--name", metavar="BLEND", help="The blend to apply (`kit blend --name`).")] = "blend",
+    variant: Annotated[str | None, typer.Option("--variant", metavar="NAME",
+        help="One variant under its own `kit calibrate` decision instead of a blend.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", metavar="FILE",
+        help="Submission CSV to write (default: <paths.submissions>/predict_<BLEND>.csv).")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", metavar="N", help="Images per batch (default: the evaluation pass's).")] = None,
+    max_minutes: Annotated[float | None, typer.Option("--max-minutes", metavar="MIN",
+        help="Stop with a clear line as soon as the run is projected to take longer (a notebook's time limit).")] = None,
+) -> None:
+    """Run the trained ensemble's fold models on images and write the submission in the sample's format."""
+    from kit.stages.predict import predict as run_predict
+
+    run_predict(_cfg(), images, ids=ids, name=name, variant=variant, output=output, batch_size=batch_size, max_minutes=max_minutes,
+                console=console)
+
+
+@app.command()
+def package(
+    name: Annotated[str, typer.Argument(help="The blend to package (`kit blend --name NAME`).")],
+    out: Annotated[Path | None, typer.Option("--out", metavar="DIR", help="Folder to write (default: packages/NAME).")] = None,
+    half: Annotated[bool, typer.Option("--half", help="Store the fold weights in float16 (half the size; predictions may differ slightly).")] = False,
+    dataset: Annotated[str | None, typer.Option("--dataset", metavar="OWNER/SLUG", help="The Kaggle dataset (default: <you>/kit-NAME).")] = None,
+    kernel: Annotated[str | None, typer.Option("--kernel", metavar="OWNER/SLUG",
+        help="The Kaggle notebook (default: <owner>/kit-NAME-inference).")] = None,
+    wheels_from: Annotated[Path | None, typer.Option("--wheels-from", metavar="DIR",
+        help="Take the dependencies' wheels from this folder instead of the package index.")] = None,
+    max_minutes: Annotated[float, typer.Option("--max-minutes", metavar="MIN", help="The notebook's `kit predict --max-minutes`.")] = 500.0,
+    push: Annotated[bool, typer.Option("--push", help="Create or version the dataset on Kaggle and push the notebook.")] = False,
+) -> None:
+    """Make blend NAME a Kaggle dataset (kit wheel, dependency wheels, weights, record) and an offline inference notebook."""
+    from kit.stages.package import package as run_package
+
+    cfg = _cfg()
+    folder = run_package(cfg, name, out=out, half=half, dataset=dataset, kernel=kernel, wheels_from=wheels_from, max_minutes=max_minutes,
+                         console=console)
+    if push:
+        from kit.leaderboard.publish import push as run_push
+
+        run_push(folder, console=console)
 
 
 # First contact: doctor (will it fit, how fast) and plan (how long the grid takes).
