@@ -173,11 +173,12 @@ class OwnDecision(Record):
 
 
 class BlendProvenance(SubmissionMeta):
-    """A blend's provenance: what `kit report` shows. Every key `kit blend` writes is required."""
+    """A blend's provenance: what `kit report` shows. The keys every kit has written are required; those an
+    older kit did not write have their empty default (kept out of the JSON when unset)."""
 
     name: str
     variants: list[str]
-    weights: dict[str, float] | None
+    weights: dict[str, float] | None = None
     weighting: str
     decision_rule: str
     selection: str
@@ -186,9 +187,9 @@ class BlendProvenance(SubmissionMeta):
     nested_cv_se: float
     trivial_baseline: float
     nested_cv_table: list[ScoreRow]
-    stacker: Any
-    single_variant_own_decision: dict[str, OwnDecision | None]
-    notes: list[str]
+    stacker: Any = None
+    single_variant_own_decision: dict[str, OwnDecision | None] = {}
+    notes: list[str] = []
 
     @staticmethod
     def is_one(data: dict[str, Any]) -> bool:
