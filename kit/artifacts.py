@@ -268,6 +268,32 @@ def require_same_data(meta: OofMeta | None, current: str, source: str | Path, va
     )
 
 
+TEST_IMAGES_KEY = "test_images_fingerprint"  # in an OOF's JSON and a submission's provenance: the test images its test logits saw
+
+
+def test_images_fingerprint(source) -> str:
+    """The test images as the data source holds them now (their ids, and each file's name, size and mtime):
+    what test logits were predicted on. `kit train` records it in oof/<v>.json, `kit blend` in the provenance."""
+    from kit.data.common import fingerprint
+
+    return fingerprint("test images", "\n".join(np.asarray(source.test.ids, dtype=str).tolist()), source.test.images_fingerprint)[:32]
+
+
+def require_same_test_images(meta, source, where: str | Path, fix: str) -> None:
+    """One line when test logits (an OOF's, a submission's) were predicted on other test images than the data
+    source holds now (images replaced, added or removed after training): a submission from them would be for
+    other images. `fix` says what makes fresh ones. A file that recorded no test fingerprint (an older kit,
+    a hand-made OOF) is accepted. The check `kit blend`, `kit submit` (and `kit predict`) share."""
+    data = meta.to_dict() if hasattr(meta, "to_dict") else (meta or {})  # a kit.records record or a plain dict
+    recorded = data.get(TEST_IMAGES_KEY)
+    if recorded is None or recorded == test_images_fingerprint(source):
+        return
+    raise KitError(
+        f"{where}: its test predictions were made from other test images than the data source holds now (test images "
+        f"replaced, added or removed after `kit train`); {fix}"
+    )
+
+
 def _same_metric(a: dict, b: dict) -> bool:
     def normal(d: dict) -> dict:
         return {k: float(v) if isinstance(v, int | float) and not isinstance(v, bool) else v for k, v in d.items()}

@@ -6,6 +6,7 @@ and calls one stage. Bad input raises KitError, printed here as one line with ex
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from kit.config import DEFAULT_CONFIG, CompetitionConfig, load_competition
-from kit.errors import KitError
+from kit.errors import KitError, ScrubbedStream
 from kit.leaderboard.client import DEFAULT_WAIT_SECONDS
 
 # One command line: the help shows words (N, NAME, FILE), not Python types, and `--config FILE` may
@@ -87,8 +88,8 @@ app = typer.Typer(
     help="Kaggle competition kit: folds, k-fold training, decision layer, blend, submit.",
     result_callback=lambda *_, **__: _record_time(),
 )
-console = Console()
-err_console = Console(stderr=True)
+console = Console(file=ScrubbedStream(lambda: sys.stdout))  # no Kaggle credential reaches the screen, in any form
+err_console = Console(file=ScrubbedStream(lambda: sys.stderr))
 _state: dict = {"config": DEFAULT_CONFIG, "started": time.perf_counter()}
 
 
@@ -197,7 +198,7 @@ def train(
     cfg = _cfg()
     if fold == "all":
         folds_wanted = None
-    elif fold.isdigit():
+    elif fold.isascii() and fold.isdigit():  # '²' is a digit to str.isdigit, not to int()
         folds_wanted = [int(fold)]
     else:
         raise KitError(f"--fold {fold!r}: give a fold number 0..{cfg.folds.n_folds - 1} or 'all'")
@@ -221,6 +222,9 @@ def calibrate(
     from kit.stages.calibrate import calibrate as run_calibrate
     from kit.stages.calibrate import find_oof_paths
 
+    if oof and (variant or variants):
+        raise KitError("kit calibrate: give the OOF files by --oof or by --variant/--variants, not both "
+                       f"(--oof {' '.join(str(p) for p in oof)}; --variant {', '.join([*(variant or []), *(variants or [])])})")
     cfg = _cfg()
     run_calibrate(cfg, find_oof_paths(cfg, oof, _split_names([*(variant or []), *(variants or [])])), console=console)
 
@@ -251,6 +255,8 @@ def dashboard(
     """Serve optuna-dashboard on the calibration studies (calibrate.storage) and print its URL."""
     from kit.studies import dashboard as run_dashboard
 
+    if not 1 <= port <= 65535:
+        raise KitError(f"--port {port}: a port is a number from 1 to 65535, e.g. 8080")
     run_dashboard(_cfg(), host, port, console=console)
 
 
@@ -312,11 +318,13 @@ def submissions(
     competition: Annotated[str | None, typer.Option("--competition", help="Competition slug (default: kaggle.competition).")] = None,
     offline: Annotated[bool, typer.Option("--offline", help="Show the ledger as it is; ask Kaggle nothing.")] = False,
     refresh_all: Annotated[bool, typer.Option("--all", help="Refresh every row, not only unscored ones (private scores after the deadline).")] = False,
+    timeout: Annotated[float, typer.Option("--timeout", metavar="SECONDS",
+        help="Seconds the refresh from Kaggle may take (requests, retries, pauses); then the ledger is shown as it was.")] = 120.0,
 ) -> None:
     """Refresh pending submissions from Kaggle, print the ledger (public beside nested CV), draw public vs CV."""
     from kit.stages.submit import submissions as run_submissions
 
-    run_submissions(_cfg(), competition, refresh=not offline, refresh_all=refresh_all, console=console)
+    run_submissions(_cfg(), competition, refresh=not offline, refresh_all=refresh_all, console=console, timeout=timeout)
 
 
 @app.command()
@@ -335,11 +343,13 @@ def init(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Config file to write (default: configs/<competition>.toml).")] = None,
     competition: Annotated[str | None, typer.Option("--competition", help="Kaggle competition slug (default: the folder's name).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace the config file if it exists.")] = False,
+    metric: Annotated[str | None, typer.Option("--metric", metavar="NAME",
+        help="The competition's metric (roc_auc, log_loss, quadratic_weighted_kappa, ...; the config's CHECK comment lists them).")] = None,
 ) -> None:
     """Write a competition config from the folder's own files and print what was found and why (needs no config)."""
     from kit.stages.init import init as run_init
 
-    run_init(data_dir, output, competition, force, console=console)
+    run_init(data_dir, output, competition, force, console=console, metric=metric)
 
 
 # First contact: doctor (will it fit, how fast) and plan (how long the grid takes).
@@ -368,7 +378,7 @@ def doctor(
     cfg = _cfg()
     overrides = {k: v for k, v in {"epochs": epochs, "image_size": image_size, "batch_size": batch_size,
                                    "max_train_images": max_train_images}.items() if v is not None}
-    if memory_gb is not None and memory_gb <= 0:
+    if memory_gb is not None and (not math.isfinite(memory_gb) or memory_gb <= 0 or memory_gb > 2**20):
         raise KitError(f"--memory-gb {memory_gb}: give the device's memory in GB, e.g. 16")
     run_doctor(cfg, resolve_variants(_split_names(variants), cfg), overrides or None,
                device_memory=None if memory_gb is None else int(memory_gb * 2**30), compile_check=compile_model, console=console)
@@ -395,8 +405,9 @@ def main() -> None:
     except KitError as exc:
         _fail(str(exc), exc.exit_code)
     except OSError as exc:  # a file operation the kit's own checks did not turn into a KitError
-        where = f"{exc.filename}: " if exc.filename else ""
-        _fail(f"{where}{exc.strerror or exc}; check that path (permissions, free space) and run again", 2)
+        if exc.filename:
+            _fail(f"{exc.filename}: {exc.strerror or exc}; check that path (permissions, free space) and run again", 2)
+        _fail(f"{exc.strerror or exc} ({type(exc).__name__}); run again once it is fixed", 2)
     except KeyboardInterrupt as exc:
         _interrupted(_terminated(exc))
     except SystemExit as exc:
@@ -460,11 +471,29 @@ def _terminate_like_ctrl_c():
     return signal.signal(signal.SIGTERM, handler)
 
 
+_AFTER_INTERRUPT = {  # what to run after Ctrl-C, by command
+    "train": "`kit train --resume` continues training",
+    "calibrate": "run `kit calibrate` again (it starts over; the earlier calibrations are as they were)",
+    "blend": "run `kit blend` again (it starts over; the earlier blend files are as they were)",
+    "submissions": "the ledger is as it was; run `kit submissions` again",
+    "dashboard": "the dashboard has stopped",
+}
+
+
+def _command_name(args: list[str]) -> str:
+    """The command of a command line (`kit --config c.toml blend ...` -> 'blend'), or ''."""
+    rest = iter(_config_first(args))
+    for token in rest:
+        if token in _CONFIG_FLAGS:
+            next(rest, None)
+        elif not token.startswith("-"):
+            return token
+    return ""
+
+
 def _interrupted(terminated: bool = False) -> None:
-    if terminated:
-        err_console.print("terminated (SIGTERM): files written so far are complete, none is half-written; "
-                          "`kit train --resume` continues training", highlight=False, soft_wrap=True)
-        sys.exit(143)
-    err_console.print("interrupted: files written so far are complete, none is half-written; `kit train --resume` continues training",
-                      highlight=False, soft_wrap=True)
-    sys.exit(130)
+    command = _command_name(sys.argv[1:])
+    advice = _AFTER_INTERRUPT.get(command, f"run `kit {command}` again" if command else "run the command again")
+    what = "terminated (SIGTERM)" if terminated else "interrupted"
+    err_console.print(f"{what}: files written so far are complete, none is half-written; {advice}", highlight=False, soft_wrap=True)
+    sys.exit(143 if terminated else 130)

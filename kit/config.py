@@ -13,7 +13,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, ValidationError, field_validator, model_validator
 
@@ -100,18 +100,23 @@ class _Strict(BaseModel):
 class DataConfig(_Strict):
     """Where the competition's files are and how to read them."""
 
-    source: Literal["kaggle", "medmnist"] = "kaggle"
+    source: str = "kaggle"  # a data layout of kit.data.sources.LAYOUTS: "kaggle" (CSV + image folders) or "medmnist" (npz)
     dir: PathKey = Path("data/synth")
     # Kaggle layout
-    train_csv: str = "train.csv"
+    train_csv: str | None = "train.csv"  # None (left out) with class folders: `train_images` has a {label} folder
     test_csv: str = "sample_submission.csv"
     sample_submission: str = "sample_submission.csv"
     id_column: str = "id"
+    train_id_column: str | None = None  # the train CSV's id column when its name differs from the sample's
+    repeated_ids: Literal["stop", "same_label"] = "stop"  # "same_label": rows repeating an id (one per box) read once when their labels agree
     label_column: str | None = None
     class_columns: list[str] | None = None
     patient_column: str | None = None
-    train_images: str = "train/{id}.png"
-    test_images: str = "test/{id}.png"
+    # a pattern with {id}; a glob in its folder part or a list of patterns (images over several folders);
+    # train_images may name class folders as {label} ("train/{label}/{id}.png": no train CSV)
+    train_images: str | list[str] = "train/{id}.png"
+    test_images: str | list[str] = "test/{id}.png"
+    workers: int | None = Field(None, ge=1)  # processes decoding images into the cache (default: every core)
     solution_csv: str | None = None
     # label_column layouts (kit init writes these): a multi-label cell holds labels joined by label_separator;
     # none_label is the value that means "no class" (e.g. "No Finding"), read as a row of zeros; integer labels
@@ -129,20 +134,52 @@ class DataConfig(_Strict):
     def _one_label_format(self) -> DataConfig:
         if self.label_column is not None and self.class_columns is not None:
             raise ValueError("give label_column or class_columns, not both")
+        from kit.data.sources import LAYOUTS  # the readers register themselves; imported here, after kit.config
+
+        if self.source not in LAYOUTS:
+            raise ValueError(f"unknown data.source {self.source!r}; use one of {LAYOUTS.names()}")
+        if any("{label}" in p for p in ([self.test_images] if isinstance(self.test_images, str) else self.test_images)):
+            raise ValueError("test_images cannot hold {label}: test images have no class folders")
+        folders = isinstance(self.train_images, str) and "{label}" in self.train_images
+        if folders and self.train_csv is not None:
+            raise ValueError("train_images names class folders ({label}): the labels come from them; remove train_csv")
+        if not folders and self.train_csv is None:
+            raise ValueError("train_csv is needed unless train_images names class folders ('train/{label}/{id}.png')")
         return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_csv_with_class_folders(cls, values: Any) -> Any:
+        """Class folders (`{label}` in train_images) hold the labels: train_csv's default does not apply."""
+        if isinstance(values, dict) and "{label}" in str(values.get("train_images", "")) and "train_csv" not in values:
+            values = {**values, "train_csv": None}
+        return values
 
 
 class MetricConfig(_Strict):
-    """The leaderboard metric, by name. `linear`: per class (a·TP − b·FP − w·FN) / N_c, averaged over
-    classes (the chest X-ray competition: a = b = 1, w = 5); `macro_f1`; `balanced_accuracy`."""
+    """The leaderboard metric, by a name of the metric registry (kit.decision.metrics.METRICS). `linear`:
+    per class (a·TP − b·FP − w·FN) / N_c, averaged over classes (the chest X-ray competition: a = b = 1,
+    w = 5); `log_loss` takes optional per-class `weights`; the others take no parameter."""
 
-    name: Literal["linear", "macro_f1", "balanced_accuracy"] = "linear"
+    name: str = "linear"
     a: float = Field(1.0, ge=0, allow_inf_nan=False)
     b: float = Field(1.0, ge=0, allow_inf_nan=False)
     w: float = Field(5.0, ge=0, allow_inf_nan=False)
+    weights: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]] | None = None  # log_loss: one per class
+
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        from kit.decision.metrics import METRICS  # the registry imports nothing of the config at import time
+
+        if name not in METRICS:
+            raise ValueError(f"unknown metric {name!r}; use one of {METRICS.names()}")
+        return name
 
     @model_validator(mode="after")
     def _meaningful(self) -> MetricConfig:
+        if self.weights is not None and self.name != "log_loss":
+            raise ValueError(f"'weights' belong to the 'log_loss' metric, not '{self.name}'; remove them")
         if self.name != "linear":
             given = sorted({"a", "b", "w"} & self.model_fields_set)
             if given:
@@ -154,7 +191,7 @@ class MetricConfig(_Strict):
 
 class FoldsConfig(_Strict):
     n_folds: int = Field(5, ge=2)
-    seed: int = 42
+    seed: int = Field(42, ge=0, le=2**32 - 1)  # the fold splitter's seed (numpy takes 0 .. 2**32 - 1)
     path: PathKey = Path("folds/folds.csv")
 
 
@@ -201,7 +238,7 @@ class CompetitionConfig(_Strict):
     task: Task = "multi-class"
     seed: int = 42
     variants: list[Name] = Field(default_factory=list)
-    data: DataConfig = DataConfig()
+    data: DataConfig = Field(default_factory=DataConfig)  # built on first use: its validation asks the data layouts registry
     metric: MetricConfig = MetricConfig()
     folds: FoldsConfig = FoldsConfig()
     calibrate: CalibrateConfig = CalibrateConfig()
@@ -222,6 +259,10 @@ class CompetitionConfig(_Strict):
     def _metric_fits_task(self) -> CompetitionConfig:
         if self.task == "multi-label" and self.metric.name == "balanced_accuracy":
             raise ValueError("metric 'balanced_accuracy' (mean recall) is for multi-class; predicting every label would score 1")
+        if self.task == "multi-label" and self.metric.name in ("accuracy", "quadratic_weighted_kappa"):
+            raise ValueError(f"metric '{self.metric.name}' scores one class per row: it is for multi-class (ordinal grades for kappa)")
+        if self.metric.weights is not None and self.data.class_columns and len(self.metric.weights) != len(self.data.class_columns):
+            raise ValueError(f"metric.weights has {len(self.metric.weights)} values for {len(self.data.class_columns)} class columns")
         return self
 
 
@@ -288,7 +329,7 @@ class ModelConfig(_Strict):
     persistent_workers: bool = True  # with num_workers > 0: keep loader workers alive across epochs
     prefetch_factor: int = Field(2, ge=1)  # with num_workers > 0: batches each worker prepares ahead
     # second round and scale TTA (docs/training.md, "Pseudo-labels" and "Test-time augmentation")
-    pseudo_label_from: str | None = None  # first-round variant whose test_logits[k] soft-label the test images in fold k
+    pseudo_label_from: Name | None = None  # first-round variant whose test_logits[k] soft-label the test images in fold k
     pseudo_label_temperature: float = Field(1.0, gt=0, allow_inf_nan=False)  # soft labels softmax(logits / T)
     pseudo_label_min_confidence: float = Field(0.0, ge=0, lt=1, allow_inf_nan=False)  # drop test images less sure than this
     tta_scales: list[float] = Field(default_factory=lambda: [1.0], min_length=1)  # held-out/test logits averaged over rescaled images
@@ -391,8 +432,11 @@ def seeds_conflict(seeds: list[int]) -> str | None:
 
 
 def recipe_task_conflict(m: ModelConfig, task: str) -> str | None:
-    """Why a variant's keys do not fit the competition's task (None when they do): the task is known
-    only with the competition config, so this is checked when a job is built, not at load."""
+    """Why a variant's keys do not fit the competition's task (None when they do): checked when the variant
+    is loaded with its competition config (and again when a job is built)."""
+    if task == "multi-class" and m.loss == "bce":
+        return ("key 'loss': \"bce\" is a per-label sigmoid loss for multi-label; its logits are not softmax logits, so "
+                "calibrate and blend would refuse the OOF; use \"ce\" (or \"focal\", \"logit_adjusted\", \"balanced_softmax\", \"ldam\")")
     if task != "multi-label":
         return None
     if task not in _loss(m).tasks:
@@ -433,9 +477,13 @@ def load_competition(path: str | Path = DEFAULT_CONFIG) -> CompetitionConfig:
     path = Path(path)
     raw = _submissions_per_config(_read_toml(path), path)
     try:
-        return CompetitionConfig.model_validate({**raw, "source_file": path})
+        cfg = CompetitionConfig.model_validate({**raw, "source_file": path})
     except ValidationError as exc:
         raise KitError(_first_error_line(path, exc)) from None
+    from kit.owned import check_config_paths
+
+    check_config_paths(cfg)  # no output path of the config is a folder or a file another stage owns
+    return cfg
 
 
 def _submissions_per_config(raw: dict, path: Path) -> dict:
@@ -470,6 +518,9 @@ def load_model(name: str, cfg: CompetitionConfig) -> ModelConfig:
     problem = input_size_problem(mcfg)
     if problem:
         raise KitError(f"{path}: {problem}")
+    problem = recipe_task_conflict(mcfg, cfg.task)
+    if problem:
+        raise KitError(f"{path}: {problem} ({cfg.source_file or 'the competition config'} is {cfg.task})")
     return mcfg
 
 

@@ -9,6 +9,7 @@ not an archive) into one line naming the file.
 
 from __future__ import annotations
 
+import csv
 import errno
 import glob
 import io
@@ -138,13 +139,22 @@ def _relative_note(path: Path) -> str:
 
 def read_text(path: str | Path, remedy: str) -> str:
     """A text file as UTF-8 (a leading BOM is dropped); KitError naming the line of a byte that is not UTF-8."""
+    return decode_text(read_bytes(path, remedy), path)
+
+
+def read_bytes(path: str | Path, remedy: str) -> bytes:
+    """A file's bytes, read once (a caller that checks them and then uses them holds one version of the file)."""
     path = Path(path)
     if not path.is_file():
         raise KitError(f"{path}: file not found{_relative_note(path)}; {remedy}")
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except OSError as exc:
         raise KitError(f"{path}: cannot read ({exc.strerror or exc}); {remedy}") from None
+
+
+def decode_text(data: bytes, path: str | Path) -> str:
+    """`data` as UTF-8 text (a leading BOM dropped); KitError naming `path` and the line of a byte that is not UTF-8."""
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -165,6 +175,7 @@ def read_csv(path: str | Path, id_column: str, remedy: str, text_columns: list[s
     text = read_text(path, remedy)
     if not text.strip():
         raise KitError(f"{path}: file is empty; {remedy}")
+    _check_not_cut(text, path)
     try:
         dtypes = {c: str for c in [id_column, *(text_columns or [])] if c}
         frame = pd.read_csv(io.StringIO(text), dtype=dtypes, keep_default_na=False, na_values=[""])
@@ -179,6 +190,24 @@ def read_csv(path: str | Path, id_column: str, remedy: str, text_columns: list[s
             raise KitError(f"{path}: row {int(np.flatnonzero(empty)[0]) + 2} has an empty {id_column}")
         frame[id_column] = ids.astype(str)
     return frame
+
+
+def _check_not_cut(text: str, path: Path) -> None:
+    """A CSV whose last line has fewer fields than the header and no line end was cut off (an interrupted download
+    or copy): say so, rather than let its empty cells be blamed on the config."""
+    if text.endswith(("\n", "\r")):
+        return
+    lines = text.splitlines()
+    if len(lines) < 2:
+        return
+    try:
+        header, last = next(csv.reader([lines[0]])), next(csv.reader([lines[-1]]))
+    except (csv.Error, StopIteration):
+        return
+    if len(last) < len(header) or (len(last) == len(header) > 1 and last[-1] == ""):
+        fields = f"{len(last)} of the header's {len(header)} fields" + (", the last empty," if len(last) == len(header) else "")
+        raise KitError(f"{path}: the last line (line {len(lines)}) has {fields} and no line end: "
+                       "the file looks cut off (an interrupted download or copy); get the whole file again")
 
 
 def read_npz(path: str | Path, remedy: str, keys: list[str] | None = None) -> dict[str, np.ndarray]:

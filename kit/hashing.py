@@ -21,6 +21,11 @@ def file_sha256(path: str | Path) -> str:
         return stream_sha256(f)
 
 
+def bytes_sha256(data: bytes) -> str:
+    """The sha256 of bytes already read (a submission is read once, and those bytes are checked, hashed and sent)."""
+    return hashlib.sha256(data).hexdigest()
+
+
 def stream_sha256(f: BinaryIO) -> str:
     """The sha256 of what an open binary file (or a zip member) holds from here on."""
     return hashlib.file_digest(f, "sha256").hexdigest()

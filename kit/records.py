@@ -135,6 +135,7 @@ class CalibrationReport(Record):
     target: str
     task: str
     metric: dict[str, Any]
+    direction: str = "maximize"  # "minimize" for log-loss: a lower score is better
     n_folds: int
     fitted_on: str | None
     selection: str

@@ -204,7 +204,34 @@ def dashboard(cfg: CompetitionConfig, host: str = "127.0.0.1", port: int = 8080,
         console.print(f"warning: --host {host} is not a loopback address: anyone who can reach this machine on port {port} "
                       "can read (and delete) these studies, without authentication; use --host 127.0.0.1 and an SSH tunnel",
                       style="yellow", markup=False, highlight=False, soft_wrap=True)
-    optuna_dashboard.run_server(storage, host=host, port=port)
+    try:
+        _check_can_listen(host, port)  # before the server prints that it is starting
+        optuna_dashboard.run_server(storage, host=host, port=port)
+    except OSError as exc:
+        raise KitError(_serve_error(exc, host, port)) from None
+
+
+def _check_can_listen(host: str, port: int) -> None:
+    """Bind host:port once, as the server will (OSError when it cannot), and let it go."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(address)
+
+
+def _serve_error(exc: OSError, host: str, port: int) -> str:
+    """Why the dashboard could not listen on host:port, and what to give instead."""
+    import errno
+
+    if exc.errno == errno.EADDRINUSE:
+        other = port + 1 if port < 65535 else 8080
+        return f"--port {port}: already in use on {host} (another dashboard or server listens there); give another --port, e.g. {other}"
+    if exc.errno == errno.EACCES:
+        return f"--port {port}: this user may not listen on it (ports below 1024 need root); give e.g. --port 8080"
+    if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT) or isinstance(exc, socket.gaierror):
+        return f"--host {host}: not an address of this machine; give 127.0.0.1 (and an SSH tunnel to reach it from elsewhere)"
+    return f"cannot listen on {host}:{port} ({exc.strerror or type(exc).__name__}); give another --host or --port"
 
 
 def is_loopback(host: str) -> bool:

@@ -409,6 +409,7 @@ def _toml(cfg, path):
     return path
 
 
+@pytest.mark.subprocess
 def test_cli_blend_score_and_bad_input(tmp_path):
     import subprocess
     import sys

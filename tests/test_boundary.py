@@ -304,6 +304,7 @@ def test_temp_files_of_a_killed_writer_are_removed_by_the_next_write(tmp_path):
     assert target.read_bytes() == b"whole" and not stale.exists() and live.exists() and other.exists()
 
 
+@pytest.mark.subprocess
 def test_sigterm_prints_one_line_and_leaves_no_temp_file(tmp_path):
     import signal
     import subprocess

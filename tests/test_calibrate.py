@@ -208,6 +208,7 @@ def test_stage_refuses_other_classes(stage):
     _expect_refusal(cfg, root / "oof" / "swapped.npz", root, "classes differ")
 
 
+@pytest.mark.subprocess
 def test_cli_bad_input_is_one_line_exit_2(stage):
     cfg, oof, root = stage
     result = subprocess.run(
@@ -219,6 +220,7 @@ def test_cli_bad_input_is_one_line_exit_2(stage):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.subprocess
 def test_cli_calibrate_default_variants(stage):
     cfg, oof, root = stage
     (root / "oof" / "v.npz").rename(root / "oof" / "cnn_demo.npz")  # the tiny config's variant
@@ -232,6 +234,7 @@ def test_cli_calibrate_default_variants(stage):
     assert "nested CV" in result.stdout and "trivial baseline" in result.stdout
 
 
+@pytest.mark.subprocess
 def test_dashboard_serves_the_studies_over_http(stage):
     cfg, oof, root = stage
     calibrate(cfg, [root / "oof" / "v.npz"], quiet_console())
@@ -287,6 +290,7 @@ def _processes_with(marker: str) -> list[int]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc to find orphaned processes")
+@pytest.mark.subprocess
 def test_sigkill_during_calibrate_leaves_no_process_behind(stage):
     """SIGKILL mid-run: no worker may outlive the command (the engine runs in the one process it started in)."""
     import signal
@@ -306,6 +310,7 @@ def test_sigkill_during_calibrate_leaves_no_process_behind(stage):
     assert _processes_with(marker) == []
 
 
+@pytest.mark.subprocess
 def test_a_second_run_on_the_same_storage_is_refused_before_any_work(stage, capsys):
     """Two `kit calibrate` (or blend) at once on one SQLite file would interleave their studies: the second
     stops with one line naming the first, before it fits or writes anything."""

@@ -295,6 +295,7 @@ def test_npz_errors_name_file_and_key(tmp_path, capsys):
     assert not source.synthetic
 
 
+@pytest.mark.subprocess
 def test_cli_error_exit_code_in_a_real_process(tmp_path):
     """The console entry point itself: exit code 2, one line on stderr, no traceback."""
     config = write_config(tmp_path, f'dir = "{tmp_path / "nowhere"}"', "multi-class", [])

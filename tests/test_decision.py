@@ -13,7 +13,7 @@ from scipy.special import expit, log_softmax, softmax
 from kit.config import CalibrateConfig
 from kit.decision.calibration import calibrated_logits, fit_temperature, fit_temperature_and_alpha, log_probs, prior_shift
 from kit.decision.candidates import CANDIDATES, FitContext, candidates_for, fit, fit_all
-from kit.decision.metrics import BalancedAccuracy, LinearCountMetric, MacroF1
+from kit.decision.metrics import BalancedAccuracy, LinearCountMetric, MacroF1, QuadraticWeightedKappa
 from kit.decision.nested import NestedScore, choose, nested_cv
 from kit.decision.rules import Decision, closed_form_decision, decide_indices, fit_thresholds
 from kit.decision.search import coordinate_ascent, offset_grid, sampled_search, search_offsets
@@ -198,7 +198,8 @@ def test_candidates_registry_order_and_metric_support():
     assert [c.name for c in candidates_for("multi-label", MacroF1())] == ["trivial", "threshold_0.5", "thresholds"]
     with pytest.raises(ValueError, match="unknown decision candidates"):
         candidates_for("multi-class", W, ["argmax", "magic"])
-    assert len(CANDIDATES) == 11
+    assert len([n for n in CANDIDATES if CANDIDATES.get(n).kind == "label"]) == 12  # the 11 above and kappa's rounder
+    assert [c.name for c in candidates_for("multi-class", QuadraticWeightedKappa())] == ["trivial", "argmax", "prior_argmax", "offsets", "rounder"]
 
 
 def test_every_candidate_fits_and_predicts_one_class_per_row(make_oof):

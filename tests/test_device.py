@@ -93,6 +93,7 @@ def _last_weights(cfg) -> dict[str, torch.Tensor]:
     return torch.load(run_dir(cfg, "tiny", 0) / "last.pt", weights_only=True)["model"]
 
 
+@pytest.mark.subprocess
 def test_the_default_path_does_not_import_ray():
     code = "import sys, kit.cli, kit.stages.train, kit.executors.local; assert 'ray' not in sys.modules, 'ray imported'"
     subprocess.run([sys.executable, "-c", code], check=True)

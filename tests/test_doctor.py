@@ -32,6 +32,7 @@ def doctored(tiny_competition, tmp_path_factory, variant_run):
     return cfg, report
 
 
+@pytest.mark.subprocess
 def test_doctor_cpu_run_on_a_tiny_variant(doctored):
     from kit.paths import doctor_json as doctor_report_path
 
@@ -52,6 +53,7 @@ def test_doctor_cpu_run_on_a_tiny_variant(doctored):
     assert mem["cache_resident_bytes"] == n * 16 * 16 and mem["job_peak_bytes"] == mem["peak_bytes"] + n * 16 * 16
 
 
+@pytest.mark.subprocess
 def test_doctor_advises_a_batch_that_fits_when_memory_is_short(doctored):
     from kit.stages.doctor import MEMORY_HEADROOM, memory_advice
 
@@ -127,6 +129,7 @@ def test_compile_verdicts_without_compiling():
     assert skipped["checked"] == "no" and "kit doctor --compile" in skipped["advice"]
 
 
+@pytest.mark.subprocess
 def test_doctor_cli_with_a_small_device_memory(doctored, tiny_competition, tmp_path, capsys):
     """--memory-gb stands for a smaller device: the table and the JSON say it does not fit."""
     from kit.stages.doctor import doctor
@@ -140,6 +143,7 @@ def test_doctor_cli_with_a_small_device_memory(doctored, tiny_competition, tmp_p
     assert_one_line_error(code, err, "--memory-gb")
 
 
+@pytest.mark.subprocess
 def test_plan_times_the_grid_from_doctors_rates(doctored, capsys):
     from kit.paths import doctor_json as doctor_report_path
     from kit.stages.plan import fold_seconds, makespan, plan

@@ -54,6 +54,7 @@ def _records(cfg) -> list[dict]:
     return [json.loads((run_dir(cfg, "tiny", k) / "job.json").read_text()) for k in range(cfg.folds.n_folds)]
 
 
+@pytest.mark.ray
 def test_two_cpu_jobs_at_once_on_local_ray_give_the_sequential_oof_bytes(sequential, local_ray, tiny_run, tmp_path):
     cfg = tiny_run(tmp_path)
     train(cfg, ["tiny"], None, resume=False, console=quiet(), executor="ray", cpus_per_job=1)
@@ -79,6 +80,7 @@ def _dies_mid_run_once(job: Job, console=None):
     return run_job(job, console)
 
 
+@pytest.mark.ray
 def test_a_job_killed_mid_run_is_retried_from_its_checkpoint(sequential, local_ray, tiny_run, tmp_path):
     from kit.executors.ray import run_ray
 
@@ -106,12 +108,14 @@ def test_bad_executor_options_are_one_line(tiny_run, tmp_path):
         train(cfg, ["tiny"], None, resume=False, console=quiet(), address="auto")
 
 
+@pytest.mark.ray
 def test_a_request_no_node_can_meet_is_refused(local_ray, tiny_run, tmp_path):
     cfg = tiny_run(tmp_path)
     with pytest.raises(KitError, match="--cpus-per-job 64: no Ray node has that much"):
         train(cfg, ["tiny"], None, resume=False, console=quiet(), executor="ray", cpus_per_job=64)
 
 
+@pytest.mark.ray
 def test_seed_jobs_run_at_once_on_local_ray_each_in_its_folder_with_the_sequential_bytes(local_ray, tiny_run, tmp_path):
     import numpy as np
 
@@ -132,6 +136,7 @@ def test_seed_jobs_run_at_once_on_local_ray_each_in_its_folder_with_the_sequenti
         assert np.array_equal(c["val_logits"], ray_logits)
 
 
+@pytest.mark.ray
 def test_the_grid_runs_on_a_two_node_cluster(sequential, tiny_run, tmp_path):
     from ray.cluster_utils import Cluster
 

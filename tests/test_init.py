@@ -166,7 +166,8 @@ def _simple() -> tuple[pd.DataFrame, pd.DataFrame]:
 @pytest.mark.parametrize(
     "case, key",
     [("two_ids", "data.id_column"), ("class_absent", "data.class_columns"), ("no_images", "data.train_images"),
-     ("two_patients", "data.patient_column"), ("dicom", "DICOM"), ("class_not_in_sample", "data.class_columns"),
+     ("two_patients", "data.patient_column"), ("id_in_two_folders", "in two folders"), ("two_label_csvs", "data.train_csv"),
+     ("no_labels_anywhere", "data.train_csv"), ("class_not_in_sample", "data.class_columns"),
      ("label_not_in_sample", "data.none_label = 'C'")],
 )
 def test_undecidable_stops_with_one_line(tmp_path, capsys, case, key):
@@ -184,7 +185,16 @@ def test_undecidable_stops_with_one_line(tmp_path, capsys, case, key):
     elif case == "two_patients":
         train["patient_id"] = [i // 2 for i in range(20)]
         train["subject"] = [i // 4 for i in range(20)]
-    data = write_folder(tmp_path, train, sample, "id", ext=".dcm" if case == "dicom" else ".png")
+    data = write_folder(tmp_path, train, sample, "id")
+    if case == "id_in_two_folders":  # train/ split over two folders, one id in both
+        (data / "train_b").mkdir()
+        for path in sorted((data / "train").iterdir())[:8]:
+            path.rename(data / "train_b" / path.name)
+        (data / "train" / "a0.png").touch()
+    elif case == "two_label_csvs":
+        train.to_csv(data / "labels.csv", index=False)
+    elif case == "no_labels_anywhere":
+        (data / "train.csv").unlink()
     if case == "no_images":
         for path in list((data / "train").iterdir())[:3]:
             path.unlink()
@@ -286,3 +296,21 @@ def test_label_column_round_trip_to_a_submission(tiny_competition, tmp_path, cap
     written.to_csv(tmp_path / "bad.csv", index=False)
     code, _, err = run_kit(["--config", config, "submit", "-m", "bad", "--dry-run", tmp_path / "bad.csv"], capsys)
     assert_one_line_error(code, err, "row 2", "'99'", "not one of the 20 classes")
+
+
+def test_binary_target_with_metric_option(tmp_path, capsys):
+    """A binary `image_name,target` competition: two classes from the label column, and `--metric roc_auc` written
+    (submissions then hold the positive class's probability); an unknown metric is one line listing them all."""
+    n = 30
+    train = pd.DataFrame({"image_name": [f"ISIC_{i:04d}" for i in range(n)], "target": [int(i % 3 == 0) for i in range(n)]})
+    sample = pd.DataFrame({"image_name": [f"ISIC_9{i:03d}" for i in range(8)], "target": 0})
+    data = write_folder(tmp_path, train, sample, "image_name")
+    _, cfg = init_and_folds(tmp_path, data, capsys, "--metric", "roc_auc")
+    assert cfg.metric.name == "roc_auc" and cfg.task == "multi-class"
+    assert open_source(cfg).classes == ["0", "1"]
+    code, _, err = run_kit(["init", data, "--output", tmp_path / "other.toml", "--metric", "auc"], capsys)
+    assert_one_line_error(code, err, "unknown metric 'auc'", "roc_auc", "log_loss", "quadratic_weighted_kappa")
+    code, out, err = run_kit(["init", data, "--output", tmp_path / "plain.toml"], capsys)
+    assert code == 0, err
+    check = [line for line in (tmp_path / "plain.toml").read_text().splitlines() if "CHECK" in line][0]
+    assert all(f'"{name}"' in check for name in ("linear", "macro_f1", "roc_auc", "log_loss", "mean_average_precision", "accuracy"))

@@ -19,6 +19,7 @@ kaggle` reads the environment once per process.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import signal
@@ -71,6 +72,8 @@ class FakeKaggle:
         self.faults: dict[str, list[str]] = {}  # call name (e.g. "CreateSubmission") -> fault modes, one per request
         self.release = threading.Event()  # a stalled request waits for this (set when the test ends)
         self.headers: dict[str, str] = {}  # of the request being answered, for the "echo" fault
+        self.date_offset = 0.0  # seconds added to the dates Kaggle gives submissions (its clock against this machine's)
+        self.before: dict[str, object] = {}  # call name -> a function run when its request arrives (a race staged by a test)
 
     def fail(self, call: str, *modes: str) -> None:
         """The next requests of `call` fail with these modes, in order (FAULTS); later ones are answered normally."""
@@ -80,6 +83,9 @@ class FakeKaggle:
         return [(r["method"], r["path"]) for r in self.requests]
 
     def answer(self, method: str, path: str, body: bytes) -> tuple[int, dict | bytes, dict]:
+        hook = self.before.pop(path.rsplit("/", 1)[-1], None)
+        if hook is not None:
+            hook()
         modes = self.faults.get(path.rsplit("/", 1)[-1])
         mode = modes.pop(0) if modes else None
         if mode == "stall":  # the request takes effect, but no answer comes until the test ends (30 s at most)
@@ -90,8 +96,13 @@ class FakeKaggle:
             return 429, {"code": 429, "message": "Too many requests"}, {"Retry-After": "0"}
         if mode == "5xx":
             return 503, {"code": 503, "message": "backend unavailable"}, {}
+        if mode == "503-retry-after":  # come back in 100 s
+            return 503, {"code": 503, "message": "backend unavailable"}, {"Retry-After": "100"}
         if mode == "echo":  # a server error page that repeats the request's Authorization header
             return 400, {"code": 400, "message": f"bad request; Authorization: {self.headers.get('Authorization', '')}"}, {}
+        if mode == "echo-error":  # a scored submission whose error description repeats the Authorization header
+            status, payload, headers = self._answer(method, path, body)
+            return status, {**payload, "status": "ERROR", "errorDescription": f"rejected; Authorization: {self.headers.get('Authorization', '')}"}, headers
         status, payload, headers = self._answer(method, path, body)
         if mode == "created-then-502":  # the submission exists, but the answer is lost
             return 502, b"<html>Bad Gateway</html>", {"Content-Type": "text/html"}
@@ -118,7 +129,7 @@ class FakeKaggle:
             ref, self.next_ref = self.next_ref, self.next_ref + 1
             start = next(json.loads(r["body"]) for r in reversed(self.requests) if r["path"] == f"{API}/StartSubmissionUpload")
             self.submissions[ref] = {"ref": ref, "fileName": start["fileName"], "description": request.get("submissionDescription", ""),
-                                     "date": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()), "status": "PENDING"}
+                                     "date": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(time.time() + self.date_offset)), "status": "PENDING"}
             return 200, {"message": "Successfully submitted to fake competition", "ref": ref}, {}
         if method == "POST" and path == f"{API}/GetSubmission":
             ref = json.loads(body)["ref"]
@@ -148,7 +159,7 @@ def _handler(state: FakeKaggle):
         def _handle(self, method: str) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
-            state.requests.append({"method": method, "path": self.path, "headers": dict(self.headers), "body": body})
+            state.requests.append({"method": method, "path": self.path, "headers": dict(self.headers), "body": body, "at": time.monotonic()})
             state.headers = dict(self.headers)
             status, payload, headers = state.answer(method, self.path, body)
             data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
@@ -229,10 +240,11 @@ def _never_leaks(tmp_path: Path, *texts: str) -> None:
         for text in texts:
             assert secret not in text
         for path in tmp_path.rglob("*"):
-            if path.is_file() and path.name != "kaggle.json":
+            if path.is_file() and path.name not in ("kaggle.json", "access_token", "access_token.txt", "kaggle-token"):
                 assert secret.encode() not in path.read_bytes(), path
 
 
+@pytest.mark.subprocess
 def test_submit_wait_prints_public_beside_nested_cv_and_the_ledger_holds_it(tmp_path, fake_kaggle):
     config, good = _setup(tmp_path)
     result = _kit(tmp_path, config, "submit", str(good), "--message", "kit test: blend v1+v2", "--wait", fake=fake_kaggle)
@@ -263,6 +275,7 @@ def test_submit_wait_prints_public_beside_nested_cv_and_the_ledger_holds_it(tmp_
     _never_leaks(tmp_path, result.stdout, result.stderr)
 
 
+@pytest.mark.subprocess
 def test_error_status_prints_kaggle_description_and_exits_non_zero(tmp_path, fake_kaggle):
     config, good = _setup(tmp_path)
     fake_kaggle.outcome = {"status": "ERROR", "errorDescription": "Submission must have 17015 rows; found 3"}
@@ -274,6 +287,7 @@ def test_error_status_prints_kaggle_description_and_exits_non_zero(tmp_path, fak
     assert row["status"] == "ERROR" and row["error_description"] == "Submission must have 17015 rows; found 3"
 
 
+@pytest.mark.subprocess
 def test_ctrl_c_while_waiting_keeps_a_pending_row_that_submissions_completes(tmp_path, fake_kaggle):
     config, good = _setup(tmp_path)
     fake_kaggle.pending_answers = 10**6
@@ -305,6 +319,7 @@ def test_ctrl_c_while_waiting_keeps_a_pending_row_that_submissions_completes(tmp
     _never_leaks(tmp_path, out, err, later.stdout, later.stderr)
 
 
+@pytest.mark.subprocess
 def test_a_failed_upload_is_an_error_and_leaves_no_row(tmp_path, fake_kaggle):
     config, good = _setup(tmp_path)
     fake_kaggle.upload_status = 500  # the client returns "Could not submit to competition" instead of raising
@@ -315,6 +330,7 @@ def test_a_failed_upload_is_an_error_and_leaves_no_row(tmp_path, fake_kaggle):
     assert read_ledger(good.parent / "ledger.csv").empty
 
 
+@pytest.mark.subprocess
 def test_no_submissions_left_today_is_refused_before_the_upload(tmp_path, fake_kaggle):
     config, good = _setup(tmp_path)
     fake_kaggle.limits = {"numToday": 5, "numTotal": 40, "numAllowedNow": 0}
@@ -324,6 +340,7 @@ def test_no_submissions_left_today_is_refused_before_the_upload(tmp_path, fake_k
     assert read_ledger(good.parent / "ledger.csv").empty
 
 
+@pytest.mark.subprocess
 def test_a_file_already_sent_is_refused_in_one_line_unless_forced(tmp_path, fake_kaggle, capsys):
     config, good = _setup(tmp_path)
     ledger = good.parent / "ledger.csv"
@@ -419,6 +436,7 @@ def test_bad_environment_name_is_one_line_that_never_echoes_a_token(tmp_path, ca
     assert TOKEN not in err and read_ledger(good.parent / "ledger.csv").empty
 
 
+@pytest.mark.subprocess
 def test_token_accepted_and_rejected(tmp_path, fake_kaggle):
     config, good = _setup(tmp_path)
     rejected = _kit(tmp_path, config, "submit", str(good), "-m", "bad token", fake=fake_kaggle, creds="bad-token")
@@ -430,6 +448,7 @@ def test_token_accepted_and_rejected(tmp_path, fake_kaggle):
     _never_leaks(tmp_path, rejected.stdout, rejected.stderr, accepted.stdout, accepted.stderr)
 
 
+@pytest.mark.subprocess
 def test_missing_credentials_one_line_exit_2(tmp_path):
     config, good = _setup(tmp_path)
     result = _kit(tmp_path, config, "submit", str(good), "--message", "no creds", creds="none")
@@ -437,6 +456,7 @@ def test_missing_credentials_one_line_exit_2(tmp_path):
     assert "submitted" not in result.stdout and read_ledger(good.parent / "ledger.csv").empty
 
 
+@pytest.mark.subprocess
 def test_rejected_credentials_never_echo_the_key(tmp_path, fake_kaggle):
     config, good = _setup(tmp_path)
     fake_kaggle.reject_auth = True
@@ -446,6 +466,7 @@ def test_rejected_credentials_never_echo_the_key(tmp_path, fake_kaggle):
     _never_leaks(tmp_path, result.stdout, result.stderr)
 
 
+@pytest.mark.subprocess
 def test_world_readable_kaggle_json_is_used_with_a_warning(tmp_path, fake_kaggle):
     config, good = _setup(tmp_path)
     kaggle_json = tmp_path / "home" / ".kaggle" / "kaggle.json"
@@ -474,6 +495,7 @@ def test_readable_by_others_is_the_kaggle_cli_rule(tmp_path, mode, warned):
     assert ("readable by other users" in console.export_text()) is warned
 
 
+@pytest.mark.subprocess
 def test_malformed_kaggle_json_one_line(tmp_path):
     config, good = _setup(tmp_path)
     (tmp_path / "home" / ".kaggle").mkdir(parents=True)
@@ -506,6 +528,7 @@ def test_submissions_offline_and_with_nothing_recorded(tmp_path, capsys, wide_co
     assert (good.parent / "cv_vs_public.png").is_file()
 
 
+@pytest.mark.subprocess
 def test_download_unpacks_into_data_slug(tmp_path, fake_kaggle):
     config, _ = _setup(tmp_path)
     buf = tmp_path / "archive.zip"
@@ -529,6 +552,7 @@ def test_download_unpacks_into_data_slug(tmp_path, fake_kaggle):
 @pytest.mark.parametrize("mode, extra", [
     ("created-then-502", []), ("garbled", []), ("no-ref", []), ("stall", ["--timeout", "3"]),
 ])
+@pytest.mark.subprocess
 def test_a_created_submission_whose_answer_is_lost_is_unknown_until_submissions_finds_it(tmp_path, fake_kaggle, capsys, mode, extra):
     config, good = _setup(tmp_path)
     ledger = good.parent / "ledger.csv"
@@ -554,6 +578,7 @@ def test_a_created_submission_whose_answer_is_lost_is_unknown_until_submissions_
     _never_leaks(tmp_path, result.stdout, result.stderr, later.stdout, later.stderr)
 
 
+@pytest.mark.subprocess
 def test_an_unknown_submission_that_kaggle_does_not_have_becomes_not_found_and_may_be_sent_again(tmp_path, fake_kaggle):
     config, good = _setup(tmp_path)
     fake_kaggle.fail("CreateSubmission", "5xx")  # a server error before anything was created
@@ -567,6 +592,7 @@ def test_an_unknown_submission_that_kaggle_does_not_have_becomes_not_found_and_m
     assert read_ledger(good.parent / "ledger.csv")["status"].tolist() == ["NOT_FOUND", "PENDING"]
 
 
+@pytest.mark.subprocess
 def test_read_calls_retry_429_and_5xx_but_create_submission_is_never_retried(tmp_path, fake_kaggle):
     config, good = _setup(tmp_path)
     fake_kaggle.fail("GetSubmissionLimits", "429", "5xx")
@@ -591,6 +617,7 @@ def test_read_calls_retry_429_and_5xx_but_create_submission_is_never_retried(tmp
     assert shown.returncode == 0 and "server error (HTTP 503" in shown.stdout and "retry later" in shown.stdout, shown.stdout
 
 
+@pytest.mark.subprocess
 def test_a_stalled_server_never_holds_submit_past_its_timeout(tmp_path, fake_kaggle):
     config, good = _setup(tmp_path)
     fake_kaggle.fail("GetSubmissionLimits", "stall")
@@ -601,6 +628,7 @@ def test_a_stalled_server_never_holds_submit_past_its_timeout(tmp_path, fake_kag
     assert ("POST", f"{API}/CreateSubmission") not in fake_kaggle.calls()
 
 
+@pytest.mark.subprocess
 def test_two_submits_of_one_file_at_the_same_moment_send_it_once(tmp_path, fake_kaggle):
     config, good = _setup(tmp_path)
     command = [sys.executable, "-c", LAUNCHER, "--config", str(config), "submit", str(good), "-m", "race"]
@@ -647,6 +675,7 @@ def test_a_provenance_json_of_another_csv_is_refused(tmp_path, fake_kaggle, caps
 # Text from outside (issue 18, class 4): shown as text, never a credential in any form.
 
 @pytest.mark.parametrize("creds", ["key", "token"])
+@pytest.mark.subprocess
 def test_a_server_message_that_echoes_the_authorization_header_is_scrubbed(tmp_path, fake_kaggle, creds):
     config, good = _setup(tmp_path)
     fake_kaggle.fail("StartSubmissionUpload", "echo")
@@ -657,6 +686,7 @@ def test_a_server_message_that_echoes_the_authorization_header_is_scrubbed(tmp_p
     _never_leaks(tmp_path, result.stdout, result.stderr)
 
 
+@pytest.mark.subprocess
 def test_server_text_loses_escape_sequences_and_markup_is_shown_as_text(tmp_path, fake_kaggle):
     config, good = _setup(tmp_path)
     fake_kaggle.fail("CreateSubmission", "ansi")
@@ -672,6 +702,7 @@ def test_server_text_loses_escape_sequences_and_markup_is_shown_as_text(tmp_path
     _never_leaks(tmp_path, result.stdout, result.stderr)
 
 
+@pytest.mark.subprocess
 def test_download_never_overwrites_a_file_changed_since_the_last_download(tmp_path, fake_kaggle):
     config, _ = _setup(tmp_path)
     buf = tmp_path / "archive.zip"
@@ -688,3 +719,167 @@ def test_download_never_overwrites_a_file_changed_since_the_last_download(tmp_pa
     train.unlink()
     third = _kit(tmp_path, config, "download", fake=fake_kaggle)  # moved away: unpacked again
     assert third.returncode == 0 and train.read_text() == "id,A,B,C\nx,1,0,0\n", third.stderr
+
+
+# The bytes sent are the bytes checked (issue 28, class 1): a file rewritten while the submission is under way
+# (another shell's `kit blend --name` of the same name) is never what goes out, valid or not.
+
+@pytest.mark.parametrize("replacement", [
+    lambda text: text.replace("t1,1,0,0", "t1,0,1,0"),  # another valid submission (what a blend of the same name writes)
+    lambda text: text.splitlines()[0] + "\n",  # a file that would fail the checks (cut to its header)
+])
+@pytest.mark.parametrize("moment", ["GetSubmissionLimits", "StartSubmissionUpload", "blob-token-1"])
+def test_a_file_replaced_after_the_check_is_never_sent(tmp_path, fake_kaggle, replacement, moment):
+    config, good = _setup(tmp_path)
+    checked = good.read_bytes()
+    other = replacement(good.read_text())
+    fake_kaggle.before[moment] = lambda: good.write_text(other)
+    result = _kit(tmp_path, config, "submit", str(good), "-m", "swapped", fake=fake_kaggle, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert good.read_text() == other  # the race really happened
+    start = next(json.loads(r["body"]) for r in fake_kaggle.requests if r["path"].endswith("StartSubmissionUpload"))
+    put = next(r["body"] for r in fake_kaggle.requests if r["method"] == "PUT")
+    assert put == checked and start["contentLength"] == len(checked)
+    row = read_ledger(good.parent / "ledger.csv").iloc[0]
+    assert row["sha256"] == hashlib.sha256(checked).hexdigest()
+    assert f"{len(checked)} bytes" in " ".join(result.stdout.split()) and "changed on disk after it was read" in result.stdout
+
+
+# One credential inventory (issue 28, class 2): wherever the kaggle package finds the credential, no form of it is
+# shown or stored, whichever server text echoes it.
+
+def _credential_source(tmp_path: Path, source: str) -> dict[str, str]:
+    """Put the credential where `source` says (no KAGGLE_* variable unless the source is one); the extra environment."""
+    home = tmp_path / "home"
+    kaggle_dir = home / ".kaggle"
+    if source == "env-key":
+        return {"KAGGLE_USERNAME": "kit-tester", "KAGGLE_KEY": SECRET}
+    if source == "env-token":
+        return {"KAGGLE_API_TOKEN": TOKEN}
+    if source == "kaggle.json":
+        kaggle_dir.mkdir(parents=True)
+        (kaggle_dir / "kaggle.json").write_text(json.dumps({"username": "kit-tester", "key": SECRET}))
+        (kaggle_dir / "kaggle.json").chmod(0o600)
+        return {}
+    if source in ("access_token", "access_token.txt"):
+        kaggle_dir.mkdir(parents=True)
+        (kaggle_dir / source).write_text(TOKEN + "\n")
+        return {"KAGGLE_CONFIG_DIR": str(tmp_path / "elsewhere")}  # the SDK reads ~/.kaggle whatever the config folder is
+    if source == "token-file":
+        (tmp_path / "secrets").mkdir()
+        (tmp_path / "secrets" / "kaggle-token").write_text(TOKEN)
+        return {"KAGGLE_API_TOKEN": str(tmp_path / "secrets" / "kaggle-token")}
+    if source == "xdg":  # no ~/.kaggle and no KAGGLE_CONFIG_DIR: the package reads $XDG_CONFIG_HOME/kaggle/kaggle.json
+        xdg = tmp_path / "xdg" / "kaggle"
+        xdg.mkdir(parents=True)
+        (xdg / "kaggle.json").write_text(json.dumps({"username": "kit-tester", "key": SECRET}))
+        (xdg / "kaggle.json").chmod(0o600)
+        return {"XDG_CONFIG_HOME": str(tmp_path / "xdg"), "KAGGLE_CONFIG_DIR": None}
+    raise AssertionError(source)
+
+
+@pytest.mark.parametrize("source", ["env-key", "env-token", "kaggle.json", "access_token", "access_token.txt", "token-file", "xdg"])
+def test_an_echoed_credential_is_masked_wherever_the_package_read_it(tmp_path, fake_kaggle, source):
+    config, good = _setup(tmp_path)
+    extra = _credential_source(tmp_path, source)
+    env = {k: v for k, v in _env(tmp_path, fake_kaggle, creds="none").items()}
+    for key, value in extra.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    fake_kaggle.fail("GetSubmission", "echo-error")  # the scored submission's error description repeats the header
+    fake_kaggle.pending_answers = 0
+    command = [sys.executable, "-c", LAUNCHER, "--config", str(config), "submit", str(good), "-m", "echo", "--wait"]
+    waited = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert waited.returncode == 1, waited.stderr
+    echoed = fake_kaggle.requests[-1]["headers"]["Authorization"]
+    assert echoed.split()[1] not in waited.stderr and "Authorization: " in waited.stderr and "***" in waited.stderr
+    assert "rejected; Authorization: " in read_ledger(good.parent / "ledger.csv").iloc[0]["error_description"]
+
+    other = tmp_path / "submissions" / "other.csv"
+    other.write_text(good.read_text().replace("t1,1,0,0", "t1,0,1,0"))
+    fake_kaggle.fail("StartSubmissionUpload", "echo")  # a refusal whose text repeats the header
+    command = [sys.executable, "-c", LAUNCHER, "--config", str(config), "submit", str(other), "-m", "echo 2"]
+    refused = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert_one_line_error(refused.returncode, refused.stderr, "HTTP 400", "Authorization: ", "***")
+    _never_leaks(tmp_path, waited.stdout, waited.stderr, refused.stdout, refused.stderr)
+
+
+# Reconciliation (issue 28, class 5): clocks that differ, a SENDING row left by a kill, a refresh that must end.
+
+@pytest.mark.parametrize("offset", [-300, -3600, 3600])  # this machine's clock 5 min or an hour ahead of Kaggle's, or an hour behind
+def test_a_lost_answer_is_found_on_kaggle_whatever_the_clocks_say(tmp_path, fake_kaggle, offset):
+    config, good = _setup(tmp_path)
+    fake_kaggle.date_offset = offset
+    fake_kaggle.fail("CreateSubmission", "created-then-502")
+    first = _kit(tmp_path, config, "submit", str(good), "-m", "skewed", fake=fake_kaggle, timeout=300)
+    assert first.returncode == 1 and "may have been submitted" in first.stderr, first.stderr
+    later = _kit(tmp_path, config, "submissions", fake=fake_kaggle, timeout=300)
+    assert later.returncode == 0, later.stderr
+    assert "is on Kaggle as ref 4242" in later.stdout and "asking Kaggle for the latest submissions" in later.stdout
+    row = read_ledger(good.parent / "ledger.csv").iloc[0]
+    assert row["ref"] == "4242" and row["status"] != "NOT_FOUND"
+    again = _kit(tmp_path, config, "submit", str(good), "-m", "skewed", fake=fake_kaggle, timeout=300)
+    assert_one_line_error(again.returncode, again.stderr, "already sent to 'fake-comp' as ref 4242")
+    assert [c[1] for c in fake_kaggle.calls()].count(f"{API}/CreateSubmission") == 1  # no duplicate
+
+
+def test_two_submissions_of_one_name_and_message_far_from_the_rows_time_are_ambiguous_not_not_found(tmp_path, fake_kaggle):
+    config, good = _setup(tmp_path)
+    fake_kaggle.date_offset = -3 * 3600  # three hours from the row's time: the time cannot tell
+    for ref in (100, 101):
+        fake_kaggle.submissions[ref] = {"ref": ref, "fileName": "good.csv", "description": "same words", "status": "COMPLETE",
+                                        "date": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(time.time() - 3 * 3600))}
+    ledger = good.parent / "ledger.csv"
+    claim_entry(ledger, {**new_entry(good, file_sha256(good), "same words", "fake-comp", PROVENANCE), "status": "UNKNOWN",
+                         "error_description": "lost"}, None)
+    later = _kit(tmp_path, config, "submissions", fake=fake_kaggle, timeout=300)
+    assert later.returncode == 0, later.stderr
+    assert "ambiguous" in later.stdout and "100, 101" in later.stdout
+    row = read_ledger(ledger).iloc[0]
+    assert row["status"] == "UNKNOWN" and row["ref"] == "" and "ambiguous" in row["error_description"]
+    again = _kit(tmp_path, config, "submit", str(good), "-m", "same words", fake=fake_kaggle, timeout=300)
+    assert_one_line_error(again.returncode, again.stderr, "may already be on 'fake-comp'")
+
+
+def test_a_sending_row_left_by_a_kill_before_any_request_is_resolved(tmp_path, fake_kaggle):
+    config, good = _setup(tmp_path)
+    fake_kaggle.fail("GetSubmissionLimits", "stall")
+    command = [sys.executable, "-c", LAUNCHER, "--config", str(config), "submit", str(good), "-m", "killed"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(tmp_path, fake_kaggle), cwd=tmp_path)
+    deadline = time.monotonic() + 240
+    while ("POST", f"{API}/GetSubmissionLimits") not in fake_kaggle.calls() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.kill()  # SIGKILL: no clean-up runs, the SENDING row stays
+    process.communicate(timeout=30)
+    ledger = good.parent / "ledger.csv"
+    row = read_ledger(ledger).iloc[0]
+    assert row["status"] == "SENDING" and f"pid {process.pid}" in row["error_description"]
+    refused = _kit(tmp_path, config, "submit", str(good), "-m", "killed", fake=fake_kaggle, timeout=300)
+    assert_one_line_error(refused.returncode, refused.stderr, "were being sent", "kit submissions")
+    fake_kaggle.release.set()
+    later = _kit(tmp_path, config, "submissions", fake=fake_kaggle, timeout=300)
+    assert later.returncode == 0 and "it was not created" in later.stdout, later.stdout
+    assert read_ledger(ledger)["status"].tolist() == ["NOT_FOUND"]
+    again = _kit(tmp_path, config, "submit", str(good), "-m", "killed", fake=fake_kaggle, timeout=300)  # no --force needed
+    assert again.returncode == 0, again.stderr
+    assert read_ledger(ledger)["status"].tolist() == ["NOT_FOUND", "PENDING"]
+
+
+@pytest.mark.parametrize("fault", ["stall", "503-retry-after"])
+def test_submissions_timeout_bounds_the_refresh_and_says_what_it_waits_for(tmp_path, fake_kaggle, capsys, fault):
+    config, good = _setup(tmp_path)
+    ledger = good.parent / "ledger.csv"
+    claim_entry(ledger, {**new_entry(good, file_sha256(good), "m", "fake-comp", PROVENANCE), "status": "UNKNOWN"}, None)
+    fake_kaggle.fail("ListSubmissions", *[fault] * 5)
+    result = _kit(tmp_path, config, "submissions", "--timeout", "15", fake=fake_kaggle, timeout=180)  # connecting counts: a loaded machine
+    took = time.monotonic() - next(r["at"] for r in fake_kaggle.requests if r["path"].endswith("ListSubmissions"))
+    assert result.returncode == 0, result.stderr
+    out = " ".join(result.stdout.split())
+    assert "gives up after 15 s; --timeout" in out and "asking Kaggle for the latest submissions" in out
+    assert "not refreshed from Kaggle" in out and "Traceback" not in result.stderr
+    assert took < 35, took  # from the first list request to the end: at most 15 s and the table, never the 100 s Retry-After nor a 60 s read
+    assert read_ledger(ledger)["status"].tolist() == ["UNKNOWN"]
+    code, _, err = run_kit(["--config", config, "submissions", "--timeout", "0"], capsys)
+    assert_one_line_error(code, err, "--timeout 0", "more than 0")

@@ -53,6 +53,7 @@ def _append_many(path: str, worker: int, n: int) -> None:
         claim_entry(Path(path), {**new_entry(Path("f.csv"), f"w{worker}-{k}", "m", "comp", None), "time": f"t{worker}-{k}"}, None)
 
 
+@pytest.mark.subprocess
 def test_concurrent_writers_lose_no_row(tmp_path):
     path = tmp_path / "ledger.csv"
     context = multiprocessing.get_context("fork")

@@ -7,6 +7,7 @@ line naming the file (and the row or key), that nothing was written and that ear
 from __future__ import annotations
 
 import errno
+import json
 import re
 import shutil
 import signal
@@ -508,6 +509,7 @@ def test_model_messages_name_the_configured_models_folder(trained, tmp_path, cap
     assert "configs/models" not in err
 
 
+@pytest.mark.subprocess
 def test_ctrl_c_prints_one_line_and_exits_130(tmp_path):
     out = tmp_path / "synth"
     proc = subprocess.Popen(
@@ -537,3 +539,33 @@ def test_an_os_error_outside_the_kit_checks_is_one_line(tmp_path, capsys, monkey
     config = write_config(tmp_path, f'dir = "{tmp_path}"', "multi-class", [])
     code, _, err = run_kit(["--config", config, "folds"], capsys)
     assert_one_line_error(code, err, str(tmp_path / "somewhere"), "Permission denied")
+
+
+# Stale test logits (issue 28, class 3): test images replaced after training are refused by blend and submit,
+# as `kit train --resume` refuses them, with the fix in the line.
+
+@pytest.mark.slow
+def test_test_images_replaced_after_training_are_refused_by_blend_and_submit(tiny_competition, tmp_path, capsys):
+    root = tmp_path / "w"  # trained here: the train data's fingerprint holds the folder, so a clone of `trained` is stale
+    root.mkdir()
+    shutil.copytree(tiny_competition.root / "data", root / "data")
+    (root / "models").mkdir()
+    (root / "models" / "tiny.toml").write_text(model_toml(TINY_VARIANT))
+    data = f'source = "kaggle"\ndir = "{root / "data"}"\npatient_column = "patient_id"\nsolution_csv = "solution.csv"'
+    config = write_config(root, data, "multi-class", ["tiny"])
+    config.write_text(config.read_text().replace(str(REPO / "configs" / "models"), str(root / "models")))
+    for command in (["folds"], ["train", "--variant", "tiny"], ["blend", "--name", "b1"]):
+        code, _, err = kit(root, capsys, *command)
+        assert code == 0, err
+    b1 = root / "submissions" / "b1.csv"
+    assert json.loads(b1.with_suffix(".json").read_text())["test_images_fingerprint"]
+    tests = sorted((root / "data" / "test").glob("*.png"))
+    for replaced in (tests[:1], tests):  # one image, then every image
+        for k, png in enumerate(replaced):
+            Image.fromarray(np.full((32, 32), (k * 7 + 3) % 256, np.uint8), mode="L").save(png)
+        before = snapshot(root, "oof", "submissions")
+        code, _, err = kit(root, capsys, "blend", "--name", "b2")
+        assert_one_line_error(code, err, str(root / "oof" / "tiny.npz"), "other test images", "kit train --variant tiny")
+        code, _, err = kit(root, capsys, "submit", b1, "-m", "stale", "--dry-run")
+        assert_one_line_error(code, err, str(b1), "other test images", "kit blend --name b1")
+        assert snapshot(root, "oof", "submissions") == before

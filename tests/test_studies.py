@@ -27,6 +27,7 @@ def _python(code: str, **kwargs) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kwargs)
 
 
+@pytest.mark.subprocess
 def test_two_processes_write_one_journal_file(tmp_path):
     url = f"journal://{tmp_path / 'shared' / 'optuna.log'}"  # journal:///abs/path
     worker = f"""
@@ -44,6 +45,7 @@ def test_two_processes_write_one_journal_file(tmp_path):
     assert len(trials) == 30 and sorted(t.number for t in trials) == list(range(30))
 
 
+@pytest.mark.subprocess
 def test_relative_journal_url_and_dashboard_over_it(tmp_path):
     log = tmp_path / "oof" / "optuna.log"
     url = f"journal://{os.path.relpath(log, REPO)}"  # journal://relative/path, relative to the working directory
@@ -75,6 +77,7 @@ def _release(proc: subprocess.Popen) -> None:
     proc.wait(timeout=30)
 
 
+@pytest.mark.subprocess
 def test_second_run_on_one_sqlite_file_is_refused_naming_the_holder(tmp_path):
     url = f"sqlite:///{tmp_path / 'oof' / 'optuna.db'}"
     proc = _holder(url, ["a"])
@@ -91,6 +94,7 @@ def test_second_run_on_one_sqlite_file_is_refused_naming_the_holder(tmp_path):
         pass
 
 
+@pytest.mark.subprocess
 def test_journal_locks_per_study_name(tmp_path):
     url = f"journal://{tmp_path / 'optuna.log'}"
     proc = _holder(url, ["a"])
@@ -104,6 +108,7 @@ def test_journal_locks_per_study_name(tmp_path):
         _release(proc)
 
 
+@pytest.mark.subprocess
 def test_a_killed_holder_frees_the_storage(tmp_path):
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     proc = _holder(url, ["a"])
@@ -113,6 +118,7 @@ def test_a_killed_holder_frees_the_storage(tmp_path):
         pass
 
 
+@pytest.mark.subprocess
 def test_database_server_marker_study_refuses_a_second_holder(tmp_path):
     """The database-server path (no server here): the marker-study lock, on a journal storage object."""
     url = f"journal://{tmp_path / 'optuna.log'}"

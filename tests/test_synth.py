@@ -120,6 +120,7 @@ def _kit_in_process(args: list[str], monkeypatch, capsys) -> tuple[int, str, str
     return code, captured.out, captured.err
 
 
+@pytest.mark.subprocess
 def test_synth_cli_pointed_at_a_file_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
     target = tmp_path / "notes.txt"
     target.write_text("keep me")

@@ -80,11 +80,15 @@ class Split:
         path = str(self.paths[i])
         if self.missing is not None and self.missing[i]:
             raise KitError(f"{path}: image file is missing ({self.name} id '{self.ids[i]}')")
+        if path[-4:].lower() == ".dcm":
+            from kit.data.dicom import read_dicom  # pydicom only where there is DICOM
+
+            return read_dicom(path, self.max_pixels)
         try:
             with warnings.catch_warnings():  # PIL's own bomb warning: the kit's limit below says it in one line
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 with Image.open(path) as img:  # reads the header only: the size is known before any decoding
-                    _check_pixels(img.size, path, self.max_pixels)
+                    check_pixels(img.size, path, self.max_pixels)
                     return gray_uint8(img, path)
         except Image.DecompressionBombError:
             raise KitError(f"{path}: the image is too large to decode safely (Pillow refuses it as a decompression bomb); "
@@ -96,7 +100,7 @@ class Split:
             ) from None
 
 
-def _check_pixels(size: tuple[int, int], path: str, limit: int | None) -> None:
+def check_pixels(size: tuple[int, int], path: str, limit: int | None) -> None:
     width, height = size
     if limit is not None and width * height > limit:
         raise KitError(

@@ -16,8 +16,12 @@ import pandas as pd
 
 from kit.config import CompetitionConfig
 from kit.data.common import DataSource, Split, fingerprint, first_items, warn
+from kit.data.image_files import class_folder_images, describe, is_plain, locate
 from kit.errors import KitError
 from kit.files import read_csv
+
+
+CLASS_FOLDER = "(class folder)"  # the label column of a train table read from class folders
 
 
 def read_layout_csv(path: Path, id_column: str, cfg: CompetitionConfig, key: str) -> pd.DataFrame:
@@ -47,10 +51,18 @@ def _labels_from_columns(frame: pd.DataFrame, classes: list[str], path: Path, cf
     if bad.any():
         columns = [classes[k] for k in np.flatnonzero(bad.any(axis=0))]
         row, col = np.argwhere(bad)[0]
+        cell = frame[classes[col]].iloc[row]
+        shown_cell = "an empty cell" if pd.isna(cell) or str(cell).strip() == "" else repr(str(cell))
+        if bad[:, col].mean() < 0.5:  # a column of 0/1 with a few bad cells: those cells are wrong, not the layout
+            more = int(bad.sum()) - 1
+            raise KitError(
+                f"{path}: row {row + 2}, class column {_column_name(classes[col])} holds {shown_cell}, not 0 or 1"
+                + (f" ({more} more such cells)" if more else "") + "; write 0 or 1 in each class cell"
+            )
         shown = ", ".join(_column_name(c) for c in columns[:5])
         raise KitError(
             f"{path}: column{'s' if len(columns) > 1 else ''} {shown} hold{'' if len(columns) > 1 else 's'} values other than 0/1 "
-            f"(row {row + 2}: {frame[classes[col]].iloc[row]!r}), so {'they are' if len(columns) > 1 else 'it is'} not one-hot class "
+            f"(row {row + 2}: {shown_cell}), so {'they are' if len(columns) > 1 else 'it is'} not one-hot class "
             f"columns; name the patient id column with data.patient_column and the class columns with data.class_columns "
             f"(or one label column with data.label_column) in {cfg.source_file}"
         )
@@ -114,9 +126,11 @@ def _sample_class_columns(cfg: CompetitionConfig, data_dir: Path) -> list[str] |
 def _train_labels(cfg: CompetitionConfig, data_dir: Path, train: pd.DataFrame, patient: str | None) -> tuple[np.ndarray, list[str]]:
     """(n, C) labels and class names of train.csv, checked against the sample's class columns and the task."""
     d = cfg.data
-    train_path = data_dir / d.train_csv
+    train_path = data_dir / (d.train_csv or describe(d.train_images))
     sample_classes = _sample_class_columns(cfg, data_dir)
-    if d.label_column is not None:
+    if d.train_csv is None:
+        labels, classes = _labels_from_label_column(train, CLASS_FOLDER, "multi-class", train_path, cfg, sample_classes)
+    elif d.label_column is not None:
         labels, classes = _labels_from_label_column(train, d.label_column, cfg.task, train_path, cfg, sample_classes)
     else:
         classes = list(d.class_columns) if d.class_columns else [c for c in train.columns if c not in (d.id_column, patient, d.patient_column)]
@@ -153,11 +167,14 @@ def _patient_groups(train: pd.DataFrame, patient: str | None) -> np.ndarray | No
     return groups.astype(str)
 
 
-def _image_paths(data_dir: Path, pattern: str, ids: np.ndarray, cfg: CompetitionConfig, key: str) -> np.ndarray:
+def _image_paths(data_dir: Path, value: str | list[str], ids: np.ndarray, cfg: CompetitionConfig, key: str) -> np.ndarray:
+    """One path per id: the pattern filled in, or found by listing the folders a glob or a list names."""
     try:
-        return np.array([str(data_dir / pattern.format(id=i)) for i in ids], dtype=object)
+        if is_plain(value):
+            return np.array([str(data_dir / value.format(id=i)) for i in ids], dtype=object)
+        return locate(data_dir, value, ids, key, str(cfg.source_file))
     except (KeyError, IndexError, ValueError) as exc:
-        raise KitError(f"{cfg.source_file}: data.{key} = '{pattern}' is not a valid pattern ({exc}); use e.g. 'train/{{id}}.png'") from None
+        raise KitError(f"{cfg.source_file}: data.{key} = '{describe(value)}' is not a valid pattern ({exc}); use e.g. 'train/{{id}}.png'") from None
 
 
 def _stat_images(paths: np.ndarray) -> tuple[np.ndarray, list[str]]:
@@ -181,7 +198,7 @@ def _check_missing(missing: np.ndarray, paths: np.ndarray, split: str, cfg: Comp
     listed = first_items(paths[missing])
     if n == len(paths):  # none found: a wrong pattern or folder, which skipping would hide
         raise KitError(
-            f"all {n} {split} images are missing ({listed}); data.{key} = '{getattr(cfg.data, key)}' under data.dir = "
+            f"all {n} {split} images are missing ({listed}); data.{key} = '{describe(getattr(cfg.data, key))}' under data.dir = "
             f"'{cfg.data.dir}' finds none of them: check both in {cfg.source_file}"
         )
     if cfg.data.on_bad_image == "stop":
@@ -193,15 +210,17 @@ def _check_missing(missing: np.ndarray, paths: np.ndarray, split: str, cfg: Comp
 
 
 def _image_split(
-    cfg: CompetitionConfig, data_dir: Path, name: str, ids: np.ndarray, csv_path: Path,
-    labels: np.ndarray | None, *, groups: np.ndarray | None,
+    cfg: CompetitionConfig, data_dir: Path, name: str, ids: np.ndarray, listing: bytes,
+    labels: np.ndarray | None, *, groups: np.ndarray | None, paths: np.ndarray | None = None,
 ) -> Split:
-    """One split with its image paths checked and its fingerprints (CSV bytes + one stat per image)."""
+    """One split with its image paths checked and its fingerprints (the CSV's bytes, or the class folders'
+    listing, + one stat per image)."""
     key = f"{name}_images"
-    paths = _image_paths(data_dir, getattr(cfg.data, key), ids, cfg, key)
+    if paths is None:
+        paths = _image_paths(data_dir, getattr(cfg.data, key), ids, cfg, key)
     missing, stat_lines = _stat_images(paths)
     _check_missing(missing, paths, name, cfg, key)
-    data_fingerprint = fingerprint("kaggle", name, csv_path.read_bytes(), "\n".join(stat_lines))
+    data_fingerprint = fingerprint("kaggle", name, listing, "\n".join(stat_lines))
     prefix = len(str(data_dir)) + 1  # the same images in a moved or copied (mtime-keeping) folder keep their fingerprint
     images = fingerprint("images", "\n".join(line[prefix:] for line in stat_lines))
     return Split(
@@ -210,13 +229,42 @@ def _image_split(
     )
 
 
-def open_kaggle(cfg: CompetitionConfig, data_dir: Path) -> DataSource:
-    """train.csv's labels and groups, the test ids, and both splits' image files, all checked."""
+def _one_row_per_id(train: pd.DataFrame, id_column: str, label_columns: list[str], path: Path, cfg: CompetitionConfig) -> pd.DataFrame:
+    """data.repeated_ids = "same_label": rows repeating an id (one per detection box) read as one when their labels agree."""
+    repeated = train[id_column].duplicated(keep=False)
+    if not repeated.any():
+        return train
+    columns = [c for c in label_columns if c in train.columns]
+    disagree = train[repeated].groupby(id_column)[columns].nunique(dropna=False).gt(1).any(axis=1)
+    if disagree.any():
+        first = disagree[disagree].index[0]
+        raise KitError(f"{path}: id '{first}' repeats with different labels ({', '.join(columns)}); each id needs one label: fix the file")
+    return train.drop_duplicates(id_column, keep="first").reset_index(drop=True)
+
+
+def _train_table(cfg: CompetitionConfig, data_dir: Path) -> tuple[pd.DataFrame, Path | None, bytes, np.ndarray | None]:
+    """(train rows as id + labels [+ patient], the CSV or None, the bytes the fingerprint reads, paths from class folders or None)."""
     d = cfg.data
+    if d.train_csv is None:  # class folders: the folder name is the label
+        found = class_folder_images(data_dir, d.train_images, str(cfg.source_file))
+        frame = pd.DataFrame({d.id_column: found.ids, CLASS_FOLDER: found.labels})
+        return frame, None, found.listing.encode(), found.paths
     train_path = data_dir / d.train_csv
-    train = read_layout_csv(train_path, d.id_column, cfg, "train_csv")
+    id_column = d.train_id_column or d.id_column
+    train = read_layout_csv(train_path, id_column, cfg, "train_id_column" if d.train_id_column else "train_csv")
+    if d.train_id_column:
+        train = train.drop(columns=[c for c in train.columns if c == d.id_column and c != id_column]).rename(columns={id_column: d.id_column})
+    if d.repeated_ids == "same_label":
+        train = _one_row_per_id(train, d.id_column, [d.label_column] if d.label_column else list(d.class_columns or []), train_path, cfg)
+    return train, train_path, train_path.read_bytes(), None
+
+
+def open_kaggle(cfg: CompetitionConfig, data_dir: Path) -> DataSource:
+    """The train CSV's (or class folders') labels and groups, the test ids, and both splits' image files, all checked."""
+    d = cfg.data
+    train, train_path, listing, train_paths = _train_table(cfg, data_dir)
     train_ids = train[d.id_column].astype(str).to_numpy(dtype=str)
-    _check_unique_ids(train_ids, train_path)
+    _check_unique_ids(train_ids, train_path or data_dir)
     patient = d.patient_column if d.patient_column and d.patient_column in train.columns else None
     labels, classes = _train_labels(cfg, data_dir, train, patient)
     groups = _patient_groups(train, patient)
@@ -226,8 +274,8 @@ def open_kaggle(cfg: CompetitionConfig, data_dir: Path) -> DataSource:
     test_ids = test[d.id_column].astype(str).to_numpy(dtype=str)
     _check_unique_ids(test_ids, test_path)
 
-    train_split = _image_split(cfg, data_dir, "train", train_ids, train_path, labels, groups=groups)
-    test_split = _image_split(cfg, data_dir, "test", test_ids, test_path, None, groups=None)
+    train_split = _image_split(cfg, data_dir, "train", train_ids, listing, labels, groups=groups, paths=train_paths)
+    test_split = _image_split(cfg, data_dir, "test", test_ids, test_path.read_bytes(), None, groups=None)
     return DataSource(classes, cfg.task, train_split, test_split, synthetic=(data_dir / "SYNTHETIC").exists())
 
 

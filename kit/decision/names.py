@@ -22,10 +22,21 @@ DISPLAY_NAMES: dict[str, str] = {
     "closed_form": "metric's threshold, T fitted (α = 1)",
     "closed_form_alpha": "metric's threshold, T and α fitted",
     "thresholds": "per-class thresholds (fitted)",
+    "rounder": "cut points on the expected grade (optimised rounder)",
+    # probability metrics (log-loss): calibrated probabilities
+    "raw": "raw softmax / sigmoid",
+    "temperature": "temperature fitted (no prior correction)",
+    "prior": "T fitted, prior-corrected (α = 1)",
+    "temperature_alpha": "T and α fitted",
+    "bias": "T, α and per-class bias fitted",
+    # ranking metrics (AUC, mAP): the scores
+    "scores": "the scores (softmax / sigmoid)",
+    "calibrated": "the scores, T and α fitted",
     # blend weightings (kit.ensemble.weights)
     "single_best": "best single member",
     "equal": "equal weights",
     "greedy": "greedy selection",
+    "rank_average": "rank average",
     "stack": "stacked (learned weights)",
 }
 

@@ -76,13 +76,15 @@ class Choice:
     rule: str  # how the choice was made, in words
 
 
-def choose(scores: dict[K, NestedScore], simplicity: list[K], selection: str = "one_se") -> Choice:
+def choose(scores: dict[K, NestedScore], simplicity: list[K], selection: str = "one_se", direction: str = "maximize") -> Choice:
     """The simplest key (order of `simplicity`) within one paired SE of the best mean; "best": the best.
 
-    Ties of the mean go to the simpler key in both modes."""
+    `direction` is the metric's ("minimize" for log-loss: the best is the lowest). Ties of the mean go to
+    the simpler key in both modes. Differences are reported as score − best's score, in the metric's units."""
+    sign = 1.0 if direction == "maximize" else -1.0
     order = {key: i for i, key in enumerate(simplicity)}
     keys = sorted(scores, key=lambda key: order.get(key, len(order)))
-    best = max(keys, key=lambda key: (scores[key].mean, -order.get(key, len(order))))
+    best = max(keys, key=lambda key: (sign * scores[key].mean, -order.get(key, len(order))))
     delta, delta_se = {}, {}
     for key in keys:
         diff = np.asarray(scores[key].per_fold) - np.asarray(scores[best].per_fold)
@@ -90,7 +92,7 @@ def choose(scores: dict[K, NestedScore], simplicity: list[K], selection: str = "
         delta_se[key] = standard_error(diff) if key != best else 0.0
     if selection == "best":
         return Choice(best, best, delta, delta_se, "best nested-CV mean (ties: the simpler)")
-    within = [key for key in keys if delta[key] >= -(delta_se[key] if np.isfinite(delta_se[key]) else 0.0)]
+    within = [key for key in keys if sign * delta[key] >= -(delta_se[key] if np.isfinite(delta_se[key]) else 0.0)]
     return Choice(within[0], best, delta, delta_se, "simplest within one paired SE of the best")
 
 

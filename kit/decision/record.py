@@ -45,13 +45,14 @@ SEARCH_METRIC_NAME = "in-sample score (fitting folds)"
 
 
 def write_study(storage: str | optuna.storages.BaseStorage, study_name: str, trials: list[optuna.trial.FrozenTrial],
-                user_attrs: dict[str, Any], metric_name: str = METRIC_NAME) -> None:
-    """Replace `study_name` in `storage` by a study holding `trials`, its objective named `metric_name`."""
+                user_attrs: dict[str, Any], metric_name: str = METRIC_NAME, direction: str = "maximize") -> None:
+    """Replace `study_name` in `storage` by a study holding `trials`, its objective named `metric_name`, in the
+    metric's `direction` ("minimize" for log-loss: the study's best trial is then the lowest)."""
     storage = open_storage(storage) if isinstance(storage, str) else storage
     with quiet_optuna():
         with contextlib.suppress(KeyError):
             optuna.delete_study(study_name=study_name, storage=storage)
-        study = optuna.create_study(storage=storage, study_name=study_name, direction="maximize")
+        study = optuna.create_study(storage=storage, study_name=study_name, direction=direction)
         with warnings.catch_warnings():  # experimental in Optuna 5, and the dashboard reads it
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names([metric_name])
@@ -85,6 +86,7 @@ def bulk_add_trials(storage: RDBStorage, study_id: int, trials: list[optuna.tria
                                           models.TrialSystemAttributeModel: [], models.TrialIntermediateValueModel: [],
                                           models.StudyUserAttributeModel: [{"study_id": study_id, "key": k, "value_json": json.dumps(v)}
                                                                            for k, v in (study_attrs or {}).items()]}
+        as_json: dict[int, str] = {}
         for row, t in zip(rows, trials):
             tid = row.trial_id
             for objective, value in enumerate(t.values or []):
@@ -92,8 +94,10 @@ def bulk_add_trials(storage: RDBStorage, study_id: int, trials: list[optuna.tria
                 tables[models.TrialValueModel].append({"trial_id": tid, "objective": objective, "value": stored, "value_type": kind})
             for name, value in t.params.items():
                 dist = t.distributions[name]
+                if id(dist) not in as_json:  # trials of one search share their distribution objects
+                    as_json[id(dist)] = distribution_to_json(dist)
                 tables[models.TrialParamModel].append({"trial_id": tid, "param_name": name, "param_value": dist.to_internal_repr(value),
-                                                       "distribution_json": distribution_to_json(dist)})
+                                                       "distribution_json": as_json[id(dist)]})
             for model, attrs in ((models.TrialUserAttributeModel, t.user_attrs), (models.TrialSystemAttributeModel, t.system_attrs)):
                 tables[model].extend({"trial_id": tid, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items())
             for step, value in t.intermediate_values.items():
@@ -102,7 +106,7 @@ def bulk_add_trials(storage: RDBStorage, study_id: int, trials: list[optuna.tria
                                                                    "intermediate_value_type": kind})
         for model, values in tables.items():
             if values:
-                session.execute(insert(model), values)
+                session.execute(insert(model.__table__), values)  # Core executemany: no ORM bookkeeping per row
 
 
 def _check_compatible(trials: list[optuna.trial.FrozenTrial]) -> None:
@@ -110,7 +114,8 @@ def _check_compatible(trials: list[optuna.trial.FrozenTrial]) -> None:
     seen: dict[str, BaseDistribution] = {}
     for t in trials:
         for name, dist in t.distributions.items():
-            check_distribution_compatibility(seen.setdefault(name, dist), dist)
+            if seen.setdefault(name, dist) is not dist:
+                check_distribution_compatibility(seen[name], dist)
 
 
 def fitted_attrs(decision: Decision, prefix: str = "") -> dict[str, Any]:
@@ -181,9 +186,9 @@ def write_search_studies(storage: str | optuna.storages.BaseStorage, prefix: str
     """Replace every study named `<prefix>/...` by `studies` (so a run without searches leaves none stale); their names."""
     storage = open_storage(storage) if isinstance(storage, str) else storage
     with quiet_optuna():
-        for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
-            if summary.study_name.startswith(prefix + "/") and summary.study_name.removeprefix(prefix + "/") not in studies:
-                optuna.delete_study(study_name=summary.study_name, storage=storage)
+        for name in optuna.get_all_study_names(storage):  # names only: summaries would read every trial of every study
+            if name.startswith(prefix + "/") and name.removeprefix(prefix + "/") not in studies:
+                optuna.delete_study(study_name=name, storage=storage)
     for suffix, (trials, attrs) in studies.items():
         write_study(storage, f"{prefix}/{suffix}", trials, attrs, metric_name=SEARCH_METRIC_NAME)
     return [f"{prefix}/{suffix}" for suffix in studies]

@@ -4,8 +4,13 @@ Multi-class, with p the calibrated probabilities (kit.decision.calibration) and 
 - argmax-type rules predict ``argmax_k log p_k + o_k``;
 - Bayes-type rules predict ``argmax_k u_k·p_k·e^{o_k} + v_k`` with (u, v) the metric's Bayes weights for
   the target prior (for the competition's metric ``((a+b+w)·p_k − b)/π_k``, docs/decision.md).
-Multi-label: predict label c where ``p_c >= t_c``.
-Zero offsets give the closed-form rule; the candidates module fits T, α, offsets and thresholds.
+Multi-label: predict label c where ``p_c >= t_c``. Ordinal grades (kappa): with cut points c, predict the
+number of cuts below the expected grade ``Σ_k k·p_k`` (the optimised rounder).
+Zero offsets give the closed-form rule; the candidates module fits T, α, offsets, thresholds, cuts and biases.
+
+What `predict` returns is what the metric scores: indicators for a label metric; for a probability or ranking
+metric (log-loss, AUC, mAP), the calibrated probabilities ``softmax(z + b)`` (``sigmoid`` for multi-label)
+with z the calibrated logits and b an optional per-class bias fitted by NLL.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from pydantic import ValidationError
 from sklearn.metrics import roc_curve
 
 from kit.config import MetricConfig
-from kit.decision.calibration import Calibrator
+from kit.decision.calibration import Calibrator, log_probs
 from kit.decision.metrics import MacroF1, Metric, build_metric
 from kit.errors import KitError
 from kit.files import write_json
@@ -54,6 +59,8 @@ class Decision:
     bayes: bool = False  # multi-class: decide by the metric's Bayes weights instead of argmax
     offsets: np.ndarray | None = None  # (C,) multi-class offsets on log-probabilities
     thresholds: np.ndarray | None = None  # (C,) multi-label thresholds on probabilities
+    cuts: np.ndarray | None = None  # (C-1,) ordinal cut points on the expected grade (kappa's optimised rounder)
+    bias: np.ndarray | None = None  # (C,) per-class bias on the calibrated logits (probability metrics), fitted by NLL
     fitted_on: str | None = None  # fingerprint of the OOF it was fitted on (kit.artifacts.oof_fingerprint)
     extra: dict = field(default_factory=dict)  # what the fit chose beyond the fields (e.g. the search's start); '_' keys are not saved
 
@@ -74,19 +81,30 @@ class Decision:
         return self.calibrator.target_prior
 
     def log_probs(self, logits: np.ndarray) -> np.ndarray:
-        """Calibrated log-probabilities: temperature and α-scaled prior correction, before offsets."""
-        return self.calibrator.log_probs(logits)
+        """Calibrated log-probabilities: temperature, α-scaled prior correction and the bias, before offsets."""
+        if self.bias is None:
+            return self.calibrator.log_probs(logits)
+        return log_probs(self.calibrator.logits(logits) + self.bias, self.task)
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """(n, C) float64 calibrated probabilities: what a probability or ranking metric scores."""
+        return np.exp(self.log_probs(logits))
 
     def predict_indices(self, logits: np.ndarray) -> np.ndarray:
         """Multi-class: (n,) predicted class index."""
         if self.task != "multi-class":
             raise ValueError("predict_indices is for multi-class decisions; use predict")
+        if self.cuts is not None:
+            return grades_from_cuts(self.probabilities(logits), self.cuts)
         weights = self.metric.bayes_weights(self.target_prior) if self.bayes else None
         offsets = np.zeros(len(self.classes)) if self.offsets is None else self.offsets
         return decide_indices(self.log_probs(logits), offsets, weights)
 
     def predict(self, logits: np.ndarray) -> np.ndarray:
-        """(n, C) uint8 indicator: one-hot for multi-class, thresholded for multi-label."""
+        """What the metric scores: (n, C) uint8 indicator (one-hot for multi-class, thresholded for multi-label)
+        for a label metric, the calibrated probabilities for a probability or ranking metric."""
+        if self.metric.kind != "label":
+            return self.probabilities(logits)
         if self.task == "multi-label":
             return (np.exp(self.log_probs(logits)) >= self.thresholds).astype(np.uint8)
         return np.eye(len(self.classes), dtype=np.uint8)[self.predict_indices(logits)]
@@ -104,7 +122,9 @@ class Decision:
             "task": self.task, "classes": list(self.classes), "rule": self.rule, "temperature": float(cal.temperature),
             "alpha": float(cal.alpha), "train_prior": floats(cal.train_prior), "target_prior": floats(cal.target_prior),
             "metric": self.metric.params(), "bayes": bool(self.bayes), "offsets": floats(self.offsets),
-            "thresholds": floats(self.thresholds), "fitted_on": self.fitted_on,
+            "thresholds": floats(self.thresholds),
+            **({"cuts": floats(self.cuts)} if self.cuts is not None else {}), **({"bias": floats(self.bias)} if self.bias is not None else {}),
+            "fitted_on": self.fitted_on,
             "extra": {k: v for k, v in self.extra.items() if not k.startswith("_")},  # "_" keys stay in memory (search trials)
         }
 
@@ -126,7 +146,10 @@ class Decision:
             raise ValueError(f"temperature must be a positive number, got {d['temperature']!r}")
         if not np.isfinite(alpha):
             raise ValueError(f"alpha must be finite, got {d['alpha']!r}")
-        arrays = {key: _class_array(d, key, c) for key in ("train_prior", "target_prior", "offsets", "thresholds")}
+        arrays = {key: _class_array(d, key, c) for key in ("train_prior", "target_prior", "offsets", "thresholds", "bias")}
+        arrays["cuts"] = _class_array(d, "cuts", c - 1)
+        if arrays["cuts"] is not None and (np.diff(arrays["cuts"]) < 0).any():
+            raise ValueError("cuts must be in increasing order")
         for key in ("train_prior", "target_prior"):
             if arrays[key] is None or (arrays[key] <= 0).any():
                 raise ValueError(f"{key} must be positive for every class")
@@ -182,6 +205,12 @@ def closed_form_decision(
     calibrator = Calibrator(task, float(temperature), float(alpha), np.asarray(train_prior, dtype=np.float64),
                             np.asarray(target_prior, dtype=np.float64))
     return decide_calibrated(calibrator, classes, metric)
+
+
+def grades_from_cuts(probs: np.ndarray, cuts: np.ndarray) -> np.ndarray:
+    """(n,) grade per row: how many cut points lie below its expected grade Σ_k k·p_k (the optimised rounder)."""
+    expected = np.asarray(probs, dtype=np.float64) @ np.arange(probs.shape[1], dtype=np.float64)
+    return np.searchsorted(np.asarray(cuts, dtype=np.float64), expected, side="left")
 
 
 def decide_calibrated(calibrator: Calibrator, classes, metric: Metric, rule: str = "closed_form") -> Decision:

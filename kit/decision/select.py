@@ -52,7 +52,7 @@ def select_decision(
         return {name: metric.score(labels[held], d.predict(logits[held])) for name, d in fitted.items()}
 
     scores = nested_cv(fit_rows, evaluate, fold, on_fold=lambda k, fitted: per_fold.__setitem__(k, fitted))
-    choice = choose(scores, [c.name for c in candidates], context.settings.selection)
+    choice = choose(scores, [c.name for c in candidates], context.settings.selection, metric.direction)
     final = fit_rows(np.ones(len(labels), dtype=bool))
     in_sample = {name: metric.score(labels, d.predict(logits)) for name, d in final.items()}
     return Selection(candidates, scores, choice, final, in_sample, per_fold)

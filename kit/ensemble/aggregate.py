@@ -26,12 +26,15 @@ TEST_AGGREGATION = "mean_probs"
 
 
 def aggregate_predict(blend: Blend, member_test_logits: list[np.ndarray], how: str = TEST_AGGREGATION) -> np.ndarray:
-    """(m, C) indicator for the test rows from each member's (K, m, C) fold-model logits."""
+    """(m, C) indicator (for a probability or ranking metric: probabilities) for the test rows from each member's
+    (K, m, C) fold-model logits."""
     if how == "mean_logits":
         return blend.predict([z.mean(axis=0) for z in member_test_logits])
     if how == "mean_probs":
         return blend.decision.predict(_mean_prob_mixture(blend, member_test_logits))
     if how == "vote":
+        if blend.decision.metric.kind != "label":
+            raise ValueError("the vote aggregation needs labels; a probability or ranking metric averages (mean_logits, mean_probs)")
         k = member_test_logits[0].shape[0]
         votes = np.stack([blend.predict([z[j] for z in member_test_logits]) for j in range(k)]).astype(np.int64)
         counts = votes.sum(axis=0)  # (m, C)

@@ -22,7 +22,7 @@ from kit.decision.calibration import Calibrator, class_prior, fit_calibrator
 from kit.decision.candidates import Candidate, FitContext, fit
 from kit.decision.rules import Decision, closed_form_decision
 from kit.ensemble.stack import Stacker
-from kit.ensemble.weights import WEIGHTINGS, mix
+from kit.ensemble.weights import WEIGHTINGS, mix, rank_terms
 
 _TINY = 1e-12
 
@@ -60,10 +60,13 @@ class Blend:
     weights: np.ndarray | None  # None for the stacker
     decision: Decision
     stacker: Stacker | None = None
+    rank: bool = False  # the rank average: the weights apply to the terms' per-column ranks
 
     def combine(self, terms: list[np.ndarray]) -> np.ndarray:
-        """The mixture of the members' pool terms: their weighted sum, or the stacker's output."""
-        return self.stacker.combine(terms) if self.stacker is not None else mix(terms, self.weights)
+        """The mixture of the members' pool terms: their weighted sum (of ranks, for the rank average), or the stacker's output."""
+        if self.stacker is not None:
+            return self.stacker.combine(terms)
+        return mix(rank_terms(terms) if self.rank else terms, self.weights)
 
     def mixture(self, member_logits: list[np.ndarray]) -> np.ndarray:
         """The pooled calibrated logits the decision reads."""
@@ -74,9 +77,13 @@ class Blend:
 
 
 def mixture_scorer(labels: np.ndarray, context: FitContext):
-    """`score(z)`: the metric of the closed-form rule (T = 1, no shift) on a mixture of calibrated logits."""
+    """`score(z)`: the metric of the closed-form rule (T = 1, no shift) on a mixture of calibrated logits (for a
+    probability or ranking metric: of its softmax / sigmoid), oriented so that higher is better (log-loss negated)."""
     prior = class_prior(labels)
     rule = closed_form_decision(context.task, context.classes, prior, prior, context.metric)
+    if context.metric.kind != "label":
+        sign = context.metric.sign
+        return lambda z: sign * context.metric.score(labels, rule.predict(z))
     if context.task == "multi-label":
         return lambda z: context.metric.score(labels, rule.predict(z))
     y_idx, c = labels.argmax(axis=1), len(context.classes)
@@ -99,7 +106,7 @@ def fit_blends(
     for weighting in weightings:
         combination = WEIGHTINGS.get(weighting, where="blend")(zs, y, score, context.task, blend_settings or BlendConfig())
         weights, stacker, mixture_prior = combination.weights, combination.stacker, combination.mixture_prior
-        blend = Blend(names, calibrations, weights, None, stacker)  # type: ignore[arg-type]  # the decision follows
+        blend = Blend(names, calibrations, weights, None, stacker, rank=combination.rank)  # type: ignore[arg-type]  # the decision follows
         z = blend.combine(zs)
         blend_context = FitContext(context.task, context.classes, context.metric, mixture_prior, context.settings)  # fresh NLL cache per mixture
         for rule in rules:

@@ -19,11 +19,23 @@ from kit.decision.names import display_name
 from kit.decision.nested import Choice, NestedScore, choose, nested_cv
 from kit.decision.record import fitted_attrs, score_trial
 from kit.ensemble.pipeline import Blend, Member, fit_blends
-from kit.ensemble.weights import WEIGHTINGS
+from kit.ensemble.weights import RANK_AVERAGE, WEIGHTINGS
 
 Pair = tuple[str, str]  # (weighting, rule)
-BLEND_WEIGHTINGS = WEIGHTINGS.names()  # simplest first: the stacker fits the most
+BLEND_WEIGHTINGS = [w for w in WEIGHTINGS.names() if w != RANK_AVERAGE]  # simplest first: the stacker fits the most
+
+
+def blend_weightings(kind: str) -> list[str]:
+    """The weightings a blend compares: for a ranking metric also the rank average (equal weights on ranks)."""
+    return WEIGHTINGS.names() if kind == "ranking" else list(BLEND_WEIGHTINGS)
 BLEND_RULES = {"multi-class": ["argmax", "bayes", "offsets"], "multi-label": ["threshold_0.5", "closed_form", "thresholds"]}
+# probability and ranking metrics: the same rules for both tasks (the mixture's members are already calibrated)
+BLEND_RULES_BY_KIND = {"probability": ["raw", "temperature_alpha", "bias"], "ranking": ["scores"]}
+
+
+def blend_rules(task: str, kind: str) -> list[str]:
+    """The decision rules a blend compares on its mixture, for a task and a metric kind."""
+    return BLEND_RULES[task] if kind == "label" else BLEND_RULES_BY_KIND[kind]
 
 
 def pair_label(pair: Pair) -> str:
@@ -76,13 +88,14 @@ def select_blend(
         held_logits = [m.logits[held] for m in members]
         scores: dict = {pair: metric.score(labels[held], b.predict(held_logits)) for pair, b in fitted.items()}
         majority = int(labels[~held].sum(axis=0).argmax())  # the fitting folds' majority (multi-label: unused)
-        scores["trivial"] = trivial_baseline(labels[held], metric, task, majority)
+        prior = labels[~held].mean(axis=0)  # probability and ranking metrics: the fitting folds' prior in every row
+        scores["trivial"] = trivial_baseline(labels[held], metric, task, majority, prior=prior)
         return scores
 
     scores = nested_cv(fit_rows, evaluate, fold, on_fold=lambda k, fitted: per_fold.__setitem__(k, fitted))
     trivial = scores.pop("trivial")
     pairs = simplicity_order(weightings, [r.name for r in rules])
-    choice = choose(scores, pairs, context.settings.selection)
+    choice = choose(scores, pairs, context.settings.selection, metric.direction)
     weighting, rule = choice.chosen
     final = fit_rows(np.ones(len(labels), dtype=bool), [weighting], [r for r in rules if r.name == rule])[(weighting, rule)]
     return BlendSelection(pairs, scores, trivial, choice, final, per_fold)

@@ -51,7 +51,10 @@ class Stacker:
         """(n, C) float32: log-probabilities (multi-class) or log-odds per class (multi-label) of the members' terms."""
         if self.task == "multi-label":
             return np.stack([m.decision_function(_features(zs, c)) for c, m in enumerate(self.models)], axis=1).astype(np.float32)
-        return log_softmax(self.models[0].decision_function(_features(zs)), axis=1).astype(np.float32)
+        scores = self.models[0].decision_function(_features(zs))
+        if scores.ndim == 1:  # two classes: scikit-learn's binary regression gives the second class's log-odds
+            scores = np.stack([np.zeros_like(scores), scores], axis=1)
+        return log_softmax(scores, axis=1).astype(np.float32)
 
     def describe(self) -> dict:
         """What the provenance JSON records: the chosen C per model, the class weighting and the inner-CV curve."""

@@ -5,6 +5,11 @@ A weighting is registered in `WEIGHTINGS` (`kit.registry.Registry`), simplest fi
 rows, their labels, `score(z)` (the metric of a fixed rule on a mixture), the task and the stacker's settings. The three
 weight vectors are `fn(zs, score) -> weights` (`@register_weights`); the stacker ("stack",
 kit.ensemble.stack) learns per-class weights and says which class distribution its mixture predicts under.
+`score` is oriented so that higher is better (a lower-is-better metric such as log-loss comes negated).
+
+For a ranking metric (AUC, mAP) the blend also offers `rank_average` (RANK_AVERAGE; kit.ensemble.select leaves it out
+for the other metrics): equal weights on each member's per-column ranks scaled to (0, 1] (`rank_terms`), in place of
+its calibrated logits.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import rankdata
 
 from kit.config import BlendConfig
 from kit.decision.calibration import class_prior
@@ -20,6 +26,7 @@ from kit.ensemble.stack import STACK, Stacker, fit_stacker
 from kit.registry import Registry
 
 DEFAULT_STEPS = 25
+RANK_AVERAGE = "rank_average"
 Score = Callable[[np.ndarray], float]
 
 
@@ -30,6 +37,7 @@ class Combination:
     weights: np.ndarray | None  # None for the stacker
     stacker: Stacker | None
     mixture_prior: np.ndarray
+    rank: bool = False  # the weights apply to the terms' per-column ranks (the rank average)
 
 
 WeightingFit = Callable[[list[np.ndarray], np.ndarray, Score, str, BlendConfig], Combination]
@@ -56,6 +64,12 @@ def mix(zs: list[np.ndarray], weights: np.ndarray) -> np.ndarray:
         if w > 0:
             out += np.float32(w) * np.asarray(z, dtype=np.float32)
     return out
+
+
+def rank_terms(zs: list[np.ndarray]) -> list[np.ndarray]:
+    """Each member's terms as ranks within each column (ties at their mean rank) divided by the row count:
+    what a rank average averages. Only the order within the rows given counts, as for the ranking metrics."""
+    return [(rankdata(np.asarray(z, dtype=np.float64), axis=0) / max(len(z), 1)).astype(np.float32) for z in zs]
 
 
 @register_weights("single_best")
@@ -91,6 +105,12 @@ def greedy(zs: list[np.ndarray], score: Score, steps: int = DEFAULT_STEPS) -> np
             break
     return best_counts / best_counts.sum()
 
+
+@WEIGHTINGS.register(RANK_AVERAGE)
+def rank_average(zs: list[np.ndarray], labels: np.ndarray, score: Score, task: str, settings: BlendConfig) -> Combination:
+    """Equal weights on the members' per-column ranks (ranking metrics only): nothing fitted, and no member's
+    scale can dominate the mixture."""
+    return Combination(np.full(len(zs), 1.0 / len(zs)), None, class_prior(labels), rank=True)
 
 
 @WEIGHTINGS.register(STACK)

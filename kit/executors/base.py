@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import numpy as np
 from rich.console import Console
 
-from kit.data.sources import DataSource
+from kit.data.common import DataSource
 from kit.errors import KitError
 from kit.executors.jobs import Job, JobResult
 from kit.registry import Registry

@@ -162,6 +162,9 @@ def connect(console: Console | None = None, deadline: Deadline | None = None):
     _check_environment()
     api = _quietly(_make_api)
     api.kit_deadline = deadline or Deadline()
+    shown = console or Console()
+    api.kit_say = lambda text: shown.print(f"note: {clean_text(scrub(text, api))}", style="yellow", markup=False,
+                                           highlight=False, soft_wrap=True)
     _warn_if_readable_by_others(Path(api.config), console or Console())
     _quietly(api.authenticate)
     if not _has_credentials(api):
@@ -216,8 +219,9 @@ def _quietly(step):
         raise _authentication_error(exc) from None
 
 
-def send(api, file: Path, message: str, slug: str) -> tuple[int, str]:
-    """Upload `file` as a submission to `slug`: (ref, Kaggle's message).
+def send(api, file: Path, data: bytes, message: str, slug: str) -> tuple[int, str]:
+    """Upload `data` (the bytes of `file` as they were read and checked; the file is not read again) as a
+    submission to `slug`: (ref, Kaggle's message).
 
     A failure before CreateSubmission is a KitError (nothing was submitted). Once CreateSubmission has
     been sent, any failure (an HTTP error, a dropped connection, a body that is not the answer, a
@@ -232,8 +236,8 @@ def send(api, file: Path, message: str, slug: str) -> tuple[int, str]:
     start = ApiStartSubmissionUploadRequest()
     start.competition_name = slug
     start.file_name = file.name
-    start.content_length = file.stat().st_size
-    start.last_modified_epoch_seconds = int(file.stat().st_mtime)
+    start.content_length = len(data)
+    start.last_modified_epoch_seconds = int(time.time())
     try:
         with _captured(), api.build_kaggle_client() as kaggle:
             upload = kaggle.competitions.competition_api_client.start_submission_upload(start)
@@ -243,8 +247,13 @@ def send(api, file: Path, message: str, slug: str) -> tuple[int, str]:
         raise KitError(f"{file}: {UPLOAD_FAILED} (Kaggle gave no upload address), so nothing was submitted; try again later")
     try:
         with requests.Session() as session:  # no credentials: the upload address is a signed URL
-            answer = _with_timeouts(session, api.kit_deadline).put(upload.create_url, data=file.read_bytes())
+            answer = _with_timeouts(session, api.kit_deadline).put(upload.create_url, data=data)
         failed = "" if answer.status_code in (200, 201) else f"HTTP {answer.status_code}"
+    except requests.Timeout as exc:
+        left = api.kit_deadline.left()
+        failed = f"{type(exc).__name__}: no answer in time" + ("" if left is None else f", --timeout {api.kit_deadline.seconds:g} s")
+        raise KitError(f"{file}: {UPLOAD_FAILED} ({failed}), so nothing was submitted; try again later, "
+                       "or give a larger --timeout (a large file on a slow line needs longer)") from None
     except requests.RequestException as exc:
         failed = type(exc).__name__
     if failed:
@@ -290,33 +299,62 @@ def _lost_answer(exc: Exception, api) -> str:
     return f"the request failed ({type(exc).__name__})"
 
 
-def _read_call(call: Callable, deadline: Deadline | None, sleep: Callable[[float], None] = time.sleep):
+def _read_call(call: Callable, deadline: Deadline | None, sleep: Callable[[float], None] = time.sleep,
+               say: Callable[[str], None] | None = None, action: str = "ask Kaggle"):
     """`call()`, tried again after a pause when it failed in a way a later try may not (429, 5xx, a dropped
-    connection, a timeout); never past the deadline. Only for calls that change nothing on Kaggle."""
-    for pause in (*RETRY_PAUSES, None):
-        try:
-            return call()
-        except Exception as exc:
-            wait = _retry_pause(exc, pause)
-            left = deadline.left() if deadline is not None else None
-            if wait is None or (left is not None and wait >= left):
-                raise
-            sleep(wait)
-    raise AssertionError("unreachable")
+    connection, a timeout): at most len(RETRY_PAUSES) more tries, each after RETRY_PAUSES[i] or the server's
+    Retry-After (capped at RETRY_AFTER_CAP), never past the deadline; `say` is told of every pause. Only for
+    calls that change nothing on Kaggle (tenacity does the looping)."""
+    import tenacity
+
+    def pause(state: tenacity.RetryCallState) -> float:
+        return _retry_pause(state.outcome.exception(), RETRY_PAUSES[min(state.attempt_number, len(RETRY_PAUSES)) - 1])
+
+    def past_deadline(state: tenacity.RetryCallState) -> bool:
+        left = deadline.left() if deadline is not None else None
+        return left is not None and state.upcoming_sleep >= left
+
+    def tell(state: tenacity.RetryCallState) -> None:
+        if say is not None:
+            why = _failure_words(state.outcome.exception())
+            say(f"Kaggle API: {why} while trying to {action}; trying again in {state.upcoming_sleep:g} s "
+                f"(try {state.attempt_number + 1} of {len(RETRY_PAUSES) + 1})")
+
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception(lambda exc: _retry_pause(exc, 0.0) is not None),
+        wait=pause,
+        stop=tenacity.stop_after_attempt(len(RETRY_PAUSES) + 1) | past_deadline,
+        before_sleep=tell,
+        sleep=sleep,
+        reraise=True,
+    )
+    return retrying(call)
 
 
-def _retry_pause(exc: Exception, pause: float | None) -> float | None:
+def _read(api, call: Callable, action: str):
+    """`_read_call` with the deadline and the line printer that `connect` gave the client."""
+    return _read_call(call, getattr(api, "kit_deadline", None), say=getattr(api, "kit_say", None), action=action)
+
+
+def _failure_words(exc: BaseException | None) -> str:
+    """A retried failure in a few words (no server text)."""
+    import requests
+
+    if isinstance(exc, requests.HTTPError) and exc.response is not None:
+        return f"HTTP {exc.response.status_code}"
+    return type(exc).__name__
+
+
+def _retry_pause(exc: BaseException | None, pause: float) -> float | None:
     """The pause before the next try of a read call, or None when it is not worth another try."""
     import requests
 
-    if pause is None:
-        return None
     if isinstance(exc, requests.HTTPError) and exc.response is not None:
         status = exc.response.status_code
         if status != 429 and status < 500:
             return None
         try:
-            return min(float(exc.response.headers.get("Retry-After", "")), RETRY_AFTER_CAP)
+            return max(0.0, min(float(exc.response.headers.get("Retry-After", "")), RETRY_AFTER_CAP))
         except ValueError:
             return pause
     return pause if isinstance(exc, requests.ConnectionError | requests.Timeout) else None
@@ -334,7 +372,7 @@ def get_submission(api, ref: int) -> RemoteSubmission:
             return client.competitions.competition_api_client.get_submission(request)
 
     try:
-        return _remote(_read_call(call, getattr(api, "kit_deadline", None)))
+        return _remote(_read(api, call, f"get submission {ref}"))
     except Exception as exc:
         raise api_error(exc, f"get submission {ref}", api) from None
 
@@ -346,7 +384,7 @@ def list_submissions(api, slug: str) -> list[RemoteSubmission]:
             return api.competition_submissions(slug, page_size=100) or []
 
     try:
-        found = _read_call(call, getattr(api, "kit_deadline", None))
+        found = _read(api, call, f"list the submissions to '{slug}'")
     except Exception as exc:
         raise api_error(exc, f"list the submissions to '{slug}'", api) from None
     return [_remote(s) for s in found if s is not None]
@@ -385,7 +423,7 @@ def submission_limits(api, slug: str) -> SubmissionLimits | None:
             return api.competition_get_submission_limits(slug)
 
     try:
-        limits = _read_call(call, getattr(api, "kit_deadline", None))
+        limits = _read(api, call, f"read today's submission count of '{slug}'")
         return SubmissionLimits(int(limits.num_today), int(limits.num_allowed_now), bool(limits.limited_by_total))
     except Exception:
         return None
@@ -398,7 +436,7 @@ def download_files(api, slug: str, target: Path) -> None:
             api.competition_download_files(slug, path=str(target), quiet=True)
 
     try:
-        _read_call(call, getattr(api, "kit_deadline", None))
+        _read(api, call, f"download '{slug}'")
     except Exception as exc:
         raise api_error(exc, f"download '{slug}'", api) from None
 

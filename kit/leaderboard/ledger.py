@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kit.errors import KitError
+from kit.errors import KitError, scrub_secrets
 from kit.files import atomic_write, write_error
 from kit.leaderboard.client import RemoteSubmission
 from kit.paths import ledger_csv, ledger_lock
@@ -94,7 +94,7 @@ def edit_ledger(path: Path, edit: Callable[[pd.DataFrame], pd.DataFrame]) -> pd.
         lock = filelock.FileLock(str(ledger_lock(path)), timeout=LOCK_SECONDS)
         with lock:
             frame = edit(read_ledger(path))
-            text = frame.to_csv(index=False, lineterminator="\n")
+            text = scrub_secrets(frame.to_csv(index=False, lineterminator="\n"))  # no cell ever holds a credential
             atomic_write(path, lambda f: f.write(text.encode()))
     except filelock.Timeout:
         raise KitError(f"{path}: another kit command has held the ledger's lock for {LOCK_SECONDS:.0f} s; let it finish and run again") from None

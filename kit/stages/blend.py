@@ -18,7 +18,19 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from kit.artifacts import OOF, check_against_folds, check_for_competition, check_oof_meta, check_same_classes, load_oof, oof_fingerprint, save_oof
+from kit.artifacts import (
+    OOF,
+    TEST_IMAGES_KEY,
+    check_against_folds,
+    check_for_competition,
+    check_oof_meta,
+    check_same_classes,
+    load_oof,
+    oof_fingerprint,
+    require_same_test_images,
+    save_oof,
+    test_images_fingerprint,
+)
 from kit.config import CompetitionConfig, check_name, resolve_variants
 from kit.decision.calibration import class_prior
 from kit.decision.candidates import FitContext, candidates_for
@@ -29,7 +41,7 @@ from kit.decision.record import study_summary, write_study
 from kit.decision.select import check_nested_inputs
 from kit.ensemble.aggregate import TEST_AGGREGATION, aggregate_predict
 from kit.ensemble.pipeline import Blend, Member
-from kit.ensemble.select import BLEND_RULES, BLEND_WEIGHTINGS, BlendSelection, blend_trials, pair_label, select_blend
+from kit.ensemble.select import BlendSelection, blend_rules, blend_trials, blend_weightings, pair_label, select_blend
 from kit.errors import KitError
 from kit.paths import blend_decision_json, blend_oof_npz, calibration_json, oof_npz, provenance_json, submission_picture
 from kit.records import CalibrationReport
@@ -53,7 +65,8 @@ def blend(cfg: CompetitionConfig, variants: list[str] | None, name: str = "blend
     for n, oof in oofs.items():
         check_against_folds(oof, cfg.folds.path, paths[n])
         check_for_competition(oof, list(source.classes), cfg.task, paths[n], f"the data source {cfg.data.dir}")
-        check_oof_meta(paths[n], metric.params(), source.train.fingerprint, cfg.calibrate.accept_stale_oof, cfg.source_file)
+        meta = check_oof_meta(paths[n], metric.params(), source.train.fingerprint, cfg.calibrate.accept_stale_oof, cfg.source_file)
+        require_same_test_images(meta, source, paths[n], _fresh_test_logits_fix(n, paths[n], cfg))
     ref = oofs[names[0]]
     classes = ref.classes.astype(str).tolist()
     fold = ref.fold.astype(np.int64)
@@ -62,7 +75,17 @@ def blend(cfg: CompetitionConfig, variants: list[str] | None, name: str = "blend
         check_nested_inputs(oofs[n].logits, labels, fold, classes, cfg.task, str(paths[n]))
     with exclusive_studies(cfg.calibrate.storage, [f"blend/{name}"]):
         storage = open_storage(cfg.calibrate.storage)  # checked before the long computation
-        return _fit_and_write(cfg, name, paths, oofs, labels, bool(source.synthetic), metric=metric, storage=storage, console=console)
+        return _fit_and_write(cfg, name, paths, oofs, labels, bool(source.synthetic), metric=metric, storage=storage, console=console,
+                              test_images=test_images_fingerprint(source))
+
+
+def _fresh_test_logits_fix(member: str, path: Path, cfg: CompetitionConfig) -> str:
+    """How to get test logits of the current test images for a member."""
+    if path.parent.resolve() == cfg.paths.oof.resolve() and not member.startswith("blend_"):
+        return f"retrain it with `kit train --variant {member}` (without --resume), then run `kit blend` again"
+    if member.startswith("blend_"):
+        return f"retrain its members with `kit train`, then `kit blend --name {member.removeprefix('blend_')}` again"
+    return "predict the current test images with your model and write the file again (with the current test_ids)"
 
 
 def _member_paths(cfg: CompetitionConfig, variants: list[str] | None, oof: list[Path] | None) -> dict[str, Path]:
@@ -82,21 +105,23 @@ def _member_paths(cfg: CompetitionConfig, variants: list[str] | None, oof: list[
 
 def _fit_and_write(cfg: CompetitionConfig, name: str, paths: dict[str, Path], oofs: dict[str, OOF], labels: np.ndarray, synthetic: bool,
                    *,
-                   metric: Metric, storage, console: Console) -> Path:
+                   metric: Metric, storage, console: Console, test_images: str) -> Path:
     """The blend's selection (kit.ensemble.select), then every file the stage writes."""
     names = list(paths)
     ref = oofs[names[0]]
     members = [Member(n, oofs[n].logits, oofs[n].test_logits, oofs[n].train_prior) for n in names]
     selection = _select(cfg, name, members, labels, ref, metric, console=console)
     singles = _own_decisions(paths, oofs)
-    _print_table(console, name, metric.describe(), ref.n_folds, selection, singles)
-    out, provenance = _write_submission(cfg, name, names, oofs, members, labels, selection=selection, singles=singles, synthetic=synthetic, metric=metric)
+    _print_table(console, name, metric.describe(), ref.n_folds, selection, singles, sign=metric.sign)
+    out, provenance = _write_submission(cfg, name, names, oofs, members, labels, selection=selection, singles=singles, synthetic=synthetic, metric=metric,
+                                        test_images=test_images)
     for note in provenance["notes"]:
         console.print(f"[bold yellow]submission {out.name}: {note}", soft_wrap=True, highlight=False)
     blended, oof_path = _write_blended_oof(cfg, name, members, labels, ref, selection, provenance=provenance)
     write_study(storage, f"blend/{name}", blend_trials(selection, provenance["in_sample_score"]),
                 study_summary(selection.choice, selection.trivial, blend=name, chosen=pair_label(selection.chosen), best=pair_label(selection.choice.best),
-                              variants=names))
+                              variants=names, metric=metric.name, direction=metric.direction),
+                direction=metric.direction)
     pictures = _write_pictures(cfg, name, members, labels, blended, selection, metric=metric)
     for p in (out, provenance_json(out), oof_path, *pictures):
         console.print(f"wrote {p}", soft_wrap=True, highlight=False)
@@ -112,8 +137,8 @@ def _select(cfg: CompetitionConfig, name: str, members: list[Member], labels: np
 
     classes = tuple(ref.classes.astype(str).tolist())
     context = FitContext(cfg.task, classes, metric, np.ones(len(classes)) / len(classes), cfg.calibrate)
-    rules = [c for c in candidates_for(cfg.task, metric) if c.name in BLEND_RULES[cfg.task]]  # those this metric supports
-    weightings = list(BLEND_WEIGHTINGS)
+    rules = [c for c in candidates_for(cfg.task, metric) if c.name in blend_rules(cfg.task, metric.kind)]  # those this metric supports
+    weightings = blend_weightings(metric.kind)
     n_folds = len(np.unique(ref.fold))
     with make_progress(console) as progress:
         bar = progress.add_task(f"blend {name}: {len(members)} members, {len(weightings)} weightings × {len(rules)} rules × {n_folds} folds",
@@ -124,15 +149,16 @@ def _select(cfg: CompetitionConfig, name: str, members: list[Member], labels: np
 
 def _write_submission(cfg: CompetitionConfig, name: str, names: list[str], oofs: dict[str, OOF], members: list[Member], labels: np.ndarray,
                       *,
-                      selection: BlendSelection, singles: dict, synthetic: bool, metric: Metric) -> tuple[Path, dict[str, Any]]:
+                      selection: BlendSelection, singles: dict, synthetic: bool, metric: Metric, test_images: str) -> tuple[Path, dict[str, Any]]:
     """The submission CSV and its provenance JSON (what was chosen, how, and how it scored in nested CV)."""
     from kit.submission import write_submission
 
     final, (weighting, rule) = selection.final, selection.chosen
     score, trivial = selection.scores[selection.chosen], selection.trivial
     test_pred = aggregate_predict(final, [m.test_logits for m in members])
-    if _worse_than_trivial_everywhere(selection):  # no pair has any skill: submit the no-skill prediction, and say so
-        test_pred = trivial_prediction(np.zeros((len(test_pred), labels.shape[1]), dtype=np.uint8), cfg.task, int(labels.sum(axis=0).argmax()))
+    if _worse_than_trivial_everywhere(selection, metric):  # no pair has any skill: submit the no-skill prediction, and say so
+        test_pred = trivial_prediction(np.zeros((len(test_pred), labels.shape[1]), dtype=np.uint8), cfg.task, int(labels.sum(axis=0).argmax()),
+                                       metric=metric, prior=class_prior(labels))
         rule, score = "trivial", trivial
         print_line = f"every weighting × rule of blend '{name}' scores below the trivial baseline in every fold: " \
                      f"{name}.csv holds the trivial prediction (majority class everywhere; multi-label: all negative); retrain the members"
@@ -144,6 +170,7 @@ def _write_submission(cfg: CompetitionConfig, name: str, names: list[str], oofs:
         "decision_rule": rule,
         "selection": selection.choice.rule,
         "metric": metric.params(),
+        "direction": metric.direction,  # "minimize" for log-loss: a lower score is better
         "nested_cv_score": score.mean,
         "nested_cv_se": score.se,
         "trivial_baseline": trivial.mean,
@@ -157,15 +184,16 @@ def _write_submission(cfg: CompetitionConfig, name: str, names: list[str], oofs:
         "test_aggregation": TEST_AGGREGATION,
         "in_sample_score": metric.score(labels, final.predict([m.logits for m in members])),
         "synthetic": synthetic,
+        TEST_IMAGES_KEY: test_images,  # the test images the members' test logits saw: `kit submit` checks it
         "notes": degenerate_notes(None, test_pred, cfg.task, oofs[names[0]].classes.astype(str).tolist()),  # single class, no positive
     }
     ref = oofs[names[0]]
     return write_submission(test_pred, ref.test_ids.astype(str), ref.classes.astype(str).tolist(), cfg, name, provenance), provenance
 
 
-def _worse_than_trivial_everywhere(selection: BlendSelection) -> bool:
-    """Whether every (weighting, rule) pair scores below the trivial baseline in every outer fold."""
-    return all(s < t for pair in selection.pairs for s, t in zip(selection.scores[pair].per_fold, selection.trivial.per_fold))
+def _worse_than_trivial_everywhere(selection: BlendSelection, metric: Metric) -> bool:
+    """Whether every (weighting, rule) pair scores worse than the trivial baseline in every outer fold (the metric's direction)."""
+    return all(metric.better(t, s) for pair in selection.pairs for s, t in zip(selection.scores[pair].per_fold, selection.trivial.per_fold))
 
 
 def _weights(names: list[str], b: Blend) -> dict[str, float] | None:
@@ -197,10 +225,13 @@ def _write_pictures(cfg: CompetitionConfig, name: str, members: list[Member], la
 
     classes, chosen, decision = blended.classes.astype(str).tolist(), pair_label(selection.chosen), selection.final.decision
     oof_pred = selection.final.predict([m.logits for m in members])
-    trivial_pred = trivial_prediction(labels, cfg.task)
+    trivial_pred = trivial_prediction(labels, cfg.task, metric=metric)
     uncalibrated = decision.with_(calibrator=replace(decision.calibrator, temperature=1.0))
+    confusion = ([confusion_png(labels, oof_pred, classes, submission_picture(cfg, name, "confusion"),
+                                title=f"{name}: OOF confusion, {chosen} (row-normalized)")]
+                 if metric.kind == "label" else [])  # probabilities have no confusion matrix
     return [
-        confusion_png(labels, oof_pred, classes, submission_picture(cfg, name, "confusion"), title=f"{name}: OOF confusion, {chosen} (row-normalized)"),
+        *confusion,
         per_class_png(metric.per_class(labels, oof_pred), metric.per_class(labels, trivial_pred), classes, submission_picture(cfg, name, "per_class"),
                       title=f"{name}: OOF score per class, {chosen} (refit on all folds) vs trivial baseline"),
         reliability_png(np.exp(uncalibrated.log_probs(blended.logits)), np.exp(decision.log_probs(blended.logits)), labels, cfg.task,
@@ -219,8 +250,10 @@ def _own_decisions(paths: dict[str, Path], oofs: dict[str, OOF]) -> dict[str, di
     return out
 
 
-def _print_table(console: Console, name: str, metric_text: str, n_folds: int, selection: BlendSelection, singles: dict) -> None:
-    """Every pair's nested score beside the trivial baseline and each member's own `kit calibrate` score, then the summary line."""
+def _print_table(console: Console, name: str, metric_text: str, n_folds: int, selection: BlendSelection, singles: dict, *,
+                 sign: float = 1.0) -> None:
+    """Every pair's nested score beside the trivial baseline and each member's own `kit calibrate` score, then the summary line
+    (`sign`: -1 when the metric is lower-is-better)."""
     choice, trivial = selection.choice, selection.trivial
     table = Table(title=f"blend '{name}': {metric_text}, nested CV over {n_folds} folds (members' calibration, weights and rule fitted on the other folds)")
     for column in ("weighting + rule (simplest first)", "nested CV ± SE", "Δ to best ± SE"):
@@ -237,7 +270,7 @@ def _print_table(console: Console, name: str, metric_text: str, n_folds: int, se
         table.add_row(f"[dim]{n} alone, its own decision (kit calibrate)", f"[dim]{text}", "")
     console.print(table)
     score = selection.scores[choice.chosen]
-    best_single = max((s for s in singles.values() if s is not None), key=lambda s: s["nested_cv"], default=None)
+    best_single = max((s for s in singles.values() if s is not None), key=lambda s: sign * s["nested_cv"], default=None)
     console.print(
         f"blend {score.mean:+.4f} ± {score.se:.4f} ({display_name(selection.chosen)}, {MEMBERS_CALIBRATED}; {choice.rule})"
         + (f" vs best single variant {best_single['variant']} {best_single['nested_cv']:+.4f}" if best_single else "")

@@ -92,7 +92,7 @@ def _calibrate_target(cfg: CompetitionConfig, metric: Metric, candidates: list[C
     decision = selection.decision.with_(fitted_on=oof_fingerprint(oof))
     trivial = selection.scores["trivial"]
     report = CalibrationReport(
-        target=name, task=cfg.task, metric=metric.params(), n_folds=n_folds, fitted_on=decision.fitted_on,
+        target=name, task=cfg.task, metric=metric.params(), direction=metric.direction, n_folds=n_folds, fitted_on=decision.fitted_on,
         selection=selection.choice.rule, rows=as_report(selection.scores, selection.choice, {c.name: display_name(c.name) for c in candidates}),
         in_sample=selection.in_sample, nested_cv={k: s.mean for k, s in selection.scores.items()},
         trivial_baseline={"nested_cv": trivial.mean, "se": trivial.se},
@@ -108,7 +108,8 @@ def _calibrate_target(cfg: CompetitionConfig, metric: Metric, candidates: list[C
     decision.save(out)
     report.write(report_path)
     write_study(storage, f"calibrate/{name}", selection_trials(selection, {c.name: display_name(c.name) for c in candidates}),
-                study_summary(selection.choice, trivial, target=name))
+                study_summary(selection.choice, trivial, target=name, metric=metric.name, direction=metric.direction),
+                direction=metric.direction)
     searches = write_search_studies(storage, f"calibrate/{name}", search_studies(selection))
     png = per_class_png(
         metric.per_class(labels, decision.predict(oof.logits)),
@@ -145,5 +146,5 @@ def print_selection(console: Console, title: str, selection: Selection, n_folds:
 
 def _fitted(decision) -> dict:
     d = decision.to_dict()
-    return {k: d[k] for k in ("temperature", "alpha", "offsets", "thresholds")}
+    return {k: d[k] for k in ("temperature", "alpha", "offsets", "thresholds", "cuts", "bias") if k in d}
 

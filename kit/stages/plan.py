@@ -39,6 +39,30 @@ def fold_seconds(row: dict[str, Any], n_train: int, n_test: int, n_folds: int, e
     return {"train_images": seen, "epoch_s": epoch_s, "fold_s": total}
 
 
+RATE_KEYS = ("epoch_images_per_s", "inference_images_per_s")  # images per second: finite, more than 0
+COUNT_KEYS = ("epochs", "batch_size")  # whole numbers, 1 or more
+
+
+def _check_rows(rows: object, path) -> None:
+    """Every variant row of doctor.json holds what the plan divides by and counts with: one line on the first that does not."""
+    if not isinstance(rows, dict) or not rows:
+        raise KitError(f"{path}: no variant measured (key 'variants' is empty or not a table); run `kit doctor` again")
+    for name, row in rows.items():
+        if not isinstance(row, dict):
+            raise KitError(f"{path}: variant {name!r} is not a table of measurements; run `kit doctor` again")
+        for key in (*COUNT_KEYS, *RATE_KEYS):
+            value = row.get(key)
+            if value is None:
+                raise KitError(f"{path}: variant {name!r} has no key {key!r}; run `kit doctor` again (a report of another kit version?)")
+            number_ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+            if not number_ok or (key in COUNT_KEYS and value != int(value)):
+                what = "a whole number, 1 or more" if key in COUNT_KEYS else "a rate in images per second, more than 0"
+                raise KitError(f"{path}: variant {name!r} has {key} = {value!r}, not {what}; run `kit doctor` again")
+        extra = row.get("max_train_images")
+        if extra is not None and not (isinstance(extra, int) and not isinstance(extra, bool) and extra > 0):
+            raise KitError(f"{path}: variant {name!r} has max_train_images = {extra!r}, not a whole number 1 or more; run `kit doctor` again")
+
+
 def makespan(jobs: list[float], devices: int) -> float:
     """Seconds until the last of `jobs` ends on `devices` devices, longest jobs placed first (LPT)."""
     queues = [0.0] * max(devices, 1)
@@ -57,7 +81,8 @@ def plan(cfg: CompetitionConfig, hours: float | None = None, gpus: int | None = 
     report = doctor.to_dict()
     rows = report["variants"]
     n_train, n_test, n_folds = doctor.data.n_train, doctor.data.n_test, doctor.data.n_folds
-    if hours is not None and hours <= 0:
+    _check_rows(rows, path)  # the record has every key; these are values the plan divides by and counts with
+    if hours is not None and (not math.isfinite(hours) or hours <= 0):
         raise KitError(f"--hours {hours}: give the hours available, e.g. 8")
     if gpus is not None and gpus < 1:
         raise KitError(f"--gpus {gpus}: give 1 or more devices")

@@ -25,9 +25,10 @@ from kit.artifacts import load_oof, oof_fingerprint
 from kit.config import CompetitionConfig
 from kit.decision.metrics import build_metric
 from kit.decision.names import degenerate_notes, display_name
-from kit.errors import KitError
+from kit.errors import KitError, scrub_secrets
 from kit.files import write_text
-from kit.leaderboard.ledger import read_ledger
+from kit.leaderboard.ledger import number, read_ledger
+from kit.owned import check_output
 from kit.paths import (
     blend_decision_json,
     blend_oof_npz,
@@ -54,7 +55,8 @@ img{max-width:100%;border:1px solid #eee}.stale{color:#b00}
 def report(cfg: CompetitionConfig, out: Path | None = None, console: Console | None = None) -> Path:
     """Write the HTML report of everything calibrate, blend and submit left for this config; return its path."""
     console = console or Console()
-    out = Path(out) if out is not None else report_html(cfg)
+    out = check_output(out if out is not None else report_html(cfg), "--out", cfg, stage="kit report", suffixes=(".html", ".htm"),
+                       example=str(report_html(cfg)))
     metric = build_metric(cfg.metric)
     targets = [_target(path) for path in calibration_reports(cfg)]
     blends = [_Blend(path.stem, b) for path in provenance_jsons(cfg) if (b := read_blend_provenance(path)) is not None]
@@ -63,10 +65,10 @@ def report(cfg: CompetitionConfig, out: Path | None = None, console: Console | N
     ledger = read_ledger(ledger_csv(cfg.paths.submissions))
     text = _template().render(
         title=f"kit report: {cfg.source_file.name if cfg.source_file else 'competition'}", css=Markup(CSS), metric=metric.describe(), task=cfg.task,
-        overview=_overview(targets, blends), recall=_recall(cfg, targets, blends), targets=_candidates(targets), blends=_blend_tables(blends),
+        overview=_overview(targets, blends, metric.sign), recall=_recall(cfg, targets, blends), targets=_candidates(targets), blends=_blend_tables(blends),
         ledger=_ledger(ledger),
     )
-    write_text(out, text)
+    write_text(out, scrub_secrets(text))  # ledger cells and messages of older kits may hold a credential: never in the report
     console.print(f"wrote {out} ({len(targets)} calibrated targets, {len(blends)} blends, {int((ledger['public_score'] != '').sum())} "
                   "ledger rows with a public score); open it in a browser", soft_wrap=True, highlight=False)
     return out
@@ -102,8 +104,8 @@ def _target(path: Path) -> _Target:
     return _Target(report, oof_path, fresh)
 
 
-def _overview(targets: list[_Target], blends: list[_Blend]) -> dict[str, Any]:
-    """Every target's chosen score ± SE beside its trivial baseline, as a picture and a table."""
+def _overview(targets: list[_Target], blends: list[_Blend], sign: float = 1.0) -> dict[str, Any]:
+    """Every target's chosen score ± SE beside its trivial baseline, as a picture and a table (`sign` -1: lower is better)."""
     rows = [{"name": r.target, "rule": r.chosen, "score": r.chosen_nested_cv, "se": r.row(r.chosen).se, "trivial": r.trivial_baseline.nested_cv,
              "fresh": t.fresh} for t in targets for r in [t.report]]
     rows += [{"name": f"blend {b.name}", "rule": f"{m.weighting} + {m.decision_rule}", "score": m.nested_cv_score, "se": m.nested_cv_se,
@@ -122,10 +124,11 @@ def _overview(targets: list[_Target], blends: list[_Blend]) -> dict[str, Any]:
     lo = min(min(r["trivial"] for r in rows), min(r["score"] - r["se"] for r in rows))
     hi = max(r["score"] + r["se"] for r in rows)
     ax.set_xlim(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
-    ax.set_xlabel("nested-CV score (higher is better)")
+    ax.set_xlabel("nested-CV score (higher is better)" if sign > 0 else "nested-CV score (lower is better)")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=2, fontsize=8)
     for r in rows:
         r["rule"] = display_name(r["rule"])
+        r["gain"] = sign * (r["score"] - r["trivial"])
     notes = [f"{t.report.target}: {n}" for t in targets for n in degenerate_notes(t.report.chosen, None, t.report.task)]
     notes += [f"submission {b.name}: {n}" for b in blends for n in b.meta.notes]
     return {"png": _png(fig), "rows": rows, "notes": notes}
@@ -151,6 +154,8 @@ def _recall(cfg: CompetitionConfig, targets: list[_Target], blends: list[_Blend]
         if decision.fitted_on not in (None, oof_fingerprint(oof)):
             continue
         labels = source.train_labels_for(oof.ids, oof_path)
+        if decision.metric.kind != "label":  # probabilities: no decided class to recall
+            continue
         pred = decision.predict(oof.logits)
         recalls.append((pred & labels).sum(axis=0) / np.maximum(labels.sum(axis=0), 1))
         columns.append(name)
@@ -190,25 +195,31 @@ def _blend_tables(blends: list[_Blend]) -> list[dict[str, Any]]:
 
 
 def _ledger(ledger) -> dict[str, Any]:
-    """Public leaderboard score against the nested-CV score of every scored submission (the picture of `kit submissions`)."""
-    scored = ledger[(ledger["public_score"] != "") & (ledger["nested_cv_score"] != "")]
+    """Public leaderboard score against the nested-CV score of every scored submission (the picture of `kit submissions`);
+    a row whose score is not a number (a ledger re-saved with decimal commas) is named in a note, not drawn."""
+    given = ledger[(ledger["public_score"] != "") & (ledger["nested_cv_score"] != "")]
+    readable = np.array([number(p) is not None and number(c) is not None for p, c in zip(given["public_score"], given["nested_cv_score"])],
+                        dtype=bool)
+    scored = given[readable] if len(given) else given
+    notes = []
+    if len(given) and not readable.all():
+        first = given[~readable].iloc[0]
+        bad = first["public_score"] if number(first["public_score"]) is None else first["nested_cv_score"]
+        comma = " (a decimal comma? the ledger writes numbers with '.')" if "," in str(bad) else ""
+        notes.append(f"{int((~readable).sum())} ledger rows have a score that is not a number, e.g. {bad!r} ({Path(first['file']).name}){comma}: not drawn")
     if scored.empty:
-        return {"png": None, "rows": []}
+        return {"png": None, "rows": [], "notes": notes}
     from kit.leaderboard.ledger import correlation
     from kit.leaderboard.plot import cv_vs_public_figure
 
-    cv = scored["nested_cv_score"].astype(float).to_numpy()
-    public = scored["public_score"].astype(float).to_numpy()
-    trivial = next((float(t) for t in scored["trivial_baseline"][::-1] if t not in ("", None)), None)
-    fig = cv_vs_public_figure(cv, public, [Path(f).stem for f in scored["file"]], correlation(cv, public), trivial,
-                              se=np.nan_to_num(_floats(scored["nested_cv_se"])))
+    cv = np.array([number(x) for x in scored["nested_cv_score"]], dtype=np.float64)
+    public = np.array([number(x) for x in scored["public_score"]], dtype=np.float64)
+    se = np.array([number(x) if number(x) is not None else 0.0 for x in scored["nested_cv_se"]], dtype=np.float64)
+    trivial = next((number(t) for t in scored["trivial_baseline"][::-1] if number(t) is not None), None)
+    fig = cv_vs_public_figure(cv, public, [Path(f).stem for f in scored["file"]], correlation(cv, public), trivial, se=se)
     rows = [{"file": Path(r["file"]).name, "time": r["time"], "nested_cv_score": r["nested_cv_score"], "public_score": r["public_score"],
              "trivial_baseline": r["trivial_baseline"]} for _, r in scored.iterrows()]
-    return {"png": _png(fig), "rows": rows}
-
-
-def _floats(column) -> np.ndarray:
-    return np.array([float(x) if x not in ("", None) else np.nan for x in column])
+    return {"png": _png(fig), "rows": rows, "notes": notes}
 
 
 def _score_figure(labels: list[str], rows: list[ScoreRow], chosen: str, keys: list[str], trivial: float | None = None) -> str:

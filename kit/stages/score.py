@@ -1,7 +1,8 @@
 """Stage `kit score`: score a submission file against a solution CSV, beside the trivial baseline.
 
 The submission is held to the rules `kit submit` applies: a file with two or no positives in a
-multi-class row, values other than 0/1 or ids that differ from the solution's is not scored; a file
+multi-class row, values other than 0/1 (for a probability or ranking metric: values outside [0, 1], or
+multi-class rows not summing to 1) or ids that differ from the solution's is not scored; a file
 `kit submit` would refuse only for its form (row order, format unlike the sample's) is scored with
 one warning line. The solution gets the same row checks. Class names come from the data source,
 or, when the config's data directory does not exist, from the solution's header, so a solution
@@ -23,7 +24,7 @@ from kit.config import CompetitionConfig
 from kit.decision.metrics import signed
 from kit.decision.names import degenerate_notes, display_name
 from kit.errors import KitError
-from kit.submission import check_one_label_per_row, check_submission_file, read_csv_str, to_indicator
+from kit.submission import check_one_label_per_row, check_submission_file, read_csv_str, submission_format, to_indicator, to_values
 
 
 @dataclass(frozen=True)
@@ -56,10 +57,11 @@ def score_file(
     console = console or Console()
     metric = build_metric(cfg.metric)
     submission_name = str(submission_csv)
-    rows = _read_and_align(submission_csv, solution_csv, cfg, console)
+    rows = _read_and_align(submission_csv, solution_csv, cfg, console, metric.kind)
     y_true, y_pred = rows.y_true, rows.y_pred
     majority = None if rows.train_labels is None else int(np.argmax(rows.train_labels.sum(axis=0)))
-    baseline_pred = trivial_prediction(y_true, cfg.task, majority)
+    train_prior = None if rows.train_labels is None else rows.train_labels.mean(axis=0)
+    baseline_pred = trivial_prediction(y_true, cfg.task, majority, metric=metric, prior=train_prior)
     baseline = metric.score(y_true, baseline_pred)
     score = metric.score(y_true, y_pred)
     per_class = metric.per_class(y_true, y_pred)
@@ -70,24 +72,28 @@ def score_file(
         "trivial_baseline": float(baseline),
         "per_class": {c: (None if np.isnan(s) else float(s)) for c, s in zip(rows.classes, per_class)},
         "n": int(len(y_true)),
+        "metric": metric.params(),
+        "direction": metric.direction,
     }
-    base_per_class = metric.per_class(y_true, baseline_pred) if cfg.task == "multi-class" else None
+    base_per_class = metric.per_class(y_true, baseline_pred) if cfg.task == "multi-class" or metric.kind != "label" else None
     _print_per_class(console, submission_name, rows, per_class, base_per_class)
     if compare_argmax:
         result["argmax"] = argmax_scores(cfg, rows.classes, rows.sol_ids, y_true, blend_members(Path(submission_csv)))
         if result["argmax"]:
-            best = max(result["argmax"], key=result["argmax"].get)
+            best = max(result["argmax"], key=lambda v: metric.sign * result["argmax"][v])
             result["best_argmax"] = {"variant": best, "score": result["argmax"][best]}
-    _print_summary(console, cfg, result, has_train_labels=rows.train_labels is not None)
-    result["notes"] = degenerate_notes(None, y_pred, cfg.task, rows.classes)  # kit.decision.names: one line each, not only a cell
+    _print_summary(console, cfg, result, has_train_labels=rows.train_labels is not None, kind=metric.kind)
+    # kit.decision.names: one line each, not only a cell (labels only: probabilities name no single class)
+    result["notes"] = degenerate_notes(None, y_pred, cfg.task, rows.classes) if metric.kind == "label" else []
     for note in result["notes"]:
         console.print(f"[bold yellow]{Path(submission_name).name}: {note}", soft_wrap=True, highlight=False)
     return result
 
 
 def _read_and_align(submission_csv: str | Path, solution_csv: str | Path | None, cfg: CompetitionConfig,
-                    console: Console) -> _Scored:
-    """Read both files, hold each to the row checks, and put the submission's rows in the solution's order."""
+                    console: Console, kind: str = "label") -> _Scored:
+    """Read both files, hold each to the row checks, and put the submission's rows in the solution's order
+    (for a probability or ranking metric, the submission's probabilities in any of its formats)."""
     id_col = cfg.data.id_column
     submission_name = str(submission_csv)
     submission_frame = read_csv_str(submission_csv, "pass a submission CSV written by `kit blend`")
@@ -97,13 +103,16 @@ def _read_and_align(submission_csv: str | Path, solution_csv: str | Path | None,
         solution_frame, solution_name = read_csv_str(solution_csv, "check --solution"), str(solution_csv)
     if solution_frame.empty:
         raise KitError(f"{solution_name}: has a header but no rows; a solution needs one row per test id")
-    classes, train_labels = classes_and_train_labels(cfg, solution_frame, submission_frame, solution_name)
+    classes, train_labels = classes_and_train_labels(cfg, solution_frame, submission_frame, solution_name, kind)
 
-    sol_ids, y_true = to_indicator(solution_frame, classes, id_col, solution_name)
+    sol_ids, y_true = solution_indicator(solution_frame, classes, id_col, solution_name)
     check_one_label_per_row(sol_ids, y_true, cfg.task, solution_name)
     _check_unique(sol_ids, solution_name)
-    sub_ids, y_sub = to_indicator(submission_frame, classes, id_col, submission_name)
-    check_one_label_per_row(sub_ids, y_sub, cfg.task, submission_name)
+    if kind == "label":
+        sub_ids, y_sub = to_indicator(submission_frame, classes, id_col, submission_name)
+        check_one_label_per_row(sub_ids, y_sub, cfg.task, submission_name)
+    else:
+        sub_ids, y_sub = to_values(submission_frame, classes, id_col, submission_name, cfg.task)
     _check_unique(sub_ids, submission_name)
     y_pred = align_rows(sub_ids, y_sub, sol_ids, submission_name)
     _warn_unless_submittable(Path(submission_csv), cfg, classes, console)
@@ -127,13 +136,18 @@ def _print_per_class(console: Console, submission_name: str, rows: _Scored, per_
     console.print(table)
 
 
-def _print_summary(console: Console, cfg: CompetitionConfig, result: dict[str, Any], has_train_labels: bool) -> None:
-    """The submission's score below the trivial baseline and, when asked, each variant decided by argmax."""
+def _print_summary(console: Console, cfg: CompetitionConfig, result: dict[str, Any], has_train_labels: bool, kind: str = "label") -> None:
+    """The submission's score below the trivial baseline and, when asked, each variant decided by argmax
+    (for a probability or ranking metric: by its raw softmax / sigmoid)."""
     multi_class = cfg.task == "multi-class"
-    summary = Table(title="Leaderboard metric on the solution")
+    lower = " (lower is better)" if result.get("direction") == "minimize" else ""
+    summary = Table(title=f"Leaderboard metric on the solution{lower}")
     summary.add_column("what")
     summary.add_column("score", justify="right")
-    if not multi_class:
+    if kind != "label":
+        trivial_name = ("the training prior in every row" if has_train_labels else "the solution's prior in every row") + (
+            ": a constant, AUC 0.5" if kind == "ranking" else "")
+    elif not multi_class:
         trivial_name = "all negative"
     elif has_train_labels:
         trivial_name = "majority class of train everywhere"
@@ -141,7 +155,7 @@ def _print_summary(console: Console, cfg: CompetitionConfig, result: dict[str, A
         trivial_name = "majority class of the solution everywhere: no training labels without the data directory"
     summary.add_row(f"trivial baseline ({trivial_name})", signed(result["trivial_baseline"]))
     if "argmax" in result:
-        plain = display_name("argmax") if multi_class else display_name("threshold_0.5")
+        plain = display_name("raw") if kind != "label" else display_name("argmax") if multi_class else display_name("threshold_0.5")
         for variant, s in result["argmax"].items():
             summary.add_row(f"{variant} by {plain} (mean test logits)", signed(s))
         if "best_argmax" in result:
@@ -176,6 +190,7 @@ def argmax_scores(
     from kit.paths import oof_npz
 
     metric = build_metric(cfg.metric)
+    plain = argmax_prediction if metric.kind == "label" else raw_probabilities
     out: dict[str, float] = {}
     for variant in variants or cfg.variants:
         path = oof_npz(cfg, variant)
@@ -184,7 +199,7 @@ def argmax_scores(
         oof = load_oof(path)
         if oof.classes.tolist() != classes:
             raise KitError(f"{path}: classes differ from the data source's; retrain it on this data")
-        pred = argmax_prediction(oof.test_logits.mean(axis=0), cfg.task)
+        pred = plain(oof.test_logits.mean(axis=0), cfg.task)
         out[variant] = float(metric.score(y_true, align_rows(oof.test_ids.astype(str), pred, sol_ids, str(path))))
     return out
 
@@ -196,6 +211,25 @@ def argmax_prediction(logits: np.ndarray, task: str) -> np.ndarray:
     pred = np.zeros(logits.shape, dtype=np.uint8)
     pred[np.arange(len(logits)), logits.argmax(axis=1)] = 1
     return pred
+
+
+def raw_probabilities(logits: np.ndarray, task: str) -> np.ndarray:
+    """The plain probabilities of logits: softmax (multi-class) or sigmoid (multi-label), float64."""
+    z = np.asarray(logits, dtype=np.float64)
+    if task == "multi-label":
+        return 1 / (1 + np.exp(-z))
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def solution_indicator(frame: pd.DataFrame, classes: list[str], id_column: str, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, (n, C) uint8) of a solution in any format: one-hot, a label column, or long (`ID_<image>_<class>`, 0/1)."""
+    if submission_format(frame, classes, id_column, source) != "long":
+        return to_indicator(frame, classes, id_column, source)
+    ids, values = to_values(frame, classes, id_column, source, "multi-label")
+    if not np.isin(values, (0.0, 1.0)).all():
+        raise KitError(f"{source}: a solution's values must be 0 or 1")
+    return ids, values.astype(np.uint8)
 
 
 def default_solution(cfg: CompetitionConfig) -> tuple[pd.DataFrame, str]:
@@ -215,7 +249,7 @@ def default_solution(cfg: CompetitionConfig) -> tuple[pd.DataFrame, str]:
 
 
 def classes_and_train_labels(
-    cfg: CompetitionConfig, solution: pd.DataFrame, submission: pd.DataFrame, solution_name: str
+    cfg: CompetitionConfig, solution: pd.DataFrame, submission: pd.DataFrame, solution_name: str, kind: str = "label"
 ) -> tuple[list[str], np.ndarray | None]:
     """Class names and train labels (for the majority-class baseline) from the data source; without the
     data directory, the names come from data.class_columns or the solution's header (no train labels)."""
@@ -235,7 +269,7 @@ def classes_and_train_labels(
     if not others:
         raise KitError(f"{solution_name}: only the id column '{id_col}'; a solution needs the class columns or one label column")
     seen = set(solution[others[0]].dropna().tolist())
-    if len(submission.columns) == 2 and id_col in submission.columns:  # label format: its labels are classes too
+    if kind == "label" and len(submission.columns) == 2 and id_col in submission.columns:  # label format: its labels are classes too
         seen |= set(submission.drop(columns=[id_col]).iloc[:, 0].dropna().tolist())
     return sorted(str(c) for c in seen), None
 

@@ -23,11 +23,12 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
+from kit.artifacts import TEST_IMAGES_KEY, require_same_test_images
 from kit.config import CompetitionConfig, check_name
 from kit.decision.metrics import signed
 from kit.errors import KitError
-from kit.files import write_json
-from kit.hashing import file_sha256, stream_sha256
+from kit.files import read_bytes, write_json
+from kit.hashing import bytes_sha256, file_sha256, stream_sha256
 from kit.leaderboard import client
 from kit.leaderboard.ledger import (
     NOT_FOUND,
@@ -47,12 +48,12 @@ from kit.leaderboard.ledger import (
     scored_pairs,
     update_rows,
 )
+from kit.leaderboard.reconcile import Verdict, parse_time, reconcile, sender_tag, still_sending
 from kit.paths import cv_vs_public_picture, provenance_json, submission_csvs
 from kit.records import SubmissionMeta, read_json
 from kit.submission import check_submission_file, is_synthetic
 
-SENDING_MATCH_SECONDS = 900  # a SENDING or UNKNOWN row matches a Kaggle submission of the same file and message made this soon after
-CLOCK_SKEW_SECONDS = 120  # ... or this long before (this machine's clock may run ahead of Kaggle's)
+SUBMISSIONS_TIMEOUT_SECONDS = 120.0  # `kit submissions`: how long the refresh from Kaggle may take
 
 
 def _failure(message: str, exit_code: int) -> KitError:
@@ -74,6 +75,7 @@ class _Outgoing:
     """A submission file that passed the checks, and what the ledger and the summary say about it."""
 
     file: Path
+    data: bytes  # the file's bytes as read once: checked, hashed, recorded and sent (never the file read again)
     slug: str
     sha: str
     meta: dict[str, Any] | None
@@ -110,9 +112,10 @@ def submit(
             f"{out.file}: made from synthetic data ({cfg.data.dir}); the leaderboard would only count it against you. "
             "Point the config at the real data, or use --dry-run"
         )
-    entry = new_entry(out.file, out.sha, message, out.slug, out.meta)
+    entry = {**new_entry(out.file, out.sha, message, out.slug, out.meta), "error_description": sender_tag()}
     api, limits, ref, said = _send(out, entry, message, force, deadline, console)
     _record_ref(out, entry, ref)
+    _note_if_changed(out, console)
     left = "" if limits is None else f"; Kaggle allowed {limits.left_today} more today before this one"
     _say(console, f"submitted {out.file} to '{out.slug}' as ref {ref}: {said or 'no message'}; recorded in {out.ledger}{left}")
     result = {**out.summary, "dry_run": False, "response": said, "ref": ref, "status": "PENDING"}
@@ -136,12 +139,14 @@ def _validate(cfg: CompetitionConfig, file: Path | None, message: str, competiti
             f"--competition '{slug}' is not the config's kaggle.competition '{cfg.kaggle.competition}': {file} was checked "
             f"against {cfg.source_file or 'the config'}'s data only; set kaggle.competition, or --force to send it anyway"
         )
-    frame = check_submission_file(file, cfg)
-    sha = file_sha256(file)
+    data = read_bytes(file, "write it again with `kit blend`")
+    frame = check_submission_file(file, cfg, data=data)
+    sha = bytes_sha256(data)
     meta = _provenance(file, sha)
+    _check_test_images(cfg, file, meta)
     synthetic = bool((meta or {}).get("synthetic")) or is_synthetic(cfg)
-    summary = {"file": str(file), "rows": len(frame), "bytes": file.stat().st_size, "competition": slug, "message": message, "sha256": sha}
-    return _Outgoing(file, slug, sha, meta, synthetic, other_competition, ledger_path(cfg.paths.submissions), summary)
+    summary = {"file": str(file), "rows": len(frame), "bytes": len(data), "competition": slug, "message": message, "sha256": sha}
+    return _Outgoing(file, data, slug, sha, meta, synthetic, other_competition, ledger_path(cfg.paths.submissions), summary)
 
 
 def _dry_run(cfg: CompetitionConfig, out: _Outgoing, force: bool, console: Console) -> dict[str, Any]:
@@ -175,7 +180,7 @@ def _send(out: _Outgoing, entry: dict[str, str], message: str, force: bool, dead
             api = client.connect(console, deadline)
             limits = client.submission_limits(api, slug)
             _check_limits(limits, slug)
-            ref, said = client.send(api, file, message, slug)
+            ref, said = client.send(api, file, out.data, message, slug)
     except client.MaybeSubmitted as exc:
         _keep_unknown(ledger, key, exc.reason)
         raise _failure(f"{file} may have been submitted to '{slug}' ({exc.reason}); {ledger} keeps it as {UNKNOWN}; "
@@ -193,6 +198,17 @@ def _send(out: _Outgoing, entry: dict[str, str], message: str, force: bool, dead
     return api, limits, ref, said
 
 
+def _note_if_changed(out: _Outgoing, console: Console) -> None:
+    """Say so when the file on disk is no longer the bytes that were checked and sent (another command rewrote it)."""
+    try:
+        now = file_sha256(out.file)
+    except OSError:
+        now = None
+    if now != out.sha:
+        _warn(console, f"{out.file} changed on disk after it was read; the bytes sent and recorded are the ones checked "
+                       f"({out.summary['bytes']} bytes, sha256 {out.sha[:12]}…), not the file as it is now")
+
+
 def _check_limits(limits: client.SubmissionLimits | None, slug: str) -> None:
     """Refuse before the upload when Kaggle says no submission is left today (or in all)."""
     if limits is not None and limits.left_today == 0 and (limits.used_today > 0 or limits.limited_by_total):
@@ -204,7 +220,7 @@ def _check_limits(limits: client.SubmissionLimits | None, slug: str) -> None:
 def _record_ref(out: _Outgoing, entry: dict[str, str], ref: int) -> None:
     """The SENDING row becomes PENDING with Kaggle's ref."""
     try:
-        update_rows(out.ledger, {row_key(entry): {"ref": str(ref), "status": "PENDING"}})
+        update_rows(out.ledger, {row_key(entry): {"ref": str(ref), "status": "PENDING", "error_description": ""}})
     except KitError as exc:
         raise KitError(f"submitted {out.file} to '{out.slug}' as ref {ref}, but the ledger was not updated: {exc}") from None
 
@@ -251,7 +267,20 @@ def _provenance(file: Path, sha: str) -> dict[str, Any] | None:
     return meta
 
 
+def _check_test_images(cfg: CompetitionConfig, file: Path, meta: dict[str, Any] | None) -> None:
+    """Refuse a submission blended from test logits of other test images than the data source holds now."""
+    if not meta or TEST_IMAGES_KEY not in meta:
+        return
+    from kit.data.sources import open_source
+
+    require_same_test_images(meta, open_source(cfg), file,
+                             f"retrain the variants with `kit train` (without --resume), then `kit blend --name {file.stem}` again")
+
+
 def _describe_earlier(earlier: pd.Series, slug: str) -> str:
+    if earlier["status"] == SENDING:
+        return (f"these bytes were being sent to '{slug}' on {earlier['time']} ({earlier['error_description'] or 'by an older kit'}) and "
+                "no answer was recorded; if that submit is no longer running, `kit submissions` looks them up and resolves the row")
     if earlier["status"] == UNKNOWN:
         return (f"these bytes may already be on '{slug}': the answer to their upload on {earlier['time']} was lost "
                 f"({earlier['error_description'] or 'no reason recorded'}), so the ledger holds them as {UNKNOWN}; "
@@ -304,11 +333,15 @@ def submissions(
     refresh: bool = True,
     refresh_all: bool = False,
     console: Console | None = None,
+    timeout: float = SUBMISSIONS_TIMEOUT_SECONDS,
 ) -> pd.DataFrame:
     """Refresh the competition's unscored rows from Kaggle (every row with `refresh_all`, e.g. for private
     scores after the deadline), print the ledger beside the nested-CV scores, draw public against nested
-    CV, and show today's remaining submissions when the API says. A failed refresh is one warning line."""
+    CV, and show today's remaining submissions when the API says. A failed refresh is one warning line.
+    `timeout` bounds the refresh (every request, retry and pause): past it the ledger is shown as it was."""
     console = console or Console()
+    if not timeout > 0 or timeout == float("inf"):
+        raise KitError(f"--timeout {timeout:g}: give the seconds the refresh may take, a number more than 0")
     slug = _slug(cfg, competition)
     path = ledger_path(cfg.paths.submissions)
     ledger = read_ledger(path)
@@ -320,12 +353,20 @@ def submissions(
         wanted = ledger["competition"] == slug
         if not refresh_all:
             wanted &= ledger["status"].isin(["PENDING", SENDING, UNKNOWN])
+        known_refs = set(ledger.loc[ledger["competition"] == slug, "ref"]) - {""}
+        deadline = client.Deadline(timeout)
+        _say(console, f"asking Kaggle about {int(wanted.sum())} rows of '{slug}' (gives up after {timeout:g} s; --timeout)")
         try:
-            api = client.connect(console)
-            updates = _refresh(api, ledger[wanted], slug, console)
-            limits = client.submission_limits(api, slug)
+            with client.watchdog(deadline):
+                api = client.connect(console, deadline)
+                updates = _refresh(api, ledger[wanted], slug, console, known_refs)
+                limits = client.submission_limits(api, slug)
         except KitError as exc:
             _warn(console, f"not refreshed from Kaggle: {exc}")
+            updates = {}
+        except client.CommandTimedOut:
+            _warn(console, f"not refreshed from Kaggle: --timeout {timeout:g} s passed before Kaggle answered; the ledger below is "
+                           "as it was; run again later, or with a larger --timeout")
             updates = {}
         if updates:
             ledger = update_rows(path, updates)
@@ -351,32 +392,26 @@ def submissions(
     return rows
 
 
-def _refresh(api, rows: pd.DataFrame, slug: str, console: Console) -> dict[str, dict[str, str]]:
+def _refresh(api, rows: pd.DataFrame, slug: str, console: Console, known_refs: set[str]) -> dict[str, dict[str, str]]:
     """Ledger updates keyed by row. First the rows without a ref (UNKNOWN: the answer to their upload was
-    lost; SENDING: an upload cut off) are looked up among Kaggle's latest submissions by file name,
-    message and time: found, they get its ref and status; an UNKNOWN row not found becomes NOT_FOUND (it
-    was not created, its bytes may be sent again). Then each row with a ref is asked for by ref."""
+    lost; SENDING: an upload cut off) are looked up among Kaggle's latest submissions (kit.leaderboard.reconcile:
+    file name and message first, time only to break ties): found, they get its ref and status; not there, an
+    UNKNOWN row (or a SENDING row whose submit is no longer running) becomes NOT_FOUND (it was not created,
+    its bytes may be sent again); unsure, the row stays (or becomes) UNKNOWN and says which submissions it may be.
+    Then each row with a ref is asked for by ref."""
     updates: dict[str, dict[str, str]] = {}
     unresolved = rows[(rows["ref"] == "") & rows["status"].isin([SENDING, UNKNOWN])]
-    known_refs = set(rows["ref"]) - {""}
     if not unresolved.empty:
-        listed = client.list_submissions(api, slug)
+        _say(console, f"asking Kaggle for the latest submissions to '{slug}', to look up {len(unresolved)} rows without a ref")
+        listed = [s for s in client.list_submissions(api, slug) if str(s.ref) not in known_refs]
+        verdicts = reconcile(unresolved.to_dict("records"), listed)
         for _, row in unresolved.iterrows():
-            match = _match_sending(row, [s for s in listed if str(s.ref) not in known_refs])
-            name = Path(row["file"]).name
-            if match is not None:
-                known_refs.add(str(match.ref))
-                updates[row_key(row)] = remote_fields(match)
-                _say(console, f"{name} sent at {row['time']} ({row['status']}) is on Kaggle as ref {match.ref}: recorded")
-            elif row["status"] == UNKNOWN:
-                updates[row_key(row)] = {"status": NOT_FOUND, "error_description": f"not among Kaggle's submissions on {now_utc()}"}
-                _warn(console, f"{name} sent at {row['time']} is not among Kaggle's latest submissions: it was not created; "
-                               f"recorded as {NOT_FOUND}, so `kit submit` may send these bytes again")
-            else:
-                _warn(console, f"{name} sent at {row['time']} is not among Kaggle's latest submissions: "
-                               "the upload was probably cut off; check kaggle.com, or send it again with --force")
+            update = _resolve(row, verdicts[row["row_id"]], console)
+            if update:
+                updates[row_key(row)] = update
     for _, row in rows.iterrows():
         if row["ref"]:
+            _say(console, f"asking Kaggle for ref {row['ref']} ({Path(row['file']).name})")
             try:
                 updates[row_key(row)] = remote_fields(client.get_submission(api, int(row["ref"])))
             except (KitError, ValueError) as exc:
@@ -384,24 +419,26 @@ def _refresh(api, rows: pd.DataFrame, slug: str, console: Console) -> dict[str, 
     return updates
 
 
-def _match_sending(row: pd.Series, listed: list[client.RemoteSubmission]) -> client.RemoteSubmission | None:
-    """The oldest listed submission of the row's file name and message made within SENDING_MATCH_SECONDS
-    after the row was written (a little before too: the two clocks may differ)."""
-    sent = _parse_time(row["time"])
-    for remote in reversed(listed):  # Kaggle lists newest first
-        when = _parse_time(remote.date)
-        close = sent is not None and when is not None and -CLOCK_SKEW_SECONDS <= (when - sent).total_seconds() <= SENDING_MATCH_SECONDS
-        if remote.file_name == Path(row["file"]).name and remote.description.strip() == row["message"].strip() and close:
-            return remote
-    return None
-
-
-def _parse_time(text: str) -> dt.datetime | None:
-    try:
-        when = dt.datetime.fromisoformat(str(text).replace("Z", "+00:00"))
-    except ValueError:
+def _resolve(row: pd.Series, verdict: Verdict, console: Console) -> dict[str, str] | None:
+    """The ledger update for a row without a ref, from what Kaggle's list says of it, and one line about it."""
+    name, when = Path(row["file"]).name, row["time"]
+    if verdict.kind == "found":
+        _say(console, f"{name} sent at {when} ({row['status']}) is on Kaggle as ref {verdict.found.ref}: recorded")
+        return remote_fields(verdict.found)
+    if verdict.kind == "ambiguous":
+        refs = ", ".join(str(s.ref) for s in verdict.candidates)
+        why = (f"ambiguous: Kaggle has {len(verdict.candidates)} submissions of {name} with this message (refs {refs}) "
+               "and the times do not tell which is this one")
+        _warn(console, f"{name} sent at {when}: {why}; kept as {UNKNOWN} (not sent again without --force); "
+                       "check the refs on kaggle.com")
+        return {"status": UNKNOWN, "error_description": why}
+    if row["status"] == SENDING and still_sending(row["error_description"], parse_time(when), dt.datetime.now(dt.UTC)):
+        _say(console, f"{name}: a `kit submit` started at {when} is still sending it ({row['error_description']}); left as {SENDING}")
         return None
-    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+    _warn(console, f"{name} sent at {when} is not among Kaggle's latest submissions: it was not created; "
+                   f"recorded as {NOT_FOUND}, so `kit submit` may send these bytes again")
+    cut = "the upload stopped before Kaggle created it; " if row["status"] == SENDING else ""
+    return {"status": NOT_FOUND, "error_description": f"{cut}not among Kaggle's submissions on {now_utc()}"}
 
 
 def download(cfg: CompetitionConfig, competition: str | None = None, console: Console | None = None) -> Path:
@@ -490,7 +527,7 @@ def _print_ledger(console: Console, rows: pd.DataFrame, slug: str, path: Path) -
         public, cv = number(row["public_score"]), number(row["nested_cv_score"])
         status = row["status"] + (f": {row['error_description']}" if row["error_description"] else "")
         made_of = ", ".join(x for x in (row["weights"] or row["variants"], row["decision_rule"]) if x)
-        sent = _parse_time(row["time"])
+        sent = parse_time(row["time"])
         cells = [sent.strftime("%Y-%m-%d %H:%M") if sent else row["time"], Path(row["file"]).name, row["message"], row["ref"] or "—",
                  status, signed(public)] + ([signed(number(row["private_score"]))] if private else [])
         cells += [signed(cv), signed(_difference(public, cv))] + ([] if shared_trivial else [signed(number(row["trivial_baseline"]))])

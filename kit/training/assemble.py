@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from kit.artifacts import OOF, save_oof
+from kit.artifacts import OOF, TEST_IMAGES_KEY, save_oof, test_images_fingerprint
 from kit.config import CompetitionConfig, ModelConfig
 from kit.data.common import DataSource
 from kit.decision.metrics import build_metric
@@ -120,6 +120,7 @@ def _meta(cfg: CompetitionConfig, mcfg: ModelConfig, source: DataSource, fold_of
         "task": source.task, "oof_metrics_closed_form_rule": overall,
         "torch": torch.__version__, "python": platform.python_version(), "data_fingerprint": source.train.fingerprint,
         "metric": build_metric(cfg.metric).params(),  # checkpoints were chosen by it: calibrate and blend check it
+        TEST_IMAGES_KEY: test_images_fingerprint(source),  # what the test logits saw: blend and submit refuse them once it changes
     }
     if mcfg.pseudo_label_from is not None:  # a second round: which first round soft-labelled its test images
         meta["pseudo_labels"] = {

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kit.config import CompetitionConfig, ModelConfig
-from kit.decision.metrics import balanced_accuracy, build_metric, macro_auc, macro_f1, trivial_baseline
+from kit.decision.metrics import MacroF1, balanced_accuracy, build_metric, macro_auc, macro_f1, trivial_baseline
 from kit.decision.rules import closed_form_decision
 from kit.training.dataset import to_model_input
 from kit.training.device import pick_precision
@@ -79,7 +79,10 @@ def evaluate(
     balanced accuracy, AUC and the trivial baseline."""
     metric = build_metric(cfg.metric)
     decision = closed_form_decision(task, classes, train_prior, target_prior, metric, temperature=temperature)
-    pred = decision.predict(logits)
+    values = decision.predict(logits)  # what the metric scores: labels, or probabilities
+    # the label companions read labels: a probability or ranking metric's are the calibrated argmax (threshold 0.5)
+    pred = values if metric.kind == "label" else closed_form_decision(task, classes, train_prior, target_prior, MacroF1(),
+                                                                      temperature=temperature).with_(bayes=False).predict(logits)
     if task == "multi-label":
         probs = 1 / (1 + np.exp(-logits.astype(np.float64)))
     else:
@@ -87,7 +90,7 @@ def evaluate(
         probs = np.exp(z - z.max(axis=1, keepdims=True))
         probs /= probs.sum(axis=1, keepdims=True)
     return {
-        "score": metric.score(labels, pred),
+        "score": metric.score(labels, values),
         "trivial_baseline": trivial_baseline(labels, metric, task=task),
         "macro_f1": macro_f1(labels, pred),
         "balanced_accuracy": balanced_accuracy(labels, pred) if task == "multi-class" else float("nan"),

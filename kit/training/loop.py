@@ -136,8 +136,8 @@ def train_fold(
 
 def _split(cfg: CompetitionConfig, mcfg: ModelConfig, source: DataSource, fold_of: np.ndarray, fold: int, seeds: JobSeeds, *, console: Console) -> FoldSplit:
     """Cache the images; train on the other folds' readable images (at most `max_train_images`), hold out fold `fold`."""
-    train_cache = cached_images(source.train, mcfg.image_size, cfg.paths.cache, cfg.data.on_bad_image)
-    test_cache = cached_images(source.test, mcfg.image_size, cfg.paths.cache, cfg.data.on_bad_image)
+    train_cache = cached_images(source.train, mcfg.image_size, cfg.paths.cache, cfg.data.on_bad_image, cfg.data.workers)
+    test_cache = cached_images(source.test, mcfg.image_size, cfg.paths.cache, cfg.data.on_bad_image, cfg.data.workers)
     _warn_skipped(console, source, train_cache.ok, test_cache.ok)
     train_idx = np.flatnonzero((fold_of != fold) & train_cache.ok)
     val_idx = np.flatnonzero(fold_of == fold)
@@ -227,11 +227,12 @@ def _run_epoch(run: FoldRun, state: FoldState) -> None:
     )
     val_logits, val_loss = trainer.evaluate(split.train_images, split.val_idx, split.y_val, scored=split.val_ok)
     metrics = _held_out_metrics(run, val_logits, train_prior)
+    objective = build_metric(run.cfg.metric).sign * metrics["score"]  # higher is better (log-loss negated)
     if mcfg.scheduler == "plateau":
-        trainer.scheduler.step(metrics["score"])
-    improved = state.is_better(metrics["score"], val_loss)
+        trainer.scheduler.step(objective)
+    improved = state.is_better(objective, val_loss)
     if improved:
-        state.best_score, state.best_val_loss, state.best_epoch, state.bad_epochs = metrics["score"], val_loss, epoch, 0
+        state.best_score, state.best_val_loss, state.best_epoch, state.bad_epochs = objective, val_loss, epoch, 0
         run.checkpoints.save_best(trainer, val_logits, epoch)
     else:
         state.bad_epochs += 1
