@@ -131,7 +131,7 @@ def test_names_the_kit_writes_are_reserved_for_variants_and_blends():
 
 
 ARTIFACT_NAMES = re.compile(r"\.calibration|\.decision|\.per_class|_confusion|_reliability|_per_class|ledger\.csv|preds\.npz|last\.pt|best\.pt"
-                            r"|doctor\.json|timings\.jsonl|report\.html(?!\.j2)|cv_vs_public|metrics\.csv|curves\.png|job\.json|optuna|\.previous|blend_|\.seed")
+                            r"|doctor\.json|timings\.jsonl|report\.html(?!\.j2)|cv_vs_public|metrics\.csv|curves\.png|job\.json|optuna|\.previous|blend_|^\.seed$")
 
 
 def test_file_names_under_oof_runs_and_submissions_are_spelled_only_in_kit_paths():
@@ -146,9 +146,11 @@ def test_file_names_under_oof_runs_and_submissions_are_spelled_only_in_kit_paths
         docstrings = {id(node.body[0].value) for node in ast.walk(tree)
                       if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
                       and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+        pieces = {id(value) for node in ast.walk(tree) if isinstance(node, ast.JoinedStr) for value in node.values}
         for node in ast.walk(tree):
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
-                bare_extension = re.fullmatch(r"\.(npz|jsonl?|csv|png|pt)", node.value) and path.parent.name != "data"  # f"{v}.npz"
+                bare_extension = (id(node) in pieces and re.fullmatch(r"\.(npz|jsonl?|csv|png|pt)", node.value)  # f"{v}.npz"
+                                  and path.parent.name != "data")
                 if not re.search(r"\s", node.value) and (ARTIFACT_NAMES.search(node.value) or bare_extension):
                     offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value!r}")
     assert not offenders, "\n".join(offenders)

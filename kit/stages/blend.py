@@ -43,7 +43,7 @@ from kit.ensemble.aggregate import TEST_AGGREGATION, aggregate_predict
 from kit.ensemble.pipeline import Blend, Member
 from kit.ensemble.select import BlendSelection, blend_rules, blend_trials, blend_weightings, pair_label, select_blend
 from kit.errors import KitError
-from kit.paths import blend_decision_json, blend_oof_npz, calibration_json, oof_npz, provenance_json, submission_picture
+from kit.paths import BLEND_OOF_PREFIX, blend_decision_json, blend_oof_npz, calibration_json, oof_npz, provenance_json, submission_picture
 from kit.records import CalibrationReport
 from kit.studies import exclusive_studies, open_storage
 
@@ -81,10 +81,10 @@ def blend(cfg: CompetitionConfig, variants: list[str] | None, name: str = "blend
 
 def _fresh_test_logits_fix(member: str, path: Path, cfg: CompetitionConfig) -> str:
     """How to get test logits of the current test images for a member."""
-    if path.parent.resolve() == cfg.paths.oof.resolve() and not member.startswith("blend_"):
+    if path.parent.resolve() == cfg.paths.oof.resolve() and not member.startswith(BLEND_OOF_PREFIX):
         return f"retrain it with `kit train --variant {member}` (without --resume), then run `kit blend` again"
-    if member.startswith("blend_"):
-        return f"retrain its members with `kit train`, then `kit blend --name {member.removeprefix('blend_')}` again"
+    if member.startswith(BLEND_OOF_PREFIX):
+        return f"retrain its members with `kit train`, then `kit blend --name {member.removeprefix(BLEND_OOF_PREFIX)}` again"
     return "predict the current test images with your model and write the file again (with the current test_ids)"
 
 
