@@ -66,8 +66,8 @@ def test_a_record_writes_the_bytes_of_the_dict_it_replaces(tmp_path):
 
 
 @pytest.mark.parametrize(("damage", "expected"), [
-    (lambda d: d.pop("chosen_nested_cv"), "missing key 'chosen_nested_cv'"),
-    (lambda d: d["rows"][0].pop("se"), "missing key 'rows.0.se'"),
+    (lambda d: d.pop("chosen_nested_cv"), "no key 'chosen_nested_cv'"),
+    (lambda d: d["rows"][0].pop("se"), "no key 'rows.0.se'"),
     (lambda d: d.update(n_folds="five"), "key 'n_folds': Input should be a valid integer"),
 ])
 def test_a_record_missing_a_key_is_one_line_naming_the_file_and_the_key(tmp_path, damage, expected):
@@ -174,6 +174,6 @@ def test_the_report_escapes_what_the_records_hold_and_refuses_a_damaged_one(tmp_
     text = out.read_text()
     assert "<script>" not in text and "&lt;script&gt;alert(1)&lt;/script&gt; &amp; more" in text
     assert text.count("<img alt='' src='data:image/png;base64,") == 2 and "font-family:system-ui,-apple-system,'Segoe UI'" in text
-    write_json(path, _calibration(rows=[{"key": "trivial"}]))
-    with pytest.raises(KitError, match=r"v1.calibration.json: missing key 'rows.0.label'; write it again with `kit calibrate`"):
+    write_json(path, _calibration(rows=[{"key": "trivial", "nested_cv": -3.5}]))
+    with pytest.raises(KitError, match=r"v1.calibration.json: no key 'rows.0.se'; write it again with `kit calibrate`"):
         report(cfg, console=Console(file=open("/dev/null", "w")))

@@ -128,10 +128,10 @@ def test_ledger_cells_and_the_console_never_hold_a_credential(bare_home, monkeyp
 
     monkeypatch.setenv("KAGGLE_KEY", SECRET)
     ledger = bare_home / "ledger.csv"
-    from kit.leaderboard.ledger import append_entry
+    from kit.leaderboard.ledger import claim_entry
 
     entry = new_entry(bare_home / "a.csv", "sha", f"message with {SECRET}", "comp", None)
-    append_entry(ledger, entry)
+    claim_entry(ledger, entry, None)
     update_rows(ledger, {entry["row_id"]: {"error_description": f"echo {SECRET}"}})
     assert SECRET not in ledger.read_text() and read_ledger(ledger).iloc[0]["error_description"] == "echo ***"
     Console(file=ScrubbedStream(lambda: sys.stdout)).print(f"key {SECRET}")
@@ -319,7 +319,7 @@ def _blend_json(path, **changes):
 
 @pytest.mark.parametrize("public, note", [("abc", "'abc'"), ("-1,25", "decimal comma")])
 def test_report_draws_only_numeric_scores_and_says_which_row_is_not(tmp_path, capsys, public, note):
-    from kit.leaderboard.ledger import append_entry, new_entry
+    from kit.leaderboard.ledger import claim_entry, new_entry
     from tests.conftest import run_kit
 
     cfg, config = _competition(tmp_path)
@@ -327,11 +327,12 @@ def test_report_draws_only_numeric_scores_and_says_which_row_is_not(tmp_path, ca
     ledger = cfg.paths.submissions / "ledger.csv"
     for k, score in enumerate(["-1.3", public]):
         entry = new_entry(cfg.paths.submissions / f"s{k}.csv", f"sha{k}", "m", "fake-comp", {"nested_cv_score": -1.2})
-        append_entry(ledger, {**entry, "ref": str(k), "status": "COMPLETE", "public_score": score})
+        claim_entry(ledger, {**entry, "ref": str(k), "status": "COMPLETE", "public_score": score}, None)
     code, out, err = run_kit(["--config", config, "report"], capsys)
     assert code == 0, err
     html = (cfg.paths.submissions / "report.html").read_text()
-    assert "1 ledger rows have a score that is not a number" in html and note in html.replace("&#x27;", "'")
+    text = __import__("html").unescape(html)  # the report escapes quotes (jinja2: &#39;)
+    assert "1 ledger rows have a score that is not a number" in text and note in text
 
 
 @pytest.mark.parametrize("damage, needle", [
@@ -374,7 +375,8 @@ def test_a_folds_seed_numpy_cannot_take_is_refused_at_load(tmp_path, capsys, see
 def test_an_option_out_of_its_range_is_one_line(tmp_path, capsys, args, needle):
     import json
 
-    from kit.config import doctor_report_path, load_competition
+    from kit.config import load_competition
+    from kit.paths import doctor_json as doctor_report_path
     from tests.conftest import assert_one_line_error, run_kit
 
     cfg, config = _competition(tmp_path)
@@ -393,7 +395,8 @@ def test_an_option_out_of_its_range_is_one_line(tmp_path, capsys, args, needle):
 def test_plan_on_a_doctor_report_it_cannot_use_is_one_line(tmp_path, capsys, change, needle):
     import json
 
-    from kit.config import doctor_report_path, load_competition
+    from kit.config import load_competition
+    from kit.paths import doctor_json as doctor_report_path
     from tests.conftest import assert_one_line_error, run_kit
 
     cfg, config = _competition(tmp_path)
