@@ -108,20 +108,15 @@ def _cfg() -> CompetitionConfig:
 
 
 def _record_time() -> None:
-    """A command that finished adds its wall time to <paths.runs>/timings.jsonl (`kit timings` prints them);
-    not the table itself, nor a run without a config to say where runs/ is."""
+    """A command that finished adds its wall time to the file KIT_TIMINGS names (kit.timings; `make demo` sets it)."""
     from kit.timings import record
 
     name = _state.get("command")
     if name in (None, "timings"):
         return
-    try:
-        runs = _cfg().paths.runs
-    except KitError:
-        return
     args = sys.argv[sys.argv.index(name):] if name in sys.argv else [name]
     args = [a for i, a in enumerate(args) if a not in _CONFIG_FLAGS and (i == 0 or args[i - 1] not in _CONFIG_FLAGS) and not a.startswith("--config=")]
-    record(runs, name, time.perf_counter() - _state["started"], " ".join(args))
+    record(name, time.perf_counter() - _state["started"], " ".join(args))
 
 
 def _split_names(values: list[str] | None) -> list[str] | None:
@@ -231,20 +226,21 @@ def calibrate(
 
 @app.command()
 def timings(
-    reset: Annotated[bool, typer.Option("--reset", help="Start a new log instead (the demo does it first).")] = False,
+    reset: Annotated[bool, typer.Option("--reset", help="Start a new log instead (make demo does it first).")] = False,
 ) -> None:
-    """Print each recorded command's wall time (<paths.runs>/timings.jsonl): stage, command, seconds, share."""
-    from kit.timings import print_table, read, timings_path
-    from kit.timings import reset as start_new
+    """Print the wall time of each command recorded in the file KIT_TIMINGS names (make demo: runs/timings.jsonl)."""
+    from kit.timings import ENV, log_path, print_table, read
 
-    runs = _cfg().paths.runs
+    path = log_path()
+    if path is None:
+        raise KitError(f"{ENV} is not set: name the timings file, e.g. `{ENV}=runs/timings.jsonl kit train ...`, then `{ENV}=runs/timings.jsonl kit timings`")
     if reset:
-        start_new(runs)
+        path.unlink(missing_ok=True)
         return
-    rows = read(runs)
+    rows = read(path)
     if not rows:
-        raise KitError(f"{timings_path(runs)}: no timings recorded yet; run a kit command (e.g. `make demo`) first")
-    print_table(rows, console, f"wall time per stage ({timings_path(runs)})")
+        raise KitError(f"{path}: no timings recorded yet; run kit commands with {ENV}={path} (e.g. `make demo`) first")
+    print_table(rows, console, f"wall time per stage ({path})")
 
 
 @app.command()

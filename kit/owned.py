@@ -86,8 +86,9 @@ def check_config_paths(cfg: CompetitionConfig) -> None:
     config is loaded, before any stage writes."""
     where = cfg.source_file or "the config"
     data = Path(cfg.data.dir)
+    csvs = [n for n in (cfg.data.train_csv, cfg.data.test_csv, cfg.data.sample_submission) if n]  # no train_csv with class folders
     owned = {"the ledger of submissions": ledger_csv(cfg.paths.submissions),
-             **{f"the competition's data file {n}": data / n for n in (cfg.data.train_csv, cfg.data.test_csv, cfg.data.sample_submission)}}
+             **{f"the competition's data file {n}": data / n for n in csvs}}
     if cfg.source_file is not None:
         owned["the competition config"] = Path(cfg.source_file)
     studies = studies_file(cfg)

@@ -12,7 +12,7 @@ oof/ (paths.oof)
 runs/ (paths.runs)
   <variant>/[seed<s>/]fold<k>/             kit train: preds.npz, last.pt, best.pt, metrics.csv, curves.png, job.json
   doctor.json                              kit doctor: the rates `kit plan` reads (kit.records.DoctorReport)
-  timings.jsonl                            every kit command: its wall time (kit.timings)
+  timings.jsonl                            make demo (KIT_TIMINGS): each kit command's wall time (kit.timings)
 submissions/ (paths.submissions)
   <name>.csv + <name>.json                 kit blend: the submission and its provenance (kit.records.Provenance)
   <name>_confusion.png, _per_class.png, _reliability.png   kit blend
@@ -56,7 +56,7 @@ CURVES_FILE = "curves.png"
 JOB_RECORD = "job.json"  # the ray executor's record of each attempt
 PREVIOUS_SUFFIX = ".previous"  # an earlier run's preds.npz, last.pt, best.pt, kept until the new run has its result
 DOCTOR_NAME = "doctor.json"  # runs/doctor.json
-TIMINGS_FILE = "timings.jsonl"  # runs/timings.jsonl: each finished command's wall time (kit.timings)
+TIMINGS_FILE = "timings.jsonl"  # runs/timings.jsonl: make demo's KIT_TIMINGS log (kit.timings)
 
 # --- submissions/ ---
 SUBMISSION_EXT = ".csv"
