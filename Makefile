@@ -70,11 +70,14 @@ demo: $(STAMP)
 	$(KIT) submit submissions/demo.csv --message "kit demo" --dry-run
 	$(KIT) timings
 
-# `make test` runs everything (CI's command: .ci/run); `make test-fast` leaves out the tests marked slow (each over
-# ~10 s: they train, search or run the CLI end to end) for the edit-test loop. Both print the 15 slowest tests.
-# PYTEST_ARGS passes more, e.g. PYTEST_ARGS="tests/test_blend.py -k stacker" or PYTEST_ARGS="-n 0" (no workers).
-PYTEST := $(VENV)/bin/python -m pytest -q --durations=15
+# `make test` runs everything (CI's command: .ci/run); `make test-fast` leaves out the tests marked slow (they train,
+# search or run a pipeline end to end), ray (start Ray) or subprocess (start a Python process, seconds each just to
+# import torch): the edit-test loop. Both print the 15 slowest tests.
+# Two worker processes (pytest-xdist), each test file on one worker so a module fixture is built once;
+# PYTEST_WORKERS=0 runs in this process. PYTEST_ARGS passes more, e.g. PYTEST_ARGS="tests/test_blend.py -k stacker".
+PYTEST_WORKERS ?= 2
 PYTEST_ARGS ?=
+PYTEST := $(VENV)/bin/python -m pytest -q --durations=15 -n $(PYTEST_WORKERS) --dist loadfile
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check kit tests benchmarks
@@ -82,7 +85,7 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(VENV)/bin/ruff check kit tests benchmarks
-	$(PYTEST) -m "not slow" $(PYTEST_ARGS)
+	$(PYTEST) -m "not slow and not ray and not subprocess" $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(VENV)/bin/python -m benchmarks

@@ -258,6 +258,7 @@ def test_blend_stage_writes_submission_oof_and_pictures(tmp_path, capsys):
     assert set(chosen[0].intermediate_values) == set(range(5)) and "fold0.members" in chosen[0].user_attrs
 
 
+@pytest.mark.slow
 def test_display_names_are_one_vocabulary_in_calibrate_blend_and_studies(tmp_path, capsys):
     """calibrate's report, blend's table and provenance, and both studies name each rule with kit.decision.names."""
     from kit.decision.candidates import CANDIDATES
@@ -315,6 +316,7 @@ def test_blend_refuses_mismatched_inputs(tmp_path):
     assert not (cfg.paths.submissions / "x.csv").exists()
 
 
+@pytest.mark.slow
 def test_blend_reads_no_decision_file_and_shows_fresh_own_scores_only(tmp_path, capsys):
     from kit.stages.calibrate import calibrate
 

@@ -61,6 +61,7 @@ def stage(tiny_competition, tmp_path, make_folds_for):
     return cfg, oof, tmp_path
 
 
+@pytest.mark.slow
 def test_stage_writes_decision_report_and_png(stage):
     cfg, oof, root = stage
     console = quiet_console()
@@ -88,6 +89,7 @@ def test_stage_writes_decision_report_and_png(stage):
     assert Decision.load(root / "oof" / "v.decision.json").to_dict() == decision.to_dict()
 
 
+@pytest.mark.slow
 def test_study_reads_true(stage):
     """Through Optuna's public API: the objective is named, the best trial is the best candidate by nested
     CV (not a fold's or an in-sample number), and exactly one trial is the kit's choice, valued at its nested score."""
@@ -141,6 +143,7 @@ def test_stage_refuses_an_oof_made_for_another_metric(stage):
     _expect_refusal(cfg, root / "oof" / "w3.npz", root, expected)
 
 
+@pytest.mark.slow
 def test_stage_refuses_an_oof_trained_on_data_that_changed_since_unless_accepted(stage):
     from kit.data.sources import open_source
 
@@ -221,6 +224,7 @@ def test_cli_bad_input_is_one_line_exit_2(stage):
 
 
 @pytest.mark.subprocess
+@pytest.mark.slow
 def test_cli_calibrate_default_variants(stage):
     cfg, oof, root = stage
     (root / "oof" / "v.npz").rename(root / "oof" / "cnn_demo.npz")  # the tiny config's variant
@@ -235,6 +239,7 @@ def test_cli_calibrate_default_variants(stage):
 
 
 @pytest.mark.subprocess
+@pytest.mark.slow
 def test_dashboard_serves_the_studies_over_http(stage):
     cfg, oof, root = stage
     calibrate(cfg, [root / "oof" / "v.npz"], quiet_console())

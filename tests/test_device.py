@@ -66,6 +66,7 @@ def test_channels_last_model_and_input():
     assert conv.is_contiguous(memory_format=torch.channels_last)
 
 
+@pytest.mark.slow
 def test_compile_twin_trains_and_checkpoints_plain_weights(tiny_run, tmp_path):
     """torch.compile (inductor, gcc) of a tiny model on the CPU: about 15 s here the first time, then cached."""
     cfg = tiny_run(tmp_path, compile=True, epochs=1, freeze_epochs=0, ema_decay=0.0)
@@ -75,6 +76,7 @@ def test_compile_twin_trains_and_checkpoints_plain_weights(tiny_run, tmp_path):
     assert np.isfinite(_preds(cfg)["val_logits"]).all()
 
 
+@pytest.mark.slow
 def test_persistent_workers_draw_what_fresh_workers_draw_and_resume_identically(tiny_run, tmp_path):
     keys = dict(num_workers=2, augment="strong", epochs=2)
     kept = tiny_run(tmp_path / "kept", **keys)

@@ -33,6 +33,7 @@ def doctored(tiny_competition, tmp_path_factory, variant_run):
 
 
 @pytest.mark.subprocess
+@pytest.mark.slow
 def test_doctor_cpu_run_on_a_tiny_variant(doctored):
     from kit.paths import doctor_json as doctor_report_path
 
@@ -54,6 +55,7 @@ def test_doctor_cpu_run_on_a_tiny_variant(doctored):
 
 
 @pytest.mark.subprocess
+@pytest.mark.slow
 def test_doctor_advises_a_batch_that_fits_when_memory_is_short(doctored):
     from kit.stages.doctor import MEMORY_HEADROOM, memory_advice
 
@@ -130,6 +132,7 @@ def test_compile_verdicts_without_compiling():
 
 
 @pytest.mark.subprocess
+@pytest.mark.slow
 def test_doctor_cli_with_a_small_device_memory(doctored, tiny_competition, tmp_path, capsys):
     """--memory-gb stands for a smaller device: the table and the JSON say it does not fit."""
     from kit.stages.doctor import doctor
@@ -144,6 +147,7 @@ def test_doctor_cli_with_a_small_device_memory(doctored, tiny_competition, tmp_p
 
 
 @pytest.mark.subprocess
+@pytest.mark.slow
 def test_plan_times_the_grid_from_doctors_rates(doctored, capsys):
     from kit.paths import doctor_json as doctor_report_path
     from kit.stages.plan import fold_seconds, makespan, plan

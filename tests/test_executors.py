@@ -55,6 +55,7 @@ def _records(cfg) -> list[dict]:
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 def test_two_cpu_jobs_at_once_on_local_ray_give_the_sequential_oof_bytes(sequential, local_ray, tiny_run, tmp_path):
     cfg = tiny_run(tmp_path)
     train(cfg, ["tiny"], None, resume=False, console=quiet(), executor="ray", cpus_per_job=1)
@@ -81,6 +82,7 @@ def _dies_mid_run_once(job: Job, console=None):
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 def test_a_job_killed_mid_run_is_retried_from_its_checkpoint(sequential, local_ray, tiny_run, tmp_path):
     from kit.executors.ray import run_ray
 
@@ -109,6 +111,7 @@ def test_bad_executor_options_are_one_line(tiny_run, tmp_path):
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 def test_a_request_no_node_can_meet_is_refused(local_ray, tiny_run, tmp_path):
     cfg = tiny_run(tmp_path)
     with pytest.raises(KitError, match="--cpus-per-job 64: no Ray node has that much"):
@@ -116,6 +119,7 @@ def test_a_request_no_node_can_meet_is_refused(local_ray, tiny_run, tmp_path):
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 def test_seed_jobs_run_at_once_on_local_ray_each_in_its_folder_with_the_sequential_bytes(local_ray, tiny_run, tmp_path):
     import numpy as np
 
@@ -137,6 +141,7 @@ def test_seed_jobs_run_at_once_on_local_ray_each_in_its_folder_with_the_sequenti
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 def test_the_grid_runs_on_a_two_node_cluster(sequential, tiny_run, tmp_path):
     from ray.cluster_utils import Cluster
 

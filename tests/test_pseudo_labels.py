@@ -61,6 +61,7 @@ def test_soft_labels_are_tempered_softmax_above_the_floor():
     assert rows.tolist() == [] or np.all(np.maximum(targets, 1 - targets).min(axis=1) >= 0.5)
 
 
+@pytest.mark.slow
 def test_fold_k_trains_on_its_own_first_round_slice_only(second_round):
     cfg, mcfg, source, fold_of, logits = second_round
     n_train = len(source.train.ids)
@@ -85,6 +86,7 @@ def test_fold_k_trains_on_its_own_first_round_slice_only(second_round):
         write_first_round(cfg, source, fold_of, logits)
 
 
+@pytest.mark.slow
 def test_second_round_records_its_source_and_retrains_when_it_changes(second_round):
     cfg, mcfg, source, fold_of, logits = second_round
     train(cfg, ["second"], None, resume=False, console=quiet())
@@ -100,6 +102,7 @@ def test_second_round_records_its_source_and_retrains_when_it_changes(second_rou
         train(cfg, ["second"], [0], resume=True, console=quiet())
 
 
+@pytest.mark.slow
 def test_a_bad_source_is_refused_with_one_line(second_round):
     cfg, mcfg, source, fold_of, logits = second_round
     for changes, needle in (

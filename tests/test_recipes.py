@@ -89,6 +89,7 @@ def recipe_runs(tiny_competition, tmp_path_factory, variant_run):
 
 
 @pytest.mark.parametrize("name", ["la", "ldam_drw", "crt"])
+@pytest.mark.slow
 def test_every_recipe_writes_its_train_prior(recipe_runs, name):
     cfg = recipe_runs
     mcfg = load_model(name, cfg)
@@ -112,6 +113,7 @@ def test_every_recipe_writes_its_train_prior(recipe_runs, name):
     np.testing.assert_allclose(oof.train_prior, np.mean(priors, axis=0), rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_crt_keeps_the_oof_contract_with_new_held_out_logits(recipe_runs):
     """After cRT every OOF row still comes from its own fold's model, and those logits are the new head's."""
     cfg = recipe_runs
@@ -127,6 +129,7 @@ def test_crt_keeps_the_oof_contract_with_new_held_out_logits(recipe_runs):
         assert not np.allclose(before, oof.logits[rows], atol=1e-3)  # the re-trained head predicts differently
 
 
+@pytest.mark.slow
 def test_ldam_variant_has_a_cosine_head(recipe_runs):
     cfg = recipe_runs
     state = torch.load(cfg.paths.runs / "ldam_drw" / "fold0" / "best.pt", weights_only=True)["model"]
@@ -361,6 +364,7 @@ def test_randaugment_level_is_seeded_and_grows_with_magnitude():
     assert 0 < change[3] < change[20]
 
 
+@pytest.mark.slow
 def test_all_options_together_train_a_timm_backbone(tiny_competition, tmp_path, variant_run):
     """mixup + cutmix, drop path, grad accumulation, layer decay and RandAugment in one real (tiny) run."""
     cfg = variant_run(
@@ -374,6 +378,7 @@ def test_all_options_together_train_a_timm_backbone(tiny_competition, tmp_path, 
         np.testing.assert_allclose(z["train_prior"], np.full(20, 0.05))  # τ-norm: nominal uniform
 
 
+@pytest.mark.slow
 def test_mixup_and_randaugment_runs_resume_to_the_same_logits(tiny_competition, tmp_path, variant_run):
     """The mixer and RandAugment draw from per-epoch seeded streams: an interrupted run resumes to the same bytes."""
     keys = dict(
@@ -393,6 +398,7 @@ def test_mixup_and_randaugment_runs_resume_to_the_same_logits(tiny_competition, 
     assert np.array_equal(runs["full"][0], runs["resumed"][0]) and np.array_equal(runs["full"][1], runs["resumed"][1])
 
 
+@pytest.mark.slow
 def test_crt_on_multi_label_records_the_sampler_positive_rates(tiny_chestmnist, tmp_path, variant_run):
     cfg = variant_run(
         tiny_chestmnist, tmp_path, name="ml_crt", image_size=28, loss="bce", epochs=1, sampler_power=0.0, freeze_epochs=0,

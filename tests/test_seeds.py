@@ -38,6 +38,7 @@ def seeded(tiny_competition, tmp_path_factory, variant_run):
     return cfg
 
 
+@pytest.mark.slow
 def test_the_variant_oof_is_exactly_the_mean_of_the_per_seed_oofs(seeded):
     oof_dir = seeded.paths.oof
     per_seed = [load_oof(oof_dir / f"tiny.seed{s}.npz") for s in SEEDS]
@@ -51,6 +52,7 @@ def test_the_variant_oof_is_exactly_the_mean_of_the_per_seed_oofs(seeded):
     assert json.loads((oof_dir / "tiny.seed7.json").read_text())["seed"] == 7
 
 
+@pytest.mark.slow
 def test_seeds_train_different_models_in_their_own_run_folders(seeded):
     a, b = (load_oof(seeded.paths.oof / f"tiny.seed{s}.npz") for s in SEEDS)
     assert not np.allclose(a.logits, b.logits)  # other init and data order
@@ -61,6 +63,7 @@ def test_seeds_train_different_models_in_their_own_run_folders(seeded):
         assert (runs / "seed7" / f"fold{k}" / "preds.npz").is_file()
 
 
+@pytest.mark.slow
 def test_the_competition_seed_reproduces_the_variant_without_seeds(seeded, tiny_competition, tmp_path, variant_run):
     cfg = variant_run(tiny_competition, tmp_path, epochs=1)
     train(cfg, ["tiny"], None, resume=False, console=quiet())
@@ -69,10 +72,12 @@ def test_the_competition_seed_reproduces_the_variant_without_seeds(seeded, tiny_
     assert np.array_equal(plain.test_logits, seed0.test_logits)
 
 
+@pytest.mark.slow
 def test_discovery_finds_the_variant_not_its_seeds(seeded):
     assert find_oof_paths(seeded) == [seeded.paths.oof / "tiny.npz"]
 
 
+@pytest.mark.slow
 def test_resume_skips_finished_seed_jobs_and_trains_only_an_added_seed(seeded, tiny_competition, tmp_path, variant_run):
     import shutil
 
@@ -90,6 +95,7 @@ def test_resume_skips_finished_seed_jobs_and_trains_only_an_added_seed(seeded, t
     assert np.array_equal(three[1].logits, load_oof(seeded.paths.oof / "tiny.seed7.npz").logits)
 
 
+@pytest.mark.slow
 def test_missing_seed_folds_write_no_mean(tiny_competition, tmp_path, variant_run):
     cfg = variant_run(tiny_competition, tmp_path, epochs=1, seeds=[3])
     console = Console(width=300, record=True, force_terminal=False)

@@ -183,6 +183,7 @@ def test_corrupt_image_stops_with_the_file_named(tiny_competition, tmp_path, var
     assert not (cfg.paths.runs / "tiny" / "fold0" / "preds.npz").exists()
 
 
+@pytest.mark.slow
 def test_corrupt_image_skipped_is_listed_and_kept_out_of_training(tiny_competition, tmp_path, capsys, variant_run):
     cfg, victim, _ = _copy_with_corrupt_image(tiny_competition, tmp_path, "skip")
     cfg = variant_run(type(tiny_competition)(tmp_path, tmp_path / "competition.toml", cfg), tmp_path, epochs=1)
@@ -200,6 +201,7 @@ def test_corrupt_image_skipped_is_listed_and_kept_out_of_training(tiny_competiti
     assert [t - f for t, f in zip(trained_on, full)] == [0 if k == victim_fold else -1 for k in range(cfg.folds.n_folds)]
 
 
+@pytest.mark.slow
 def test_multi_label_end_to_end_on_medmnist_npz(tiny_chestmnist, tmp_path, variant_run):
     cfg = variant_run(
         tiny_chestmnist, tmp_path, name="cnn_ml", image_size=28, loss="bce", sampler_power=0.0, freeze_epochs=0, ema_decay=0.0, scheduler="plateau"
