@@ -69,7 +69,13 @@ def materialize(version: str, dest: Path) -> str:
     """Copy `version` (a git checkout: its tracked and untracked-but-not-ignored files; another folder: all but
     .venv, data, runs and caches; or a git ref of this repository) to `dest`; what it is, in words."""
     if Path(version).is_dir() and not (Path(version) / ".git").exists():  # a plain copy of the kit (the test makes one)
-        shutil.copytree(version, dest, ignore=shutil.ignore_patterns(".git", ".venv", "__pycache__", ".cache", "data", "runs"))
+        root = Path(version).resolve()
+
+        def outputs(folder: str, names: list[str]) -> set[str]:  # the demo's outputs at the top only (kit/data is code)
+            top = {".git", ".venv", ".cache", "data", "runs"} if Path(folder).resolve() == root else set()
+            return {n for n in names if n in top or n == "__pycache__"}
+
+        shutil.copytree(root, dest, ignore=outputs)
         return str(Path(version).resolve())
     dest.mkdir(parents=True)
     if Path(version).is_dir():
@@ -183,7 +189,7 @@ def compare(args: argparse.Namespace, console: Console) -> dict:
                 for target in args.make_target:
                     if target_commands(trees[side], target):
                         commands[side][f"make {target}"] = target_commands(trees[side], target)
-            stages = list(dict.fromkeys([*commands["base"], *commands["new"]]))
+            stages = list(dict.fromkeys([*commands["new"], *commands["base"]]))  # in the new demo's order
             order = ("base", "new") if rep % 2 == 0 else ("new", "base")
             for stage in stages:
                 for side in order:

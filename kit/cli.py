@@ -108,20 +108,15 @@ def _cfg() -> CompetitionConfig:
 
 
 def _record_time() -> None:
-    """A command that finished adds its wall time to <paths.runs>/timings.jsonl (`kit timings` prints them);
-    not the table itself, nor a run without a config to say where runs/ is."""
+    """A command that finished adds its wall time to the file KIT_TIMINGS names (kit.timings; `make demo` sets it)."""
     from kit.timings import record
 
     name = _state.get("command")
     if name in (None, "timings"):
         return
-    try:
-        runs = _cfg().paths.runs
-    except KitError:
-        return
     args = sys.argv[sys.argv.index(name):] if name in sys.argv else [name]
     args = [a for i, a in enumerate(args) if a not in _CONFIG_FLAGS and (i == 0 or args[i - 1] not in _CONFIG_FLAGS) and not a.startswith("--config=")]
-    record(runs, name, time.perf_counter() - _state["started"], " ".join(args))
+    record(name, time.perf_counter() - _state["started"], " ".join(args))
 
 
 def _split_names(values: list[str] | None) -> list[str] | None:
@@ -231,20 +226,21 @@ def calibrate(
 
 @app.command()
 def timings(
-    reset: Annotated[bool, typer.Option("--reset", help="Start a new log instead (the demo does it first).")] = False,
+    reset: Annotated[bool, typer.Option("--reset", help="Start a new log instead (make demo does it first).")] = False,
 ) -> None:
-    """Print each recorded command's wall time (<paths.runs>/timings.jsonl): stage, command, seconds, share."""
-    from kit.timings import print_table, read, timings_path
-    from kit.timings import reset as start_new
+    """Print the wall time of each command recorded in the file KIT_TIMINGS names (make demo: runs/timings.jsonl)."""
+    from kit.timings import ENV, log_path, print_table, read
 
-    runs = _cfg().paths.runs
+    path = log_path()
+    if path is None:
+        raise KitError(f"{ENV} is not set: name the timings file, e.g. `{ENV}=runs/timings.jsonl kit train ...`, then `{ENV}=runs/timings.jsonl kit timings`")
     if reset:
-        start_new(runs)
+        path.unlink(missing_ok=True)
         return
-    rows = read(runs)
+    rows = read(path)
     if not rows:
-        raise KitError(f"{timings_path(runs)}: no timings recorded yet; run a kit command (e.g. `make demo`) first")
-    print_table(rows, console, f"wall time per stage ({timings_path(runs)})")
+        raise KitError(f"{path}: no timings recorded yet; run kit commands with {ENV}={path} (e.g. `make demo`) first")
+    print_table(rows, console, f"wall time per stage ({path})")
 
 
 @app.command()
@@ -306,10 +302,21 @@ def submit(
     wait: Annotated[bool, typer.Option("--wait", help="Wait until Kaggle has scored it; print its public score beside its nested-CV score.")] = False,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds --wait waits for the score.")] = DEFAULT_WAIT_SECONDS,
     force: Annotated[bool, typer.Option("--force", help="Send a file even if the ledger shows these bytes were sent already.")] = False,
+    kernel: Annotated[str | None, typer.Option("--kernel", metavar="OWNER/SLUG",
+        help="Code competition: submit this notebook's output instead of a file (`kit package`).")] = None,
+    version: Annotated[int | None, typer.Option("--version", metavar="N", help="With --kernel: the notebook version (default: its latest).")] = None,
 ) -> None:
     """Validate a submission against the sample, record it in submissions/ledger.csv and send it to Kaggle."""
     from kit.stages.submit import submit as run_submit
 
+    if kernel is not None or version is not None:
+        from kit.stages.submit import submit_kernel
+
+        if kernel is None or file is not None:
+            raise KitError("--kernel OWNER/SLUG submits a notebook's output: give it (with --version N if you like), and no FILE")
+        submit_kernel(_cfg(), kernel, message, version=version, competition=competition, dry_run=dry_run, wait=wait, timeout=timeout,
+                      force=force, console=console)
+        return
     run_submit(_cfg(), file, message, competition=competition, dry_run=dry_run, wait=wait, timeout=timeout, force=force, console=console)
 
 
@@ -350,6 +357,53 @@ def init(
     from kit.stages.init import init as run_init
 
     run_init(data_dir, output, competition, force, console=console, metric=metric)
+
+
+@app.command()
+def predict(
+    images: Annotated[Path | None, typer.Argument(
+        help="Folder of images to predict (default: the config's test set).")] = None,
+    ids: Annotated[Path | None, typer.Option("--ids", metavar="CSV",
+        help="CSV of the ids to predict (data.id_column), their files in IMAGES; a sample submission also sets the format.")] = None,
+    name: Annotated[str, typer.Option("--name", metavar="BLEND", help="The blend to apply (`kit blend --name`).")] = "blend",
+    variant: Annotated[str | None, typer.Option("--variant", metavar="NAME",
+        help="One variant under its own `kit calibrate` decision instead of a blend.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", metavar="FILE",
+        help="Submission CSV to write (default: <paths.submissions>/predict_<BLEND>.csv).")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", metavar="N", help="Images per batch (default: the evaluation pass's).")] = None,
+    max_minutes: Annotated[float | None, typer.Option("--max-minutes", metavar="MIN",
+        help="Stop with a clear line as soon as the run is projected to take longer (a notebook's time limit).")] = None,
+) -> None:
+    """Run the trained ensemble's fold models on images and write the submission in the sample's format."""
+    from kit.stages.predict import predict as run_predict
+
+    run_predict(_cfg(), images, ids=ids, name=name, variant=variant, output=output, batch_size=batch_size, max_minutes=max_minutes,
+                console=console)
+
+
+@app.command()
+def package(
+    name: Annotated[str, typer.Argument(help="The blend to package (`kit blend --name NAME`).")],
+    out: Annotated[Path | None, typer.Option("--out", metavar="DIR", help="Folder to write (default: packages/NAME).")] = None,
+    half: Annotated[bool, typer.Option("--half", help="Store the fold weights in float16 (half the size; predictions may differ slightly).")] = False,
+    dataset: Annotated[str | None, typer.Option("--dataset", metavar="OWNER/SLUG", help="The Kaggle dataset (default: <you>/kit-NAME).")] = None,
+    kernel: Annotated[str | None, typer.Option("--kernel", metavar="OWNER/SLUG",
+        help="The Kaggle notebook (default: <owner>/kit-NAME-inference).")] = None,
+    wheels_from: Annotated[Path | None, typer.Option("--wheels-from", metavar="DIR",
+        help="Take the dependencies' wheels from this folder instead of the package index.")] = None,
+    max_minutes: Annotated[float, typer.Option("--max-minutes", metavar="MIN", help="The notebook's `kit predict --max-minutes`.")] = 500.0,
+    push: Annotated[bool, typer.Option("--push", help="Create or version the dataset on Kaggle and push the notebook.")] = False,
+) -> None:
+    """Make blend NAME a Kaggle dataset (kit wheel, dependency wheels, weights, record) and an offline inference notebook."""
+    from kit.stages.package import package as run_package
+
+    cfg = _cfg()
+    folder = run_package(cfg, name, out=out, half=half, dataset=dataset, kernel=kernel, wheels_from=wheels_from, max_minutes=max_minutes,
+                         console=console)
+    if push:
+        from kit.leaderboard.publish import push as run_push
+
+        run_push(folder, console=console)
 
 
 # First contact: doctor (will it fit, how fast) and plan (how long the grid takes).

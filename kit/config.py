@@ -108,6 +108,7 @@ class DataConfig(_Strict):
     sample_submission: str = "sample_submission.csv"
     id_column: str = "id"
     train_id_column: str | None = None  # the train CSV's id column when its name differs from the sample's
+    drop_test_ids: bool = False  # rows of the train CSV whose id is a test id (a CSV of every image, as NIH's) are left out of training
     repeated_ids: Literal["stop", "same_label"] = "stop"  # "same_label": rows repeating an id (one per box) read once when their labels agree
     label_column: str | None = None
     class_columns: list[str] | None = None
@@ -429,21 +430,19 @@ def seeds_conflict(seeds: list[int]) -> str | None:
     return None
 
 
-
-
 def recipe_task_conflict(m: ModelConfig, task: str) -> str | None:
-    """Why a variant's keys do not fit the competition's task (None when they do): checked when the variant
-    is loaded with its competition config (and again when a job is built)."""
-    if task == "multi-class" and m.loss == "bce":
-        return ("key 'loss': \"bce\" is a per-label sigmoid loss for multi-label; its logits are not softmax logits, so "
-                "calibrate and blend would refuse the OOF; use \"ce\" (or \"focal\", \"logit_adjusted\", \"balanced_softmax\", \"ldam\")")
-    if task != "multi-label":
-        return None
-    if task not in _loss(m).tasks:
+    """Why a variant's keys do not fit the competition's task (None when they do): the task is known only with
+    the competition's data, so `kit train` checks this before it builds any job (and a job again when it builds its loss)."""
+    if task not in _loss(m).tasks:  # the loss registry says which tasks each loss trains
         from kit.training.losses import LOSSES
 
-        usable = " or ".join(f'"{n}"' for n in LOSSES.names() if task in LOSSES.get(n).tasks)
-        return f"key 'loss': \"{m.loss}\" is a softmax loss for multi-class; use {usable} for multi-label"
+        usable = [f'"{n}"' for n in LOSSES.names() if task in LOSSES.get(n).tasks]
+        if task == "multi-class":
+            return (f"key 'loss': \"{m.loss}\" is a per-label sigmoid loss for multi-label; its logits are not softmax logits, so "
+                    f"calibrate and blend would refuse the OOF; use {usable[0]} (or {', '.join(usable[1:])})")
+        return f"key 'loss': \"{m.loss}\" is a softmax loss for multi-class; use {' or '.join(usable)} for multi-label"
+    if task != "multi-label":
+        return None
     if m.tau_norm > 0:
         return "key 'tau_norm': τ-normalisation balances a softmax head; the task is multi-label"
     if m.class_weights != "none":
@@ -518,9 +517,6 @@ def load_model(name: str, cfg: CompetitionConfig) -> ModelConfig:
     problem = input_size_problem(mcfg)
     if problem:
         raise KitError(f"{path}: {problem}")
-    problem = recipe_task_conflict(mcfg, cfg.task)
-    if problem:
-        raise KitError(f"{path}: {problem} ({cfg.source_file or 'the competition config'} is {cfg.task})")
     return mcfg
 
 

@@ -114,7 +114,7 @@ def _collect(secret_vars: dict[str, str], env_user: str, files: list[Path]) -> l
         except (OSError, ValueError):
             continue
         try:
-            values = json.loads(text) if path.suffix == ".json" else None
+            values = json.loads(text) if text.startswith("{") else None  # kaggle.json, credentials.json; a token file is plain text
         except ValueError:
             values = None
         if isinstance(values, dict):

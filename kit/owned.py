@@ -13,24 +13,25 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kit.errors import KitError
+from kit.paths import CALIBRATION_SUFFIX, DECISION_SUFFIX, DEFAULT_STORAGE, LAST_FILE, LEDGER_NAME, META_EXT, OOF_EXT, ledger_csv
 
 if TYPE_CHECKING:
     from kit.config import CompetitionConfig
 
-SQLITE_PREFIX = "sqlite:///"
 OWNED_SUFFIXES = {  # a file of these names is another stage's wherever it lies
-    ".npz": "an OOF or predictions file (kit train / kit blend)",
-    ".calibration.json": "a calibration (kit calibrate)",
-    ".decision.json": "a decision (kit calibrate / kit blend)",
-    ".pt": "a checkpoint (kit train)",
+    OOF_EXT: "an OOF or predictions file (kit train / kit blend)",
+    CALIBRATION_SUFFIX + META_EXT: "a calibration (kit calibrate)",
+    DECISION_SUFFIX + META_EXT: "a decision (kit calibrate / kit blend)",
+    Path(LAST_FILE).suffix: "a checkpoint (kit train)",
     ".db": "a database (the Optuna studies of kit calibrate / kit blend)",
 }
 
 
 def studies_file(cfg: CompetitionConfig) -> Path | None:
-    """The SQLite file of calibrate.storage, or None for another storage."""
-    url = cfg.calibrate.storage
-    return Path(url.removeprefix(SQLITE_PREFIX)) if url.startswith(SQLITE_PREFIX) else None
+    """The file of calibrate.storage (SQLite or journal), or None for a database server."""
+    from kit.studies import storage_file  # the URL's grammar lives with the studies
+
+    return storage_file(cfg.calibrate.storage)
 
 
 def owner_of(path: str | Path, cfg: CompetitionConfig | None, stage: str = "") -> str | None:
@@ -56,7 +57,7 @@ def owner_of(path: str | Path, cfg: CompetitionConfig | None, stage: str = "") -
         for folder, what in folders:
             if target.is_relative_to(_resolved(Path(folder))):
                 return f"a file in {what}"
-    if name == "ledger.csv":
+    if name == LEDGER_NAME:
         return "a ledger of submissions (written by `kit submit`)"
     for suffix, what in OWNED_SUFFIXES.items():
         if name.endswith(suffix):
@@ -85,12 +86,13 @@ def check_config_paths(cfg: CompetitionConfig) -> None:
     config is loaded, before any stage writes."""
     where = cfg.source_file or "the config"
     data = Path(cfg.data.dir)
-    owned = {"the ledger of submissions": Path(cfg.paths.submissions) / "ledger.csv",
-             **{f"the competition's data file {n}": data / n for n in (cfg.data.train_csv, cfg.data.test_csv, cfg.data.sample_submission)}}
+    csvs = [n for n in (cfg.data.train_csv, cfg.data.test_csv, cfg.data.sample_submission) if n]  # no train_csv with class folders
+    owned = {"the ledger of submissions": ledger_csv(cfg.paths.submissions),
+             **{f"the competition's data file {n}": data / n for n in csvs}}
     if cfg.source_file is not None:
         owned["the competition config"] = Path(cfg.source_file)
     studies = studies_file(cfg)
-    outputs = {"folds.path": (Path(cfg.folds.path), "folds/folds.csv"), "calibrate.storage": (studies, "sqlite:///oof/optuna.db")}
+    outputs = {"folds.path": (Path(cfg.folds.path), "folds/folds.csv"), "calibrate.storage": (studies, DEFAULT_STORAGE)}
     for key, (path, example) in outputs.items():
         if path is None:
             continue

@@ -10,12 +10,13 @@ oof/ (paths.oof)
   blend_<name>.npz + .json + .decision.json  kit blend: the blended OOF, to blend again
   optuna.db (+ .lock, .holder.json)        kit calibrate and kit blend: the Optuna studies (calibrate.storage)
 runs/ (paths.runs)
-  <variant>/[seed<s>/]fold<k>/             kit train: preds.npz, last.pt, best.pt, metrics.csv, curves.png, job.json
+  <variant>/[seed<s>/]fold<k>/             kit train: preds.npz, last.pt, best.pt (decoupled.pt after cRT/τ-norm), metrics.csv, curves.png, job.json
   doctor.json                              kit doctor: the rates `kit plan` reads (kit.records.DoctorReport)
-  timings.jsonl                            every kit command: its wall time (kit.timings)
+  timings.jsonl                            make demo (KIT_TIMINGS): each kit command's wall time (kit.timings)
 submissions/ (paths.submissions)
   <name>.csv + <name>.json                 kit blend: the submission and its provenance (kit.records.Provenance)
   <name>_confusion.png, _per_class.png, _reliability.png   kit blend
+  predict_<name>.csv                       kit predict: the blend (or a variant) re-run on images
   ledger.csv (+ .ledger.csv.lock)          kit submit / kit submissions
   cv_vs_public.png                         kit submissions
   report.html                              kit report
@@ -51,16 +52,18 @@ HOLDER_SUFFIX = ".holder"
 PREDS_FILE = "preds.npz"  # the job's result: held-out and test logits, priors, identity
 LAST_FILE = "last.pt"  # full training state, written every epoch (resume)
 BEST_FILE = "best.pt"  # weights and held-out logits of the best epoch
+DECOUPLED_FILE = "decoupled.pt"  # after cRT/τ-norm: the re-balanced weights preds.npz's logits came from (else best.pt's are)
 METRICS_FILE = "metrics.csv"  # one row per epoch
 CURVES_FILE = "curves.png"
 JOB_RECORD = "job.json"  # the ray executor's record of each attempt
 PREVIOUS_SUFFIX = ".previous"  # an earlier run's preds.npz, last.pt, best.pt, kept until the new run has its result
 DOCTOR_NAME = "doctor.json"  # runs/doctor.json
-TIMINGS_FILE = "timings.jsonl"  # runs/timings.jsonl: each finished command's wall time (kit.timings)
+TIMINGS_FILE = "timings.jsonl"  # runs/timings.jsonl: make demo's KIT_TIMINGS log (kit.timings)
 
 # --- submissions/ ---
 SUBMISSION_EXT = ".csv"
 PICTURE_SUFFIXES = ("_confusion", "_per_class", "_reliability")  # submissions/<name>_confusion.png, ...
+PREDICT_PREFIX = "predict_"  # submissions/predict_<name>.csv: kit predict's default output
 LEDGER_NAME = "ledger.csv"
 CV_VS_PUBLIC_NAME = "cv_vs_public.png"
 REPORT_NAME = "report.html"
@@ -160,6 +163,11 @@ def doctor_json(cfg: CompetitionConfig) -> Path:
 
 
 # --- submissions/ ---
+def predict_csv(cfg: CompetitionConfig, name: str) -> Path:
+    """kit predict's default output for blend (or variant) `name`."""
+    return Path(cfg.paths.submissions) / f"{PREDICT_PREFIX}{name}{SUBMISSION_EXT}"
+
+
 def submission_csv(cfg: CompetitionConfig, name: str) -> Path:
     return Path(cfg.paths.submissions) / f"{name}{SUBMISSION_EXT}"
 
@@ -236,6 +244,7 @@ RUN_FILE = Artifact("a training job's file", "kit train")
 DOCTOR = Artifact("the doctor's report", "kit doctor")
 TIMINGS = Artifact("the commands' timings log", "kit timings")
 SUBMISSION = Artifact("a submission", "kit blend")
+PREDICTION = Artifact("a prediction", "kit predict")
 PROVENANCE = Artifact("a submission's provenance JSON", "kit blend")
 SUBMISSION_PICTURE = Artifact("a blend picture", "kit blend")
 LEDGER = Artifact("the submissions ledger", "kit submit")
@@ -301,7 +310,7 @@ def _in_submissions(rel: Path) -> Artifact | None:
     if name.endswith(".png") and Path(name).stem.endswith(PICTURE_SUFFIXES):
         return SUBMISSION_PICTURE
     if name.endswith(SUBMISSION_EXT):
-        return SUBMISSION
+        return PREDICTION if name.startswith(PREDICT_PREFIX) else SUBMISSION
     if name.endswith(META_EXT):
         return PROVENANCE
     return None

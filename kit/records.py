@@ -91,7 +91,7 @@ def _first_problem(exc: ValidationError) -> str:
     first = exc.errors()[0]
     key = ".".join(str(part) for part in first["loc"])
     if first["type"] == "missing":
-        return f"missing key '{key}'"
+        return f"no key '{key}'"
     shown = repr(first.get("input"))
     shown = shown if len(shown) <= 60 else shown[:57] + "..."
     return f"key '{key}': {first['msg']} (got {shown})" if key else f"{first['msg']}"
@@ -114,13 +114,13 @@ class ScoreRow(Record):
     """One compared option of a nested-CV table (kit.decision.nested.as_report)."""
 
     key: str
-    label: str
+    label: str = ""  # the display name when it was written (readers show kit.decision.names.display_name(key))
     nested_cv: float
     se: float
     per_fold: list[float]
     delta_to_best: float | None
     delta_se: float | None
-    chosen: bool
+    chosen: bool = False  # readers compare the key with the record's choice
 
 
 class Baseline(Record):
@@ -174,22 +174,23 @@ class OwnDecision(Record):
 
 
 class BlendProvenance(SubmissionMeta):
-    """A blend's provenance: what `kit report` shows. Every key `kit blend` writes is required."""
+    """A blend's provenance: what `kit report` shows. The keys every kit has written are required; those an
+    older kit did not write have their empty default (kept out of the JSON when unset)."""
 
-    name: str
+    name: str = ""  # kit report names a blend by its file
     variants: list[str]
-    weights: dict[str, float] | None
+    weights: dict[str, float] | None = None
     weighting: str
     decision_rule: str
     selection: str
-    metric: dict[str, Any]
+    metric: dict[str, Any] = {}
     nested_cv_score: float
     nested_cv_se: float
     trivial_baseline: float
     nested_cv_table: list[ScoreRow]
-    stacker: Any
-    single_variant_own_decision: dict[str, OwnDecision | None]
-    notes: list[str]
+    stacker: Any = None
+    single_variant_own_decision: dict[str, OwnDecision | None] = {}
+    notes: list[str] = []
 
     @staticmethod
     def is_one(data: dict[str, Any]) -> bool:
@@ -209,23 +210,24 @@ def read_blend_provenance(path: str | Path) -> BlendProvenance | None:
 class DoctorData(Record):
     n_train: int
     n_test: int
-    n_classes: int
+    n_classes: int | None = None  # not read by kit plan
     n_folds: int
 
 
 class DoctorVariant(Record):
-    """One variant's row: its recipe's sizes and the rates measured here (plus memory, loader, compile advice)."""
+    """One variant's row: its recipe's sizes and the rates measured here (plus memory, loader, compile advice).
+    The values `kit plan` divides by and counts with are checked there (kit.stages.plan._check_rows), in its words."""
 
-    epochs: int
-    batch_size: int
-    max_train_images: int | None = None
-    epoch_images_per_s: float
-    inference_images_per_s: float
+    epochs: Any = None
+    batch_size: Any = None
+    max_train_images: Any = None
+    epoch_images_per_s: Any = None
+    inference_images_per_s: Any = None
 
 
 class DoctorReport(Record):
     WRITTEN_BY: ClassVar[str] = "`kit doctor`"
-    machine: dict[str, Any]
+    machine: dict[str, Any] = {}
     data: DoctorData
-    compile_probe: dict[str, Any]
+    compile_probe: dict[str, Any] = {}
     variants: dict[str, DoctorVariant]

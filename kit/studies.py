@@ -212,12 +212,18 @@ def dashboard(cfg: CompetitionConfig, host: str = "127.0.0.1", port: int = 8080,
 
 
 def _check_can_listen(host: str, port: int) -> None:
-    """Bind host:port once, as the server will (OSError when it cannot), and let it go."""
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    family, kind, proto, _, address = infos[0]
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        probe.bind(address)
+    """Bind host:port once, as the server will, and let it go: OSError for a port in use or forbidden. Other
+    failures (a host that is not this machine's) are left to the server, whose error `_serve_error` words."""
+    import errno
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+            raise
 
 
 def _serve_error(exc: OSError, host: str, port: int) -> str:

@@ -411,14 +411,10 @@ def write_submission(
     classes = [str(c) for c in classes]
     spath = sample_path(cfg)
     sample = read_sample(spath) if spath is not None else template_frame(test_ids, classes, cfg.data.id_column)
-    separator, none_label = label_joining(cfg)
-    kind = metric_kind(cfg)
-    frame = build_submission(pred, test_ids, classes, sample, cfg.data.id_column, separator=separator, none_label=none_label, kind=kind)
     reference = "the sample submission" if spath is not None else "the test ids of the data source"
-    validate_submission(frame, sample, cfg.task, classes=classes, source=f"submission {name}", reference=reference, separator=separator,
-                        none_label=none_label, kind=kind)
+    kind = metric_kind(cfg)
+    text = submission_text(pred, test_ids, classes, cfg, sample, source=f"submission {name}", reference=reference)
     out = submission_csv(cfg, name)
-    text = frame.to_csv(index=False, lineterminator="\n")
     atomic_write(out, lambda f: f.write(text.encode()))
     meta = {
         "csv_sha256": hashlib.sha256(text.encode()).hexdigest(),  # `kit submit` uses this JSON only beside these bytes
@@ -431,12 +427,24 @@ def write_submission(
         "format": "template" if spath is None else submission_format(sample, classes, cfg.data.id_column),
         **({"values": "probabilities"} if kind != "label" else {}),
         "sample_submission": None if spath is None else str(spath),
-        "rows": len(frame),
+        "rows": len(sample),
         **provenance,
     }
     record = BlendProvenance if BlendProvenance.is_one(meta) else SubmissionMeta
     record.parse(meta, provenance_json(out)).write(provenance_json(out))
     return out
+
+
+def submission_text(pred: np.ndarray, test_ids: np.ndarray, classes: list[str], cfg: CompetitionConfig, sample: pd.DataFrame, *,
+                    source: str, reference: str) -> str:
+    """The CSV text of `pred` in `sample`'s format, validated against it (what `kit blend` and `kit predict` write):
+    labels, or probabilities where the config's metric scores them (`metric_kind`)."""
+    separator, none_label = label_joining(cfg)
+    kind = metric_kind(cfg)
+    frame = build_submission(pred, test_ids, classes, sample, cfg.data.id_column, separator=separator, none_label=none_label, kind=kind)
+    validate_submission(frame, sample, cfg.task, classes=classes, source=source, reference=reference, separator=separator,
+                        none_label=none_label, kind=kind)
+    return frame.to_csv(index=False, lineterminator="\n")
 
 
 def metric_kind(cfg: CompetitionConfig) -> str:

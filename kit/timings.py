@@ -1,34 +1,41 @@
-"""Each kit command's wall time, one JSON line per finished command in `<paths.runs>/timings.jsonl`, so a
-slower stage shows up where it happened (`make demo` prints the table at its end: `kit timings`).
+"""Each kit command's wall time, one JSON line per finished command in the file that `KIT_TIMINGS` names,
+so a slower stage shows up where it happened. `make demo` sets KIT_TIMINGS=runs/timings.jsonl, starts a new
+log (`kit timings --reset`) and prints the table at its end (`kit timings`); without KIT_TIMINGS nothing is
+written (a resumed run, for one, leaves runs/ as it was).
 
 A line: {"stage": "calibrate", "command": "calibrate --variant all", "seconds": 12.3, "finished": ISO time};
-`kit train` adds one line per variant ("stage": "train <variant>", the sum of its jobs' wall times).
-`kit timings --reset` starts a new log (the demo does it first). The log is an aid, not an artifact:
-a command never fails because its time could not be written.
+`kit train` adds one line per variant ("stage": "train <variant>", the sum of its jobs' wall times). The log
+is an aid, not an artifact: a command never fails because its time could not be written.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from kit.paths import TIMINGS_FILE
+ENV = "KIT_TIMINGS"
 
 
-def timings_path(runs: Path) -> Path:
-    return Path(runs) / TIMINGS_FILE
+def log_path() -> Path | None:
+    """The timings file KIT_TIMINGS names, or None (record nothing)."""
+    value = os.environ.get(ENV, "").strip()
+    return Path(value) if value else None
 
 
-def record(runs: Path, stage: str, seconds: float, command: str = "") -> None:
-    """Append one finished stage's wall time (best effort: an unwritable folder costs the line, not the command)."""
+def record(stage: str, seconds: float, command: str = "") -> None:
+    """Append one finished stage's wall time to the log, if there is one (best effort: an unwritable file costs
+    the line, not the command)."""
+    path = log_path()
+    if path is None:
+        return
     line = {"stage": stage, "command": command or stage, "seconds": round(float(seconds), 3),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     try:
-        path = timings_path(runs)
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a", encoding="utf-8") as f:
             f.write(json.dumps(line) + "\n")
@@ -36,9 +43,8 @@ def record(runs: Path, stage: str, seconds: float, command: str = "") -> None:
         pass
 
 
-def read(runs: Path) -> list[dict]:
+def read(path: Path) -> list[dict]:
     """The log's lines in order; a torn or foreign line is skipped."""
-    path = timings_path(runs)
     if not path.is_file():
         return []
     rows = []
@@ -50,10 +56,6 @@ def read(runs: Path) -> list[dict]:
         if isinstance(row, dict) and isinstance(row.get("seconds"), (int, float)) and isinstance(row.get("stage"), str):
             rows.append(row)
     return rows
-
-
-def reset(runs: Path) -> None:
-    timings_path(runs).unlink(missing_ok=True)
 
 
 def print_table(rows: list[dict], console: Console, title: str) -> None:

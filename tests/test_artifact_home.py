@@ -66,8 +66,8 @@ def test_a_record_writes_the_bytes_of_the_dict_it_replaces(tmp_path):
 
 
 @pytest.mark.parametrize(("damage", "expected"), [
-    (lambda d: d.pop("chosen_nested_cv"), "missing key 'chosen_nested_cv'"),
-    (lambda d: d["rows"][0].pop("se"), "missing key 'rows.0.se'"),
+    (lambda d: d.pop("chosen_nested_cv"), "no key 'chosen_nested_cv'"),
+    (lambda d: d["rows"][0].pop("se"), "no key 'rows.0.se'"),
     (lambda d: d.update(n_folds="five"), "key 'n_folds': Input should be a valid integer"),
 ])
 def test_a_record_missing_a_key_is_one_line_naming_the_file_and_the_key(tmp_path, damage, expected):
@@ -131,7 +131,7 @@ def test_names_the_kit_writes_are_reserved_for_variants_and_blends():
 
 
 ARTIFACT_NAMES = re.compile(r"\.calibration|\.decision|\.per_class|_confusion|_reliability|_per_class|ledger\.csv|preds\.npz|last\.pt|best\.pt"
-                            r"|doctor\.json|timings\.jsonl|report\.html(?!\.j2)|cv_vs_public|metrics\.csv|curves\.png|job\.json|optuna|\.previous|blend_|\.seed")
+                            r"|doctor\.json|timings\.jsonl|report\.html(?!\.j2)|cv_vs_public|metrics\.csv|curves\.png|job\.json|optuna|\.previous|blend_|^\.seed$")
 
 
 def test_file_names_under_oof_runs_and_submissions_are_spelled_only_in_kit_paths():
@@ -146,9 +146,11 @@ def test_file_names_under_oof_runs_and_submissions_are_spelled_only_in_kit_paths
         docstrings = {id(node.body[0].value) for node in ast.walk(tree)
                       if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
                       and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+        pieces = {id(value) for node in ast.walk(tree) if isinstance(node, ast.JoinedStr) for value in node.values}
         for node in ast.walk(tree):
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
-                bare_extension = re.fullmatch(r"\.(npz|jsonl?|csv|png|pt)", node.value) and path.parent.name != "data"  # f"{v}.npz"
+                bare_extension = (id(node) in pieces and re.fullmatch(r"\.(npz|jsonl?|csv|png|pt)", node.value)  # f"{v}.npz"
+                                  and path.parent.name != "data")
                 if not re.search(r"\s", node.value) and (ARTIFACT_NAMES.search(node.value) or bare_extension):
                     offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value!r}")
     assert not offenders, "\n".join(offenders)
@@ -172,6 +174,6 @@ def test_the_report_escapes_what_the_records_hold_and_refuses_a_damaged_one(tmp_
     text = out.read_text()
     assert "<script>" not in text and "&lt;script&gt;alert(1)&lt;/script&gt; &amp; more" in text
     assert text.count("<img alt='' src='data:image/png;base64,") == 2 and "font-family:system-ui,-apple-system,'Segoe UI'" in text
-    write_json(path, _calibration(rows=[{"key": "trivial"}]))
-    with pytest.raises(KitError, match=r"v1.calibration.json: missing key 'rows.0.label'; write it again with `kit calibrate`"):
+    write_json(path, _calibration(rows=[{"key": "trivial", "nested_cv": -3.5}]))
+    with pytest.raises(KitError, match=r"v1.calibration.json: no key 'rows.0.se'; write it again with `kit calibrate`"):
         report(cfg, console=Console(file=open("/dev/null", "w")))

@@ -477,12 +477,15 @@ def test_a_blend_worse_than_trivial_in_every_fold_submits_the_trivial_prediction
     def selection(*folds):
         return SimpleNamespace(pairs=[("a", "x"), ("b", "y")], scores={("a", "x"): NestedScore(folds[0]), ("b", "y"): NestedScore(folds[1])},
                                trivial=trivial)
-    assert stage._worse_than_trivial_everywhere(selection((-3.5, -3.1), (-4.0, -3.2)))
-    assert not stage._worse_than_trivial_everywhere(selection((-3.5, -3.0), (-4.0, -3.2)))  # a tie in one fold is not worse
-    assert not stage._worse_than_trivial_everywhere(selection((-3.5, -3.1), (-2.0, -3.2)))  # better in one fold
+    linear, log_loss = build_metric({"name": "linear"}), build_metric({"name": "log_loss"})
+    assert stage._worse_than_trivial_everywhere(selection((-3.5, -3.1), (-4.0, -3.2)), linear)
+    assert not stage._worse_than_trivial_everywhere(selection((-3.5, -3.0), (-4.0, -3.2)), linear)  # a tie in one fold is not worse
+    assert not stage._worse_than_trivial_everywhere(selection((-3.5, -3.1), (-2.0, -3.2)), linear)  # better in one fold
+    assert not stage._worse_than_trivial_everywhere(selection((-3.5, -3.1), (-4.0, -3.2)), log_loss)  # lower is better: all better
+    assert stage._worse_than_trivial_everywhere(selection((-2.5, -2.9), (-2.0, -2.8)), log_loss)
 
     cfg, labels = _stage_setup(tmp_path)
-    monkeypatch.setattr(stage, "_worse_than_trivial_everywhere", lambda selection: True)
+    monkeypatch.setattr(stage, "_worse_than_trivial_everywhere", lambda selection, metric: True)
     out = blend(cfg, None, "anti")
     err = capsys.readouterr().err
     assert "scores below the trivial baseline in every fold" in err and "anti.csv holds the trivial prediction" in err

@@ -141,16 +141,22 @@ def test_compare_argmax_follows_the_blends_recorded_members(tmp_path):
 
 
 
-def test_each_finished_command_records_its_wall_time(tiny_competition, capsys):
+def test_each_finished_command_records_its_wall_time(tiny_competition, tmp_path, monkeypatch, capsys):
     from kit.timings import read
 
     config = tiny_competition.config_path
+    code, _, err = run_kit(["--config", config, "timings"], capsys)
+    assert_one_line_error(code, err, "KIT_TIMINGS is not set")
+    log = tmp_path / "runs" / "timings.jsonl"
+    monkeypatch.setenv("KIT_TIMINGS", str(log))
     assert run_kit(["--config", config, "timings", "--reset"], capsys)[0] == 0
     code, _, err = run_kit(["timings", "--config", config], capsys)
     assert_one_line_error(code, err, "timings.jsonl: no timings recorded yet")
     assert run_kit(["folds", "--config", config], capsys)[0] == 0
     assert run_kit(["calibrate", "--variants", "nope", "--config", config], capsys)[0] == 2  # a failed command records nothing
-    rows = read(tiny_competition.cfg.paths.runs)
+    rows = read(log)
     assert [(r["stage"], r["command"]) for r in rows] == [("folds", "folds")] and rows[0]["seconds"] > 0
     code, out, _ = run_kit(["--config", config, "timings"], capsys)
     assert code == 0 and "folds" in out and "total" in out and f"{rows[0]['seconds']:.1f}" in out
+    monkeypatch.delenv("KIT_TIMINGS")
+    assert run_kit(["folds", "--config", config], capsys)[0] == 0 and len(read(log)) == 1  # no KIT_TIMINGS: nothing written

@@ -331,3 +331,34 @@ def test_the_stacker_combines_two_classes():
     assert out.shape == (200, 2)
     assert np.allclose(np.exp(out).sum(axis=1), 1, atol=1e-4)
     assert (out.argmax(axis=1) == y).mean() > 0.8
+
+
+def test_dicom_voi_lut_sequence_is_applied(tmp_path):
+    """A VOI LUT (VOILUTSequence) maps each stored value through its table, scaled by the table's bits to 0..255."""
+    from pydicom.dataset import Dataset
+
+    stored = np.arange(20, dtype=np.uint16).reshape(4, 5) + 100
+    table = (np.arange(20) * 200).astype(np.uint16)  # 12-bit output, first input value 100
+    item = Dataset()
+    item.add_new(0x00283002, "US", [20, 100, 12])  # LUTDescriptor: entries, first stored value mapped, bits
+    item.add_new(0x00283006, "US", table.tolist())  # LUTData
+    path = write_dicom(tmp_path / "lut.dcm", stored, VOILUTSequence=[item])
+    expected = np.rint(table[stored - 100] / 4095 * 255).astype(np.uint8)
+    assert (read(path) == expected).all()
+
+
+def test_a_train_csv_of_every_image_leaves_the_test_ids_out(tmp_path, capsys):
+    """NIH's Data_Entry_2017.csv lists every image, the test ones too: those rows are not trained on."""
+    data = tmp_path / "nih"
+    data.mkdir()
+    ids = [f"{i:08d}_000.png" for i in range(30)]
+    pool = ["No Finding", "Effusion", "Mass"]
+    pd.DataFrame({"Image Index": ids, "Finding Labels": [pool[i % 3] for i in range(30)]}).to_csv(data / "Data_Entry_2017.csv", index=False)
+    pd.DataFrame({"Image Index": ids[:4], "Effusion": 0, "Mass": 0}).to_csv(data / "sample_submission.csv", index=False)
+    (data / "images").mkdir()
+    for i in ids:
+        (data / "images" / i).touch()
+    _, cfg = init_and_folds(tmp_path, data, capsys)
+    assert cfg.data.drop_test_ids is True
+    source = open_source(cfg)
+    assert len(source.train) == 26 and not set(source.train.ids) & set(source.test.ids)

@@ -167,10 +167,11 @@ def test_submissions_completes_pending_rows_and_finds_interrupted_uploads(record
     console = Console(record=True, width=250)
     rows = submissions(cfg, console=console)
     out = console.export_text()
-    assert rows["ref"].tolist() == ["11", "12", ""] and rows["status"].tolist() == ["COMPLETE", "COMPLETE", SENDING]
+    # the third: one submission of its file and message, three hours before it: not clearly it, not clearly another (issue 28)
+    assert rows["ref"].tolist() == ["11", "12", ""] and rows["status"].tolist() == ["COMPLETE", "COMPLETE", "UNKNOWN"]
     assert rows["public_score"].tolist() == ["-0.9", "-1.2", ""]
-    assert read_ledger(ledger)["status"].tolist() == ["COMPLETE", "COMPLETE", SENDING]
-    assert "warning: good.csv sent at 2025-03-01T12:00:00+00:00 is not among Kaggle's latest submissions" in out
+    assert read_ledger(ledger)["status"].tolist() == ["COMPLETE", "COMPLETE", "UNKNOWN"]
+    assert "warning: good.csv sent at 2025-03-01T12:00:00+00:00: ambiguous" in out and "(refs 13)" in out
     assert "over 2 scored submissions" in out and "today on" in out and "1 submitted, 4 left" in out
 
 
@@ -198,7 +199,7 @@ def test_submit_wait_that_times_out_exits_1_and_keeps_the_row_pending(tmp_path, 
     sent: list[tuple] = []
     monkeypatch.setattr(client, "connect", lambda console=None, deadline=None: object())
     monkeypatch.setattr(client, "submission_limits", lambda api, slug: None)
-    monkeypatch.setattr(client, "send", lambda api, file, message, slug: (sent.append((file, message, slug)), (31, "ok"))[1])
+    monkeypatch.setattr(client, "send", lambda api, file, data, message, slug: (sent.append((file, message, slug)), (31, "ok"))[1])
     monkeypatch.setattr(client, "get_submission", lambda api, ref: RemoteSubmission(ref=ref, status="PENDING"))
     with pytest.raises(KitError, match=r"\(ref 31\) is not scored within --timeout 0\.05 s; it stays PENDING") as err:
         submit(cfg, good, "slow day", wait=True, timeout=0.05, console=Console(record=True))

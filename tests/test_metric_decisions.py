@@ -142,13 +142,15 @@ def test_fit_by_name_uses_the_metric_kind():
 
 
 def test_report_overview_says_lower_is_better_and_counts_the_gain_downwards():
+    from types import SimpleNamespace
+
     from kit.stages.report import _overview
 
-    target = {"target": "v", "chosen": "prior", "chosen_nested_cv": 0.30, "trivial_baseline": {"nested_cv": 0.45}, "fresh": True, "task": "multi-class",
-              "rows": [{"key": "prior", "se": 0.01}]}
-    html = "\n".join(_overview([target], [], sign=-1.0))
-    assert "<td>+0.1500</td>" in html  # the gain over the trivial baseline: 0.45 − 0.30 for a lower-is-better metric
-    assert "<td>-0.1500</td>" not in html
+    report = SimpleNamespace(target="v", chosen="prior", chosen_nested_cv=0.30, trivial_baseline=SimpleNamespace(nested_cv=0.45), task="multi-class",
+                             row=lambda key: SimpleNamespace(se=0.01))
+    overview = _overview([SimpleNamespace(report=report, fresh=True)], [], sign=-1.0)
+    assert overview["rows"][0]["gain"] == pytest.approx(0.15)  # the gain over the trivial baseline: 0.45 − 0.30 for a lower-is-better metric
+    assert _overview([SimpleNamespace(report=report, fresh=True)], [])["rows"][0]["gain"] == pytest.approx(-0.15)  # higher is better
 
 
 def test_binary_blend_with_the_stacker_for_auc():

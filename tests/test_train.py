@@ -67,13 +67,19 @@ def test_train_prior_in_oof_is_the_sampler_distribution(trained):
     assert abs(oof.train_prior.sum() - 1) < 1e-9
 
 
-def test_resume_after_interruption_gives_identical_oof(trained, tiny_competition, tmp_path, variant_run):
+def test_resume_after_interruption_gives_identical_oof(trained, tiny_competition, tmp_path, variant_run, monkeypatch):
+    from kit.timings import read
+
     cfg = variant_run(tiny_competition, tmp_path)
+    monkeypatch.setenv("KIT_TIMINGS", str(tmp_path / "timings.jsonl"))
     train(cfg, ["tiny"], None, resume=False, stop_after_epoch=1, console=quiet(), cpus_per_job=1)  # the grid's threads
     assert not (cfg.paths.oof / "tiny.npz").exists()  # interrupted: nothing assembled
+    assert read(tmp_path / "timings.jsonl") == []  # nor a variant's train time
     assert not (cfg.paths.runs / "tiny" / "fold0" / "preds.npz").exists()
     assert (cfg.paths.runs / "tiny" / "fold0" / "last.pt").exists()
     train(cfg, ["tiny"], None, resume=True, console=quiet(), cpus_per_job=1)
+    times = read(tmp_path / "timings.jsonl")
+    assert [(t["stage"], t["command"]) for t in times] == [("train tiny", "3 jobs, their wall times summed")] and times[0]["seconds"] > 0
     resumed, full = load_oof(cfg.paths.oof / "tiny.npz"), load_oof(trained.paths.oof / "tiny.npz")
     assert np.array_equal(resumed.logits, full.logits)
     assert np.array_equal(resumed.test_logits, full.test_logits)

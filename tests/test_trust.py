@@ -128,10 +128,10 @@ def test_ledger_cells_and_the_console_never_hold_a_credential(bare_home, monkeyp
 
     monkeypatch.setenv("KAGGLE_KEY", SECRET)
     ledger = bare_home / "ledger.csv"
-    from kit.leaderboard.ledger import append_entry
+    from kit.leaderboard.ledger import claim_entry
 
     entry = new_entry(bare_home / "a.csv", "sha", f"message with {SECRET}", "comp", None)
-    append_entry(ledger, entry)
+    claim_entry(ledger, entry, None)
     update_rows(ledger, {entry["row_id"]: {"error_description": f"echo {SECRET}"}})
     assert SECRET not in ledger.read_text() and read_ledger(ledger).iloc[0]["error_description"] == "echo ***"
     Console(file=ScrubbedStream(lambda: sys.stdout)).print(f"key {SECRET}")
@@ -251,8 +251,9 @@ def test_reconcile_matches_by_name_and_message_whatever_the_clock():
     from kit.leaderboard.reconcile import reconcile
 
     rows = [_row("r1", "2026-01-01T10:05:00+00:00")]
-    for date in ("2026-01-01T10:00:00", "2026-01-01T07:00:00", "2026-01-01T14:00:00"):  # 5 min, 3 h, 4 h of skew
+    for date in ("2026-01-01T10:00:00", "2026-01-01T09:05:00", "2026-01-01T11:30:00"):  # 5 min, 1 h, 1 h 25 min of skew
         assert reconcile(rows, [_remote(7, date)])["r1"].found.ref == 7
+    assert reconcile(rows, [_remote(7, "2026-01-01T04:00:00")])["r1"].kind == "ambiguous"  # hours away: unsure
     assert reconcile(rows, [_remote(7, "2025-12-29T10:00:00")])["r1"].kind == "absent"  # days before: another submission
     assert reconcile(rows, [_remote(7, "2026-01-01T10:00:00", message="other")])["r1"].kind == "absent"
     assert reconcile(rows, [_remote(7, "2026-01-01T10:00:00", name="b.csv")])["r1"].kind == "absent"
@@ -311,16 +312,18 @@ def _competition(tmp_path, models: dict[str, dict] | None = None):
 def _blend_json(path, **changes):
     import json
 
-    row = {"key": "equal + bayes", "nested_cv": -1.2, "se": 0.1, "per_fold": [-1.1, -1.3], "delta_to_best": 0.0, "delta_se": 0.0}
-    meta = {"variants": ["v"], "weights": {"v": 1.0}, "weighting": "equal", "decision_rule": "bayes", "selection": "one_se",
-            "nested_cv_score": -1.2, "nested_cv_se": 0.1, "trivial_baseline": -4.0, "nested_cv_table": [row], **changes}
+    row = {"key": "equal + bayes", "label": "equal + bayes", "nested_cv": -1.2, "se": 0.1, "per_fold": [-1.1, -1.3],
+           "delta_to_best": 0.0, "delta_se": 0.0, "chosen": True}
+    meta = {"name": path.stem, "variants": ["v"], "weights": {"v": 1.0}, "weighting": "equal", "decision_rule": "bayes",
+            "selection": "one_se", "metric": {"name": "accuracy"}, "nested_cv_score": -1.2, "nested_cv_se": 0.1, "trivial_baseline": -4.0,
+            "nested_cv_table": [row], "stacker": "none", "single_variant_own_decision": {}, "notes": [], **changes}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({k: v for k, v in meta.items() if v is not None}))
 
 
 @pytest.mark.parametrize("public, note", [("abc", "'abc'"), ("-1,25", "decimal comma")])
 def test_report_draws_only_numeric_scores_and_says_which_row_is_not(tmp_path, capsys, public, note):
-    from kit.leaderboard.ledger import append_entry, new_entry
+    from kit.leaderboard.ledger import claim_entry, new_entry
     from tests.conftest import run_kit
 
     cfg, config = _competition(tmp_path)
@@ -328,15 +331,17 @@ def test_report_draws_only_numeric_scores_and_says_which_row_is_not(tmp_path, ca
     ledger = cfg.paths.submissions / "ledger.csv"
     for k, score in enumerate(["-1.3", public]):
         entry = new_entry(cfg.paths.submissions / f"s{k}.csv", f"sha{k}", "m", "fake-comp", {"nested_cv_score": -1.2})
-        append_entry(ledger, {**entry, "ref": str(k), "status": "COMPLETE", "public_score": score})
+        claim_entry(ledger, {**entry, "ref": str(k), "status": "COMPLETE", "public_score": score}, None)
     code, out, err = run_kit(["--config", config, "report"], capsys)
     assert code == 0, err
-    html = (cfg.paths.submissions / "report.html").read_text()
-    assert "1 ledger rows have a score that is not a number" in html and note in html.replace("&#x27;", "'")
+    import html as html_text
+
+    shown = html_text.unescape((cfg.paths.submissions / "report.html").read_text())
+    assert "1 ledger rows have a score that is not a number" in shown and note in shown
 
 
 @pytest.mark.parametrize("damage, needle", [
-    ("calibration-cut", "not valid JSON"), ("provenance-no-key", "no key 'weighting'"),
+    ("calibration-cut", "not valid JSON"), ("provenance-no-key", "'weighting'"),
 ])
 def test_report_on_a_broken_json_is_one_line(tmp_path, capsys, damage, needle):
     from tests.conftest import assert_one_line_error, run_kit
@@ -375,36 +380,40 @@ def test_a_folds_seed_numpy_cannot_take_is_refused_at_load(tmp_path, capsys, see
 def test_an_option_out_of_its_range_is_one_line(tmp_path, capsys, args, needle):
     import json
 
-    from kit.config import doctor_report_path, load_competition
+    from kit.config import load_competition
+    from kit.paths import doctor_json as doctor_report_path
     from tests.conftest import assert_one_line_error, run_kit
 
     cfg, config = _competition(tmp_path)
     row = {"epochs": 1, "batch_size": 2, "epoch_images_per_s": 10.0, "inference_images_per_s": 10.0}
     path = doctor_report_path(load_competition(config))
     path.parent.mkdir(parents=True)
-    path.write_text(json.dumps({"variants": {"v": row}, "data": {"n_train": 10, "n_test": 2, "n_folds": 5}}))
+    path.write_text(json.dumps({"machine": {}, "compile_probe": {}, "variants": {"v": row},
+                                "data": {"n_train": 10, "n_test": 2, "n_classes": 3, "n_folds": 5}}))
     code, _, err = run_kit(["--config", config, *args], capsys)
     assert_one_line_error(code, err, needle)
 
 
 @pytest.mark.parametrize("change, needle", [
-    ({"epoch_images_per_s": None}, "no key 'epoch_images_per_s'"), ({"inference_images_per_s": 0}, "inference_images_per_s = 0"),
-    ({"batch_size": 1.5}, "batch_size = 1.5"), ({"epochs": "two"}, "epochs = 'two'"), ({"max_train_images": -3}, "max_train_images = -3"),
+    ({"epoch_images_per_s": None}, "epoch_images_per_s"), ({"inference_images_per_s": 0}, "'v' has inference_images_per_s = 0"),
+    ({"epoch_images_per_s": -2.5}, "'v' has epoch_images_per_s = -2.5"), ({"batch_size": 1.5}, "batch_size"), ({"epochs": "two"}, "epochs"),
+    ({"max_train_images": -3}, "'v' has max_train_images = -3"),
 ])
 def test_plan_on_a_doctor_report_it_cannot_use_is_one_line(tmp_path, capsys, change, needle):
     import json
 
-    from kit.config import doctor_report_path, load_competition
+    from kit.config import load_competition
+    from kit.paths import doctor_json as doctor_report_path
     from tests.conftest import assert_one_line_error, run_kit
 
     cfg, config = _competition(tmp_path)
     row = {"epochs": 1, "batch_size": 2, "epoch_images_per_s": 10.0, "inference_images_per_s": 10.0, **change}
     path = doctor_report_path(load_competition(config))
     path.parent.mkdir(parents=True)
-    path.write_text(json.dumps({"variants": {"v": {k: v for k, v in row.items() if v is not None}},
-                                "data": {"n_train": 10, "n_test": 2, "n_folds": 5}}))
+    path.write_text(json.dumps({"machine": {}, "compile_probe": {}, "variants": {"v": {k: v for k, v in row.items() if v is not None}},
+                                "data": {"n_train": 10, "n_test": 2, "n_classes": 3, "n_folds": 5}}))
     code, _, err = run_kit(["--config", config, "plan"], capsys)
-    assert_one_line_error(code, err, str(path), "'v'", needle, "kit doctor")
+    assert_one_line_error(code, err, str(path), needle, "kit doctor")
 
 
 def test_a_dashboard_on_a_busy_port_says_so(tmp_path, capsys):
@@ -453,13 +462,16 @@ def test_a_csv_cut_mid_row_is_said_to_be_cut(tmp_path, capsys, cut):
     assert "competition.toml" not in err
 
 
-def test_bce_on_a_multi_class_task_is_refused_when_the_variant_is_loaded(tmp_path, capsys):
+def test_bce_on_a_multi_class_task_is_refused_before_any_training(tmp_path, capsys):
     from tests.conftest import TINY_VARIANT, assert_one_line_error, run_kit
 
     cfg, config = _competition(tmp_path, {"sig": {**TINY_VARIANT, "loss": "bce"}})
+    config.write_text(config.read_text().replace("n_folds = 5", "n_folds = 3"))
+    code, _, err = run_kit(["--config", config, "folds"], capsys)
+    assert code == 0, err
     code, _, err = run_kit(["--config", config, "train", "--variant", "sig"], capsys)
-    assert_one_line_error(code, err, str(tmp_path / "models" / "sig.toml"), "key 'loss'", "multi-class", '"ce"')
-    assert not (tmp_path / "runs").exists() and not cfg.folds.path.exists()
+    assert_one_line_error(code, err, "sig.toml", "key 'loss'", "multi-class", '"ce"')
+    assert not (tmp_path / "runs" / "sig").exists() and not (tmp_path / "oof").exists()  # nothing trained
 
 
 @pytest.mark.parametrize("command, advice", [

@@ -15,6 +15,7 @@ build says so once.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 import os
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock
 from PIL import Image
 
 from kit.data.common import Split, warn
@@ -61,18 +63,14 @@ def resize_gray(img: np.ndarray, size: int) -> np.ndarray:
 def cached_images(split: Split, size: int, cache_dir: Path, on_bad_image: str = "stop", workers: int | None = None) -> CachedImages:
     """Open the cache for (split, size), building it first (on `workers` processes, default every core) when absent or stale."""
     data_path, meta_path = cache_paths(split, size, cache_dir)
-    meta = _read_meta(meta_path)
     n = len(split)
-    expected = {"version": CACHE_VERSION, "fingerprint": split.fingerprint, "shape": [n, size, size]}
-    valid = (
-        meta is not None
-        and all(meta.get(k) == v for k, v in expected.items())
-        and data_path.is_file()
-        and data_path.stat().st_size == n * size * size
-    )
-    if not valid:
-        _build(split, size, data_path, meta_path, on_bad_image, workers)
-        meta = _read_meta(meta_path)
+    meta = _valid_meta(split, size, data_path, meta_path)
+    if meta is None:
+        with _build_lock(data_path):  # two commands building the same cache: one builds, the other then reads it
+            meta = _valid_meta(split, size, data_path, meta_path)
+            if meta is None:
+                _build(split, size, data_path, meta_path, on_bad_image, workers)
+                meta = _read_meta(meta_path)
     ok = np.ones(n, dtype=bool)
     ok[np.asarray(meta.get("bad", []), dtype=np.int64)] = False
     if not ok.all() and on_bad_image == "stop":
@@ -85,6 +83,26 @@ def cached_images(split: Split, size: int, cache_dir: Path, on_bad_image: str = 
         return CachedImages(np.zeros((0, size, size), dtype=np.uint8), ok)
     images = np.memmap(data_path, dtype=np.uint8, mode="r", shape=(n, size, size))
     return CachedImages(images, ok)
+
+
+def _valid_meta(split: Split, size: int, data_path: Path, meta_path: Path) -> dict | None:
+    """The sidecar of a complete cache of this very split and size, else None."""
+    meta = _read_meta(meta_path)
+    n = len(split)
+    expected = {"version": CACHE_VERSION, "fingerprint": split.fingerprint, "shape": [n, size, size]}
+    valid = (
+        meta is not None
+        and all(meta.get(k) == v for k, v in expected.items())
+        and data_path.is_file()
+        and data_path.stat().st_size == n * size * size
+    )
+    return meta if valid else None
+
+
+def _build_lock(data_path: Path) -> FileLock:
+    """A lock per cache file, kept in the temp folder (the cache folder holds only caches)."""
+    key = hashlib.sha256(str(Path(data_path).resolve()).encode()).hexdigest()[:20]
+    return FileLock(os.path.join(tempfile.gettempdir(), f"kit-cache-{key}.lock"))
 
 
 def _read_meta(path: Path) -> dict | None:
@@ -141,7 +159,7 @@ def _check_free_space(folder: Path, needed: int, data_path: Path) -> None:
 
 def build_workers(split: Split, workers: int | None) -> int:
     """Processes for a build: `data.workers`, default every core; one for an npz (its rows are already decoded)."""
-    if split.paths is None:
+    if split.paths is None or multiprocessing.current_process().daemon:  # a daemonic process may not start processes
         return 1
     return max(1, workers or os.cpu_count() or 1)
 

@@ -1,11 +1,12 @@
 """What a competition folder holds, read from its own files (`kit init`), with the reason for each decision.
 
-The id column and the classes (and their order) come from sample_submission.csv; the task and the
-label format from train.csv (one-hot class columns, one label column of names or integers, or one
-column of labels joined by a separator with a "none" value); a patient column by its name and its
-repeated values; the image paths by probing the usual folders and extensions. Whatever cannot be
-decided from the files stops with one KitError line naming the key to set: a wrong guess would only
-fail later, or worse, train on the wrong labels.
+The id column and the classes (and their order) come from the sample submission; the labels from the one
+CSV whose ids look like the sample's and which holds its labels (one-hot class columns, one label column
+of names or integers, or labels joined by a separator with a "none" value), or else from class folders
+named as the sample's classes; a patient column by its name and its repeated values; the image paths by
+probing every folder up to three down for the ids' files (any image suffix, any case, DICOM), one folder
+or several that hold each id once. Whatever cannot be decided from the files stops with one KitError line
+naming the key to set: a wrong guess would only fail later, or worse, train on the wrong labels.
 """
 
 from __future__ import annotations
@@ -97,6 +98,11 @@ def _csv_layout(data_dir: Path, folders: _Folders, sample: pd.DataFrame, sample_
     layout.found("sample_submission", sample_name, "the submission format and the test ids, in submission order")
     layout.found("train_csv", train_name, "the training labels")
     id_column = _id_column(sample, train, label_file.id_column, sample_name, train_name, layout)
+    is_test = train[label_file.id_column].isin(set(sample[id_column]))
+    if is_test.any():  # a CSV of every image (NIH's Data_Entry_2017.csv): the test rows are not training rows
+        train = train[~is_test].reset_index(drop=True)
+        layout.data["drop_test_ids"] = True
+        layout.found("drop_test_ids", "true", f"{int(is_test.sum())} rows of {train_name} are the sample's test ids: left out of training")
     repeated = train[label_file.id_column].duplicated()
     first_rows = train[~repeated].reset_index(drop=True)
     trial = Layout()

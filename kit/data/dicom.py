@@ -23,21 +23,6 @@ from kit.errors import KitError
 METADATA_KEYWORDS = ("ViewPosition", "PatientSex", "PatientAge", "BodyPartExamined", "Modality", "PatientID", "StudyDescription")
 
 
-def supported_syntaxes() -> list[str]:
-    """Names of the transfer syntaxes pydicom can decode here (with the installed plugins)."""
-    from pydicom.pixels import get_decoder
-    from pydicom.uid import AllTransferSyntaxes, UID
-
-    names = []
-    for uid in AllTransferSyntaxes:
-        try:
-            if get_decoder(UID(uid)).is_available:
-                names.append(UID(uid).name)
-        except NotImplementedError:
-            continue
-    return names
-
-
 def _dataset(path: str, stop_before_pixels: bool = False):
     import pydicom
     from pydicom.errors import InvalidDicomError

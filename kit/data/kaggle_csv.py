@@ -242,7 +242,7 @@ def _one_row_per_id(train: pd.DataFrame, id_column: str, label_columns: list[str
     return train.drop_duplicates(id_column, keep="first").reset_index(drop=True)
 
 
-def _train_table(cfg: CompetitionConfig, data_dir: Path) -> tuple[pd.DataFrame, Path | None, bytes, np.ndarray | None]:
+def _train_table(cfg: CompetitionConfig, data_dir: Path, test_ids: np.ndarray) -> tuple[pd.DataFrame, Path | None, bytes, np.ndarray | None]:
     """(train rows as id + labels [+ patient], the CSV or None, the bytes the fingerprint reads, paths from class folders or None)."""
     d = cfg.data
     if d.train_csv is None:  # class folders: the folder name is the label
@@ -254,6 +254,8 @@ def _train_table(cfg: CompetitionConfig, data_dir: Path) -> tuple[pd.DataFrame, 
     train = read_layout_csv(train_path, id_column, cfg, "train_id_column" if d.train_id_column else "train_csv")
     if d.train_id_column:
         train = train.drop(columns=[c for c in train.columns if c == d.id_column and c != id_column]).rename(columns={id_column: d.id_column})
+    if d.drop_test_ids:
+        train = train[~train[d.id_column].isin(set(test_ids.tolist()))].reset_index(drop=True)
     if d.repeated_ids == "same_label":
         train = _one_row_per_id(train, d.id_column, [d.label_column] if d.label_column else list(d.class_columns or []), train_path, cfg)
     return train, train_path, train_path.read_bytes(), None
@@ -262,17 +264,17 @@ def _train_table(cfg: CompetitionConfig, data_dir: Path) -> tuple[pd.DataFrame, 
 def open_kaggle(cfg: CompetitionConfig, data_dir: Path) -> DataSource:
     """The train CSV's (or class folders') labels and groups, the test ids, and both splits' image files, all checked."""
     d = cfg.data
-    train, train_path, listing, train_paths = _train_table(cfg, data_dir)
+    test_path = data_dir / d.test_csv
+    test = read_layout_csv(test_path, d.id_column, cfg, "test_csv")
+    test_ids = test[d.id_column].astype(str).to_numpy(dtype=str)
+    _check_unique_ids(test_ids, test_path)
+
+    train, train_path, listing, train_paths = _train_table(cfg, data_dir, test_ids)
     train_ids = train[d.id_column].astype(str).to_numpy(dtype=str)
     _check_unique_ids(train_ids, train_path or data_dir)
     patient = d.patient_column if d.patient_column and d.patient_column in train.columns else None
     labels, classes = _train_labels(cfg, data_dir, train, patient)
     groups = _patient_groups(train, patient)
-
-    test_path = data_dir / d.test_csv
-    test = read_layout_csv(test_path, d.id_column, cfg, "test_csv")
-    test_ids = test[d.id_column].astype(str).to_numpy(dtype=str)
-    _check_unique_ids(test_ids, test_path)
 
     train_split = _image_split(cfg, data_dir, "train", train_ids, listing, labels, groups=groups, paths=train_paths)
     test_split = _image_split(cfg, data_dir, "test", test_ids, test_path.read_bytes(), None, groups=None)

@@ -157,7 +157,7 @@ def _warm_caches(jobs: list[Job], source: DataSource) -> None:
         if key not in seen:
             seen.add(key)
             for split in (source.train, source.test):
-                cached_images(split, job.mcfg.image_size, job.cfg.paths.cache, job.cfg.data.on_bad_image)
+                cached_images(split, job.mcfg.image_size, job.cfg.paths.cache, job.cfg.data.on_bad_image, job.cfg.data.workers)
 
 
 def _check_fits(cpus_per_job: int, gpus_per_job: float) -> None:

@@ -280,6 +280,39 @@ def send(api, file: Path, data: bytes, message: str, slug: str) -> tuple[int, st
     return ref, clean_text(scrub(getattr(response, "message", "") or "", api))
 
 
+def send_kernel(api, kernel: str, version: int | None, file_name: str, message: str, slug: str) -> tuple[int, str]:
+    """Submit notebook `kernel` (OWNER/SLUG; `version`, else its latest) to code competition `slug`, its output
+    `file_name` being the submission: (ref, Kaggle's message). One request, CreateCodeSubmission, with the failure
+    handling of `send`'s CreateSubmission: a refusal (HTTP < 500) is a KitError, any other failure MaybeSubmitted."""
+    import requests
+    from kagglesdk.competitions.types.competition_api_service import ApiCreateCodeSubmissionRequest
+
+    owner, notebook = kernel.split("/")
+    request = ApiCreateCodeSubmissionRequest()
+    request.competition_name = slug
+    request.kernel_owner = owner
+    request.kernel_slug = notebook
+    if version is not None:
+        request.kernel_version = int(version)
+    request.file_name = file_name
+    request.submission_description = message
+    try:
+        with _captured(), api.build_kaggle_client() as kaggle:
+            response = kaggle.competitions.competition_api_client.create_code_submission(request)
+    except KeyboardInterrupt:
+        raise MaybeSubmitted("interrupted while Kaggle was creating the submission", exit_code=130) from None
+    except CommandTimedOut:
+        raise MaybeSubmitted(f"--timeout {api.kit_deadline.seconds:g} s passed while Kaggle was creating the submission") from None
+    except Exception as exc:
+        if isinstance(exc, requests.HTTPError) and exc.response is not None and exc.response.status_code < 500:
+            raise _not_submitted(api_error(exc, f"submit notebook {kernel} to '{slug}'", api)) from None
+        raise MaybeSubmitted(_lost_answer(exc, api)) from None
+    ref = getattr(response, "ref", 0) or 0
+    if not isinstance(ref, int) or ref <= 0:
+        raise MaybeSubmitted("Kaggle answered without a submission ref")
+    return ref, clean_text(scrub(getattr(response, "message", "") or "", api))
+
+
 def _not_submitted(err: KitError) -> KitError:
     return KitError(f"{err}; nothing was submitted")
 

@@ -14,11 +14,11 @@ def cv_vs_public_png(
     cv: np.ndarray, public: np.ndarray, names: list[str], path: str | Path, r: float | None, *, trivial: float | None = None, title: str = ""
 ) -> Path:
     """The figure of `cv_vs_public_figure`, written to `path`."""
-    return save_figure(cv_vs_public_figure(cv, public, names, r, trivial, title), path)
+    return save_figure(cv_vs_public_figure(cv, public, names, r, trivial=trivial, title=title), path)
 
 
 def cv_vs_public_figure(
-    cv: np.ndarray, public: np.ndarray, names: list[str], r: float | None, trivial: float | None = None, title: str = "",
+    cv: np.ndarray, public: np.ndarray, names: list[str], r: float | None, *, trivial: float | None = None, title: str = "",
     se: np.ndarray | None = None,
 ):
     """One point per scored submission (labelled with its file name; with `se`, its nested-CV standard error as a

@@ -19,7 +19,8 @@ from pathlib import Path
 from kit.leaderboard.client import RemoteSubmission
 
 SAME_DAY_SECONDS = 86_400  # a listed submission made this much before or after the rows is not theirs, whatever the clocks
-TIE_BREAK_SECONDS = 900  # among several candidates, the one within this of the row's time (either way) is the row's
+PAIR_SECONDS = 7_200  # rows and submissions of one file and message, as many of each, made within this: paired in order
+TIE_BREAK_SECONDS = 900  # the one submission within this of the row's time (either way) is the row's
 SENDER = re.compile(r"being sent by pid (\d+) on (\S+)")
 ORPHAN_SECONDS = 3600  # a SENDING row of another machine this old is no submit still running
 
@@ -64,9 +65,10 @@ def parse_time(text: str) -> dt.datetime | None:
 def reconcile(rows: list[dict[str, str]], listed: list[RemoteSubmission]) -> dict[str, Verdict]:
     """row_id -> Verdict for rows without a ref, given Kaggle's submissions that no ledger row holds yet.
 
-    Rows and submissions are grouped by (file name, message). A group with as many plausible submissions
-    (made within a day of the rows) as rows pairs them in order; otherwise a row takes the one
-    submission within TIE_BREAK_SECONDS of its time that no other row of the group also has; else ambiguous.
+    Rows and submissions are grouped by (file name, message). A row takes the one submission of its group made
+    within TIE_BREAK_SECONDS of its time that no other row of the group is as near to; else, when the group has
+    as many submissions made within PAIR_SECONDS of the rows as rows, they pair in order (a clock that is off by
+    more than the tie-break); else a submission of the group made within a day leaves the row ambiguous; else absent.
     """
     verdicts: dict[str, Verdict] = {}
     groups: dict[tuple[str, str], list[dict[str, str]]] = {}
@@ -75,27 +77,33 @@ def reconcile(rows: list[dict[str, str]], listed: list[RemoteSubmission]) -> dic
     for (name, message), group in groups.items():
         group = sorted(group, key=lambda r: r["time"])
         times = [t for t in (parse_time(r["time"]) for r in group) if t is not None]
-        candidates = sorted((s for s in listed if s.file_name == name and s.description.strip() == message
-                             and _same_days(s, times)), key=lambda s: s.ref)
-        if not candidates:
-            verdicts.update({r["row_id"]: Verdict("absent") for r in group})
-        elif len(candidates) == len(group):
-            verdicts.update({r["row_id"]: Verdict("found", s) for r, s in zip(group, candidates)})
-        else:
-            near = {r["row_id"]: [s for s in candidates if _near(r, s)] for r in group}
-            for r in group:
-                mine = near[r["row_id"]]
-                shared = len(mine) == 1 and any(mine[0] in other for key, other in near.items() if key != r["row_id"])
-                verdicts[r["row_id"]] = Verdict("found", mine[0]) if len(mine) == 1 and not shared else Verdict("ambiguous", candidates=candidates)
+        same = sorted((s for s in listed if s.file_name == name and s.description.strip() == message), key=lambda s: s.ref)
+        within_day = [s for s in same if _within(s, times, SAME_DAY_SECONDS)]
+        paired = [s for s in same if _within(s, times, PAIR_SECONDS)]
+        near = {r["row_id"]: [s for s in same if _near(r, s)] for r in group}
+        for r in group:  # first, each row that has one submission near it which no other row is near
+            mine = near[r["row_id"]]
+            if len(mine) == 1 and not any(mine[0] in other for key, other in near.items() if key != r["row_id"]):
+                verdicts[r["row_id"]] = Verdict("found", mine[0])
+        taken = {v.found.ref for v in verdicts.values() if v.found is not None}
+        rest = [r for r in group if r["row_id"] not in verdicts]
+        pairable = [s for s in paired if s.ref not in taken]
+        for k, r in enumerate(rest):  # then the others in order, when as many are left on each side
+            if len(pairable) == len(rest):
+                verdicts[r["row_id"]] = Verdict("found", pairable[k])
+            elif [s for s in within_day if s.ref not in taken]:
+                verdicts[r["row_id"]] = Verdict("ambiguous", candidates=[s for s in within_day if s.ref not in taken])
+            else:
+                verdicts[r["row_id"]] = Verdict("absent")
     return verdicts
 
 
-def _same_days(remote: RemoteSubmission, times: list[dt.datetime]) -> bool:
-    """Made no more than a day before the group's first row or after its last (any clock skew fits in that)."""
+def _within(remote: RemoteSubmission, times: list[dt.datetime], seconds: float) -> bool:
+    """Made no more than `seconds` before the group's first row or after its last."""
     made = parse_time(remote.date)
     if made is None or not times:
         return True
-    return (min(times) - made).total_seconds() <= SAME_DAY_SECONDS and (made - max(times)).total_seconds() <= SAME_DAY_SECONDS
+    return (min(times) - made).total_seconds() <= seconds and (made - max(times)).total_seconds() <= seconds
 
 
 def _near(row: dict[str, str], remote: RemoteSubmission) -> bool:

@@ -41,9 +41,10 @@ from kit.decision.record import study_summary, write_study
 from kit.decision.select import check_nested_inputs
 from kit.ensemble.aggregate import TEST_AGGREGATION, aggregate_predict
 from kit.ensemble.pipeline import Blend, Member
+from kit.ensemble.record import blend_record
 from kit.ensemble.select import BlendSelection, blend_rules, blend_trials, blend_weightings, pair_label, select_blend
 from kit.errors import KitError
-from kit.paths import blend_decision_json, blend_oof_npz, calibration_json, oof_npz, provenance_json, submission_picture
+from kit.paths import BLEND_OOF_PREFIX, blend_decision_json, blend_oof_npz, calibration_json, oof_npz, provenance_json, submission_picture
 from kit.records import CalibrationReport
 from kit.studies import exclusive_studies, open_storage
 
@@ -81,10 +82,10 @@ def blend(cfg: CompetitionConfig, variants: list[str] | None, name: str = "blend
 
 def _fresh_test_logits_fix(member: str, path: Path, cfg: CompetitionConfig) -> str:
     """How to get test logits of the current test images for a member."""
-    if path.parent.resolve() == cfg.paths.oof.resolve() and not member.startswith("blend_"):
+    if member.startswith(BLEND_OOF_PREFIX):
+        return f"retrain its members with `kit train`, then `kit blend --name {member.removeprefix(BLEND_OOF_PREFIX)}` again"
+    if path.parent.resolve() == cfg.paths.oof.resolve():
         return f"retrain it with `kit train --variant {member}` (without --resume), then run `kit blend` again"
-    if member.startswith("blend_"):
-        return f"retrain its members with `kit train`, then `kit blend --name {member.removeprefix('blend_')}` again"
     return "predict the current test images with your model and write the file again (with the current test_ids)"
 
 
@@ -156,8 +157,10 @@ def _write_submission(cfg: CompetitionConfig, name: str, names: list[str], oofs:
     final, (weighting, rule) = selection.final, selection.chosen
     score, trivial = selection.scores[selection.chosen], selection.trivial
     test_pred = aggregate_predict(final, [m.test_logits for m in members])
+    trivial_class = None
     if _worse_than_trivial_everywhere(selection, metric):  # no pair has any skill: submit the no-skill prediction, and say so
-        test_pred = trivial_prediction(np.zeros((len(test_pred), labels.shape[1]), dtype=np.uint8), cfg.task, int(labels.sum(axis=0).argmax()),
+        trivial_class = int(labels.sum(axis=0).argmax())
+        test_pred = trivial_prediction(np.zeros((len(test_pred), labels.shape[1]), dtype=np.uint8), cfg.task, trivial_class,
                                        metric=metric, prior=class_prior(labels))
         rule, score = "trivial", trivial
         print_line = f"every weighting × rule of blend '{name}' scores below the trivial baseline in every fold: " \
@@ -186,6 +189,8 @@ def _write_submission(cfg: CompetitionConfig, name: str, names: list[str], oofs:
         "synthetic": synthetic,
         TEST_IMAGES_KEY: test_images,  # the test images the members' test logits saw: `kit submit` checks it
         "notes": degenerate_notes(None, test_pred, cfg.task, oofs[names[0]].classes.astype(str).tolist()),  # single class, no positive
+        "fitted_blend": blend_record(final, classes=oofs[names[0]].classes.astype(str).tolist(), aggregation=TEST_AGGREGATION,
+                                     trivial_class=trivial_class),  # what `kit predict` applies to new test logits
     }
     ref = oofs[names[0]]
     return write_submission(test_pred, ref.test_ids.astype(str), ref.classes.astype(str).tolist(), cfg, name, provenance), provenance

@@ -30,7 +30,7 @@ MAX_FOLDS = 5
 SEEDS = (42, 0, 1, 2, 3)  # the fold seeds init tries, the kit's default first
 DEFAULT_VARIANTS = ("convnext_tiny_224", "convnext_tiny_256", "efficientnet_b0_256")
 _KEY_ORDER = (
-    "train_csv", "test_csv", "sample_submission", "id_column", "train_id_column", "repeated_ids", "class_columns", "label_column",
+    "train_csv", "test_csv", "sample_submission", "id_column", "train_id_column", "drop_test_ids", "repeated_ids", "class_columns", "label_column",
     "label_separator", "none_label", "patient_column", "train_images", "test_images",
 )
 

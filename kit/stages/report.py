@@ -216,7 +216,7 @@ def _ledger(ledger) -> dict[str, Any]:
     public = np.array([number(x) for x in scored["public_score"]], dtype=np.float64)
     se = np.array([number(x) if number(x) is not None else 0.0 for x in scored["nested_cv_se"]], dtype=np.float64)
     trivial = next((number(t) for t in scored["trivial_baseline"][::-1] if number(t) is not None), None)
-    fig = cv_vs_public_figure(cv, public, [Path(f).stem for f in scored["file"]], correlation(cv, public), trivial, se=se)
+    fig = cv_vs_public_figure(cv, public, [Path(f).stem for f in scored["file"]], correlation(cv, public), trivial=trivial, se=se)
     rows = [{"file": Path(r["file"]).name, "time": r["time"], "nested_cv_score": r["nested_cv_score"], "public_score": r["public_score"],
              "trivial_baseline": r["trivial_baseline"]} for _, r in scored.iterrows()]
     return {"png": _png(fig), "rows": rows, "notes": notes}

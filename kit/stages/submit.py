@@ -11,6 +11,7 @@ print the ledger, draw public against nested CV. download: the competition's fil
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,7 +166,7 @@ def _dry_run(cfg: CompetitionConfig, out: _Outgoing, force: bool, console: Conso
 
 
 def _send(out: _Outgoing, entry: dict[str, str], message: str, force: bool, deadline: client.Deadline,
-          console: Console) -> tuple[Any, client.SubmissionLimits | None, int, str]:
+          console: Console, upload=None) -> tuple[Any, client.SubmissionLimits | None, int, str]:
     """Record a SENDING row, check today's limit, upload: (api, limits, ref, Kaggle's answer). The duplicate
     check and the SENDING row are one step under the ledger's lock, so a folder that cannot take the row stops
     the submission before any request; a failure drops the row, or keeps it as UNKNOWN if the file may be on Kaggle."""
@@ -180,7 +181,7 @@ def _send(out: _Outgoing, entry: dict[str, str], message: str, force: bool, dead
             api = client.connect(console, deadline)
             limits = client.submission_limits(api, slug)
             _check_limits(limits, slug)
-            ref, said = client.send(api, file, out.data, message, slug)
+            ref, said = client.send(api, file, out.data, message, slug) if upload is None else upload(api)
     except client.MaybeSubmitted as exc:
         _keep_unknown(ledger, key, exc.reason)
         raise _failure(f"{file} may have been submitted to '{slug}' ({exc.reason}); {ledger} keeps it as {UNKNOWN}; "
@@ -196,6 +197,76 @@ def _send(out: _Outgoing, entry: dict[str, str], message: str, force: bool, dead
         _forget(ledger, key)
         raise _failure(f"interrupted before the upload of {file} was complete; nothing was submitted", 130) from None
     return api, limits, ref, said
+
+
+def submit_kernel(
+    cfg: CompetitionConfig,
+    kernel: str,
+    message: str,
+    *,
+    version: int | None = None,
+    output: str = "submission.csv",
+    competition: str | None = None,
+    dry_run: bool = False,
+    wait: bool = False,
+    timeout: float = client.DEFAULT_WAIT_SECONDS,
+    force: bool = False,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """Submit notebook `kernel` (OWNER/SLUG, `version` or its latest) to a code competition: the ledger, the duplicate
+    check, the SENDING/UNKNOWN handling, the limits and `wait` of a CSV submission. The ledger's file is
+    `kernel:OWNER/SLUG@vN` and its sha256 that name's: the same notebook version is a duplicate. The provenance (nested
+    CV, variants, weights) is the blend's when `kit package` wrote this notebook under packages/."""
+    console = console or Console()
+    if not timeout > 0 or timeout == float("inf"):
+        raise KitError(f"--timeout {timeout:g}: give the seconds the command may take (the request and --wait), a number more than 0")
+    parts = kernel.split("/")
+    if len(parts) != 2 or not all(parts):
+        raise KitError(f"--kernel {kernel!r}: give the notebook as OWNER/SLUG (as in its kaggle.com/code/OWNER/SLUG address)")
+    if version is not None and version < 1:
+        raise KitError(f"--version {version}: give a notebook version number (1 or more), or leave it out for the latest")
+    if not message or not message.strip():
+        raise KitError("--message is empty; say what this submission is (it shows on the leaderboard page)")
+    slug = _slug(cfg, competition)
+    if slug != cfg.kaggle.competition and not force and not dry_run:
+        raise KitError(f"--competition '{slug}' is not the config's kaggle.competition '{cfg.kaggle.competition}'; "
+                       "set kaggle.competition, or --force to submit the notebook there anyway")
+    name = f"kernel:{kernel}@{'v' + str(version) if version is not None else 'latest'}"
+    sha = hashlib.sha256(name.encode()).hexdigest()
+    meta = _kernel_provenance(kernel)
+    synthetic = bool((meta or {}).get("synthetic"))
+    summary = {"file": name, "competition": slug, "message": message, "sha256": sha, "kernel": kernel, "version": version}
+    out = _Outgoing(file=Path(name), data=b"", slug=slug, sha=sha, meta=meta, synthetic=synthetic, other_competition=slug != cfg.kaggle.competition,
+                    ledger=ledger_path(cfg.paths.submissions), summary=summary)
+    if dry_run:
+        earlier = find_sent(read_ledger(out.ledger), sha, slug)
+        _say(console, f"dry run: would submit notebook {kernel} ({'version ' + str(version) if version else 'latest version'}, "
+                      f"output {output}) to '{slug}' with message {message!r}"
+                      + (f" — {_describe_earlier(earlier, slug)}, would be refused without --force" if earlier is not None and not force else ""))
+        return {**summary, "dry_run": True, "duplicate": earlier is not None}
+    if synthetic:
+        raise KitError(f"notebook {kernel}: its blend was made from synthetic data; the leaderboard would only count it against you")
+    deadline = client.Deadline(timeout)
+    entry = new_entry(out.file, sha, message, slug, meta)
+    api, limits, ref, said = _send(out, entry, message, force, deadline, console,
+                                   upload=lambda api: client.send_kernel(api, kernel, version, output, message, slug))
+    _record_ref(out, entry, ref)
+    left = "" if limits is None else f"; Kaggle allowed {limits.left_today} more today before this one"
+    _say(console, f"submitted notebook {kernel} to '{slug}' as ref {ref}: {said or 'no message'}; recorded in {out.ledger}{left}")
+    result = {**summary, "dry_run": False, "response": said, "ref": ref, "status": "PENDING"}
+    if not wait:
+        _say(console, "Kaggle runs the notebook on the hidden test set first; `kit submissions` shows its score (or use --wait)")
+        return result
+    return {**result, **remote_fields(_wait_for_score(api, out, entry, ref, deadline, console))}
+
+
+def _kernel_provenance(kernel: str) -> dict[str, Any] | None:
+    """The blend record of the package whose notebook is `kernel` (packages/*/dataset/kit-package.json), if any."""
+    for marker in sorted(Path("packages").glob("*/dataset/kit-package.json")):
+        record = read_json(marker) or {}
+        if record.get("kernel") == kernel:
+            return read_json(marker.parent / "oof" / f"blend_{record.get('blend')}.json")
+    return None
 
 
 def _note_if_changed(out: _Outgoing, console: Console) -> None:

@@ -90,10 +90,13 @@ def _assemble_when_done(cfg: CompetitionConfig, jobs: list[Job], results: Iterab
     for result in results:
         job = result.job
         seconds[job.mcfg.name] += result.seconds
+        if result.preds is None:  # stopped early: no whole variant's time to record
+            n_jobs[job.mcfg.name] = 0
         per_seed[job.mcfg.name, job.seed] -= 1
         if job.seed is not None and per_seed[job.mcfg.name, job.seed] == 0:
             assemble_oof(cfg, job.mcfg, source, fold_of, console=console, seed=job.seed)
         per_variant[job.mcfg.name] -= 1
         if per_variant[job.mcfg.name] == 0:
             assemble_oof(cfg, job.mcfg, source, fold_of, console=console)
-            timings.record(cfg.paths.runs, f"train {job.mcfg.name}", seconds[job.mcfg.name], f"{n_jobs[job.mcfg.name]} jobs, their wall times summed")
+            if n_jobs[job.mcfg.name]:
+                timings.record(f"train {job.mcfg.name}", seconds[job.mcfg.name], f"{n_jobs[job.mcfg.name]} jobs, their wall times summed")

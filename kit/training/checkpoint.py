@@ -18,7 +18,7 @@ import torch
 
 from kit.errors import KitError
 from kit.files import atomic_write
-from kit.paths import BEST_FILE, LAST_FILE, PREDS_FILE, set_aside
+from kit.paths import BEST_FILE, DECOUPLED_FILE, LAST_FILE, PREDS_FILE, set_aside
 from kit.training.identity import BEST_KEYS, LAST_KEYS, identity_changes, read_checkpoint, read_preds
 from kit.training.trainer import Trainer
 
@@ -50,6 +50,7 @@ class FoldCheckpoints:
     def __init__(self, out_dir: Path, identity: dict[str, str], hint: str):
         self.out_dir, self.identity, self.hint = out_dir, identity, hint
         self.preds, self.last, self.best = out_dir / PREDS_FILE, out_dir / LAST_FILE, out_dir / BEST_FILE
+        self.decoupled = out_dir / DECOUPLED_FILE
 
     def finished(self) -> bool:
         """True when `preds.npz` exists and was made from the current inputs; KitError when from others."""
@@ -67,7 +68,7 @@ class FoldCheckpoints:
         """A fresh start: no file of an earlier run may be mistaken for this one's (so `--resume` continues this
         run, not the earlier one), yet nothing earlier is lost before this run has its own result: preds.npz,
         last.pt and best.pt are moved aside as *.previous, and removed only once the new preds.npz exists."""
-        for stale in (self.preds, self.last, self.best):
+        for stale in (self.preds, self.last, self.best, self.decoupled):
             if stale.is_file():
                 os.replace(stale, set_aside(stale))
 
@@ -103,6 +104,10 @@ class FoldCheckpoints:
             "identity": self.identity,
         })
 
+    def save_decoupled(self, trainer: Trainer, val_logits: np.ndarray, epoch: int) -> None:
+        """The weights after cRT/τ-norm (best.pt keeps the epoch's own, which a resumed job re-balances again)."""
+        _save_torch(self.decoupled, {"model": trainer.eval_model.state_dict(), "val_logits": torch.from_numpy(val_logits), "epoch": epoch})
+
     def load_best(self, trainer: Trainer, device: torch.device) -> tuple[int, np.ndarray]:
         """Put the best epoch's weights into the eval model; (that epoch, its held-out logits)."""
         best = read_checkpoint(self.best, BEST_KEYS, self.hint, map_location=device)
@@ -113,6 +118,6 @@ class FoldCheckpoints:
         """The job's result, with its identity and summary as JSON strings."""
         arrays = {**arrays, "identity": np.asarray(json.dumps(self.identity)), "metrics": np.asarray(json.dumps(summary))}
         atomic_write(self.preds, lambda f: np.savez(f, **arrays))
-        for kept in (self.preds, self.last, self.best):  # the new result exists: the earlier run's files may go
+        for kept in (self.preds, self.last, self.best, self.decoupled):  # the new result exists: the earlier run's files may go
             set_aside(kept).unlink(missing_ok=True)
         return self.preds

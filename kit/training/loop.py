@@ -282,6 +282,7 @@ def _finish(run: FoldRun, state: FoldState, source: DataSource) -> Path:
         train_prior = decoupled
         val_logits = trainer.predict(split.train_images, split.val_idx)
         decoupled_metrics = _held_out_metrics(run, val_logits, train_prior)
+        run.checkpoints.save_decoupled(trainer, val_logits, best_epoch)  # the weights `kit predict` loads
         run.console.print(
             f"  {'cRT' if mcfg.crt_epochs else 'τ-norm'} head: score {decoupled_metrics['score']:.4f} "
             f"(trivial {decoupled_metrics['trivial_baseline']:.4f}), macro-F1 {decoupled_metrics['macro_f1']:.3f}, AUC {decoupled_metrics['auc']:.3f}"

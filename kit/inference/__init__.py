@@ -1,0 +1,1 @@
+"""Inference on new images with a finished ensemble (`kit predict`)."""
