@@ -173,9 +173,7 @@ class MetricConfig(_Strict):
     def _registered(cls, name: str) -> str:
         from kit.decision.metrics import METRICS  # the registry imports nothing of the config at import time
 
-        if name not in METRICS:
-            raise ValueError(f"unknown metric {name!r}; use one of {METRICS.names()}")
-        return name
+        return METRICS.validate(name)
 
     @model_validator(mode="after")
     def _meaningful(self) -> MetricConfig:
@@ -342,9 +340,7 @@ class ModelConfig(_Strict):
     def _registered_loss(cls, name: str) -> str:
         from kit.training.losses import LOSSES  # the loss registry (imports torch): asked only when a variant is read
 
-        if name not in LOSSES:
-            raise ValueError(f"unknown loss {name!r}; use one of {LOSSES.names()}")
-        return name
+        return LOSSES.validate(name)
 
     @model_validator(mode="after")
     def _recipe_combinations(self) -> ModelConfig:

@@ -48,6 +48,12 @@ class Registry(Generic[T]):
             prefix = f"{where}: " if where else ""
             raise KitError(f"{prefix}unknown {self.kind} {name!r}; use one of {self.names()}") from None
 
+    def validate(self, name: str) -> str:
+        """`name` when registered, else ValueError (for a pydantic validator: the config's loader names the file and key)."""
+        if name not in self._items:
+            raise ValueError(f"unknown {self.kind} {name!r}; use one of {self.names()}")
+        return name
+
     def names(self) -> list[str]:
         """Registered names, in registration order."""
         return list(self._items)

@@ -171,15 +171,20 @@ def to_values(frame: pd.DataFrame, classes: list[str], id_column: str, source: s
     return ids, np.stack([1 - p, p], axis=1)
 
 
-def _probabilities(values: pd.DataFrame, ids: np.ndarray, source: str) -> np.ndarray:
-    """The frame's cells as finite numbers in [0, 1]; KitError naming the first row that is not."""
+def _cells_as_numbers(values: pd.DataFrame, ids: np.ndarray, source: str, expected: str) -> np.ndarray:
+    """The frame's cells as floats; KitError naming the first row with a missing cell, or saying what they must hold."""
     if values.isna().any().any():
         row = int(np.flatnonzero(values.isna().any(axis=1).to_numpy())[0])
         raise KitError(f"{source}: row {row + 2} (id {ids[row]}) has a missing value")
     try:
-        numbers = values.astype(float).to_numpy()
+        return values.astype(float).to_numpy()
     except ValueError:
-        raise KitError(f"{source}: probability columns must hold numbers in [0, 1]") from None
+        raise KitError(f"{source}: {expected}") from None
+
+
+def _probabilities(values: pd.DataFrame, ids: np.ndarray, source: str) -> np.ndarray:
+    """The frame's cells as finite numbers in [0, 1]; KitError naming the first row that is not."""
+    numbers = _cells_as_numbers(values, ids, source, "probability columns must hold numbers in [0, 1]")
     bad = ~(np.isfinite(numbers) & (numbers >= 0) & (numbers <= 1))
     if bad.any():
         row, col = np.argwhere(bad)[0]
@@ -206,13 +211,7 @@ def to_indicator(
     ids = frame[id_column].astype(str).to_numpy()
     if fmt == "one-hot":
         values = frame[classes]
-        if values.isna().any().any():
-            row = int(np.flatnonzero(values.isna().any(axis=1).to_numpy())[0])
-            raise KitError(f"{source}: row {row + 2} (id {ids[row]}) has a missing value")
-        try:
-            numbers = values.astype(float).to_numpy()
-        except ValueError:
-            raise KitError(f"{source}: class columns must hold 0 or 1") from None
+        numbers = _cells_as_numbers(values, ids, source, "class columns must hold 0 or 1")
         bad = ~np.isin(numbers, (0.0, 1.0))
         if bad.any():
             row, col = np.argwhere(bad)[0]

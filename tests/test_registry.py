@@ -36,3 +36,12 @@ def test_second_registration_replaces_loudly():
     with pytest.warns(UserWarning, match="registered twice"):
         reg.add("a", 2)
     assert reg.get("a") == 2
+
+
+def test_validate_is_for_config_validators():
+    """A pydantic validator asks the registry: a known name comes back, an unknown one is a ValueError listing the names."""
+    reg: Registry = Registry("widget")
+    reg.add("a", 1)
+    assert reg.validate("a") == "a"
+    with pytest.raises(ValueError, match=r"unknown widget 'b'; use one of \['a'\]"):
+        reg.validate("b")

@@ -278,11 +278,17 @@ def _prior_bias(labels: np.ndarray, task: str) -> np.ndarray:
     return np.log(pi) if task == "multi-class" else np.log(pi) - np.log1p(-pi)
 
 
-def _probability_candidates(task: str) -> None:
+def _fitting_prior(task: str):
+    """The no-skill candidate of the probability and ranking metrics: the fitting rows' class prior for every image."""
+
     def trivial(logits, labels, ctx):
         calibrator = Calibrator(task, TRIVIAL_TEMPERATURE, 0.0, np.asarray(ctx.train_prior, dtype=np.float64), class_prior(labels))
         return decide_calibrated(calibrator, ctx.classes, ctx.metric, "trivial").with_(bias=_prior_bias(labels, task))
 
+    return trivial
+
+
+def _probability_candidates(task: str) -> None:
     def raw(logits, labels, ctx):
         return decide_calibrated(_fixed(labels, ctx, 0.0), ctx.classes, ctx.metric, "raw")
 
@@ -300,23 +306,19 @@ def _probability_candidates(task: str) -> None:
         fitted = fit_bias(calibrator.logits(logits), labels, task)
         return decide_calibrated(calibrator, ctx.classes, ctx.metric, "bias").with_(bias=fitted)
 
-    for name, fn in (("trivial", trivial), ("raw", raw), ("temperature", temperature), ("prior", prior),
+    for name, fn in (("trivial", _fitting_prior(task)), ("raw", raw), ("temperature", temperature), ("prior", prior),
                      ("temperature_alpha", temperature_alpha), ("bias", bias)):
         register_candidate(name, task, kind="probability")(fn)
 
 
 def _ranking_candidates(task: str) -> None:
-    def trivial(logits, labels, ctx):
-        calibrator = Calibrator(task, TRIVIAL_TEMPERATURE, 0.0, np.asarray(ctx.train_prior, dtype=np.float64), class_prior(labels))
-        return decide_calibrated(calibrator, ctx.classes, ctx.metric, "trivial").with_(bias=_prior_bias(labels, task))
-
     def scores(logits, labels, ctx):
         return decide_calibrated(_fixed(labels, ctx, 0.0), ctx.classes, ctx.metric, "scores")
 
     def calibrated(logits, labels, ctx):
         return decide_calibrated(_calibrator(logits, labels, ctx, None), ctx.classes, ctx.metric, "calibrated")
 
-    for name, fn in (("trivial", trivial), ("scores", scores), ("calibrated", calibrated)):
+    for name, fn in (("trivial", _fitting_prior(task)), ("scores", scores), ("calibrated", calibrated)):
         register_candidate(name, task, kind="ranking")(fn)
 
 

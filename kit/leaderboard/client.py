@@ -263,28 +263,13 @@ def send(api, file: Path, data: bytes, message: str, slug: str) -> tuple[int, st
     create.competition_name = slug
     create.blob_file_tokens = upload.token
     create.submission_description = message
-    try:
-        with _captured(), api.build_kaggle_client() as kaggle:
-            response = kaggle.competitions.competition_api_client.create_submission(create)
-    except KeyboardInterrupt:
-        raise MaybeSubmitted("interrupted while Kaggle was creating the submission", exit_code=130) from None
-    except CommandTimedOut:
-        raise MaybeSubmitted(f"--timeout {api.kit_deadline.seconds:g} s passed while Kaggle was creating the submission") from None
-    except Exception as exc:
-        if isinstance(exc, requests.HTTPError) and exc.response is not None and exc.response.status_code < 500:
-            raise _not_submitted(api_error(exc, f"submit to '{slug}'", api)) from None  # a refusal is a definite answer
-        raise MaybeSubmitted(_lost_answer(exc, api)) from None
-    ref = getattr(response, "ref", 0) or 0
-    if not isinstance(ref, int) or ref <= 0:
-        raise MaybeSubmitted("Kaggle answered without a submission ref")
-    return ref, clean_text(scrub(getattr(response, "message", "") or "", api))
+    return _create(api, lambda competitions: competitions.create_submission(create), f"submit to '{slug}'")
 
 
 def send_kernel(api, kernel: str, version: int | None, file_name: str, message: str, slug: str) -> tuple[int, str]:
     """Submit notebook `kernel` (OWNER/SLUG; `version`, else its latest) to code competition `slug`, its output
     `file_name` being the submission: (ref, Kaggle's message). One request, CreateCodeSubmission, with the failure
     handling of `send`'s CreateSubmission: a refusal (HTTP < 500) is a KitError, any other failure MaybeSubmitted."""
-    import requests
     from kagglesdk.competitions.types.competition_api_service import ApiCreateCodeSubmissionRequest
 
     owner, notebook = kernel.split("/")
@@ -296,16 +281,25 @@ def send_kernel(api, kernel: str, version: int | None, file_name: str, message: 
         request.kernel_version = int(version)
     request.file_name = file_name
     request.submission_description = message
+    return _create(api, lambda competitions: competitions.create_code_submission(request), f"submit notebook {kernel} to '{slug}'")
+
+
+def _create(api, call: Callable, what: str) -> tuple[int, str]:
+    """One create request, `call(competition_api_client)`, never retried: (ref, Kaggle's message). A refusal (HTTP < 500)
+    is a definite answer, a KitError saying nothing was submitted; any other failure, or an answer without a ref, may
+    have created the submission (MaybeSubmitted)."""
+    import requests
+
     try:
         with _captured(), api.build_kaggle_client() as kaggle:
-            response = kaggle.competitions.competition_api_client.create_code_submission(request)
+            response = call(kaggle.competitions.competition_api_client)
     except KeyboardInterrupt:
         raise MaybeSubmitted("interrupted while Kaggle was creating the submission", exit_code=130) from None
     except CommandTimedOut:
         raise MaybeSubmitted(f"--timeout {api.kit_deadline.seconds:g} s passed while Kaggle was creating the submission") from None
     except Exception as exc:
         if isinstance(exc, requests.HTTPError) and exc.response is not None and exc.response.status_code < 500:
-            raise _not_submitted(api_error(exc, f"submit notebook {kernel} to '{slug}'", api)) from None
+            raise _not_submitted(api_error(exc, what, api)) from None
         raise MaybeSubmitted(_lost_answer(exc, api)) from None
     ref = getattr(response, "ref", 0) or 0
     if not isinstance(ref, int) or ref <= 0:
