@@ -363,6 +363,7 @@ def init(
 def predict(
     images: Annotated[Path | None, typer.Argument(
         help="Folder of images to predict (default: the config's test set).")] = None,
+    *,
     ids: Annotated[Path | None, typer.Option("--ids", metavar="CSV",
         help="CSV of the ids to predict (data.id_column), their files in IMAGES; a sample submission also sets the format.")] = None,
     name: Annotated[str, typer.Option("--name", metavar="BLEND", help="The blend to apply (`kit blend --name`).")] = "blend",
@@ -384,6 +385,7 @@ def predict(
 @app.command()
 def package(
     name: Annotated[str, typer.Argument(help="The blend to package (`kit blend --name NAME`).")],
+    *,
     out: Annotated[Path | None, typer.Option("--out", metavar="DIR", help="Folder to write (default: packages/NAME).")] = None,
     half: Annotated[bool, typer.Option("--half", help="Store the fold weights in float16 (half the size; predictions may differ slightly).")] = False,
     dataset: Annotated[str | None, typer.Option("--dataset", metavar="OWNER/SLUG", help="The Kaggle dataset (default: <you>/kit-NAME).")] = None,

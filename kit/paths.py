@@ -77,6 +77,7 @@ def studies_url(oof_dir: str | Path) -> str:
 
 
 DEFAULT_STORAGE = studies_url("oof")
+PACKAGE_STORAGE = f"sqlite:///kit-{STUDIES_NAME}.db"  # a code competition's notebook: studies in its working folder
 
 # Names a variant, target or submission may not take, or end with: the kit writes files of these names itself.
 RESERVED_NAMES = (Path(LEDGER_NAME).stem, Path(CV_VS_PUBLIC_NAME).stem, STUDIES_NAME, "folds", "all")  # "all": a keyword
@@ -84,6 +85,11 @@ RESERVED_SUFFIXES = (CALIBRATION_SUFFIX, DECISION_SUFFIX, PER_CLASS_SUFFIX, HOLD
 
 
 # --- oof/ ---
+def oof_in(folder: str | Path, stem: str) -> Path:
+    """<folder>/<stem>.npz: an OOF file in a folder that is not (or not yet) a config's paths.oof (a package's copy)."""
+    return Path(folder) / f"{stem}{OOF_EXT}"
+
+
 def oof_npz(cfg: CompetitionConfig, variant: str) -> Path:
     """oof/<variant>.npz (also a target or a blend member by name)."""
     return Path(cfg.paths.oof) / f"{variant}{OOF_EXT}"

@@ -131,7 +131,7 @@ def test_names_the_kit_writes_are_reserved_for_variants_and_blends():
 
 
 ARTIFACT_NAMES = re.compile(r"\.calibration|\.decision|\.per_class|_confusion|_reliability|_per_class|ledger\.csv|preds\.npz|last\.pt|best\.pt"
-                            r"|doctor\.json|timings\.jsonl|report\.html(?!\.j2)|cv_vs_public|metrics\.csv|curves\.png|job\.json|optuna|\.previous|blend_|^\.seed$")
+                            r"|doctor\.json|timings\.jsonl|report\.html(?!\.j2)|cv_vs_public|metrics\.csv|curves\.png|job\.json|optuna(?!-dashboard)|\.previous|blend_|^\.seed$")
 
 
 def test_file_names_under_oof_runs_and_submissions_are_spelled_only_in_kit_paths():

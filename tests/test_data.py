@@ -168,7 +168,7 @@ def test_open_kaggle_source(tiny_competition):
         ("no_id_column", ["no id column 'id'", "data.id_column"]),
         ("zero_labels", ["train.csv", "2 rows have no active label", "img_000001"]),
         ("two_labels", ["train.csv", "1 rows have several active labels", "img_000003"]),
-        ("not_binary", ["values other than 0/1"]),
+        ("not_binary", ["train.csv", "class column", "not 0 or 1"]),
         ("duplicate_train", ["train.csv", "duplicate ids", "img_000001"]),
         ("duplicate_test", ["sample_submission.csv", "duplicate ids", "test_000002"]),
         ("sample_columns", ["sample_submission.csv", "class columns differ", "Bogus", "Hernia"]),

@@ -37,7 +37,7 @@ from kit.ensemble.aggregate import TEST_AGGREGATION, aggregate_predict
 from kit.ensemble.pipeline import Blend
 from kit.ensemble.record import blend_from_record
 from kit.errors import KitError
-from kit.paths import BEST_FILE, DECOUPLED_FILE, blend_oof_npz, decision_json, oof_meta_json, oof_npz, run_dir, seed_oof_stem
+from kit.paths import BEST_FILE, DECOUPLED_FILE, blend_oof_npz, decision_json, oof_in, oof_meta_json, oof_npz, run_dir, seed_oof_stem
 from kit.records import read_json
 from kit.training.device import pick_device
 from kit.training.identity import BEST_KEYS, read_checkpoint
@@ -107,7 +107,7 @@ def blend_plan(cfg: CompetitionConfig, name: str) -> Plan:
     for member, calibration in zip(blend.members, blend.calibrations):
         oof, models = member_models(cfg, member, classes, where=f"blend '{name}'")
         if fingerprints.get(member) != oof_fingerprint(oof):
-            raise KitError(f"{Path(cfg.paths.oof) / f'{member}.npz'}: changed since blend '{name}' was fitted (retrained?); "
+            raise KitError(f"{oof_npz(cfg, member)}: changed since blend '{name}' was fitted (retrained?); "
                            f"run `kit blend --name {name}` again")
         _check_calibration(calibration, oof, member, path)
         members.append(models)
@@ -124,7 +124,7 @@ def variant_plan(cfg: CompetitionConfig, variant: str) -> Plan:
     decision = Decision.load(path)
     oof, models = member_models(cfg, variant, list(decision.classes), where=f"{path}")
     if decision.fitted_on != oof_fingerprint(oof):
-        raise KitError(f"{path}: fitted on another {Path(cfg.paths.oof) / f'{variant}.npz'} (retrained since?); run `kit calibrate --variant {variant}` again")
+        raise KitError(f"{path}: fitted on another {oof_npz(cfg, variant)} (retrained since?); run `kit calibrate --variant {variant}` again")
     target = decision.target_prior
     identity = Calibrator(decision.task, 1.0, 0.0, target, target)  # log_probs(lp) = lp: the decision sees the member's calibration
     blend = Blend((variant,), (decision.calibrator,), np.ones(1), decision.with_(calibrator=identity))
@@ -191,7 +191,7 @@ def check_weights_match(member: MemberModels, oof_path: Path, fold: int, seed_in
     if seeds is None:  # a variant with seeds: its OOF is the mean; compare with the seed's own file when present
         meta = _read(oof_path.with_suffix(".json")) or {}
         seed = (meta.get("seeds") or [])[seed_index]
-        oof_path = oof_path.with_name(f"{seed_oof_stem(member.name, seed)}.npz")
+        oof_path = oof_in(oof_path.parent, seed_oof_stem(member.name, seed))
         if not oof_path.is_file():
             return
     oof = load_oof(oof_path)
@@ -289,7 +289,7 @@ def run_plan(plan: Plan, split: Split, cfg: CompetitionConfig, *, batch_size: in
         for member in plan.members:
             cache = cached_images(split, member.mcfg.image_size, cfg.paths.cache, cfg.data.on_bad_image)
             budget.started()
-            oof_path = Path(cfg.paths.oof) / f"{member.name}.npz" if check_weights else None
+            oof_path = oof_npz(cfg, member.name) if check_weights else None
             logits[member.name] = member_logits(member, cache.images, device, task=plan.blend.decision.task, batch_size=batch_size,
                                                 oof_path=oof_path, on_batch=on_batch)
     if plan.trivial_class is not None:  # the blend had no skill: `kit blend` submitted the majority class (multi-label: none)

@@ -38,6 +38,7 @@ from kit.errors import KitError
 from kit.files import atomic_write, write_json, write_text
 from kit.inference.notebook import MARKER, dumps, notebook
 from kit.inference.predict import blend_plan, blend_record_path
+from kit.paths import META_EXT, OOF_EXT, PACKAGE_STORAGE, oof_in, oof_meta_json
 
 # What a Kaggle GPU image lacks of the kit's dependencies (it has torch, torchvision, timm, numpy, scipy, pandas,
 # scikit-learn, optuna, pydantic, typer, rich, kaggle, opencv, ...): shipped as wheels at the versions installed here.
@@ -114,10 +115,10 @@ def _write_dataset(cfg: CompetitionConfig, name: str, plan, root: Path, *, half:
     shutil.copy2(blend_record_path(cfg, name), root / "oof" / blend_record_path(cfg, name).name)
     for member in plan.members:
         stems = [member.name]
-        meta = json.loads((oof / f"{member.name}.json").read_text())
+        meta = json.loads(oof_meta_json(oof_in(oof, member.name)).read_text())
         stems += [Path(v["oof"]).stem for v in (meta.get("per_seed") or {}).values()]
         for stem in stems:
-            for suffix in (".npz", ".json"):
+            for suffix in (OOF_EXT, META_EXT):
                 if (oof / f"{stem}{suffix}").is_file():
                     shutil.copy2(oof / f"{stem}{suffix}", root / "oof" / f"{stem}{suffix}")
         for per_seed in member.weights:
@@ -164,7 +165,7 @@ def _write_config(cfg: CompetitionConfig, path: Path) -> None:
     raw = cfg.model_dump(mode="json", exclude={"source_file"})
     raw["data"]["dir"] = "$KIT_DATA"
     raw["folds"]["path"] = "$KIT_WORK/folds.csv"
-    raw["calibrate"]["storage"] = "sqlite:///kit-optuna.db"
+    raw["calibrate"]["storage"] = PACKAGE_STORAGE
     raw["paths"] = {"oof": "$KIT_PACKAGE/oof", "runs": "$KIT_PACKAGE/runs", "models": "$KIT_PACKAGE/models",
                     "cache": "$KIT_WORK/cache", "submissions": "$KIT_WORK/submissions"}
     write_text(path, _toml(raw))

@@ -50,7 +50,7 @@ from kit.leaderboard.ledger import (
     update_rows,
 )
 from kit.leaderboard.reconcile import Verdict, parse_time, reconcile, sender_tag, still_sending
-from kit.paths import cv_vs_public_picture, provenance_json, submission_csvs
+from kit.paths import BLEND_OOF_PREFIX, cv_vs_public_picture, oof_in, oof_meta_json, provenance_json, submission_csvs
 from kit.records import SubmissionMeta, read_json
 from kit.submission import check_submission_file, is_synthetic
 
@@ -114,7 +114,7 @@ def submit(
             "Point the config at the real data, or use --dry-run"
         )
     entry = {**new_entry(out.file, out.sha, message, out.slug, out.meta), "error_description": sender_tag()}
-    api, limits, ref, said = _send(out, entry, message, force, deadline, console)
+    api, limits, ref, said = _send(out, entry, message, force=force, deadline=deadline, console=console)
     _record_ref(out, entry, ref)
     _note_if_changed(out, console)
     left = "" if limits is None else f"; Kaggle allowed {limits.left_today} more today before this one"
@@ -165,7 +165,7 @@ def _dry_run(cfg: CompetitionConfig, out: _Outgoing, force: bool, console: Conso
     return {**out.summary, "dry_run": True, "synthetic": out.synthetic, "duplicate": earlier is not None}
 
 
-def _send(out: _Outgoing, entry: dict[str, str], message: str, force: bool, deadline: client.Deadline,
+def _send(out: _Outgoing, entry: dict[str, str], message: str, *, force: bool, deadline: client.Deadline,
           console: Console, upload=None) -> tuple[Any, client.SubmissionLimits | None, int, str]:
     """Record a SENDING row, check today's limit, upload: (api, limits, ref, Kaggle's answer). The duplicate
     check and the SENDING row are one step under the ledger's lock, so a folder that cannot take the row stops
@@ -248,7 +248,7 @@ def submit_kernel(
         raise KitError(f"notebook {kernel}: its blend was made from synthetic data; the leaderboard would only count it against you")
     deadline = client.Deadline(timeout)
     entry = new_entry(out.file, sha, message, slug, meta)
-    api, limits, ref, said = _send(out, entry, message, force, deadline, console,
+    api, limits, ref, said = _send(out, entry, message, force=force, deadline=deadline, console=console,
                                    upload=lambda api: client.send_kernel(api, kernel, version, output, message, slug))
     _record_ref(out, entry, ref)
     left = "" if limits is None else f"; Kaggle allowed {limits.left_today} more today before this one"
@@ -265,7 +265,7 @@ def _kernel_provenance(kernel: str) -> dict[str, Any] | None:
     for marker in sorted(Path("packages").glob("*/dataset/kit-package.json")):
         record = read_json(marker) or {}
         if record.get("kernel") == kernel:
-            return read_json(marker.parent / "oof" / f"blend_{record.get('blend')}.json")
+            return read_json(oof_meta_json(oof_in(marker.parent / "oof", f"{BLEND_OOF_PREFIX}{record.get('blend')}")))
     return None
 
 
