@@ -12,7 +12,7 @@ import pytest
 
 from kit.leaderboard.ledger import read_ledger
 from tests.conftest import assert_one_line_error, layout_toml, make_layout, run_kit
-from tests.test_kaggle import API, SECRET, FakeKaggle, _handler, _kit, _never_leaks
+from tests.test_kaggle import API, SECRET, FakeKaggle, _kit, _never_leaks, serving
 
 pytestmark = [pytest.mark.subprocess, pytest.mark.slow]
 SLOW = 400  # seconds a subprocess may take: importing torch and the kaggle client on a loaded machine takes over a minute
@@ -72,19 +72,8 @@ class FakeCodeKaggle(FakeKaggle):
 
 @pytest.fixture
 def fake_code_kaggle():
-    import threading
-    from http.server import ThreadingHTTPServer
-
-    state = FakeCodeKaggle()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    state.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield state
-    state.release.set()
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    with serving(FakeCodeKaggle()) as state:
+        yield state
 
 
 def _config(tmp_path: Path) -> Path:

@@ -19,6 +19,7 @@ kaggle` reads the environment once per process.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -188,19 +189,27 @@ def _handler(state: FakeKaggle):
     return Handler
 
 
-@pytest.fixture
-def fake_kaggle():
-    """A fake Kaggle API on a free loopback port, for the duration of one test."""
-    state = FakeKaggle()
+@contextlib.contextmanager
+def serving(state: FakeKaggle):
+    """`state` (a FakeKaggle or a subclass) answering on a free loopback port until the block ends."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
     state.port = server.server_address[1]
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
-    yield state
-    state.release.set()
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    try:
+        yield state
+    finally:
+        state.release.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture
+def fake_kaggle():
+    """A fake Kaggle API on a free loopback port, for the duration of one test."""
+    with serving(FakeKaggle()) as state:
+        yield state
 
 
 def _setup(tmp_path: Path, synthetic: bool = False) -> tuple[Path, Path]:
