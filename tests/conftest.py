@@ -416,7 +416,8 @@ def dashboard_studies(config: Path, cwd: Path) -> tuple[set[str], str, int]:
         body, deadline = None, time.time() + 60
         while time.time() < deadline and body is None:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2) as response:
+                # a request cut at 2 s never saw a dashboard that needs 3 s to read a journal on a busy machine (CI: a Ray test beside it)
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=15) as response:
                     body = json.loads(response.read())
             except OSError:
                 if proc.poll() is not None:
@@ -424,6 +425,6 @@ def dashboard_studies(config: Path, cwd: Path) -> tuple[set[str], str, int]:
                 time.sleep(0.3)
     finally:
         proc.terminate()
-        out, _ = proc.communicate(timeout=10)
+        out, _ = proc.communicate(timeout=30)
     assert body is not None, f"dashboard did not answer: {out[-500:]}"
     return {s["study_name"] for s in body["study_summaries"]}, out, port
