@@ -425,6 +425,10 @@ def dashboard_studies(config: Path, cwd: Path) -> tuple[set[str], str, int]:
                 time.sleep(0.3)
     finally:
         proc.terminate()
-        out, _ = proc.communicate(timeout=30)
+        try:
+            out, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:  # seen in the full suite: the journal dashboard ignores SIGTERM; what it answered stands
+            proc.kill()
+            out, _ = proc.communicate()
     assert body is not None, f"dashboard did not answer: {out[-500:]}"
     return {s["study_name"] for s in body["study_summaries"]}, out, port
